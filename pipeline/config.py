@@ -1,0 +1,282 @@
+"""The job configuration (TOML) and its validation.
+
+Every error names the key and what was expected; unknown keys are refused, so a typo
+never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.layouts.fields import Charset, Field, FieldType, Layout
+
+# Plain, unquoted identifiers that every database accepts as typed, within Oracle's
+# pre-12.2 limit of 30 bytes. Anything else (quotes, spaces, semicolons) is refused here,
+# before any name reaches SQL.
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
+MAX_AMOUNT_DIGITS = 18  # 10**18 - 1 still fits int64 after parsing
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    name: str
+    description: str
+    source: Path  # the TOML file it was read from
+    input_format: str
+    input_path: Path | None
+    output_dir: Path
+    database_url: str
+    processors: int
+    writers: int | None  # None: the database's default (pipeline.db.dialects)
+    batch_size: int | None
+    heartbeat_timeout: float
+    staging_table: str
+    final_table: str
+    key: str
+    amount: str
+    trailer_count: str
+    trailer_amount: str
+    header: Layout
+    detail: Layout
+    trailer: Layout
+    delimiter: str = ","
+
+    @property
+    def amount_field(self) -> Field:
+        return self.detail.field(self.amount)
+
+    def with_overrides(self, **changes: Any) -> JobConfig:
+        """A copy with the command line's overrides (None means: keep the config's)."""
+        config = replace(self, **{k: v for k, v in changes.items() if v is not None})
+        _check_workers(config)
+        return config
+
+
+def load_config(path: str | Path) -> JobConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"configuration file {path} cannot be read: {exc}") from None
+    return parse_config(data, source=path)
+
+
+def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
+    _refuse_unknown(data, "", {"job", "input", "output", "database", "workers", "tables",
+                               "control", "layout"})
+    job = _section(data, "job", {"name", "description"})
+    inp = _section(data, "input", {"format", "record_length", "path", "delimiter"})
+    out = _section(data, "output", {"dir"})
+    db = _section(data, "database", {"url"})
+    workers = _section(data, "workers", {"processors", "writers", "batch_size",
+                                         "heartbeat_timeout"})
+    tables = _section(data, "tables", {"staging", "final", "key", "amount"})
+    control = _section(data, "control", {"trailer_count", "trailer_amount"})
+    layout = _section(data, "layout", {"header", "detail", "trailer"})
+
+    fmt = _get(inp, "input.format", str, "fixed")
+    if fmt not in ("fixed", "csv"):
+        raise ConfigError(f'input.format: expected "fixed" or "csv", got {fmt!r}')
+    length = _get(inp, "input.record_length", int, 0 if fmt == "csv" else None)
+    path = _get(inp, "input.path", str, "")
+    config = JobConfig(
+        name=_identifier(job, "job.name"),
+        description=_get(job, "job.description", str, ""),
+        source=source,
+        input_format=fmt,
+        input_path=Path(path) if path else None,
+        output_dir=Path(_get(out, "output.dir", str, "pipeline_work")),
+        database_url=_get(db, "database.url", str, "sqlite:///pipeline_work/pipeline.db"),
+        processors=_get(workers, "workers.processors", int, 2),
+        writers=_get(workers, "workers.writers", int, 0) or None,
+        batch_size=_get(workers, "workers.batch_size", int, 0) or None,
+        heartbeat_timeout=float(_get(workers, "workers.heartbeat_timeout", (int, float), 30)),
+        staging_table=_identifier(tables, "tables.staging"),
+        final_table=_identifier(tables, "tables.final"),
+        key=_identifier(tables, "tables.key"),
+        amount=_identifier(tables, "tables.amount"),
+        trailer_count=_identifier(control, "control.trailer_count"),
+        trailer_amount=_identifier(control, "control.trailer_amount"),
+        header=_layout(layout, "header", length, fmt),
+        detail=_layout(layout, "detail", length, fmt),
+        trailer=_layout(layout, "trailer", length, fmt),
+        delimiter=_get(inp, "input.delimiter", str, ","),
+    )
+    _check_workers(config)
+    _check_roles(config)
+    return config
+
+
+def _check_workers(config: JobConfig) -> None:
+    if not 1 <= config.processors <= 256:
+        raise ConfigError(f"workers.processors: expected 1 to 256, got {config.processors}")
+    if config.writers is not None and not 1 <= config.writers <= 64:
+        raise ConfigError(f"workers.writers: expected 1 to 64, got {config.writers}")
+    if config.batch_size is not None and not 1 <= config.batch_size <= 1_000_000:
+        raise ConfigError(f"workers.batch_size: expected 1 to 1000000, got {config.batch_size}")
+    if config.heartbeat_timeout <= 0:
+        raise ConfigError("workers.heartbeat_timeout: expected a positive number of seconds")
+
+
+def _check_roles(config: JobConfig) -> None:
+    detail, trailer = config.detail, config.trailer
+    _expect_field(detail, config.key, "tables.key", {FieldType.TEXT, FieldType.DIGITS})
+    _expect_field(detail, config.amount, "tables.amount", {FieldType.AMOUNT})
+    _expect_field(trailer, config.trailer_count, "control.trailer_count", {FieldType.NUMBER})
+    total = _expect_field(trailer, config.trailer_amount, "control.trailer_amount",
+                          {FieldType.AMOUNT})
+    if total.scale != config.amount_field.scale:
+        raise ConfigError("control.trailer_amount: expected the same scale as tables.amount")
+    reserved = {"run_id", "source_line", "worker_id", "last_run_id", "updated_ts"}
+    clash = reserved & {f.name for f in detail.stored_fields}
+    if clash:
+        raise ConfigError(f"layout.detail: field names {sorted(clash)} are reserved")
+    if config.staging_table == config.final_table:
+        raise ConfigError("tables.staging and tables.final must be different tables")
+
+
+def _expect_field(layout: Layout, name: str, key: str, types: set[FieldType]) -> Field:
+    try:
+        field = layout.field(name)
+    except KeyError:
+        raise ConfigError(f"{key}: no field {name!r} in the {layout.record_type} layout") from None
+    if field.type not in types:
+        wanted = " or ".join(sorted(types))
+        raise ConfigError(f"{key}: field {name!r} must be of type {wanted}")
+    return field
+
+
+def _layout(section: Mapping[str, Any], name: str, record_length: int, fmt: str) -> Layout:
+    raw = section.get(name)
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"layout.{name}: expected a list of fields")
+    fields: list[Field] = []
+    position = 1
+    for i, item in enumerate(raw):
+        key = f"layout.{name}[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{key}: expected a table of field settings")
+        field = _field(item, key, position if fmt == "csv" else None)
+        if field.start != position:
+            raise ConfigError(f"{key}: field {field.name!r} starts at column {field.start}, "
+                              f"expected {position} (fields must cover the record in order)")
+        position = field.end + 1
+        fields.append(field)
+    if fmt == "fixed" and position - 1 != record_length:
+        raise ConfigError(f"layout.{name}: fields cover {position - 1} columns, "
+                          f"input.record_length is {record_length}")
+    layout = Layout(record_type=fields[0].value, length=position - 1, fields=tuple(fields))
+    _check_layout(layout, name)
+    return layout
+
+
+def _field(item: Mapping[str, Any], key: str, csv_start: int | None) -> Field:
+    allowed = {"name", "start", "length", "type", "value", "charset", "required", "scale", "sign"}
+    _refuse_unknown(item, key, allowed)
+    type_name = _get(item, f"{key}.type", str)
+    try:
+        ftype = FieldType(type_name)
+    except ValueError:
+        raise ConfigError(f"{key}.type: expected one of {[t.value for t in FieldType]}, "
+                          f"got {type_name!r}") from None
+    charset = _get(item, f"{key}.charset", str, "printable")
+    try:
+        chars = Charset(charset)
+    except ValueError:
+        raise ConfigError(f"{key}.charset: expected one of {[c.value for c in Charset]}, "
+                          f"got {charset!r}") from None
+    start = csv_start if csv_start is not None else _get(item, f"{key}.start", int)
+    field = Field(
+        name=_identifier(item, f"{key}.name"),
+        start=start,
+        length=_get(item, f"{key}.length", int),
+        type=ftype,
+        value=_get(item, f"{key}.value", str, ""),
+        charset=chars,
+        required=_get(item, f"{key}.required", bool, False),
+        scale=_get(item, f"{key}.scale", int, 0),
+        sign=_get(item, f"{key}.sign", str, ""),
+    )
+    _check_field(field, key)
+    return field
+
+
+def _check_field(field: Field, key: str) -> None:
+    if field.length < 1:
+        raise ConfigError(f"{key}.length: expected a positive length")
+    if field.type is FieldType.LITERAL and len(field.value) != field.length:
+        raise ConfigError(f"{key}.value: expected {field.length} characters")
+    if field.type is FieldType.DATE and field.length != 8:
+        raise ConfigError(f"{key}.length: a date is YYYYMMDD, 8 columns")
+    if field.type is FieldType.SIGN and field.length != 1:
+        raise ConfigError(f"{key}.length: a sign is 1 column")
+    if field.type in (FieldType.AMOUNT, FieldType.NUMBER) and field.length > MAX_AMOUNT_DIGITS:
+        raise ConfigError(f"{key}.length: at most {MAX_AMOUNT_DIGITS} digits fit exactly")
+    if field.type is FieldType.AMOUNT and not 0 <= field.scale < field.length:
+        raise ConfigError(f"{key}.scale: expected 0 to {field.length - 1}")
+
+
+def _check_layout(layout: Layout, name: str) -> None:
+    if layout.fields[0].type is not FieldType.LITERAL:
+        raise ConfigError(f"layout.{name}[0]: the first field must be the record type literal")
+    names = [f.name for f in layout.fields if f.type is not FieldType.FILLER]
+    if len(names) != len(set(names)):
+        raise ConfigError(f"layout.{name}: field names must be unique")
+    for f in layout.fields:
+        if f.type is FieldType.AMOUNT and f.sign:
+            sign = next((s for s in layout.fields if s.name == f.sign), None)
+            if sign is None or sign.type is not FieldType.SIGN:
+                raise ConfigError(f"layout.{name}: amount {f.name!r} names sign {f.sign!r}, "
+                                  "which is not a sign field of the layout")
+
+
+def _section(data: Mapping[str, Any], name: str, allowed: set[str]) -> Mapping[str, Any]:
+    section = data.get(name, {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"[{name}]: expected a table")
+    _refuse_unknown(section, name, allowed)
+    return section
+
+
+def _refuse_unknown(data: Mapping[str, Any], where: str, allowed: set[str]) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown key {prefix}{unknown[0]}; expected one of {sorted(allowed)}")
+
+
+_MISSING = object()
+
+
+def _get(data: Mapping[str, Any], key: str, kind: Any, default: Any = _MISSING) -> Any:
+    value = data.get(key.rsplit(".", 1)[-1], _MISSING)
+    if value is _MISSING:
+        if default is _MISSING or default is None:
+            raise ConfigError(f"{key}: missing")
+        return default
+    # bool is an int in Python; refuse it where a count is wanted
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {_kind_name(kind)}, got {value!r}")
+    return value
+
+
+def _identifier(data: Mapping[str, Any], key: str) -> str:
+    name = _get(data, key, str)
+    if not IDENTIFIER.match(name):
+        raise ConfigError(f"{key}: {name!r} is not a plain identifier "
+                          "(lower-case letter, then letters, digits or _, at most 30)")
+    return name
+
+
+def _kind_name(kind: Any) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(k.__name__ for k in kind)
+    return {str: "a string", int: "an integer", bool: "true or false"}.get(kind, kind.__name__)

@@ -1,0 +1,99 @@
+"""Engines: one place that knows how to connect to each database and how to say so safely."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from pipeline.db.dialects import profile_for
+from pipeline.db.tables import JobTables
+from pipeline.errors import ConfigError, DatabaseFailure
+
+SQLITE_BUSY_TIMEOUT_S = 60
+
+
+def parse_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError("database URL is not a SQLAlchemy URL (e.g. sqlite:///file.db, "
+                          "postgresql+psycopg://user@host/db, oracle+oracledb://...)") from None
+    try:
+        profile_for(parsed.get_backend_name())
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return parsed
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL as logs and messages may show it: never the password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database URL>"
+
+
+def make_engine(url: str | URL) -> Engine:
+    """An engine for one process; never carried across a fork (NullPool, made per process)."""
+    parsed = parse_url(str(url)) if isinstance(url, str) else url
+    kwargs: dict[str, Any] = {"poolclass": NullPool}
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+    elif backend == "oracle":
+        kwargs["thick_mode"] = None  # python-oracledb thin mode: no Instant Client needed
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except NoSuchModuleError as exc:
+        raise ConfigError(f"no driver for {safe_url(parsed)}: {exc}") from None
+    if backend == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL: the parent reads the audit tables while the writer process loads staging
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_missing_tables(engine: Engine, tables: JobTables) -> None:
+    with database_errors(engine, "creating the job's tables"):
+        tables.metadata.create_all(engine, checkfirst=True)
+        inspector = inspect(engine)
+        for table in tables.metadata.sorted_tables:
+            _check_columns(table.name, {c.name for c in table.columns},
+                           {c["name"].lower() for c in inspector.get_columns(table.name)})
+
+
+def _check_columns(name: str, wanted: set[str], present: set[str]) -> None:
+    missing = wanted - present
+    if missing:
+        raise ConfigError(f"table {name} exists but lacks the columns {sorted(missing)}: "
+                          f"drop it or run the DDL in sql/")
+
+
+@contextmanager
+def database_errors(engine: Engine | URL | str, doing: str) -> Iterator[None]:
+    """Turn a driver error into one sentence naming the step and the database."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        target = engine.url if isinstance(engine, Engine) else engine
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        password = make_url(target).password if not isinstance(target, URL) else target.password
+        if password:
+            cause = cause.replace(str(password), "***")
+        raise DatabaseFailure(f"database error while {doing} on {safe_url(target)}: "
+                              f"{cause}") from exc

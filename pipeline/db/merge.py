@@ -1,0 +1,99 @@
+"""MERGE of one run's staging rows into the FINAL table, compiled per dialect.
+
+SQLAlchemy has no MERGE construct and no Oracle upsert, so this is a small construct of
+our own (SQLAlchemy's ``ext.compiler``). The source query is shared: it keeps, per key,
+the staging row with the highest SOURCE_LINE — the later record wins, as a sequential
+mainframe job would apply them — because PostgreSQL refuses a MERGE that touches a row
+twice and Oracle raises ORA-30926 where SQLite would silently keep one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, Table, bindparam, func, literal_column, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.elements import ClauseElement
+
+
+def surviving_rows(staging: Table, key: str, columns: list[str]) -> Select[Any]:
+    """The last staging row of each key for the run bound as ``:run_id``."""
+    ranked = (
+        select(
+            *(staging.c[c] for c in columns),
+            func.row_number()
+            .over(partition_by=staging.c[key], order_by=staging.c.source_line.desc())
+            .label("rn"),
+        )
+        .where(staging.c.run_id == bindparam("run_id"))
+        .subquery("ranked")
+    )
+    return select(*(ranked.c[c] for c in columns)).where(ranked.c.rn == literal_column("1"))
+
+
+class Merge(Executable, ClauseElement):
+    """Upsert ``source`` (one row per key) into ``target``, stamping run id and time."""
+
+    inherit_cache = False
+
+    def __init__(self, target: Table, source: Select[Any], key: str, columns: list[str]) -> None:
+        self.target, self.source, self.key, self.columns = target, source, key, columns
+
+
+def merge_statement(staging: Table, final: Table, key: str, columns: list[str]) -> Merge:
+    """The MERGE for ``:run_id``, setting LAST_RUN_ID and ``:updated_ts``."""
+    return Merge(final, surviving_rows(staging, key, columns), key, columns)
+
+
+def merge_params(run_id: str, updated_ts: datetime) -> dict[str, Any]:
+    return {"run_id": run_id, "updated_ts": updated_ts}
+
+
+def _stamped(element: Merge, compiler: SQLCompiler, **kw: Any) -> tuple[str, str, str]:
+    """(source SQL, target column list, source value list), run id and time included."""
+    source = element.source.add_columns(
+        bindparam("run_id").label("last_run_id"),
+        bindparam("updated_ts", type_=element.target.c.updated_ts.type).label("updated_ts"),
+    )
+    names = [*element.columns, "last_run_id", "updated_ts"]
+    quote = compiler.preparer.quote
+    return (
+        compiler.process(source, **kw),
+        ", ".join(quote(n) for n in names),
+        ", ".join(f"s.{quote(n)}" for n in names),
+    )
+
+
+@compiles(Merge, "sqlite")
+def _merge_sqlite(element: Merge, compiler: SQLCompiler, **kw: Any) -> str:
+    source, names, values = _stamped(element, compiler, **kw)
+    quote = compiler.preparer.quote
+    updates = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in _non_key(element))
+    # "WHERE true" keeps SQLite's parser from reading ON CONFLICT as a join constraint
+    return (
+        f"INSERT INTO {compiler.preparer.format_table(element.target)} ({names}) "
+        f"SELECT {values} FROM ({source}) s WHERE true "
+        f"ON CONFLICT ({quote(element.key)}) DO UPDATE SET {updates}"
+    )
+
+
+@compiles(Merge)
+def _merge_standard(element: Merge, compiler: SQLCompiler, **kw: Any) -> str:
+    """SQL:2003 MERGE, as PostgreSQL 15+ and Oracle both take it."""
+    source, names, values = _stamped(element, compiler, **kw)
+    quote = compiler.preparer.quote
+    key = quote(element.key)
+    updates = ", ".join(f"{quote(n)} = s.{quote(n)}" for n in _non_key(element))
+    return (
+        f"MERGE INTO {compiler.preparer.format_table(element.target)} f "
+        f"USING ({source}) s ON (f.{key} = s.{key}) "
+        f"WHEN MATCHED THEN UPDATE SET {updates} "
+        f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})"
+    )
+
+
+def _non_key(element: Merge) -> list[str]:
+    return [c for c in [*element.columns, "last_run_id", "updated_ts"] if c != element.key]

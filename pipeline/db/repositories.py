@@ -1,0 +1,103 @@
+"""Repositories: the reconciliation's questions to the staging and FINAL tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Connection, Select, Table, func, literal, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from pipeline.db.dialects import profile_for
+from pipeline.db.merge import merge_params, merge_statement, surviving_rows
+from pipeline.db.tables import JobTables
+
+_HALF = 2**32
+
+
+class _AmountSums:
+    """Exact SUM(amount) on every database.
+
+    SQLite's SUM() raises "integer overflow" past int64, so there the sum is taken in
+    two halves (amount / 2**32 and amount % 2**32, both truncating toward zero) that
+    cannot overflow, and put back together in Python.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.split = profile_for(connection.dialect).split_money_sums
+
+    def columns(self, amount: ColumnElement[Any]) -> list[ColumnElement[Any]]:
+        if not self.split:
+            return [func.coalesce(func.sum(amount), 0)]
+        whole = amount.op("/", return_type=BigInteger)(literal(_HALF))
+        rest = amount.op("%", return_type=BigInteger)(literal(_HALF))
+        return [func.coalesce(func.sum(whole), 0), func.coalesce(func.sum(rest), 0)]
+
+    def total(self, values: list[Any]) -> int:
+        if not self.split:
+            return int(values[0])
+        return int(values[0]) * _HALF + int(values[1])
+
+
+def _count_and_sum(connection: Connection, table: Any, amount: str,
+                   where: Any = None) -> tuple[int, int]:
+    sums = _AmountSums(connection)
+    query: Select[Any] = select(func.count(), *sums.columns(table.c[amount])).select_from(table)
+    if where is not None:
+        query = query.where(where)
+    row = connection.execute(query).one()
+    return int(row[0]), sums.total(list(row[1:]))
+
+
+class StagingRepository:
+    def __init__(self, connection: Connection, tables: JobTables, key: str, amount: str) -> None:
+        self.connection, self.table = connection, tables.staging
+        self.key, self.amount = key, amount
+        self.columns = tables.business_columns
+
+    def get_record_count(self, run_id: str) -> int:
+        return self.count_and_amount(run_id)[0]
+
+    def get_amount_total(self, run_id: str) -> int:
+        return self.count_and_amount(run_id)[1]
+
+    def count_and_amount(self, run_id: str) -> tuple[int, int]:
+        return _count_and_sum(self.connection, self.table, self.amount,
+                              self.table.c.run_id == run_id)
+
+    def surviving_count_and_amount(self, run_id: str) -> tuple[int, int]:
+        """Distinct keys of the run and the amount total of each key's last row."""
+        survivors = surviving_rows(self.table, self.key, self.columns).subquery("survivors")
+        sums = _AmountSums(self.connection)
+        query = select(func.count(), *sums.columns(survivors.c[self.amount]))
+        row = self.connection.execute(query, {"run_id": run_id}).one()
+        return int(row[0]), sums.total(list(row[1:]))
+
+    def delete_run(self, run_id: str) -> int:
+        result = self.connection.execute(self.table.delete().where(self.table.c.run_id == run_id))
+        return int(result.rowcount)
+
+
+class FinalRepository:
+    def __init__(self, connection: Connection, tables: JobTables, key: str, amount: str) -> None:
+        self.connection, self.tables = connection, tables
+        self.table: Table = tables.final
+        self.key, self.amount = key, amount
+
+    def get_count_for_run(self, run_id: str) -> int:
+        return self.count_and_amount_for_run(run_id)[0]
+
+    def get_amount_total_for_run(self, run_id: str) -> int:
+        return self.count_and_amount_for_run(run_id)[1]
+
+    def count_and_amount_for_run(self, run_id: str) -> tuple[int, int]:
+        return _count_and_sum(self.connection, self.table, self.amount,
+                              self.table.c.last_run_id == run_id)
+
+    def merge_run(self, run_id: str, updated_ts: datetime) -> int:
+        """Apply the run's surviving staging rows; the caller owns the transaction."""
+        statement = merge_statement(self.tables.staging, self.table, self.key,
+                                    self.tables.business_columns)
+        result = self.connection.execute(statement, merge_params(run_id, updated_ts))
+        return int(result.rowcount)

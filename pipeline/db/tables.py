@@ -1,0 +1,184 @@
+"""The job's tables, built from its configuration, and the shared audit tables.
+
+``sql/{oracle,postgresql,sqlite}/`` holds the same DDL for DBAs; a test reflects both
+and compares them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    CHAR,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from pipeline.config import JobConfig
+from pipeline.db.dialects import profile_for
+from pipeline.layouts.fields import Charset, Field, FieldType
+
+RUN_ID_LENGTH = 50
+AUDIT_SCALE = 6  # audit amounts hold any job's scale up to 6 decimals exactly
+AUDIT_PRECISION = 38  # Oracle's NUMBER maximum
+
+
+class Money(TypeDecorator[int]):
+    """Exact money: Python side always integer minor units.
+
+    NUMERIC(p, s) where the database has it; integer minor units on SQLite.
+    """
+
+    impl = Numeric
+    cache_ok = True
+
+    def __init__(self, precision: int, scale: int) -> None:
+        super().__init__(precision=precision, scale=scale, asdecimal=True)
+        self.scale = scale
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if profile_for(dialect).money_as_minor_units:
+            return dialect.type_descriptor(BigInteger())
+        return dialect.type_descriptor(Numeric(self.impl.precision, self.scale, asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or profile_for(dialect).money_as_minor_units:
+            return value
+        return Decimal(int(value)).scaleb(-self.scale)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        return to_minor(value, 0 if profile_for(dialect).money_as_minor_units else self.scale)
+
+
+def to_minor(value: int | Decimal, scale: int) -> int:
+    """Exact minor units of a database value; refuses anything that is not whole."""
+    if isinstance(value, int):
+        return value * 10**scale
+    minor = Decimal(value).scaleb(scale)
+    if minor != minor.to_integral_value():
+        raise ValueError(f"{value} has more than {scale} decimals")
+    return int(minor)
+
+
+@dataclass(frozen=True)
+class JobTables:
+    metadata: MetaData
+    staging: Table
+    final: Table
+    recon_audit: Table
+    worker_audit: Table
+    batch_run: Table
+
+    @property
+    def business_columns(self) -> list[str]:
+        """The stored fields of the layout, in layout order (key first in FINAL)."""
+        fixed = {"run_id", "source_line", "worker_id"}
+        return [c.name for c in self.staging.columns if c.name not in fixed]
+
+
+def job_tables(config: JobConfig) -> JobTables:
+    metadata = MetaData()
+    fields = config.detail.stored_fields
+    staging = Table(
+        config.staging_table,
+        metadata,
+        Column("run_id", String(RUN_ID_LENGTH), nullable=False),
+        Column("source_line", BigInteger, nullable=False),
+        Column("worker_id", Integer, nullable=False),
+        *(_column(f, config.key) for f in fields),
+        # one row per input line per run: a batch delivered twice fails loudly
+        PrimaryKeyConstraint("run_id", "source_line", name=f"pk_{config.staging_table}"[:30]),
+    )
+    key_first = sorted(fields, key=lambda f: f.name != config.key)
+    final = Table(
+        config.final_table,
+        metadata,
+        *(_column(f, config.key) for f in key_first),
+        Column("last_run_id", String(RUN_ID_LENGTH), nullable=False),
+        Column("updated_ts", DateTime, nullable=False),
+        PrimaryKeyConstraint(config.key, name=f"pk_{config.final_table}"[:30]),
+    )
+    # the staging_to_final checks count the FINAL rows of one run among millions
+    Index(f"ix_{config.final_table}_run"[:30], final.c.last_run_id)
+    return JobTables(metadata, staging, final, *audit_tables(metadata))
+
+
+def _column(field: Field, key: str) -> Column[Any]:
+    nullable = field.type is FieldType.TEXT and not field.required and field.name != key
+    if field.type is FieldType.AMOUNT:
+        return Column(field.name, Money(field.length, field.scale), nullable=False)
+    if field.type is FieldType.DATE:
+        return Column(field.name, Date, nullable=False)
+    if field.type is FieldType.TEXT and field.charset is Charset.UPPER:
+        return Column(field.name, CHAR(field.length), nullable=nullable)
+    return Column(field.name, String(field.length), nullable=nullable)
+
+
+def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
+    money = Money(AUDIT_PRECISION, AUDIT_SCALE)
+    recon_audit = Table(
+        "recon_audit",
+        metadata,
+        Column("recon_id", Integer, Identity(always=True), primary_key=True),
+        Column("run_id", String(RUN_ID_LENGTH), nullable=False),
+        Column("check_name", String(50), nullable=False),
+        # the designers' INTEGER would overflow at 2**31 records
+        Column("expected_cnt", BigInteger, nullable=False),
+        Column("actual_cnt", BigInteger, nullable=False),
+        Column("passed", CHAR(1), CheckConstraint("passed IN ('Y', 'N')", name="ck_recon_passed")),
+        Column("discrepancy", BigInteger, nullable=False),
+        Column("check_ts", DateTime, nullable=False),
+        Column("expected_amt", money),
+        Column("actual_amt", money),
+        Column("discrepancy_amt", money),
+        Column("detail", String(1000)),
+    )
+    Index("ix_recon_audit_run", recon_audit.c.run_id)
+    worker_audit = Table(
+        "recon_worker_audit",
+        metadata,
+        Column("run_id", String(RUN_ID_LENGTH), nullable=False),
+        Column("worker_id", Integer, nullable=False),
+        Column("worker_type", String(10), nullable=False),
+        Column("records_processed", BigInteger, nullable=False),
+        Column("errors_count", BigInteger, nullable=False),
+        Column("amount", money, nullable=False),
+        Column("start_ts", DateTime),
+        Column("end_ts", DateTime),
+        Column("state", String(20), nullable=False),
+        Column("exit_code", Integer),
+        Column("pid", Integer),
+        CheckConstraint("worker_type IN ('processor', 'writer')", name="ck_worker_type"),
+        PrimaryKeyConstraint("run_id", "worker_id", name="pk_recon_worker_audit"),
+    )
+    batch_run = Table(
+        "batch_run",
+        metadata,
+        Column("run_id", String(RUN_ID_LENGTH), primary_key=True),
+        Column("job_name", String(50), nullable=False),
+        Column("input_path", String(1000), nullable=False),
+        Column("input_sha256", CHAR(64)),
+        Column("status", String(20), nullable=False),
+        Column("start_ts", DateTime, nullable=False),
+        Column("end_ts", DateTime),
+        Column("exit_code", Integer),
+        Column("message", String(1000)),
+    )
+    return recon_audit, worker_audit, batch_run

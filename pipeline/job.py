@@ -1,0 +1,232 @@
+"""The run: its steps in order, its status, its run id.
+
+plan the input -> record the run -> parse and load with the workers -> aggregate the
+metrics bus -> reconcile (MERGE only if balanced) -> commit the audit -> exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import multiprocess as mp
+from sqlalchemy import Engine
+
+from pipeline.config import JobConfig
+from pipeline.db.bulk import loader_for
+from pipeline.db.dialects import profile_for
+from pipeline.db.engine import create_missing_tables, make_engine, parse_url
+from pipeline.db.tables import JobTables, job_tables
+from pipeline.errors import ConfigError, InputStructureError, Interrupted, PipelineError
+from pipeline.metrics.aggregator import AggregatedMetrics, MetricsAggregator, WorkerMetrics
+from pipeline.metrics.bus import MetricsBus
+from pipeline.source import InputPlan, plan_input
+from pipeline.workers.context import WorkerContext
+from pipeline.workers.pool import WorkerPool
+from recon import audit
+from recon.audit import AuditWriter, utc_now
+from recon.checks import ReconciliationResult
+from recon.service import ReconciliationService, TrailerTotals
+
+SAMPLE_RECORDS = 100_000
+AfterLoad = Callable[[Engine, str], None]
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    job_name: str
+    status: str
+    exit_code: int
+    message: str
+    input_path: Path
+    database: str
+    run_dir: Path
+    results: list[ReconciliationResult] = field(default_factory=list)
+    workers: list[WorkerMetrics] = field(default_factory=list)
+    metrics: AggregatedMetrics | None = None
+    duplicates_collapsed: int = 0
+    reject_file: Path | None = None
+    rejects: int = 0
+
+
+def new_run_id(job_name: str) -> str:
+    stamp = utc_now().strftime("%Y%m%dT%H%M%S")
+    return f"{job_name[:24]}-{stamp}-{secrets.token_hex(4)}"
+
+
+def run_job(config: JobConfig, *, after_load: AfterLoad | None = None,
+            on_tick: Callable[[MetricsBus], None] | None = None) -> RunOutcome:
+    """Run the job once. Never raises for a failed run: the outcome carries the exit code."""
+    run_id = new_run_id(config.name)
+    started = utc_now()
+    input_path = resolve_input(config)
+    run_dir = config.output_dir / "runs" / run_id
+    outcome = RunOutcome(run_id, config.name, audit.RUNNING, 0, "", input_path,
+                         config.database_url, run_dir)
+    with _signals_as_interrupts():
+        try:
+            parse_url(config.database_url)
+            _run(config, outcome, started, after_load, on_tick)
+        except PipelineError as exc:
+            _fail(outcome, exc)
+    return outcome
+
+
+def resolve_input(config: JobConfig) -> Path:
+    """The configured input, or a sample generated once for the shipped example job."""
+    if config.input_path is not None:
+        return config.input_path
+    if config.name != "daily_transactions":
+        raise ConfigError("input.path: missing (only the example job can generate a sample)")
+    sample = config.output_dir / "sample" / "daily_transactions.dat"
+    if not sample.exists():
+        from pipeline.generate import generate_file
+
+        sample.parent.mkdir(parents=True, exist_ok=True)
+        generate_file(sample, SAMPLE_RECORDS, seed=1, reject_rate=0.001, duplicate_rate=0.001)
+    return sample
+
+
+def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: AfterLoad | None,
+         on_tick: Callable[[MetricsBus], None] | None) -> None:
+    profile = profile_for(parse_url(config.database_url).get_backend_name())
+    processors = config.processors
+    writers = config.writers or profile.default_writers
+    batch_size = config.batch_size or profile.batch_size
+    tables = job_tables(config)
+    engine = make_engine(config.database_url)
+    try:
+        plan = _plan_or_record(config, outcome, engine, tables, started, processors)
+        outcome.run_dir.mkdir(parents=True, exist_ok=True)
+        _load(config, outcome, engine, tables, plan, writers, batch_size, on_tick)
+        if outcome.metrics and outcome.metrics.misplaced_control:
+            raise InputStructureError(
+                f"{outcome.metrics.misplaced_control} header or trailer record(s) inside the "
+                f"details (see {outcome.reject_file}): not a valid input")
+        if after_load:
+            after_load(engine, outcome.run_id)
+        _reconcile(config, outcome, engine, tables, plan)
+    except PipelineError as exc:
+        _fail(outcome, exc)
+    _record_end(config, outcome, engine, tables)
+    engine.dispose()
+
+
+def _plan_or_record(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables,
+                    started: Any, processors: int) -> InputPlan:
+    """Plan the input; the run is recorded in BATCH_RUN even when the input is refused."""
+    try:
+        plan: InputPlan | None = plan_input(outcome.input_path, config.header, config.trailer,
+                                            processors)
+    except InputStructureError as exc:
+        plan, refused = None, exc
+    create_missing_tables(engine, tables)
+    writer = AuditWriter(engine, tables, config.amount_field.scale)
+    writer.start_run(outcome.run_id, config.name, outcome.input_path.resolve(), started,
+                     plan.sha256 if plan else None)
+    if plan is None:
+        raise refused
+    return plan
+
+
+def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables,
+          plan: InputPlan, writers: int, batch_size: int,
+          on_tick: Callable[[MetricsBus], None] | None) -> None:
+    ctx_mp = mp.get_context("fork")
+    n_workers = len(plan.ranges) + writers
+    types = ["processor"] * len(plan.ranges) + ["writer"] * writers
+    with MetricsBus.create(n_workers, worker_types=types) as bus:
+        ctx = WorkerContext(
+            run_id=outcome.run_id, config=config, plan=plan, bus=bus,
+            loader=loader_for(tables, config.detail, config.amount, engine.dialect, batch_size),
+            database_url=config.database_url, batch_size=batch_size, run_dir=outcome.run_dir,
+            parent_pid=os.getpid(), batches=ctx_mp.Queue(maxsize=2 * writers + 2),
+            failures=ctx_mp.Queue())
+        pool = WorkerPool(ctx, len(plan.ranges), writers,
+                          on_tick=(lambda: on_tick(bus)) if on_tick else None)
+        try:
+            pool.run()
+        finally:
+            outcome.workers = MetricsAggregator.from_snapshot(bus.snapshot(), pool.exit_codes)
+            outcome.metrics = MetricsAggregator.aggregate(outcome.workers)
+            _collect_rejects(outcome, len(plan.ranges), ctx)
+
+
+def _collect_rejects(outcome: RunOutcome, processors: int, ctx: WorkerContext) -> None:
+    """One reject file in line order: the ranges are in file order, so are their parts."""
+    target = outcome.run_dir / "rejects.txt"
+    with open(target, "wb") as out:
+        for wid in range(processors):
+            part = ctx.reject_path(wid)
+            if part.exists():
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, out)
+                part.unlink()
+    outcome.reject_file = target
+    outcome.rejects = outcome.metrics.total_errors if outcome.metrics else 0
+
+
+def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables,
+               plan: InputPlan) -> None:
+    assert outcome.metrics is not None
+    trailer = TrailerTotals(plan.trailer[config.trailer_count],
+                            plan.trailer[config.trailer_amount])
+    service = ReconciliationService(engine, tables, config.key, config.amount, trailer)
+    result = service.reconcile(outcome.run_id, outcome.metrics, utc_now())
+    outcome.results = result.results
+    outcome.duplicates_collapsed = result.duplicates_collapsed
+    if result.passed:
+        outcome.status, outcome.exit_code = audit.SUCCEEDED, 0
+        outcome.message = f"all checks passed; {result.staged_rows} rows merged"
+    else:
+        failed = [r.check_name for r in result.results if not r.passed]
+        outcome.status, outcome.exit_code = audit.FAILED_RECONCILIATION, 1
+        outcome.message = f"reconciliation failed: {', '.join(failed)}; FINAL unchanged"
+
+
+def _fail(outcome: RunOutcome, exc: PipelineError) -> None:
+    outcome.exit_code = exc.exit_code
+    outcome.message = str(exc)
+    if isinstance(exc, Interrupted):
+        outcome.status = audit.INTERRUPTED
+    elif exc.exit_code == 2:
+        outcome.status = audit.FAILED_INPUT
+    else:
+        outcome.status = audit.FAILED_RUNTIME
+
+
+def _record_end(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables) -> None:
+    """Commit the audit; if the database itself failed, the run's exit code says so."""
+    writer = AuditWriter(engine, tables, config.amount_field.scale)
+    try:
+        writer.finish_run(outcome.run_id, outcome.status, outcome.exit_code, outcome.message,
+                          outcome.results, outcome.workers)
+    except PipelineError as exc:
+        if outcome.exit_code in (0, 1):
+            _fail(outcome, exc)
+        else:
+            outcome.message += f" (and the audit could not be written: {exc})"
+
+
+@contextmanager
+def _signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM and Ctrl-C stop the run cleanly: workers stopped, audit written, INTERRUPTED."""
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise Interrupted(f"interrupted by signal {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        with suppress(ValueError):
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

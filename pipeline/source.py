@@ -1,0 +1,199 @@
+"""The input file: control records, byte ranges for the processors, batches of lines.
+
+The parent reads the header and the trailer itself and splits the details into byte
+ranges on record boundaries; one streaming pass hashes the file and counts the lines of
+each range, so every processor knows the line number its range starts at. No step
+holds more than a chunk of the file in memory, whatever its size or shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import InputStructureError
+from pipeline.layouts.fields import FieldType, Layout
+from pipeline.layouts.fixed import Reject, check_records, columns_of
+
+CHUNK = 8 << 20
+MAX_LINE = 1 << 20  # a "record" longer than this is rejected without being held whole
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    end: int
+    first_line: int
+    lines: int
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    path: Path
+    size: int
+    sha256: str
+    header: dict[str, Any]
+    trailer: dict[str, Any]
+    ranges: tuple[ByteRange, ...]
+
+    @property
+    def detail_lines(self) -> int:
+        return sum(r.lines for r in self.ranges)
+
+
+def plan_input(path: Path, header: Layout, trailer: Layout, parts: int) -> InputPlan:
+    """Check the control records and split the details into ``parts`` byte ranges."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            return _plan(f, path, size, header, trailer, parts)
+    except FileNotFoundError:
+        raise InputStructureError(f"input file {path} does not exist") from None
+    except IsADirectoryError:
+        raise InputStructureError(f"input file {path} is a directory") from None
+    except PermissionError:
+        raise InputStructureError(f"input file {path} cannot be read: permission denied") from None
+
+
+def _plan(f: Any, path: Path, size: int, header: Layout, trailer: Layout,
+          parts: int) -> InputPlan:
+    width = header.length + 1
+    if size == 0:
+        raise InputStructureError(f"input file {path} is empty: no header, no trailer")
+    head = f.read(width)
+    header_values = read_control(header, head, "first", "header")
+    f.seek(max(0, size - trailer.length - 2))
+    tail = f.read()
+    if not tail.endswith(b"\n"):
+        raise InputStructureError("the last record does not end with a newline: "
+                                  "the file looks truncated")
+    if size == width:
+        raise InputStructureError("the file holds a header only: no trailer")
+    if size < 2 * width or tail[-trailer.length - 2] != ord("\n"):
+        raise InputStructureError(f"the last record is not a {trailer.length}-byte trailer")
+    trailer_values = read_control(trailer, tail[-trailer.length - 1 :], "last", "trailer")
+    cuts = _cut_points(f, width, size - trailer.length - 1, parts)
+    digest, counts = _hash_and_count(f, cuts)
+    ranges, line = [], 2
+    for (start, end), count in zip(zip(cuts, cuts[1:]), counts, strict=True):
+        ranges.append(ByteRange(start, end, line, count))
+        line += count
+    return InputPlan(path, size, digest, header_values, trailer_values, tuple(ranges))
+
+
+def read_control(layout: Layout, record: bytes, where: str, what: str) -> dict[str, Any]:
+    """Validate a header or trailer record and return its values (numbers as ints)."""
+    if len(record) != layout.length + 1 or record[-1:] != b"\n":
+        raise InputStructureError(f"the {where} record is not a {layout.length}-byte {what} "
+                                  "ended by a newline")
+    rec = np.frombuffer(record[:-1], dtype=np.uint8).reshape(1, -1)
+    if rec[0, 0] != ord(layout.record_type):
+        raise InputStructureError(f"the {where} record is not a {what}: it starts with "
+                                  f"{record[:1]!r}, expected {layout.record_type!r}")
+    checked = check_records(layout, rec)
+    if not checked.ok[0]:
+        raise InputStructureError(f"the {what} record is invalid: "
+                                  f"{checked.failures.reason(0, rec[0])}")
+    values: dict[str, Any] = {k: int(v[0]) for k, v in checked.numbers.items()}
+    for fld in layout.fields:
+        if fld.type in (FieldType.TEXT, FieldType.DATE, FieldType.DIGITS):
+            values[fld.name] = str(columns_of(layout, rec)[fld.name][0])
+    return values
+
+
+def _cut_points(f: Any, first: int, last: int, parts: int) -> list[int]:
+    """Byte offsets that split [first, last) into ``parts`` ranges on line boundaries."""
+    cuts = [first]
+    for k in range(1, parts):
+        target = max(first + (last - first) * k // parts, cuts[-1])
+        cuts.append(min(_next_line_start(f, target), last))
+    cuts.append(last)
+    return cuts
+
+
+def _next_line_start(f: Any, offset: int) -> int:
+    if offset == 0:
+        return 0
+    f.seek(offset - 1)
+    while chunk := f.read(64 << 10):
+        newline = chunk.find(b"\n")
+        if newline >= 0:
+            return f.tell() - len(chunk) + newline + 1
+    return f.tell()
+
+
+def _hash_and_count(f: Any, cuts: list[int]) -> tuple[str, list[int]]:
+    digest = hashlib.sha256()
+    counts = [0] * (len(cuts) - 1)
+    f.seek(0)
+    pos = 0
+    while chunk := f.read(CHUNK):
+        digest.update(chunk)
+        for i in range(len(counts)):
+            lo, hi = max(cuts[i], pos), min(cuts[i + 1], pos + len(chunk))
+            if lo < hi:
+                counts[i] += chunk.count(b"\n", lo - pos, hi - pos)
+        pos += len(chunk)
+    return digest.hexdigest(), counts
+
+
+@dataclass(frozen=True)
+class LineChunk:
+    data: bytes  # whole, newline-ended lines
+    first_line: int
+
+
+def read_lines(path: Path, rng: ByteRange, batch_lines: int,
+               record_length: int) -> Iterator[LineChunk | Reject]:
+    """Whole lines of a byte range, about ``batch_lines`` at a time.
+
+    A line longer than MAX_LINE is streamed past and yielded as a Reject, so a
+    multi-gigabyte blob without newlines never sits in memory.
+    """
+    want = batch_lines * (record_length + 1)
+    line = rng.first_line
+    with open(path, "rb", buffering=0) as f:
+        f.seek(rng.start)
+        left, carry = rng.end - rng.start, b""
+        while left > 0 or carry:
+            data = f.read(min(want, left)) if left > 0 else b""
+            left -= len(data)
+            data = carry + data
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                if len(data) > MAX_LINE or left <= 0:
+                    reject, left = _skip_long_line(f, data, left, line)
+                    yield reject
+                    line += 1
+                    carry = b""
+                else:
+                    carry = data
+                continue
+            carry = data[cut:]
+            chunk = data[:cut]
+            yield LineChunk(chunk, line)
+            line += chunk.count(b"\n")
+
+
+def _skip_long_line(f: Any, head: bytes, left: int, line: int) -> tuple[Reject, int]:
+    length = len(head)
+    while left > 0:
+        block = f.read(min(CHUNK, left))
+        if not block:
+            break
+        newline = block.find(b"\n")
+        if newline >= 0:
+            length += newline
+            left -= newline + 1
+            f.seek(-(len(block) - newline - 1), os.SEEK_CUR)
+            break
+        length += len(block)
+        left -= len(block)
+    reason = f"record is {length} bytes long without a newline"
+    return Reject(line, reason, head[:200]), left

@@ -1,0 +1,50 @@
+"""The one-screen summary an operator reads at 3 a.m.: what ran, every check, every worker."""
+
+from __future__ import annotations
+
+from pipeline.db.engine import safe_url
+from pipeline.job import RunOutcome
+from pipeline.money import format_minor
+from recon.checks import ReconciliationResult
+
+
+def format_summary(outcome: RunOutcome, scale: int) -> str:
+    lines = [
+        f"run      {outcome.run_id}",
+        f"job      {outcome.job_name}",
+        f"input    {outcome.input_path}",
+        f"database {safe_url(outcome.database)}",
+        f"status   {outcome.status} (exit {outcome.exit_code})",
+    ]
+    if outcome.results:
+        lines += ["", f"{'check':<29} {'expected':>20} {'actual':>20} {'diff':>14}  ok"]
+        for r in outcome.results:
+            lines.append(_check_line(r, scale))
+            if r.detail:
+                lines.append(f"    {r.detail}")
+    if outcome.workers:
+        lines += ["", f"{'worker':>6} {'type':<9} {'records':>12} {'errors':>8} "
+                      f"{'amount':>20} {'state':<8} exit"]
+        for w in outcome.workers:
+            lines.append(f"{w.worker_id:>6} {w.worker_type:<9} {w.records_processed:>12,} "
+                         f"{w.errors_count:>8,} {format_minor(w.amount, scale):>20} "
+                         f"{w.state:<8} {'' if w.exit_code is None else w.exit_code}")
+    lines.append("")
+    if outcome.reject_file is not None and outcome.rejects:
+        lines.append(f"rejects  {outcome.rejects:,} -> {outcome.reject_file}")
+    if outcome.duplicates_collapsed:
+        lines.append(f"duplicate keys collapsed: {outcome.duplicates_collapsed:,} "
+                     "(the later record won)")
+    lines.append(("OK: " if outcome.exit_code == 0 else "FAILED: ") + outcome.message)
+    return "\n".join(lines)
+
+
+def _check_line(r: ReconciliationResult, scale: int) -> str:
+    ok = "Y" if r.passed else "N"
+    if r.is_amount_check:
+        exp = "?" if r.expected_amount is None else format_minor(r.expected_amount, scale)
+        act = "?" if r.actual_amount is None else format_minor(r.actual_amount, scale)
+        diff = "?" if r.amount_discrepancy is None else format_minor(r.amount_discrepancy, scale)
+        return f"{r.check_name:<29} {exp:>20} {act:>20} {diff:>14}  {ok}"
+    return (f"{r.check_name:<29} {r.expected_count:>20,} {r.actual_count:>20,} "
+            f"{r.discrepancy:>14,}  {ok}")

@@ -1,0 +1,1 @@
+"""Processor and writer worker processes, and the pool that starts and supervises them."""

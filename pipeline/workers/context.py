@@ -1,0 +1,93 @@
+"""What every worker of a run needs, handed over by fork (nothing here is pickled)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import queue
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import JobConfig
+from pipeline.db.bulk import BulkLoader
+from pipeline.metrics.bus import MetricsBus, State
+from pipeline.source import InputPlan
+
+PR_SET_PDEATHSIG = 1
+QUEUE_POLL_S = 1.0  # how often a blocked worker beats and looks for its parent
+
+
+@dataclass
+class WorkerContext:
+    run_id: str
+    config: JobConfig
+    plan: InputPlan
+    bus: MetricsBus
+    loader: BulkLoader
+    database_url: str
+    batch_size: int
+    run_dir: Path
+    parent_pid: int
+    batches: Any  # multiprocess.Queue of (processor id, rows, amount, payload) or None
+    failures: Any  # multiprocess.Queue of (worker id, one-line message)
+
+    def reject_path(self, worker_id: int) -> Path:
+        return self.run_dir / f"rejects.{worker_id:03d}.part"
+
+    def put(self, worker_id: int, item: Any) -> None:
+        """Put on the bounded queue, beating while the writers catch up."""
+        while True:
+            try:
+                self.batches.put(item, timeout=QUEUE_POLL_S)
+                return
+            except queue.Full:
+                self.alive_or_exit(worker_id)
+
+    def get(self, worker_id: int) -> Any:
+        while True:
+            try:
+                return self.batches.get(timeout=QUEUE_POLL_S)
+            except queue.Empty:
+                self.alive_or_exit(worker_id)
+
+    def alive_or_exit(self, worker_id: int) -> None:
+        if os.getppid() != self.parent_pid:
+            os._exit(4)  # orphaned: the run is over, whatever it was doing
+        self.bus.beat(worker_id)
+
+
+def worker_main(ctx: WorkerContext, worker_id: int, body: Callable[[], None]) -> None:
+    """Common life of a worker: detach from the parent's signals, run, report how it ended."""
+    _die_with_parent(ctx.parent_pid)
+    try:
+        body()
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent
+        ctx.bus.finish(worker_id, State.FAILED)
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        try:
+            ctx.failures.put((worker_id, message), timeout=QUEUE_POLL_S)
+        except queue.Full:
+            pass
+        traceback.print_exc(file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(1)
+    ctx.bus.finish(worker_id, State.DONE)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    # Forked children inherit the parent's handlers: SIGTERM must kill a worker, and
+    # Ctrl-C (sent to the whole process group) is the parent's to handle.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the getppid() polls still catch it
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(4)

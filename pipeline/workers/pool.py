@@ -1,0 +1,139 @@
+"""Start the workers, supervise them, and stop them all if one dies or hangs.
+
+The parent waits on the workers' process sentinels with a short timeout; each wake-up
+it looks at exit codes and at the heartbeat column of the bus. Any worker that exits
+non-zero, dies by a signal or stops beating ends the run within seconds (exit 3), and
+every other worker is terminated: nothing is left running, nothing hangs.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import multiprocess as mp
+from multiprocess.connection import wait
+
+from pipeline.errors import WorkerFailure
+from pipeline.metrics.bus import Col, State
+from pipeline.workers.context import WorkerContext
+from pipeline.workers.processor import run_processor
+from pipeline.workers.writer import run_writer
+
+SUPERVISE_S = 0.25
+STOP_GRACE_S = 5.0
+
+
+@dataclass
+class Worker:
+    worker_id: int
+    kind: str  # "processor" or "writer"
+    process: Any
+
+
+@dataclass
+class WorkerPool:
+    ctx: WorkerContext
+    processors: int
+    writers: int
+    on_tick: Callable[[], None] | None = None  # progress display, called each wake-up
+    workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def exit_codes(self) -> dict[int, int | None]:
+        return {w.worker_id: w.process.exitcode for w in self.workers}
+
+    def run(self) -> None:
+        """Run every worker to completion or raise WorkerFailure; never leaves one behind."""
+        try:
+            self._start()
+            self._supervise()
+        finally:
+            self.stop()
+
+    def _start(self) -> None:
+        ranges = self.ctx.plan.ranges
+        for wid in range(self.writers):
+            self._spawn(len(ranges) + wid, "writer", run_writer, (self.ctx, len(ranges) + wid))
+        for wid, rng in enumerate(ranges):
+            self._spawn(wid, "processor", run_processor, (self.ctx, wid, rng))
+
+    def _spawn(self, worker_id: int, kind: str, target: Any, args: tuple[Any, ...]) -> None:
+        process = mp.Process(target=target, args=args, name=f"{kind}-{worker_id}", daemon=True)
+        process.start()
+        self.workers.append(Worker(worker_id, kind, process))
+
+    def _supervise(self) -> None:
+        processors = [w for w in self.workers if w.kind == "processor"]
+        writers = [w for w in self.workers if w.kind == "writer"]
+        end_markers = 0
+        while True:
+            wait([w.process.sentinel for w in self.workers], timeout=SUPERVISE_S)
+            self._check()
+            if self.on_tick:
+                self.on_tick()
+            if all(w.process.exitcode == 0 for w in processors):
+                # every batch is on the queue: tell each writer to finish
+                while end_markers < len(writers) and self._offer_end_marker():
+                    end_markers += 1
+                if all(w.process.exitcode == 0 for w in writers):
+                    return
+
+    def _offer_end_marker(self) -> bool:
+        try:
+            self.ctx.batches.put(None, timeout=SUPERVISE_S)
+            return True
+        except queue.Full:
+            return False
+
+    def _check(self) -> None:
+        snapshot = self.ctx.bus.snapshot()
+        now = time.monotonic_ns()
+        limit = int(self.ctx.config.heartbeat_timeout * 1e9)
+        for w in self.workers:
+            code = w.process.exitcode
+            row = snapshot[w.worker_id]
+            if code is not None and code != 0:
+                raise WorkerFailure(self._death(w, code))
+            if code == 0 and row[Col.STATE] != State.DONE:
+                raise WorkerFailure(f"{w.kind} {w.worker_id} exited without finishing its work")
+            if code is None and row[Col.STATE] == State.RUNNING \
+                    and now - int(row[Col.HEARTBEAT_NS]) > limit:
+                raise WorkerFailure(f"{w.kind} {w.worker_id} (pid {w.process.pid}) hung: no "
+                                    f"heartbeat for {self.ctx.config.heartbeat_timeout:g} s")
+
+    def _death(self, w: Worker, code: int) -> str:
+        how = f"was killed by signal {-code}" if code < 0 else f"failed with exit code {code}"
+        message = f"{w.kind} {w.worker_id} (pid {w.process.pid}) {how}"
+        cause = self._failure_messages().get(w.worker_id)
+        return f"{message}: {cause}" if cause else message
+
+    def _failure_messages(self) -> dict[int, str]:
+        messages: dict[int, str] = {}
+        while True:
+            try:
+                wid, text = self.ctx.failures.get(timeout=0.1)
+            except queue.Empty:
+                return messages
+            messages[wid] = text
+
+    def stop(self) -> None:
+        """Terminate whatever still runs, then kill what ignores SIGTERM; reap them all."""
+        alive = [w.process for w in self.workers if w.process.is_alive()]
+        for p in alive:
+            p.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for p in alive:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join()
+        for w in self.workers:
+            w.process.join()
+        for q in (self.ctx.batches, self.ctx.failures):
+            # data nobody will read must not keep the parent's feeder thread waiting
+            q.cancel_join_thread()
+            q.close()

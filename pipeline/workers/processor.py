@@ -1,0 +1,53 @@
+"""The processor: parse and validate one byte range, send accepted rows to the writers."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+import numpy as np
+
+from pipeline.db.bulk import StagingBatch
+from pipeline.layouts.fixed import DetailBatch, Reject, parse_details
+from pipeline.metrics.bus import WorkerType
+from pipeline.source import ByteRange, LineChunk, read_lines
+from pipeline.workers.context import WorkerContext, worker_main
+
+
+def run_processor(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
+    worker_main(ctx, worker_id, lambda: _process(ctx, worker_id, rng))
+
+
+def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
+    ctx.bus.register(worker_id, WorkerType.PROCESSOR)
+    layout, amount = ctx.config.detail, ctx.config.amount
+    accepted_amount = read_amount = 0
+    with open(ctx.reject_path(worker_id), "w", encoding="ascii") as rejects:
+        for item in read_lines(ctx.plan.path, rng, ctx.batch_size, layout.length):
+            if isinstance(item, LineChunk):
+                batch = parse_details(layout, amount, item.data, item.first_line)
+            else:
+                batch = _unreadable(item)
+            _write_rejects(rejects, batch)
+            if batch.accepted:
+                staged = StagingBatch(ctx.run_id, worker_id, batch.lines, batch.columns)
+                payload = ctx.loader.encode(staged)
+                ctx.put(worker_id, (worker_id, batch.accepted, batch.accepted_amount, payload))
+            accepted_amount += batch.accepted_amount
+            read_amount += batch.read_amount
+            # the bus is updated once per batch, after the batch is on its way
+            ctx.bus.add_batch(worker_id, batch.records_read, len(batch.rejects),
+                              accepted_amount, read_amount, batch.unreadable_amounts,
+                              len(batch.misplaced))
+
+
+def _unreadable(reject: Reject) -> DetailBatch:
+    """An over-long line: one record read, rejected, its amount unknowable."""
+    return DetailBatch(reject.line, np.empty(0, np.int64), {}, 1, [reject], 0, 0, 1, [])
+
+
+def _write_rejects(out: TextIO, batch: DetailBatch) -> None:
+    for r in batch.rejects:
+        raw = r.raw.decode("ascii", "backslashreplace").replace("\t", "\\t")
+        out.write(f"{r.line}\t{r.reason}\t{raw}\n")
+    for line in batch.misplaced:
+        out.write(f"{line}\tcontrol record (header or trailer) inside the details\t\n")

@@ -1,0 +1,1 @@
+"""Reconciliation: the control-total chain trailer -> read -> staging -> final, and its audit."""

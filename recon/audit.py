@@ -1,0 +1,85 @@
+"""Writes RECON_AUDIT, RECON_WORKER_AUDIT and BATCH_RUN: the run's evidence.
+
+They are committed for every run that reached the database, passed or failed, in a
+transaction of their own, so a rolled-back MERGE never takes its audit with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from pipeline.db.engine import database_errors
+from pipeline.db.tables import AUDIT_SCALE, JobTables
+from pipeline.metrics.aggregator import WorkerMetrics
+from recon.checks import ReconciliationResult
+
+RUNNING = "RUNNING"
+SUCCEEDED = "SUCCEEDED"
+FAILED_RECONCILIATION = "FAILED_RECON"
+FAILED_INPUT = "FAILED_INPUT"
+FAILED_RUNTIME = "FAILED_RUNTIME"
+INTERRUPTED = "INTERRUPTED"
+
+
+def utc_now() -> datetime:
+    """Naive UTC: TIMESTAMP columns hold UTC on every database."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class AuditWriter:
+    def __init__(self, engine: Engine, tables: JobTables, amount_scale: int) -> None:
+        self.engine, self.tables = engine, tables
+        self.rescale = 10 ** (AUDIT_SCALE - amount_scale)
+
+    def start_run(self, run_id: str, job_name: str, input_path: Path, started: datetime,
+                  sha256: str | None) -> None:
+        with database_errors(self.engine, "recording the run start"), self.engine.begin() as c:
+            c.execute(self.tables.batch_run.insert().values(
+                run_id=run_id, job_name=job_name, input_path=str(input_path)[:1000],
+                input_sha256=sha256, status=RUNNING, start_ts=started))
+
+    def finish_run(self, run_id: str, status: str, exit_code: int, message: str,
+                   results: Sequence[ReconciliationResult],
+                   workers: Sequence[WorkerMetrics]) -> None:
+        t = self.tables
+        now = utc_now()
+        with database_errors(self.engine, "committing the audit"), self.engine.begin() as c:
+            if results:
+                c.execute(t.recon_audit.insert(), [self._check_row(run_id, r, now)
+                                                   for r in results])
+            if workers:
+                c.execute(t.worker_audit.insert(), [self._worker_row(run_id, w)
+                                                    for w in workers])
+            c.execute(t.batch_run.update().where(t.batch_run.c.run_id == run_id).values(
+                status=status, end_ts=now, exit_code=exit_code, message=message[:1000]))
+
+    def _amount(self, minor: int | None) -> int | None:
+        return None if minor is None else minor * self.rescale
+
+    def _check_row(self, run_id: str, r: ReconciliationResult, now: datetime) -> dict:
+        return {
+            "run_id": run_id, "check_name": r.check_name, "expected_cnt": r.expected_count,
+            "actual_cnt": r.actual_count, "passed": "Y" if r.passed else "N",
+            "discrepancy": r.discrepancy, "check_ts": now,
+            "expected_amt": self._amount(r.expected_amount),
+            "actual_amt": self._amount(r.actual_amount),
+            "discrepancy_amt": self._amount(r.amount_discrepancy),
+            "detail": r.detail[:1000] or None,
+        }
+
+    def _worker_row(self, run_id: str, w: WorkerMetrics) -> dict:
+        return {
+            "run_id": run_id, "worker_id": w.worker_id, "worker_type": w.worker_type,
+            "records_processed": w.records_processed, "errors_count": w.errors_count,
+            "amount": self._amount(w.amount), "start_ts": _naive(w.start_time),
+            "end_ts": _naive(w.end_time), "state": w.state, "exit_code": w.exit_code,
+            "pid": w.pid,
+        }
+
+
+def _naive(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.astimezone(UTC).replace(tzinfo=None)

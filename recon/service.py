@@ -1,0 +1,121 @@
+"""ReconciliationService: run the checks in order, MERGE only when they balanced.
+
+Reconciliation is a step of the job, not a hook that could swallow a failure (the lesson
+of Spring Batch's ``afterStep``): every check produces a result, and any failed result
+fails the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from pipeline.db.engine import database_errors
+from pipeline.db.repositories import FinalRepository, StagingRepository
+from pipeline.db.tables import JobTables
+from pipeline.metrics.aggregator import AggregatedMetrics
+from recon import checks
+from recon.checks import ReconciliationResult, amount_check, count_check, not_evaluated
+
+
+@dataclass(frozen=True)
+class TrailerTotals:
+    count: int
+    amount: int  # minor units
+
+
+@dataclass(frozen=True)
+class ReconciliationOutcome:
+    results: list[ReconciliationResult]
+    merged: bool
+    staged_rows: int
+    duplicates_collapsed: int
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+
+class ReconciliationService:
+    def __init__(self, engine: Engine, tables: JobTables, key: str, amount: str,
+                 trailer: TrailerTotals) -> None:
+        self.engine, self.tables = engine, tables
+        self.key, self.amount, self.trailer = key, amount, trailer
+
+    def reconcile(self, run_id: str, aggregated: AggregatedMetrics,
+                  merged_at: datetime) -> ReconciliationOutcome:
+        results = self.reconcile_counts(run_id, aggregated)
+        with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
+            keys, survivors_amount = StagingRepository(
+                conn, self.tables, self.key, self.amount).surviving_count_and_amount(run_id)
+        staged = next(r.actual_count for r in results if r.check_name == checks.WRITTEN_TO_STAGING)
+        collapsed = staged - keys
+        if all(r.passed for r in results):
+            final_results = self.merge_and_verify(run_id, merged_at, keys, survivors_amount,
+                                                  collapsed)
+        else:
+            reason = "MERGE skipped because an earlier check failed; FINAL unchanged"
+            final_results = [not_evaluated(checks.STAGING_TO_FINAL, keys, reason),
+                             not_evaluated(checks.STAGING_TO_FINAL_AMOUNT, keys, reason)]
+        merged = all(r.passed for r in [*results, *final_results])
+        return ReconciliationOutcome([*results, *final_results], merged, staged, collapsed)
+
+    def reconcile_counts(self, run_id: str,
+                         aggregated: AggregatedMetrics) -> list[ReconciliationResult]:
+        """The checks before the MERGE: trailer -> read -> staging, counts and amounts."""
+        with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
+            staged, staged_amount = StagingRepository(
+                conn, self.tables, self.key, self.amount).count_and_amount(run_id)
+        a = aggregated
+        accepted = a.total_read - a.total_errors
+        unreadable = (f"{a.unreadable_amounts} rejected record(s) have an unreadable amount"
+                      if a.unreadable_amounts else "")
+        return [
+            count_check(checks.SOURCE_TRAILER_COUNT, self.trailer.count, a.total_read),
+            amount_check(checks.SOURCE_TRAILER_AMOUNT, (self.trailer.count, a.total_read),
+                         self.trailer.amount, None if unreadable else a.read_amount, unreadable),
+            count_check(checks.PROCESSED_TO_STAGING, accepted, staged,
+                        f"{a.total_read} read, {a.total_errors} rejected"),
+            amount_check(checks.PROCESSED_TO_STAGING_AMOUNT, (accepted, staged),
+                         a.accepted_amount, staged_amount),
+            count_check(checks.WRITTEN_TO_STAGING, a.total_written, staged,
+                        f"{a.writer_errors} row(s) refused by the database"
+                        if a.writer_errors else ""),
+        ]
+
+    def merge_and_verify(self, run_id: str, merged_at: datetime, keys: int,
+                         survivors_amount: int, collapsed: int) -> list[ReconciliationResult]:
+        """MERGE and the two checks after it in one transaction, rolled back on failure."""
+        detail = (f"{collapsed} duplicate-key record(s) collapsed, the later record won"
+                  if collapsed else "no duplicate keys")
+        with database_errors(self.engine, "merging into the final table"), \
+                self.engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                final = FinalRepository(conn, self.tables, self.key, self.amount)
+                final.merge_run(run_id, merged_at)
+                count, amount = final.count_and_amount_for_run(run_id)
+                results = [
+                    count_check(checks.STAGING_TO_FINAL, keys, count, detail),
+                    amount_check(checks.STAGING_TO_FINAL_AMOUNT, (keys, count),
+                                 survivors_amount, amount),
+                ]
+                if all(r.passed for r in results):
+                    transaction.commit()
+                else:
+                    transaction.rollback()
+                    results = [_rolled_back(r) for r in results]
+            except BaseException:
+                transaction.rollback()
+                raise
+        return results
+
+
+def _rolled_back(result: ReconciliationResult) -> ReconciliationResult:
+    note = "MERGE rolled back; FINAL unchanged"
+    detail = f"{result.detail}; {note}" if result.detail else note
+    return ReconciliationResult(result.check_name, result.expected_count, result.actual_count,
+                                result.passed, result.expected_amount, result.actual_amount,
+                                detail)

@@ -57,15 +57,16 @@ class RunOutcome:
     rejects: int = 0
 
 
-def new_run_id(job_name: str) -> str:
-    stamp = utc_now().strftime("%Y%m%dT%H%M%S")
-    return f"{job_name[:24]}-{stamp}-{secrets.token_hex(4)}"
+def new_run_id() -> str:
+    """Sortable by start time, unique without a database sequence; short, because every
+    staging row carries it (the job's name is in BATCH_RUN)."""
+    return f"{utc_now():%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
 
 
 def run_job(config: JobConfig, *, after_load: AfterLoad | None = None,
             on_tick: Callable[[MetricsBus], None] | None = None) -> RunOutcome:
     """Run the job once. Never raises for a failed run: the outcome carries the exit code."""
-    run_id = new_run_id(config.name)
+    run_id = new_run_id()
     started = utc_now()
     input_path = resolve_input(config)
     run_dir = config.output_dir / "runs" / run_id
@@ -185,7 +186,8 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
     outcome.duplicates_collapsed = result.duplicates_collapsed
     if result.passed:
         outcome.status, outcome.exit_code = audit.SUCCEEDED, 0
-        outcome.message = f"all checks passed; {result.staged_rows} rows merged"
+        keys = result.staged_rows - result.duplicates_collapsed
+        outcome.message = f"all checks passed; {keys:,} keys merged into {config.final_table}"
     else:
         failed = [r.check_name for r in result.results if not r.passed]
         outcome.status, outcome.exit_code = audit.FAILED_RECONCILIATION, 1

@@ -47,20 +47,25 @@ class ReconciliationService:
     def reconcile(self, run_id: str, aggregated: AggregatedMetrics,
                   merged_at: datetime) -> ReconciliationOutcome:
         results = self.reconcile_counts(run_id, aggregated)
+        staged = next(r for r in results if r.check_name == checks.PROCESSED_TO_STAGING_AMOUNT)
         with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
-            keys, survivors_amount = StagingRepository(
-                conn, self.tables, self.key, self.amount).surviving_count_and_amount(run_id)
-        staged = next(r.actual_count for r in results if r.check_name == checks.WRITTEN_TO_STAGING)
-        collapsed = staged - keys
+            staging = StagingRepository(conn, self.tables, self.key, self.amount)
+            deduplicate = staging.duplicated_key_count(run_id) > 0
+            if deduplicate:
+                keys, survivors_amount = staging.surviving_count_and_amount(run_id)
+            else:
+                keys, survivors_amount = staged.actual_count, staged.actual_amount or 0
+        collapsed = staged.actual_count - keys
         if all(r.passed for r in results):
             final_results = self.merge_and_verify(run_id, merged_at, keys, survivors_amount,
-                                                  collapsed)
+                                                  collapsed, deduplicate)
         else:
             reason = "MERGE skipped because an earlier check failed; FINAL unchanged"
             final_results = [not_evaluated(checks.STAGING_TO_FINAL, keys, reason),
                              not_evaluated(checks.STAGING_TO_FINAL_AMOUNT, keys, reason)]
         merged = all(r.passed for r in [*results, *final_results])
-        return ReconciliationOutcome([*results, *final_results], merged, staged, collapsed)
+        return ReconciliationOutcome([*results, *final_results], merged, staged.actual_count,
+                                     collapsed)
 
     def reconcile_counts(self, run_id: str,
                          aggregated: AggregatedMetrics) -> list[ReconciliationResult]:
@@ -86,7 +91,8 @@ class ReconciliationService:
         ]
 
     def merge_and_verify(self, run_id: str, merged_at: datetime, keys: int,
-                         survivors_amount: int, collapsed: int) -> list[ReconciliationResult]:
+                         survivors_amount: int, collapsed: int,
+                         deduplicate: bool = True) -> list[ReconciliationResult]:
         """MERGE and the two checks after it in one transaction, rolled back on failure."""
         detail = (f"{collapsed} duplicate-key record(s) collapsed, the later record won"
                   if collapsed else "no duplicate keys")
@@ -95,7 +101,7 @@ class ReconciliationService:
             transaction = conn.begin()
             try:
                 final = FinalRepository(conn, self.tables, self.key, self.amount)
-                final.merge_run(run_id, merged_at)
+                final.merge_run(run_id, merged_at, deduplicate)
                 count, amount = final.count_and_amount_for_run(run_id)
                 results = [
                     count_check(checks.STAGING_TO_FINAL, keys, count, detail),

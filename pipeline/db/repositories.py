@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, Connection, Select, Table, func, literal, sel
 from sqlalchemy.sql.elements import ColumnElement
 
 from pipeline.db.dialects import profile_for
-from pipeline.db.merge import merge_params, merge_statement, surviving_rows
+from pipeline.db.merge import duplicated_keys, merge_params, merge_statement, surviving_rows
 from pipeline.db.tables import JobTables
 
 _HALF = 2**32
@@ -66,6 +66,10 @@ class StagingRepository:
         return _count_and_sum(self.connection, self.table, self.amount,
                               self.table.c.run_id == run_id)
 
+    def duplicated_key_count(self, run_id: str) -> int:
+        query = duplicated_keys(self.table, self.key)
+        return int(self.connection.execute(query, {"run_id": run_id}).scalar_one())
+
     def surviving_count_and_amount(self, run_id: str) -> tuple[int, int]:
         """Distinct keys of the run and the amount total of each key's last row."""
         survivors = surviving_rows(self.table, self.key, self.columns).subquery("survivors")
@@ -95,9 +99,12 @@ class FinalRepository:
         return _count_and_sum(self.connection, self.table, self.amount,
                               self.table.c.last_run_id == run_id)
 
-    def merge_run(self, run_id: str, updated_ts: datetime) -> int:
-        """Apply the run's surviving staging rows; the caller owns the transaction."""
+    def merge_run(self, run_id: str, updated_ts: datetime, deduplicate: bool = True) -> int:
+        """Apply the run's surviving staging rows; the caller owns the transaction.
+
+        ``deduplicate=False`` is only correct when no key repeats in the run.
+        """
         statement = merge_statement(self.tables.staging, self.table, self.key,
-                                    self.tables.business_columns)
+                                    self.tables.business_columns, deduplicate)
         result = self.connection.execute(statement, merge_params(run_id, updated_ts))
         return int(result.rowcount)

@@ -90,11 +90,13 @@ class WorkerPool:
             return False
 
     def _check(self) -> None:
+        # exit codes before the snapshot: a worker marks its row DONE before it exits, so
+        # the other order could see the exit but not yet the DONE
+        codes = [w.process.exitcode for w in self.workers]
         snapshot = self.ctx.bus.snapshot()
         now = time.monotonic_ns()
         limit = int(self.ctx.config.heartbeat_timeout * 1e9)
-        for w in self.workers:
-            code = w.process.exitcode
+        for w, code in zip(self.workers, codes, strict=True):
             row = snapshot[w.worker_id]
             if code is not None and code != 0:
                 raise WorkerFailure(self._death(w, code))

@@ -75,7 +75,8 @@ def merge_params(run_id: str, updated_ts: datetime) -> dict[str, Any]:
 def _stamped(element: Merge, compiler: SQLCompiler, **kw: Any) -> tuple[str, str, str]:
     """(source SQL, target column list, source value list), run id and time included."""
     source = element.source.add_columns(
-        bindparam("run_id").label("last_run_id"),
+        # typed, so PostgreSQL deduces one type for a parameter used twice
+        bindparam("run_id", type_=element.target.c.last_run_id.type).label("last_run_id"),
         bindparam("updated_ts", type_=element.target.c.updated_ts.type).label("updated_ts"),
     )
     names = [*element.columns, "last_run_id", "updated_ts"]

@@ -32,6 +32,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from pipeline.config import JobConfig
 from pipeline.db.dialects import profile_for
 from pipeline.layouts.fields import Charset, Field, FieldType
+from pipeline.money import format_minor, parse_decimal_to_minor
 
 RUN_ID_LENGTH = 50
 AUDIT_SCALE = 6  # audit amounts hold any job's scale up to 6 decimals exactly
@@ -65,6 +66,30 @@ class Money(TypeDecorator[int]):
         if value is None:
             return None
         return to_minor(value, 0 if profile_for(dialect).money_as_minor_units else self.scale)
+
+
+class AuditMoney(Money):
+    """Audit amounts: sums over a whole run, which can pass int64 in minor units.
+
+    SQLite stores them as exact decimal text instead of an integer that could overflow.
+    """
+
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if profile_for(dialect).money_as_minor_units:
+            return dialect.type_descriptor(String(AUDIT_PRECISION + 2))
+        return super().load_dialect_impl(dialect)
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is not None and profile_for(dialect).money_as_minor_units:
+            return format_minor(int(value), self.scale)
+        return super().process_bind_param(value, dialect)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        if value is not None and profile_for(dialect).money_as_minor_units:
+            return parse_decimal_to_minor(str(value), self.scale)
+        return super().process_result_value(value, dialect)
 
 
 def to_minor(value: int | Decimal, scale: int) -> int:
@@ -132,7 +157,7 @@ def _column(field: Field, key: str) -> Column[Any]:
 
 
 def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
-    money = Money(AUDIT_PRECISION, AUDIT_SCALE)
+    money = AuditMoney(AUDIT_PRECISION, AUDIT_SCALE)
     recon_audit = Table(
         "recon_audit",
         metadata,

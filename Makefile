@@ -1,0 +1,31 @@
+# The README's commands, and the tools around them. Each target works from a fresh clone.
+PY := .venv/bin/python
+
+.PHONY: demo test lint bench bench-full clean
+
+.venv:
+	python3 -m venv .venv
+
+demo: .venv
+	.venv/bin/pip install -q -e .
+	$(PY) -m pipeline run
+
+test: .venv
+	.venv/bin/pip install -q -e '.[test]'
+	$(PY) -m pytest
+
+lint: .venv
+	.venv/bin/pip install -q -e '.[test,dev]'
+	$(PY) -m ruff check pipeline recon tests benchmarks
+	$(PY) -m mypy
+
+bench: .venv
+	.venv/bin/pip install -q -e '.[bench]'
+	$(PY) -m benchmarks --quick
+
+bench-full: .venv
+	.venv/bin/pip install -q -e '.[bench]'
+	$(PY) -m benchmarks --full
+
+clean:
+	rm -rf .venv pipeline_work

@@ -1,0 +1,60 @@
+-- Audit tables shared by every job: RECON_AUDIT, RECON_WORKER_AUDIT, BATCH_RUN. SQLite 3.
+--
+-- The job creates these tables itself when they are missing; this file is for DBAs
+-- and is checked against the code by tests/test_ddl.py.
+--
+-- Counts are BIGINT: the designers' INTEGER overflows at 2**31 records.
+-- Amounts are integer minor units at scale 6 (123.45 is 123450000): SQLite has no exact
+-- decimal type, and scale 6 holds any job's amounts exactly.
+-- Timestamps are ISO-8601 text in UTC.
+
+-- One row per reconciliation check of a run, passed or failed.
+CREATE TABLE recon_audit (
+    -- INTEGER PRIMARY KEY is SQLite's rowid: numbered automatically (no IDENTITY here)
+    recon_id         INTEGER       NOT NULL,
+    run_id           VARCHAR(50)   NOT NULL,
+    check_name       VARCHAR(50)   NOT NULL,
+    expected_cnt     BIGINT        NOT NULL,
+    actual_cnt       BIGINT        NOT NULL,
+    passed           CHAR(1)       CONSTRAINT ck_recon_passed CHECK (passed IN ('Y', 'N')),
+    discrepancy      BIGINT        NOT NULL,
+    check_ts         DATETIME      NOT NULL,
+    expected_amt     BIGINT,                  -- amount checks only, minor units at scale 6
+    actual_amt       BIGINT,
+    discrepancy_amt  BIGINT,
+    detail           VARCHAR(1000),           -- why a check failed or could not be evaluated
+    PRIMARY KEY (recon_id)
+);
+
+CREATE INDEX ix_recon_audit_run ON recon_audit (run_id);
+
+-- One row per worker process of a run: what it did and how it ended.
+CREATE TABLE recon_worker_audit (
+    run_id             VARCHAR(50) NOT NULL,
+    worker_id          INTEGER     NOT NULL,
+    worker_type        VARCHAR(10) NOT NULL,  -- 'processor' or 'writer'
+    records_processed  BIGINT      NOT NULL,
+    errors_count       BIGINT      NOT NULL,
+    amount             BIGINT      NOT NULL,  -- minor units at scale 6
+    start_ts           DATETIME,
+    end_ts             DATETIME,
+    state              VARCHAR(20) NOT NULL,  -- done, failed, killed, lost, running, not_started
+    exit_code          INTEGER,               -- the process exit code (negative: a signal)
+    pid                INTEGER,
+    CONSTRAINT pk_recon_worker_audit PRIMARY KEY (run_id, worker_id),
+    CONSTRAINT ck_worker_type CHECK (worker_type IN ('processor', 'writer'))
+);
+
+-- One row per run, written when the run starts and completed when it ends.
+CREATE TABLE batch_run (
+    run_id        VARCHAR(50)   NOT NULL,
+    job_name      VARCHAR(50)   NOT NULL,
+    input_path    VARCHAR(1000) NOT NULL,
+    input_sha256  CHAR(64),                 -- hex SHA-256 of the input file
+    status        VARCHAR(20)   NOT NULL,   -- RUNNING, SUCCEEDED, FAILED_RECON, ...
+    start_ts      DATETIME      NOT NULL,
+    end_ts        DATETIME,
+    exit_code     INTEGER,                  -- 0 ok, 1 recon failed, 2 bad input, 3 runtime
+    message       VARCHAR(1000),
+    PRIMARY KEY (run_id)
+);

@@ -1,0 +1,39 @@
+-- Daily transactions job: staging and FINAL tables, SQLite 3.
+--
+-- The job creates these tables itself when they are missing; this file is for DBAs
+-- and is checked against the code by tests/test_ddl.py.
+--
+-- Money: SQLite has no exact decimal type (a NUMERIC value with a fraction is stored as
+-- an 8-byte float), so AMOUNT holds integer minor units: 123.45 is stored as 12345.
+-- Dates are ISO-8601 text ('2026-11-25'), timestamps ISO-8601 text in UTC.
+
+-- One row per accepted detail record of a run, loaded by the writer workers.
+-- No primary key and no index: a (run_id, source_line) key made the load 1.6x slower;
+-- the reconciliation, not a constraint, proves every line arrived exactly once.
+CREATE TABLE stg_transactions (
+    run_id       VARCHAR(50) NOT NULL,
+    source_line  BIGINT      NOT NULL,  -- 1-based line number in the input file
+    worker_id    INTEGER     NOT NULL,  -- the processor worker that read the line
+    txn_id       VARCHAR(16) NOT NULL,
+    account_id   VARCHAR(10) NOT NULL,  -- digits, kept as text so leading zeros survive
+    txn_date     DATE        NOT NULL,
+    amount       BIGINT      NOT NULL,  -- minor units (2 implied decimals)
+    currency     CHAR(3),
+    description  VARCHAR(40)            -- trailing spaces trimmed; blank is NULL
+);
+
+-- The FINAL table: one row per TXN_ID; a later record of the same key wins.
+CREATE TABLE transactions (
+    txn_id       VARCHAR(16) NOT NULL,
+    account_id   VARCHAR(10) NOT NULL,
+    txn_date     DATE        NOT NULL,
+    amount       BIGINT      NOT NULL,  -- minor units (2 implied decimals)
+    currency     CHAR(3),
+    description  VARCHAR(40),
+    last_run_id  VARCHAR(50) NOT NULL,  -- the run that last inserted or updated the row
+    updated_ts   DATETIME    NOT NULL,  -- UTC
+    CONSTRAINT pk_transactions PRIMARY KEY (txn_id)
+);
+
+-- The staging_to_final checks count and sum the FINAL rows of one run among millions.
+CREATE INDEX ix_transactions_run ON transactions (last_run_id);

@@ -23,6 +23,7 @@ from pipeline.config import JobConfig
 from pipeline.db.bulk import loader_for
 from pipeline.db.dialects import profile_for
 from pipeline.db.engine import create_missing_tables, make_engine, parse_url
+from pipeline.db.lock import JobAlreadyRunning, job_lock
 from pipeline.db.tables import JobTables, job_tables
 from pipeline.errors import ConfigError, InputStructureError, Interrupted, PipelineError
 from pipeline.metrics.aggregator import AggregatedMetrics, MetricsAggregator, WorkerMetrics
@@ -106,15 +107,16 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
     engine = make_engine(config.database_url)
     try:
         plan = _plan_or_record(config, outcome, engine, tables, started, processors)
-        outcome.run_dir.mkdir(parents=True, exist_ok=True)
-        _load(config, outcome, engine, tables, plan, writers, batch_size, on_tick)
-        if outcome.metrics and outcome.metrics.misplaced_control:
-            raise InputStructureError(
-                f"{outcome.metrics.misplaced_control} header or trailer record(s) inside the "
-                f"details (see {outcome.reject_file}): not a valid input")
-        if after_load:
-            after_load(engine, outcome.run_id)
-        _reconcile(config, outcome, engine, tables, plan)
+        with job_lock(engine, tables.job_lock, config.name):
+            outcome.run_dir.mkdir(parents=True, exist_ok=True)
+            _load(config, outcome, engine, tables, plan, writers, batch_size, on_tick)
+            if outcome.metrics and outcome.metrics.misplaced_control:
+                raise InputStructureError(
+                    f"{outcome.metrics.misplaced_control} header or trailer record(s) inside "
+                    f"the details (see {outcome.reject_file}): not a valid input")
+            if after_load:
+                after_load(engine, outcome.run_id)
+            _reconcile(config, outcome, engine, tables, plan)
     except PipelineError as exc:
         _fail(outcome, exc)
     _record_end(config, outcome, engine, tables)
@@ -199,6 +201,8 @@ def _fail(outcome: RunOutcome, exc: PipelineError) -> None:
     outcome.message = str(exc)
     if isinstance(exc, Interrupted):
         outcome.status = audit.INTERRUPTED
+    elif isinstance(exc, JobAlreadyRunning):
+        outcome.status = audit.REFUSED
     elif exc.exit_code == 2:
         outcome.status = audit.FAILED_INPUT
     else:

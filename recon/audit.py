@@ -23,6 +23,7 @@ FAILED_RECONCILIATION = "FAILED_RECON"
 FAILED_INPUT = "FAILED_INPUT"
 FAILED_RUNTIME = "FAILED_RUNTIME"
 INTERRUPTED = "INTERRUPTED"
+REFUSED = "REFUSED"  # another run of the same job held the job lock
 
 
 def utc_now() -> datetime:

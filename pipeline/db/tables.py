@@ -110,6 +110,7 @@ class JobTables:
     recon_audit: Table
     worker_audit: Table
     batch_run: Table
+    job_lock: Table
 
     @property
     def business_columns(self) -> list[str]:
@@ -156,7 +157,7 @@ def _column(field: Field, key: str) -> Column[Any]:
     return Column(field.name, String(field.length), nullable=nullable)
 
 
-def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
+def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table]:
     money = AuditMoney(AUDIT_PRECISION, AUDIT_SCALE)
     recon_audit = Table(
         "recon_audit",
@@ -206,4 +207,10 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         Column("exit_code", Integer),
         Column("message", String(1000)),
     )
-    return recon_audit, worker_audit, batch_run
+    job_lock = Table(
+        "job_lock",
+        metadata,
+        # one row per job, locked FOR UPDATE by the run in progress (pipeline.db.lock)
+        Column("job_name", String(50), primary_key=True),
+    )
+    return recon_audit, worker_audit, batch_run, job_lock

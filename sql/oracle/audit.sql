@@ -1,0 +1,60 @@
+-- Audit tables shared by every job: RECON_AUDIT, RECON_WORKER_AUDIT, BATCH_RUN.
+-- Oracle 12c+ (identity columns), SQL*Plus / SQLcl.
+--
+-- The job creates these tables itself when they are missing; this file is for DBAs
+-- and is checked against the code by tests/test_ddl.py.
+--
+-- Counts are NUMBER(19), a 64-bit BIGINT: the designers' INTEGER overflows at 2**31.
+-- Amounts are NUMBER(38, 6): exact, and scale 6 holds any job's amounts.
+-- Oracle has no BOOLEAN column type (before 23ai): PASSED is CHAR(1) 'Y'/'N' with a CHECK.
+-- Timestamps are TIMESTAMP and hold UTC. No blank lines inside a statement (SQL*Plus).
+
+-- One row per reconciliation check of a run, passed or failed.
+CREATE TABLE recon_audit (
+    recon_id         INTEGER GENERATED ALWAYS AS IDENTITY,
+    run_id           VARCHAR2(50 CHAR)   NOT NULL,
+    check_name       VARCHAR2(50 CHAR)   NOT NULL,
+    expected_cnt     NUMBER(19)          NOT NULL,
+    actual_cnt       NUMBER(19)          NOT NULL,
+    passed           CHAR(1) CONSTRAINT ck_recon_passed CHECK (passed IN ('Y', 'N')),
+    discrepancy      NUMBER(19)          NOT NULL,
+    check_ts         TIMESTAMP           NOT NULL,
+    expected_amt     NUMBER(38, 6),                -- amount checks only
+    actual_amt       NUMBER(38, 6),
+    discrepancy_amt  NUMBER(38, 6),
+    detail           VARCHAR2(1000 CHAR),          -- why a check failed or was unprovable
+    PRIMARY KEY (recon_id)
+);
+
+CREATE INDEX ix_recon_audit_run ON recon_audit (run_id);
+
+-- One row per worker process of a run: what it did and how it ended.
+CREATE TABLE recon_worker_audit (
+    run_id             VARCHAR2(50 CHAR) NOT NULL,
+    worker_id          INTEGER           NOT NULL,
+    worker_type        VARCHAR2(10 CHAR) NOT NULL,  -- 'processor' or 'writer'
+    records_processed  NUMBER(19)        NOT NULL,
+    errors_count       NUMBER(19)        NOT NULL,
+    amount             NUMBER(38, 6)     NOT NULL,
+    start_ts           TIMESTAMP,
+    end_ts             TIMESTAMP,
+    state              VARCHAR2(20 CHAR) NOT NULL,  -- done, failed, killed, lost, ...
+    exit_code          INTEGER,                     -- process exit code (negative: signal)
+    pid                INTEGER,
+    CONSTRAINT pk_recon_worker_audit PRIMARY KEY (run_id, worker_id),
+    CONSTRAINT ck_worker_type CHECK (worker_type IN ('processor', 'writer'))
+);
+
+-- One row per run, written when the run starts and completed when it ends.
+CREATE TABLE batch_run (
+    run_id        VARCHAR2(50 CHAR)   NOT NULL,
+    job_name      VARCHAR2(50 CHAR)   NOT NULL,
+    input_path    VARCHAR2(1000 CHAR) NOT NULL,
+    input_sha256  CHAR(64),                       -- hex SHA-256 of the input file
+    status        VARCHAR2(20 CHAR)   NOT NULL,   -- RUNNING, SUCCEEDED, FAILED_RECON, ...
+    start_ts      TIMESTAMP           NOT NULL,
+    end_ts        TIMESTAMP,
+    exit_code     INTEGER,                        -- 0 ok, 1 recon, 2 bad input, 3 runtime
+    message       VARCHAR2(1000 CHAR),
+    PRIMARY KEY (run_id)
+);

@@ -1,0 +1,59 @@
+-- Audit tables shared by every job: RECON_AUDIT, RECON_WORKER_AUDIT, BATCH_RUN.
+-- PostgreSQL 15+.
+--
+-- The job creates these tables itself when they are missing; this file is for DBAs
+-- and is checked against the code by tests/test_ddl.py.
+--
+-- Counts are BIGINT: the designers' INTEGER overflows at 2**31 records.
+-- Amounts are NUMERIC(38, 6): exact, and scale 6 holds any job's amounts.
+-- Timestamps are TIMESTAMP (without time zone) and hold UTC.
+
+-- One row per reconciliation check of a run, passed or failed.
+CREATE TABLE recon_audit (
+    recon_id         INTEGER        GENERATED ALWAYS AS IDENTITY,
+    run_id           VARCHAR(50)    NOT NULL,
+    check_name       VARCHAR(50)    NOT NULL,
+    expected_cnt     BIGINT         NOT NULL,
+    actual_cnt       BIGINT         NOT NULL,
+    passed           CHAR(1)        CONSTRAINT ck_recon_passed CHECK (passed IN ('Y', 'N')),
+    discrepancy      BIGINT         NOT NULL,
+    check_ts         TIMESTAMP      NOT NULL,
+    expected_amt     NUMERIC(38, 6),           -- amount checks only
+    actual_amt       NUMERIC(38, 6),
+    discrepancy_amt  NUMERIC(38, 6),
+    detail           VARCHAR(1000),            -- why a check failed or could not be evaluated
+    PRIMARY KEY (recon_id)
+);
+
+CREATE INDEX ix_recon_audit_run ON recon_audit (run_id);
+
+-- One row per worker process of a run: what it did and how it ended.
+CREATE TABLE recon_worker_audit (
+    run_id             VARCHAR(50)    NOT NULL,
+    worker_id          INTEGER        NOT NULL,
+    worker_type        VARCHAR(10)    NOT NULL,  -- 'processor' or 'writer'
+    records_processed  BIGINT         NOT NULL,
+    errors_count       BIGINT         NOT NULL,
+    amount             NUMERIC(38, 6) NOT NULL,
+    start_ts           TIMESTAMP,
+    end_ts             TIMESTAMP,
+    state              VARCHAR(20)    NOT NULL,  -- done, failed, killed, lost, running, ...
+    exit_code          INTEGER,                  -- the process exit code (negative: a signal)
+    pid                INTEGER,
+    CONSTRAINT pk_recon_worker_audit PRIMARY KEY (run_id, worker_id),
+    CONSTRAINT ck_worker_type CHECK (worker_type IN ('processor', 'writer'))
+);
+
+-- One row per run, written when the run starts and completed when it ends.
+CREATE TABLE batch_run (
+    run_id        VARCHAR(50)   NOT NULL,
+    job_name      VARCHAR(50)   NOT NULL,
+    input_path    VARCHAR(1000) NOT NULL,
+    input_sha256  CHAR(64),                 -- hex SHA-256 of the input file
+    status        VARCHAR(20)   NOT NULL,   -- RUNNING, SUCCEEDED, FAILED_RECON, ...
+    start_ts      TIMESTAMP     NOT NULL,
+    end_ts        TIMESTAMP,
+    exit_code     INTEGER,                  -- 0 ok, 1 recon failed, 2 bad input, 3 runtime
+    message       VARCHAR(1000),
+    PRIMARY KEY (run_id)
+);

@@ -81,7 +81,7 @@ def _plan(f: Any, path: Path, size: int, header: Layout, trailer: Layout,
     cuts = _cut_points(f, width, size - trailer.length - 1, parts)
     digest, counts = _hash_and_count(f, cuts)
     ranges, line = [], 2
-    for (start, end), count in zip(zip(cuts, cuts[1:]), counts, strict=True):
+    for start, end, count in zip(cuts, cuts[1:], counts, strict=False):
         ranges.append(ByteRange(start, end, line, count))
         line += count
     return InputPlan(path, size, digest, header_values, trailer_values, tuple(ranges))

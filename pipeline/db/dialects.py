@@ -15,7 +15,6 @@ from sqlalchemy.engine import Dialect
 @dataclass(frozen=True)
 class DialectProfile:
     name: str
-    default_writers: int
     parallel_writers: bool  # False: one connection writes at a time, more writers only wait
     batch_size: int  # records per queue batch and per staging commit
     max_identifier_length: int
@@ -24,14 +23,18 @@ class DialectProfile:
     # SQLite's SUM() raises on int64 overflow: sum in two halves (see repositories).
     split_money_sums: bool
 
+    @property
+    def default_writers(self) -> int:
+        return 2 if self.parallel_writers else 1
+
 
 PROFILES = {
-    "sqlite": DialectProfile("sqlite", 1, False, 10_000, 128, True, True),
+    "sqlite": DialectProfile("sqlite", False, 10_000, 128, True, True),
     # COPY from two processes measured 1.04M rows/s against 616k from one (facts.md)
-    "postgresql": DialectProfile("postgresql", 2, True, 10_000, 63, False, False),
+    "postgresql": DialectProfile("postgresql", True, 10_000, 63, False, False),
     # python-oracledb's batcherrors returns at most 65,535 errors per call: stay below it;
     # 30-byte identifiers still apply before Oracle 12.2.
-    "oracle": DialectProfile("oracle", 2, True, 50_000, 30, False, False),
+    "oracle": DialectProfile("oracle", True, 50_000, 30, False, False),
 }
 
 

@@ -69,6 +69,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_missing_tables(engine: Engine, tables: JobTables) -> None:
+    limit = profile_for(engine.dialect).max_identifier_length
+    for table in tables.metadata.sorted_tables:
+        for name in [table.name, *table.columns.keys(), *(i.name for i in table.indexes)]:
+            if name and len(name) > limit:
+                raise ConfigError(f"{name!r} is longer than {engine.dialect.name}'s "
+                                  f"{limit}-character identifier limit")
     with database_errors(engine, "creating the job's tables"):
         tables.metadata.create_all(engine, checkfirst=True)
         inspector = inspect(engine)

@@ -50,12 +50,12 @@ class Money(TypeDecorator[int]):
 
     def __init__(self, precision: int, scale: int) -> None:
         super().__init__(precision=precision, scale=scale, asdecimal=True)
-        self.scale = scale
+        self.precision, self.scale = precision, scale
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if profile_for(dialect).money_as_minor_units:
             return dialect.type_descriptor(BigInteger())
-        return dialect.type_descriptor(Numeric(self.impl.precision, self.scale, asdecimal=True))
+        return dialect.type_descriptor(Numeric(self.precision, self.scale, asdecimal=True))
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None or profile_for(dialect).money_as_minor_units:

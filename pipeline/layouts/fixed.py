@@ -103,10 +103,10 @@ def _check_text(fld: Field, cols: np.ndarray, failures: RuleFailures) -> None:
         bad = ~(alnum | space).all(axis=1) | after_space.any(axis=1)
         failures.add(bad, fld, _explain("is not letters and digits, left-justified"))
     elif fld.charset is Charset.UPPER:
-        failures.add(~_is_upper(cols).all(axis=1), fld,
+        failures.add(np.asarray(~_is_upper(cols).all(axis=1)), fld,
                      _explain(f"is not {fld.length} upper-case letters"))
     else:
-        failures.add(~((cols >= SPACE) & (cols <= 126)).all(axis=1), fld,
+        failures.add(np.asarray(~((cols >= SPACE) & (cols <= 126)).all(axis=1)), fld,
                      _explain("is not printable ASCII"))
     if fld.required:
         failures.add(space.all(axis=1), fld, lambda raw: "is blank")
@@ -126,7 +126,7 @@ def _number(layout: Layout, rec: np.ndarray, fld: Field) -> tuple[np.ndarray, np
 
 
 def _all_digits(cols: np.ndarray) -> np.ndarray:
-    return _is_digit(cols).all(axis=1)
+    return np.asarray(_is_digit(cols).all(axis=1))
 
 
 def _is_digit(cols: np.ndarray) -> np.ndarray:
@@ -233,8 +233,9 @@ def _rejects(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, lines: np
     rec_rows = np.flatnonzero(~keep)
     for r in rec_rows:
         i = good_rows[r]
-        raw = buf[starts[i] : starts[i] + lengths[i]]
-        rejects.append(Reject(int(lines[i]), checked.failures.reason(int(r), raw), raw.tobytes()))
+        record = buf[starts[i] : starts[i] + lengths[i]]
+        reason = checked.failures.reason(int(r), record)
+        rejects.append(Reject(int(lines[i]), reason, record.tobytes()))
     rejects.sort(key=lambda r: r.line)
     return rejects
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.layouts.csv import CsvLayout
 from pipeline.layouts.fields import Charset, Field, FieldType, Layout
 
 # Plain, unquoted identifiers that every database accepts as typed, within Oracle's
@@ -46,6 +47,8 @@ class JobConfig:
     detail: Layout
     trailer: Layout
     delimiter: str = ","
+    # node_exporter textfile-collector file written at the end of each run (None: none)
+    prometheus_textfile: Path | None = None
 
     @property
     def amount_field(self) -> Field:
@@ -74,7 +77,7 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
                                "control", "layout"})
     job = _section(data, "job", {"name", "description"})
     inp = _section(data, "input", {"format", "record_length", "path", "delimiter"})
-    out = _section(data, "output", {"dir"})
+    out = _section(data, "output", {"dir", "prometheus_textfile"})
     db = _section(data, "database", {"url"})
     workers = _section(data, "workers", {"processors", "writers", "batch_size",
                                          "heartbeat_timeout"})
@@ -87,6 +90,7 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
         raise ConfigError(f'input.format: expected "fixed" or "csv", got {fmt!r}')
     length = _get(inp, "input.record_length", int, 0 if fmt == "csv" else None)
     path = _get(inp, "input.path", str, "")
+    delimiter = _delimiter(inp)
     config = JobConfig(
         name=_identifier(job, "job.name"),
         description=_get(job, "job.description", str, ""),
@@ -105,10 +109,11 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
         amount=_identifier(tables, "tables.amount"),
         trailer_count=_identifier(control, "control.trailer_count"),
         trailer_amount=_identifier(control, "control.trailer_amount"),
-        header=_layout(layout, "header", length, fmt),
-        detail=_layout(layout, "detail", length, fmt),
-        trailer=_layout(layout, "trailer", length, fmt),
-        delimiter=_get(inp, "input.delimiter", str, ","),
+        header=_layout(layout, "header", length, fmt, delimiter),
+        detail=_layout(layout, "detail", length, fmt, delimiter),
+        trailer=_layout(layout, "trailer", length, fmt, delimiter),
+        delimiter=delimiter,
+        prometheus_textfile=_optional_path(out, "output.prometheus_textfile"),
     )
     _check_workers(config)
     _check_roles(config)
@@ -154,7 +159,21 @@ def _expect_field(layout: Layout, name: str, key: str, types: set[FieldType]) ->
     return field
 
 
-def _layout(section: Mapping[str, Any], name: str, record_length: int, fmt: str) -> Layout:
+def _optional_path(section: Mapping[str, Any], key: str) -> Path | None:
+    value = _get(section, key, str, "")
+    return Path(value) if value else None
+
+
+def _delimiter(inp: Mapping[str, Any]) -> str:
+    delimiter = _get(inp, "input.delimiter", str, ",")
+    if len(delimiter) != 1 or delimiter in '"\r\n' or not delimiter.isascii():
+        raise ConfigError(f"input.delimiter: expected one ASCII character other than a quote "
+                          f"or a line end, got {delimiter!r}")
+    return delimiter
+
+
+def _layout(section: Mapping[str, Any], name: str, record_length: int, fmt: str,
+            delimiter: str = ",") -> Layout:
     raw = section.get(name)
     if not isinstance(raw, list) or not raw:
         raise ConfigError(f"layout.{name}: expected a list of fields")
@@ -174,6 +193,10 @@ def _layout(section: Mapping[str, Any], name: str, record_length: int, fmt: str)
         raise ConfigError(f"layout.{name}: fields cover {position - 1} columns, "
                           f"input.record_length is {record_length}")
     layout = Layout(record_type=fields[0].value, length=position - 1, fields=tuple(fields))
+    if fmt == "csv":
+        _check_csv_fields(fields, name)
+        # the layout carries its framing, so whoever reads records with it can split them
+        layout = CsvLayout(layout.record_type, layout.length, layout.fields, delimiter)
     _check_layout(layout, name)
     return layout
 
@@ -236,6 +259,13 @@ def _check_layout(layout: Layout, name: str) -> None:
             if sign is None or sign.type is not FieldType.SIGN:
                 raise ConfigError(f"layout.{name}: amount {f.name!r} names sign {f.sign!r}, "
                                   "which is not a sign field of the layout")
+
+
+def _check_csv_fields(fields: list[Field], name: str) -> None:
+    for i, f in enumerate(fields):
+        if f.type is FieldType.SIGN or (f.type is FieldType.AMOUNT and f.sign):
+            raise ConfigError(f"layout.{name}[{i}]: a csv amount carries its own sign "
+                              '(e.g. "-1234.56"): no sign field, no amount sign key')
 
 
 def _section(data: Mapping[str, Any], name: str, allowed: set[str]) -> Mapping[str, Any]:

@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputStructureError
+from pipeline.layouts.csv import CsvLayout, NotARecord, control_record
 from pipeline.layouts.fields import FieldType, Layout
 from pipeline.layouts.fixed import Reject, check_records, columns_of
 
 CHUNK = 8 << 20
 MAX_LINE = 1 << 20  # a "record" longer than this is rejected without being held whole
+MAX_CSV_CONTROL = 64 << 10  # a CSV header or trailer line is short; more is no control record
 
 
 @dataclass(frozen=True)
@@ -63,9 +65,11 @@ def plan_input(path: Path, header: Layout, trailer: Layout, parts: int) -> Input
 
 def _plan(f: Any, path: Path, size: int, header: Layout, trailer: Layout,
           parts: int) -> InputPlan:
-    width = header.length + 1
     if size == 0:
         raise InputStructureError(f"input file {path} is empty: no header, no trailer")
+    if isinstance(header, CsvLayout):
+        return _plan_csv(f, path, size, header, trailer, parts)
+    width = header.length + 1
     head = f.read(width)
     header_values = read_control(header, head, "first", "header")
     f.seek(max(0, size - trailer.length - 2))
@@ -78,7 +82,36 @@ def _plan(f: Any, path: Path, size: int, header: Layout, trailer: Layout,
     if size < 2 * width or tail[-trailer.length - 2] != ord("\n"):
         raise InputStructureError(f"the last record is not a {trailer.length}-byte trailer")
     trailer_values = read_control(trailer, tail[-trailer.length - 1 :], "last", "trailer")
-    cuts = _cut_points(f, width, size - trailer.length - 1, parts)
+    return _split(f, path, size, header_values, trailer_values,
+                  (width, size - trailer.length - 1), parts)
+
+
+def _plan_csv(f: Any, path: Path, size: int, header: Layout, trailer: Layout,
+              parts: int) -> InputPlan:
+    """CSV lines have no fixed width: the header is the first line, the trailer the last."""
+    head = f.read(min(size, MAX_CSV_CONTROL))
+    head = head[: head.find(b"\n") + 1] or head
+    header_values = read_control(header, head, "first", "header")
+    f.seek(max(0, size - MAX_CSV_CONTROL))
+    tail = f.read()
+    if not tail.endswith(b"\n"):
+        raise InputStructureError("the last record does not end with a newline: "
+                                  "the file looks truncated")
+    if size == len(head):
+        raise InputStructureError("the file holds a header only: no trailer")
+    start = tail.rfind(b"\n", 0, len(tail) - 1) + 1
+    if start == 0 and size > len(tail):
+        raise InputStructureError(f"the last record is longer than {MAX_CSV_CONTROL} bytes: "
+                                  "not a trailer")
+    trailer_values = read_control(trailer, tail[start:], "last", "trailer")
+    return _split(f, path, size, header_values, trailer_values,
+                  (len(head), size - len(tail) + start), parts)
+
+
+def _split(f: Any, path: Path, size: int, header_values: dict[str, Any],
+           trailer_values: dict[str, Any], details: tuple[int, int], parts: int) -> InputPlan:
+    """Hash the file and split the detail bytes [first, last) into ranges of whole lines."""
+    cuts = _cut_points(f, *details, parts)
     digest, counts = _hash_and_count(f, cuts)
     ranges, line = [], 2
     for start, end, count in zip(cuts, cuts[1:], counts, strict=False):
@@ -89,13 +122,10 @@ def _plan(f: Any, path: Path, size: int, header: Layout, trailer: Layout,
 
 def read_control(layout: Layout, record: bytes, where: str, what: str) -> dict[str, Any]:
     """Validate a header or trailer record and return its values (numbers as ints)."""
-    if len(record) != layout.length + 1 or record[-1:] != b"\n":
-        raise InputStructureError(f"the {where} record is not a {layout.length}-byte {what} "
-                                  "ended by a newline")
-    rec = np.frombuffer(record[:-1], dtype=np.uint8).reshape(1, -1)
-    if rec[0, 0] != ord(layout.record_type):
-        raise InputStructureError(f"the {where} record is not a {what}: it starts with "
-                                  f"{record[:1]!r}, expected {layout.record_type!r}")
+    if isinstance(layout, CsvLayout):
+        layout, rec = _csv_control(layout, record, where, what)
+    else:
+        rec = _fixed_control(layout, record, where, what)
     checked = check_records(layout, rec)
     if not checked.ok[0]:
         raise InputStructureError(f"the {what} record is invalid: "
@@ -105,6 +135,28 @@ def read_control(layout: Layout, record: bytes, where: str, what: str) -> dict[s
         if fld.type in (FieldType.TEXT, FieldType.DATE, FieldType.DIGITS):
             values[fld.name] = str(columns_of(layout, rec)[fld.name][0])
     return values
+
+
+def _fixed_control(layout: Layout, record: bytes, where: str, what: str) -> np.ndarray:
+    if len(record) != layout.length + 1 or record[-1:] != b"\n":
+        raise InputStructureError(f"the {where} record is not a {layout.length}-byte {what} "
+                                  "ended by a newline")
+    rec = np.frombuffer(record[:-1], dtype=np.uint8).reshape(1, -1)
+    if rec[0, 0] != ord(layout.record_type):
+        raise InputStructureError(f"the {where} record is not a {what}: it starts with "
+                                  f"{record[:1]!r}, expected {layout.record_type!r}")
+    return rec
+
+
+def _csv_control(layout: CsvLayout, record: bytes, where: str,
+                 what: str) -> tuple[Layout, np.ndarray]:
+    """The virtual fixed-width twin of a CSV control line, checked by the same rules."""
+    if record[-1:] != b"\n":
+        raise InputStructureError(f"the {where} record is not a {what} line ended by a newline")
+    try:
+        return control_record(layout, record[:-1])
+    except NotARecord as exc:
+        raise InputStructureError(f"the {where} record is not a valid {what}: {exc}") from None
 
 
 def _cut_points(f: Any, first: int, last: int, parts: int) -> list[int]:

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from pipeline.config import JobConfig, load_config
+from pipeline.job import bus_prefix
 from pipeline.jobs import shipped_config
 from pipeline.metrics.bus import leaked_segments
 
@@ -77,8 +78,12 @@ def job_config(tmp_path: Path, db_url: str) -> JobConfig:
 
 @pytest.fixture(autouse=True)
 def no_leaked_segments() -> Iterator[None]:
-    """No test may leave a metrics-bus segment in /dev/shm."""
-    before = set(leaked_segments())
+    """No run started by this test process may leave a metrics-bus segment in /dev/shm.
+
+    Only this process's segments count: other test sessions may run jobs at the same time.
+    """
+    prefix = bus_prefix()
+    before = set(leaked_segments(prefix))
     yield
-    leaked = set(leaked_segments()) - before
+    leaked = set(leaked_segments(prefix)) - before
     assert not leaked, f"shared-memory segments leaked: {sorted(leaked)}"

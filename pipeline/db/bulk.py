@@ -29,6 +29,8 @@ from sqlalchemy.engine import Dialect
 from pipeline.db.tables import JobTables
 from pipeline.layouts.fields import FieldType, Layout
 
+ORACLE_CHUNK = 50_000
+
 
 @dataclass(frozen=True)
 class StagingBatch:
@@ -84,10 +86,11 @@ class SqliteLoader(BulkLoader):
 
 
 class OracleLoader(BulkLoader):
-    def __init__(self, tables: JobTables, layout: Layout, dialect: Dialect,
-                 batch_size: int, amount: str) -> None:
+    def __init__(self, tables: JobTables, layout: Layout, dialect: Dialect, amount: str,
+                 batch_size: int) -> None:
         super().__init__(tables, layout, dialect)
-        self.batch_size = batch_size
+        # getbatcherrors() reports at most 65,535 errors per call: stay below it
+        self.chunk = min(batch_size, ORACLE_CHUNK)
         self.amount_scale = layout.field(amount).scale
         self.amount_index = 3 + tables.business_columns.index(amount)
 
@@ -100,16 +103,18 @@ class OracleLoader(BulkLoader):
 
     def load(self, connection: Any, payload: bytes) -> LoadResult:
         rows = pickle.loads(payload)
+        refused: list[int] = []
         cursor = connection.cursor()
         try:
-            cursor.executemany(self.insert_sql, rows, batcherrors=True,
-                               batch_size=self.batch_size)
-            errors = cursor.getbatcherrors()
+            for start in range(0, len(rows), self.chunk):
+                cursor.executemany(self.insert_sql, rows[start : start + self.chunk],
+                                   batcherrors=True)
+                refused += [start + e.offset for e in cursor.getbatcherrors()]
         finally:
             cursor.close()
-        refused_amount = sum(int(rows[e.offset][self.amount_index].scaleb(self.amount_scale))
-                             for e in errors)
-        return LoadResult(len(rows) - len(errors), len(errors), refused_amount)
+        refused_amount = sum(int(rows[i][self.amount_index].scaleb(self.amount_scale))
+                             for i in refused)
+        return LoadResult(len(rows) - len(refused), len(refused), refused_amount)
 
 
 class PostgresLoader(BulkLoader):
@@ -169,5 +174,5 @@ def loader_for(tables: JobTables, layout: Layout, amount: str, dialect: Dialect,
     if dialect.name == "postgresql":
         return PostgresLoader(tables, layout, dialect)
     if dialect.name == "oracle":
-        return OracleLoader(tables, layout, dialect, batch_size, amount)
+        return OracleLoader(tables, layout, dialect, amount, batch_size)
     return SqliteLoader(tables, layout, dialect)

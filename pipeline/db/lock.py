@@ -22,7 +22,10 @@ from sqlalchemy import Engine, Table, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from pipeline.db.engine import database_errors
-from pipeline.errors import PipelineError
+from pipeline.errors import DatabaseFailure, PipelineError
+
+PG_LOCK_NOT_AVAILABLE = "55P03"
+ORA_RESOURCE_BUSY = 54  # ORA-00054: resource busy and acquire with NOWAIT specified
 
 
 class JobAlreadyRunning(PipelineError):
@@ -73,8 +76,11 @@ def _row_lock(engine: Engine, table: Table, job_name: str) -> Iterator[None]:
         transaction = connection.begin()
         query = select(table.c.job_name).where(table.c.job_name == job_name)
         try:
-            connection.execute(query.with_for_update(nowait=True)).one()
-        except DBAPIError:
+            with database_errors(engine, "taking the job lock"):
+                connection.execute(query.with_for_update(nowait=True)).one()
+        except DatabaseFailure as exc:
+            if not _lock_busy(exc.__cause__):
+                raise
             raise JobAlreadyRunning(f"job {job_name} is already running on this database "
                                     "(its JOB_LOCK row is locked); refusing a second run"
                                     ) from None
@@ -82,3 +88,12 @@ def _row_lock(engine: Engine, table: Table, job_name: str) -> Iterator[None]:
         transaction.rollback()
     finally:
         connection.close()
+
+
+def _lock_busy(exc: BaseException | None) -> bool:
+    """Whether a driver error says "locked by someone else", not any other failure."""
+    orig = getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else None
+    if getattr(orig, "sqlstate", None) == PG_LOCK_NOT_AVAILABLE:
+        return True
+    error = orig.args[0] if orig is not None and orig.args else None
+    return getattr(error, "code", None) == ORA_RESOURCE_BUSY

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import Select, Table, bindparam, func, literal_column, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import Executable
 from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.expression import Executable
 
 
 def staged_rows(staging: Table, columns: list[str]) -> Select[Any]:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
 )
+from sqlalchemy.dialects import oracle
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -35,6 +36,8 @@ from pipeline.layouts.fields import Charset, Field, FieldType
 from pipeline.money import format_minor, parse_decimal_to_minor
 
 RUN_ID_LENGTH = 50
+# SQLAlchemy's DateTime is DATE on Oracle, which drops fractional seconds
+Timestamp = DateTime().with_variant(oracle.TIMESTAMP(), "oracle")
 AUDIT_SCALE = 6  # audit amounts hold any job's scale up to 6 decimals exactly
 AUDIT_PRECISION = 38  # Oracle's NUMBER maximum
 
@@ -55,6 +58,8 @@ class Money(TypeDecorator[int]):
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if profile_for(dialect).money_as_minor_units:
             return dialect.type_descriptor(BigInteger())
+        if dialect.name == "oracle":  # what a DBA reads in Oracle's own dictionary
+            return oracle.NUMBER(self.precision, self.scale, asdecimal=True)
         return dialect.type_descriptor(Numeric(self.precision, self.scale, asdecimal=True))
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
@@ -138,7 +143,7 @@ def job_tables(config: JobConfig) -> JobTables:
         metadata,
         *(_column(f, config.key) for f in key_first),
         Column("last_run_id", String(RUN_ID_LENGTH), nullable=False),
-        Column("updated_ts", DateTime, nullable=False),
+        Column("updated_ts", Timestamp, nullable=False),
         PrimaryKeyConstraint(config.key, name=f"pk_{config.final_table}"[:30]),
     )
     # the staging_to_final checks count the FINAL rows of one run among millions
@@ -147,7 +152,9 @@ def job_tables(config: JobConfig) -> JobTables:
 
 
 def _column(field: Field, key: str) -> Column[Any]:
-    nullable = field.type is FieldType.TEXT and not field.required and field.name != key
+    # blank text is NULL (see fixed.columns_of); an upper-case code can never be blank
+    nullable = (field.type is FieldType.TEXT and not field.required and field.name != key
+                and field.charset is not Charset.UPPER)
     if field.type is FieldType.AMOUNT:
         return Column(field.name, Money(field.length, field.scale), nullable=False)
     if field.type is FieldType.DATE:
@@ -162,7 +169,7 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table]:
     recon_audit = Table(
         "recon_audit",
         metadata,
-        Column("recon_id", Integer, Identity(always=True), primary_key=True),
+        Column("recon_id", Integer, Identity(always=True)),
         Column("run_id", String(RUN_ID_LENGTH), nullable=False),
         Column("check_name", String(50), nullable=False),
         # the designers' INTEGER would overflow at 2**31 records
@@ -170,11 +177,12 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table]:
         Column("actual_cnt", BigInteger, nullable=False),
         Column("passed", CHAR(1), CheckConstraint("passed IN ('Y', 'N')", name="ck_recon_passed")),
         Column("discrepancy", BigInteger, nullable=False),
-        Column("check_ts", DateTime, nullable=False),
+        Column("check_ts", Timestamp, nullable=False),
         Column("expected_amt", money),
         Column("actual_amt", money),
         Column("discrepancy_amt", money),
         Column("detail", String(1000)),
+        PrimaryKeyConstraint("recon_id", name="pk_recon_audit"),
     )
     Index("ix_recon_audit_run", recon_audit.c.run_id)
     worker_audit = Table(
@@ -186,8 +194,8 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table]:
         Column("records_processed", BigInteger, nullable=False),
         Column("errors_count", BigInteger, nullable=False),
         Column("amount", money, nullable=False),
-        Column("start_ts", DateTime),
-        Column("end_ts", DateTime),
+        Column("start_ts", Timestamp),
+        Column("end_ts", Timestamp),
         Column("state", String(20), nullable=False),
         Column("exit_code", Integer),
         Column("pid", Integer),
@@ -197,20 +205,22 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table]:
     batch_run = Table(
         "batch_run",
         metadata,
-        Column("run_id", String(RUN_ID_LENGTH), primary_key=True),
+        Column("run_id", String(RUN_ID_LENGTH), nullable=False),
         Column("job_name", String(50), nullable=False),
         Column("input_path", String(1000), nullable=False),
         Column("input_sha256", CHAR(64)),
         Column("status", String(20), nullable=False),
-        Column("start_ts", DateTime, nullable=False),
-        Column("end_ts", DateTime),
+        Column("start_ts", Timestamp, nullable=False),
+        Column("end_ts", Timestamp),
         Column("exit_code", Integer),
         Column("message", String(1000)),
+        PrimaryKeyConstraint("run_id", name="pk_batch_run"),
     )
     job_lock = Table(
         "job_lock",
         metadata,
         # one row per job, locked FOR UPDATE by the run in progress (pipeline.db.lock)
-        Column("job_name", String(50), primary_key=True),
+        Column("job_name", String(50), nullable=False),
+        PrimaryKeyConstraint("job_name", name="pk_job_lock"),
     )
     return recon_audit, worker_audit, batch_run, job_lock

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TextIO
 
 import numpy as np
 
+from pipeline.config import JobConfig
 from pipeline.db.bulk import StagingBatch
+from pipeline.layouts.csv import CsvLayout, parse_csv_details
 from pipeline.layouts.fixed import DetailBatch, Reject, parse_details
 from pipeline.metrics.bus import WorkerType
 from pipeline.source import ByteRange, LineChunk, read_lines
@@ -19,12 +22,12 @@ def run_processor(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
 
 def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
     ctx.bus.register(worker_id, WorkerType.PROCESSOR)
-    layout, amount = ctx.config.detail, ctx.config.amount
+    parse = _parser(ctx.config)
     accepted_amount = read_amount = 0
     with open(ctx.reject_path(worker_id), "w", encoding="ascii") as rejects:
-        for item in read_lines(ctx.plan.path, rng, ctx.batch_size, layout.length):
+        for item in read_lines(ctx.plan.path, rng, ctx.batch_size, ctx.config.detail.length):
             if isinstance(item, LineChunk):
-                batch = parse_details(layout, amount, item.data, item.first_line)
+                batch = parse(item.data, item.first_line)
             else:
                 batch = _unreadable(item)
             _write_rejects(rejects, batch)
@@ -38,6 +41,16 @@ def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
             ctx.bus.add_batch(worker_id, batch.records_read, len(batch.rejects),
                               accepted_amount, read_amount, batch.unreadable_amounts,
                               len(batch.misplaced))
+
+
+def _parser(config: JobConfig) -> Callable[[bytes, int], DetailBatch]:
+    """The detail parser of the input format; both yield the same DetailBatch."""
+    layout, amount = config.detail, config.amount
+    if config.input_format == "csv":
+        if not isinstance(layout, CsvLayout):
+            raise TypeError("input.format is csv but the detail layout is not a CsvLayout")
+        return lambda data, first_line: parse_csv_details(layout, amount, data, first_line)
+    return lambda data, first_line: parse_details(layout, amount, data, first_line)
 
 
 def _unreadable(reject: Reject) -> DetailBatch:

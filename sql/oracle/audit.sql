@@ -1,11 +1,11 @@
--- Audit tables shared by every job: RECON_AUDIT, RECON_WORKER_AUDIT, BATCH_RUN.
+-- Tables shared by every job: RECON_AUDIT, RECON_WORKER_AUDIT, BATCH_RUN, JOB_LOCK.
 -- Oracle 12c+ (identity columns), SQL*Plus / SQLcl.
 --
--- The job creates these tables itself when they are missing; this file is for DBAs
+-- The job creates these tables itself when they are missing. This file is for DBAs
 -- and is checked against the code by tests/test_ddl.py.
 --
--- Counts are NUMBER(19), a 64-bit BIGINT: the designers' INTEGER overflows at 2**31.
--- Amounts are NUMBER(38, 6): exact, and scale 6 holds any job's amounts.
+-- Counts are NUMBER(19), a 64-bit BIGINT: the INTEGER of the original design overflows at 2**31.
+-- Amounts are NUMBER(38, 6): exact, and scale 6 holds the amounts of any job.
 -- Oracle has no BOOLEAN column type (before 23ai): PASSED is CHAR(1) 'Y'/'N' with a CHECK.
 -- Timestamps are TIMESTAMP and hold UTC. No blank lines inside a statement (SQL*Plus).
 
@@ -23,7 +23,7 @@ CREATE TABLE recon_audit (
     actual_amt       NUMBER(38, 6),
     discrepancy_amt  NUMBER(38, 6),
     detail           VARCHAR2(1000 CHAR),          -- why a check failed or was unprovable
-    PRIMARY KEY (recon_id)
+    CONSTRAINT pk_recon_audit PRIMARY KEY (recon_id)
 );
 
 CREATE INDEX ix_recon_audit_run ON recon_audit (run_id);
@@ -56,5 +56,13 @@ CREATE TABLE batch_run (
     end_ts        TIMESTAMP,
     exit_code     INTEGER,                        -- 0 ok, 1 recon, 2 bad input, 3 runtime
     message       VARCHAR2(1000 CHAR),
-    PRIMARY KEY (run_id)
+    CONSTRAINT pk_batch_run PRIMARY KEY (run_id)
+);
+
+-- One row per job name, inserted by the first run of the job. A run locks the row
+-- of its job (SELECT ... FOR UPDATE NOWAIT) until it ends, so a second run of the same job is
+-- refused while runs of different jobs proceed. The lock dies with its session.
+CREATE TABLE job_lock (
+    job_name  VARCHAR2(50 CHAR) NOT NULL,
+    CONSTRAINT pk_job_lock PRIMARY KEY (job_name)
 );

@@ -1,4 +1,4 @@
--- Audit tables shared by every job: RECON_AUDIT, RECON_WORKER_AUDIT, BATCH_RUN.
+-- Tables shared by every job: RECON_AUDIT, RECON_WORKER_AUDIT, BATCH_RUN, JOB_LOCK.
 -- PostgreSQL 15+.
 --
 -- The job creates these tables itself when they are missing; this file is for DBAs
@@ -22,7 +22,7 @@ CREATE TABLE recon_audit (
     actual_amt       NUMERIC(38, 6),
     discrepancy_amt  NUMERIC(38, 6),
     detail           VARCHAR(1000),            -- why a check failed or could not be evaluated
-    PRIMARY KEY (recon_id)
+    CONSTRAINT pk_recon_audit PRIMARY KEY (recon_id)
 );
 
 CREATE INDEX ix_recon_audit_run ON recon_audit (run_id);
@@ -55,5 +55,13 @@ CREATE TABLE batch_run (
     end_ts        TIMESTAMP,
     exit_code     INTEGER,                  -- 0 ok, 1 recon failed, 2 bad input, 3 runtime
     message       VARCHAR(1000),
-    PRIMARY KEY (run_id)
+    CONSTRAINT pk_batch_run PRIMARY KEY (run_id)
+);
+
+-- One row per job name, inserted by the job's first run. A run locks its job's row
+-- (SELECT ... FOR UPDATE NOWAIT) until it ends, so a second run of the same job is
+-- refused while runs of different jobs proceed; the lock dies with its session.
+CREATE TABLE job_lock (
+    job_name  VARCHAR(50) NOT NULL,
+    CONSTRAINT pk_job_lock PRIMARY KEY (job_name)
 );

@@ -17,7 +17,7 @@ CREATE TABLE stg_transactions (
     account_id   VARCHAR(10)    NOT NULL,  -- digits, kept as text so leading zeros survive
     txn_date     DATE           NOT NULL,
     amount       NUMERIC(13, 2) NOT NULL,
-    currency     CHAR(3),
+    currency     CHAR(3) NOT NULL,
     description  VARCHAR(40)               -- trailing spaces trimmed; blank is NULL
 );
 
@@ -27,7 +27,7 @@ CREATE TABLE transactions (
     account_id   VARCHAR(10)    NOT NULL,
     txn_date     DATE           NOT NULL,
     amount       NUMERIC(13, 2) NOT NULL,
-    currency     CHAR(3),
+    currency     CHAR(3) NOT NULL,
     description  VARCHAR(40),
     last_run_id  VARCHAR(50)    NOT NULL,  -- the run that last inserted or updated the row
     updated_ts   TIMESTAMP      NOT NULL,  -- UTC

@@ -1,11 +1,11 @@
--- Audit tables shared by every job: RECON_AUDIT, RECON_WORKER_AUDIT, BATCH_RUN. SQLite 3.
+-- Tables shared by every job: RECON_AUDIT, RECON_WORKER_AUDIT, BATCH_RUN, JOB_LOCK. SQLite 3.
 --
 -- The job creates these tables itself when they are missing; this file is for DBAs
 -- and is checked against the code by tests/test_ddl.py.
 --
 -- Counts are BIGINT: the designers' INTEGER overflows at 2**31 records.
--- Amounts are integer minor units at scale 6 (123.45 is 123450000): SQLite has no exact
--- decimal type, and scale 6 holds any job's amounts exactly.
+-- Amounts are exact decimal text at scale 6 ('-123.450000'): SQLite has no exact decimal
+-- type, and a run's totals at scale 6 can pass the 64-bit integer range.
 -- Timestamps are ISO-8601 text in UTC.
 
 -- One row per reconciliation check of a run, passed or failed.
@@ -19,11 +19,11 @@ CREATE TABLE recon_audit (
     passed           CHAR(1)       CONSTRAINT ck_recon_passed CHECK (passed IN ('Y', 'N')),
     discrepancy      BIGINT        NOT NULL,
     check_ts         DATETIME      NOT NULL,
-    expected_amt     BIGINT,                  -- amount checks only, minor units at scale 6
-    actual_amt       BIGINT,
-    discrepancy_amt  BIGINT,
+    expected_amt     VARCHAR(40),             -- amount checks only, decimal text
+    actual_amt       VARCHAR(40),
+    discrepancy_amt  VARCHAR(40),
     detail           VARCHAR(1000),           -- why a check failed or could not be evaluated
-    PRIMARY KEY (recon_id)
+    CONSTRAINT pk_recon_audit PRIMARY KEY (recon_id)
 );
 
 CREATE INDEX ix_recon_audit_run ON recon_audit (run_id);
@@ -35,7 +35,7 @@ CREATE TABLE recon_worker_audit (
     worker_type        VARCHAR(10) NOT NULL,  -- 'processor' or 'writer'
     records_processed  BIGINT      NOT NULL,
     errors_count       BIGINT      NOT NULL,
-    amount             BIGINT      NOT NULL,  -- minor units at scale 6
+    amount             VARCHAR(40) NOT NULL,  -- decimal text, scale 6
     start_ts           DATETIME,
     end_ts             DATETIME,
     state              VARCHAR(20) NOT NULL,  -- done, failed, killed, lost, running, not_started
@@ -56,5 +56,14 @@ CREATE TABLE batch_run (
     end_ts        DATETIME,
     exit_code     INTEGER,                  -- 0 ok, 1 recon failed, 2 bad input, 3 runtime
     message       VARCHAR(1000),
-    PRIMARY KEY (run_id)
+    CONSTRAINT pk_batch_run PRIMARY KEY (run_id)
+);
+
+-- One row per job name. On PostgreSQL and Oracle a run locks its job's row
+-- (SELECT ... FOR UPDATE NOWAIT) until it ends, so a second run of the same job is
+-- refused. SQLite has no row locks: the job locks a file beside the database instead,
+-- and this table stays empty.
+CREATE TABLE job_lock (
+    job_name  VARCHAR(50) NOT NULL,
+    CONSTRAINT pk_job_lock PRIMARY KEY (job_name)
 );

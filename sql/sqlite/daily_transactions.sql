@@ -18,7 +18,7 @@ CREATE TABLE stg_transactions (
     account_id   VARCHAR(10) NOT NULL,  -- digits, kept as text so leading zeros survive
     txn_date     DATE        NOT NULL,
     amount       BIGINT      NOT NULL,  -- minor units (2 implied decimals)
-    currency     CHAR(3),
+    currency     CHAR(3) NOT NULL,
     description  VARCHAR(40)            -- trailing spaces trimmed; blank is NULL
 );
 
@@ -28,7 +28,7 @@ CREATE TABLE transactions (
     account_id   VARCHAR(10) NOT NULL,
     txn_date     DATE        NOT NULL,
     amount       BIGINT      NOT NULL,  -- minor units (2 implied decimals)
-    currency     CHAR(3),
+    currency     CHAR(3) NOT NULL,
     description  VARCHAR(40),
     last_run_id  VARCHAR(50) NOT NULL,  -- the run that last inserted or updated the row
     updated_ts   DATETIME    NOT NULL,  -- UTC

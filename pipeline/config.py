@@ -6,6 +6,7 @@ never silently falls back to a default.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -100,8 +101,8 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
         output_dir=Path(_get(out, "output.dir", str, "pipeline_work")),
         database_url=_get(db, "database.url", str, "sqlite:///pipeline_work/pipeline.db"),
         processors=_get(workers, "workers.processors", int, 2),
-        writers=_get(workers, "workers.writers", int, 0) or None,
-        batch_size=_get(workers, "workers.batch_size", int, 0) or None,
+        writers=_get(workers, "workers.writers", int, _ABSENT),
+        batch_size=_get(workers, "workers.batch_size", int, _ABSENT),
         heartbeat_timeout=float(_get(workers, "workers.heartbeat_timeout", (int, float), 30)),
         staging_table=_identifier(tables, "tables.staging"),
         final_table=_identifier(tables, "tables.final"),
@@ -127,7 +128,7 @@ def _check_workers(config: JobConfig) -> None:
         raise ConfigError(f"workers.writers: expected 1 to 64, got {config.writers}")
     if config.batch_size is not None and not 1 <= config.batch_size <= 1_000_000:
         raise ConfigError(f"workers.batch_size: expected 1 to 1000000, got {config.batch_size}")
-    if config.heartbeat_timeout <= 0:
+    if not (math.isfinite(config.heartbeat_timeout) and config.heartbeat_timeout > 0):
         raise ConfigError("workers.heartbeat_timeout: expected a positive number of seconds")
 
 
@@ -235,8 +236,9 @@ def _field(item: Mapping[str, Any], key: str, csv_start: int | None) -> Field:
 def _check_field(field: Field, key: str) -> None:
     if field.length < 1:
         raise ConfigError(f"{key}.length: expected a positive length")
-    if field.type is FieldType.LITERAL and len(field.value) != field.length:
-        raise ConfigError(f"{key}.value: expected {field.length} characters")
+    if field.type is FieldType.LITERAL and (len(field.value) != field.length
+                                            or not field.value.isascii()):
+        raise ConfigError(f"{key}.value: expected {field.length} ASCII characters")
     if field.type is FieldType.DATE and field.length != 8:
         raise ConfigError(f"{key}.length: a date is YYYYMMDD, 8 columns")
     if field.type is FieldType.SIGN and field.length != 1:
@@ -284,6 +286,7 @@ def _refuse_unknown(data: Mapping[str, Any], where: str, allowed: set[str]) -> N
 
 
 _MISSING = object()
+_ABSENT = object()  # an optional key without a default: None when absent
 
 
 def _get(data: Mapping[str, Any], key: str, kind: Any, default: Any = _MISSING) -> Any:
@@ -291,16 +294,17 @@ def _get(data: Mapping[str, Any], key: str, kind: Any, default: Any = _MISSING) 
     if value is _MISSING:
         if default is _MISSING or default is None:
             raise ConfigError(f"{key}: missing")
-        return default
+        return None if default is _ABSENT else default
     # bool is an int in Python; refuse it where a count is wanted
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+    wants_bool = kind is bool or (isinstance(kind, tuple) and bool in kind)
+    if not isinstance(value, kind) or (isinstance(value, bool) and not wants_bool):
         raise ConfigError(f"{key}: expected {_kind_name(kind)}, got {value!r}")
     return value
 
 
 def _identifier(data: Mapping[str, Any], key: str) -> str:
     name = _get(data, key, str)
-    if not IDENTIFIER.match(name):
+    if not IDENTIFIER.fullmatch(name):
         raise ConfigError(f"{key}: {name!r} is not a plain identifier "
                           "(lower-case letter, then letters, digits or _, at most 30)")
     return name

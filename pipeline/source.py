@@ -215,6 +215,8 @@ def read_lines(path: Path, rng: ByteRange, batch_lines: int,
         left, carry = rng.end - rng.start, b""
         while left > 0 or carry:
             data = f.read(min(want, left)) if left > 0 else b""
+            if left > 0 and not data:
+                raise InputStructureError(f"{path} became shorter while it was being read")
             left -= len(data)
             data = carry + data
             cut = data.rfind(b"\n") + 1

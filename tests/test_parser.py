@@ -31,7 +31,7 @@ CONFIG = load_config(shipped_config())
 LAYOUT = CONFIG.detail
 AMOUNT = CONFIG.amount
 FIELD_NAMES = {f.name.upper() for f in LAYOUT.fields}
-FAST = settings(deadline=None, max_examples=60,
+FAST = settings(deadline=None, max_examples=60, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -151,7 +151,7 @@ def test_description_must_be_printable_ascii(bad: bytes) -> None:
     assert "printable ASCII" in reject.reason
 
 
-@pytest.mark.parametrize("desc", [b"", b" ", bytes(range(32, 72)), bytes(range(72, 127)).ljust(40)[:40]])
+@pytest.mark.parametrize("desc", [b"", b" ", bytes(range(32, 72)), bytes(range(72, 112))])
 def test_every_printable_description_is_accepted(desc: bytes) -> None:
     batch = assert_accepted(record(desc=desc))
     assert batch.columns["description"].tolist() == [desc.decode().rstrip(" ")]
@@ -248,9 +248,6 @@ def test_empty_batch() -> None:
     assert (batch.accepted_amount, batch.read_amount, batch.unreadable_amounts) == (0, 0, 0)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: split_lines (pipeline/layouts/fixed.py:191) "
-                   "counts a newline-less fragment as a line that is neither accepted nor "
-                   "rejected")
 def test_data_without_any_newline_holds_no_line() -> None:
     batch = parse_details(LAYOUT, AMOUNT, record(), 2)
     assert batch.records_read == batch.accepted + len(batch.rejects)
@@ -434,8 +431,7 @@ def test_arbitrary_bytes_never_raise(data: bytes, first_line: int) -> None:
     lines = data.count(b"\n")
     assert all(r.reason for r in batch.rejects)
     assert all(first_line <= r.line < first_line + lines for r in batch.rejects)
-    if b"\n" in data or not data:  # without any newline: see the xfail above
-        assert batch.records_read == batch.accepted + len(batch.rejects)
+    assert batch.records_read == batch.accepted + len(batch.rejects)
 
 
 @FAST
@@ -469,7 +465,7 @@ def line_file(draw: st.DrawFn) -> tuple[list[bytes], bytes]:
     return lines, tail
 
 
-@settings(deadline=None, max_examples=80)
+@settings(deadline=None, max_examples=80, database=None)
 @given(sample=line_file(), batch_lines=st.integers(1, 4), record_length=st.integers(1, 12),
        cut=st.data())
 def test_read_lines_covers_the_range_exactly(tmp_path_factory: pytest.TempPathFactory,
@@ -529,7 +525,7 @@ def _check_plan(path: Path, details: int, parts: int) -> source.InputPlan:
     assert ranges[0].start == 101
     assert ranges[-1].end == len(content) - 101
     assert ranges[0].first_line == 2
-    for a, b in zip(ranges, ranges[1:]):
+    for a, b in zip(ranges, ranges[1:], strict=False):
         assert a.end == b.start
         assert b.first_line == a.first_line + a.lines
     for r in ranges:
@@ -553,7 +549,7 @@ def test_plan_input_ranges(tmp_path: Path, details: int, parts: int) -> None:
     assert plan.trailer["amount_total"] == made.amount_total
 
 
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=40, database=None)
 @given(lengths=st.lists(st.integers(0, 250), max_size=12), parts=st.integers(1, 8))
 def test_plan_input_cuts_irregular_lines_on_boundaries(tmp_path_factory: pytest.TempPathFactory,
                                                        lengths: list[int], parts: int) -> None:

@@ -200,8 +200,8 @@ def _fill(rec: np.ndarray, fld: Field, cells: list[str]) -> None:
 # --- batches of detail lines and control records ---------------------------------------
 
 
-def parse_csv_details(layout: CsvLayout, amount: str, data: bytes,
-                      first_line: int) -> DetailBatch:
+def parse_csv_details(layout: CsvLayout, amount: str, data: bytes, first_line: int,
+                      control_types: str = "".join(CONTROL_TYPES)) -> DetailBatch:
     """Parse whole, newline-ended CSV detail lines that start at line ``first_line``."""
     lines = data.decode("latin-1").split("\n")[:-1]
     good: list[int] = []
@@ -211,7 +211,7 @@ def parse_csv_details(layout: CsvLayout, amount: str, data: bytes,
     for i, row in enumerate(split_rows(lines, layout.delimiter)):
         if isinstance(row, str):
             rejects.append(Reject(first_line + i, row, lines[i].encode("latin-1")))
-        elif row[0] in CONTROL_TYPES:
+        elif row[0] in control_types and len(row[0]) == 1:
             misplaced.append(first_line + i)
         elif why := column_count_reason(row, layout):
             rejects.append(Reject(first_line + i, why, lines[i].encode("latin-1")))

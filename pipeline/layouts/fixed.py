@@ -188,20 +188,26 @@ def split_lines(buf: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, n
         starts = np.arange(count, dtype=np.int64) * width
         return starts, np.full(count, length), buf.reshape(count, width)[:, :length]
     ends = np.flatnonzero(buf == NEWLINE)
-    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    # only newline-ended lines count: a trailing fragment is not a record of this batch
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)[: len(ends)]
     lengths = ends - starts
     good = starts[lengths == length]
     return starts, lengths, buf[good[:, None] + np.arange(length)]
 
 
-def parse_details(layout: Layout, amount: str, data: bytes, first_line: int) -> DetailBatch:
-    """Parse whole, newline-ended detail lines that start at line ``first_line``."""
+def parse_details(layout: Layout, amount: str, data: bytes, first_line: int,
+                  control_types: str = "HT") -> DetailBatch:
+    """Parse whole, newline-ended detail lines that start at line ``first_line``.
+
+    A line whose type is one of ``control_types`` (the header's and the trailer's) is a
+    misplaced control record: not a detail, and not a valid input.
+    """
     buf = np.frombuffer(data, dtype=np.uint8)
     starts, lengths, rec = split_lines(buf, layout.length)
     lines = first_line + np.arange(len(starts), dtype=np.int64)
     right_length = lengths == layout.length
     kind = rec[:, 0]
-    control = (kind == ord("H")) | (kind == ord("T"))
+    control = np.isin(kind, np.frombuffer(control_types.encode("ascii"), dtype=np.uint8))
     misplaced = lines[right_length][control].tolist()
     checked = check_records(layout, rec)
     detail = ~control
@@ -211,7 +217,7 @@ def parse_details(layout: Layout, amount: str, data: bytes, first_line: int) -> 
     return DetailBatch(
         first_line=first_line,
         lines=lines[right_length][ok],
-        columns=columns_of(layout, rec[ok]),
+        columns=columns_of(layout, rec[ok], {k: v[ok] for k, v in checked.numbers.items()}),
         records_read=len(starts) - len(misplaced),
         rejects=rejects,
         accepted_amount=checked_sum(amounts[ok]),
@@ -246,7 +252,8 @@ def _length_reason(raw: bytes, length: int) -> str:
     return f"record is {len(raw)} bytes long, expected {length}"
 
 
-def columns_of(layout: Layout, rec: np.ndarray) -> dict[str, np.ndarray]:
+def columns_of(layout: Layout, rec: np.ndarray,
+               numbers: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The stored fields of valid records: str arrays (trimmed), ISO dates, int64 amounts.
 
     A blank text field becomes "" here and NULL in every database: Oracle cannot tell an
@@ -256,7 +263,9 @@ def columns_of(layout: Layout, rec: np.ndarray) -> dict[str, np.ndarray]:
     for fld in layout.stored_fields:
         cols = np.ascontiguousarray(rec[:, fld.offset : fld.end])
         if fld.type is FieldType.AMOUNT:
-            columns[fld.name] = _number(layout, rec, fld)[0]
+            # amounts already parsed by check_records are reused, not parsed again
+            known = numbers.get(fld.name) if numbers else None
+            columns[fld.name] = known if known is not None else _number(layout, rec, fld)[0]
         elif fld.type is FieldType.DATE:
             dash = np.full((len(cols), 1), ord("-"), dtype=np.uint8)
             iso = np.hstack([cols[:, 0:4], dash, cols[:, 4:6], dash, cols[:, 6:8]])

@@ -46,11 +46,12 @@ def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
 def _parser(config: JobConfig) -> Callable[[bytes, int], DetailBatch]:
     """The detail parser of the input format; both yield the same DetailBatch."""
     layout, amount = config.detail, config.amount
+    control = config.header.record_type[:1] + config.trailer.record_type[:1]
     if config.input_format == "csv":
         if not isinstance(layout, CsvLayout):
             raise TypeError("input.format is csv but the detail layout is not a CsvLayout")
-        return lambda data, first_line: parse_csv_details(layout, amount, data, first_line)
-    return lambda data, first_line: parse_details(layout, amount, data, first_line)
+        return lambda data, line: parse_csv_details(layout, amount, data, line, control)
+    return lambda data, line: parse_details(layout, amount, data, line, control)
 
 
 def _unreadable(reject: Reject) -> DetailBatch:
@@ -58,9 +59,13 @@ def _unreadable(reject: Reject) -> DetailBatch:
     return DetailBatch(reject.line, np.empty(0, np.int64), {}, 1, [reject], 0, 0, 1, [])
 
 
+# one reject per line of the reject file, whatever bytes the record held: every byte
+# outside printable ASCII (tab, CR, NUL, 0x80+ ...) and the backslash itself are escaped
+_ESCAPES = {b: f"\\x{b:02x}" for b in range(256) if not 0x20 <= b <= 0x7E} | {0x5C: "\\\\"}
+
+
 def _write_rejects(out: TextIO, batch: DetailBatch) -> None:
     for r in batch.rejects:
-        raw = r.raw.decode("ascii", "backslashreplace").replace("\t", "\\t")
-        out.write(f"{r.line}\t{r.reason}\t{raw}\n")
+        out.write(f"{r.line}\t{r.reason}\t{r.raw.decode('latin-1').translate(_ESCAPES)}\n")
     for line in batch.misplaced:
         out.write(f"{line}\tcontrol record (header or trailer) inside the details\t\n")

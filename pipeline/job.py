@@ -6,10 +6,12 @@ metrics bus -> reconcile (MERGE only if balanced) -> commit the audit -> exit co
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
 import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from pipeline.db.engine import create_missing_tables, make_engine, parse_url
 from pipeline.db.lock import JobAlreadyRunning, job_lock
 from pipeline.db.tables import JobTables, job_tables
 from pipeline.errors import ConfigError, InputStructureError, Interrupted, PipelineError
+from pipeline.logs import run_context
 from pipeline.metrics.aggregator import AggregatedMetrics, MetricsAggregator, WorkerMetrics
 from pipeline.metrics.bus import MetricsBus
 from pipeline.source import InputPlan, plan_input
@@ -38,6 +41,7 @@ from recon.service import ReconciliationService, TrailerTotals
 
 SAMPLE_RECORDS = 100_000
 AfterLoad = Callable[[Engine, str], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,12 +60,18 @@ class RunOutcome:
     duplicates_collapsed: int = 0
     reject_file: Path | None = None
     rejects: int = 0
+    recorded: bool = False  # BATCH_RUN holds the run: there is an audit to finish
 
 
 def new_run_id() -> str:
     """Sortable by start time, unique without a database sequence; short, because every
     staging row carries it (the job's name is in BATCH_RUN)."""
     return f"{utc_now():%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+
+
+def bus_prefix(pid: int | None = None) -> str:
+    """Metrics-bus segments of the run started by process ``pid`` are named so."""
+    return f"pipeline_{os.getpid() if pid is None else pid}"
 
 
 def run_job(config: JobConfig, *, after_load: AfterLoad | None = None,
@@ -73,12 +83,18 @@ def run_job(config: JobConfig, *, after_load: AfterLoad | None = None,
     run_dir = config.output_dir / "runs" / run_id
     outcome = RunOutcome(run_id, config.name, audit.RUNNING, 0, "", input_path,
                          config.database_url, run_dir)
-    with _signals_as_interrupts():
+    with run_context(run_id), _signals_as_interrupts():
+        log.info("run started: job %s, input %s", config.name, input_path)
         try:
             parse_url(config.database_url)
             _run(config, outcome, started, after_load, on_tick)
         except PipelineError as exc:
             _fail(outcome, exc)
+        # one plain sentence on stderr for a failed run; the summary on stdout says more
+        log.log(logging.INFO if outcome.exit_code == 0 else logging.ERROR,
+                "run ended %s (exit %d): %s", outcome.status, outcome.exit_code,
+                outcome.message, extra={"status": outcome.status,
+                                        "exit_code": outcome.exit_code})
     return outcome
 
 
@@ -108,6 +124,11 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
     try:
         plan = _plan_or_record(config, outcome, engine, tables, started, processors)
         with job_lock(engine, tables.job_lock, config.name):
+            abandoned = AuditWriter(engine, tables, config.amount_field.scale
+                                    ).close_abandoned_runs(config.name, outcome.run_id)
+            if abandoned:
+                log.warning("%d earlier run(s) of %s never ended: marked ABENDED", abandoned,
+                            config.name)
             outcome.run_dir.mkdir(parents=True, exist_ok=True)
             _load(config, outcome, engine, tables, plan, writers, batch_size, on_tick)
             if outcome.metrics and outcome.metrics.misplaced_control:
@@ -135,8 +156,11 @@ def _plan_or_record(config: JobConfig, outcome: RunOutcome, engine: Engine, tabl
     writer = AuditWriter(engine, tables, config.amount_field.scale)
     writer.start_run(outcome.run_id, config.name, outcome.input_path.resolve(), started,
                      plan.sha256 if plan else None)
+    outcome.recorded = True
     if plan is None:
         raise refused
+    log.info("planned input: %d detail lines in %d ranges, sha256 %s", plan.detail_lines,
+             len(plan.ranges), plan.sha256, extra={"detail_lines": plan.detail_lines})
     return plan
 
 
@@ -146,7 +170,8 @@ def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTab
     ctx_mp = mp.get_context("fork")
     n_workers = len(plan.ranges) + writers
     types = ["processor"] * len(plan.ranges) + ["writer"] * writers
-    with MetricsBus.create(n_workers, worker_types=types) as bus:
+    # the pid in the name tells whose segment it is; the random part keeps it unguessable
+    with MetricsBus.create(n_workers, prefix=bus_prefix(), worker_types=types) as bus:
         ctx = WorkerContext(
             run_id=outcome.run_id, config=config, plan=plan, bus=bus,
             loader=loader_for(tables, config.detail, config.amount, engine.dialect, batch_size),
@@ -155,12 +180,29 @@ def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTab
             failures=ctx_mp.Queue())
         pool = WorkerPool(ctx, len(plan.ranges), writers,
                           on_tick=(lambda: on_tick(bus)) if on_tick else None)
+        expect = getattr(on_tick, "expect", None)  # a progress display wants the total
+        if expect is not None:
+            expect(plan.detail_lines)
+        log.info("starting workers: %d processors, %d writers, batch size %d",
+                 len(plan.ranges), writers, batch_size)
+        load_started = time.monotonic()
         try:
             pool.run()
         finally:
             outcome.workers = MetricsAggregator.from_snapshot(bus.snapshot(), pool.exit_codes)
             outcome.metrics = MetricsAggregator.aggregate(outcome.workers)
             _collect_rejects(outcome, len(plan.ranges), ctx)
+    _log_load_done(outcome, time.monotonic() - load_started)
+
+
+def _log_load_done(outcome: RunOutcome, seconds: float) -> None:
+    metrics = outcome.metrics
+    assert metrics is not None
+    rate = metrics.total_read / seconds if seconds > 0 else 0.0
+    log.info("load done: %d read, %d rejected, %d written to staging in %.1f s (%.0f rec/s)",
+             metrics.total_read, metrics.total_errors, metrics.total_written, seconds, rate,
+             extra={"records_read": metrics.total_read, "records_written": metrics.total_written,
+                    "seconds": round(seconds, 3), "records_per_second": round(rate)})
 
 
 def _collect_rejects(outcome: RunOutcome, processors: int, ctx: WorkerContext) -> None:
@@ -190,10 +232,13 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
         outcome.status, outcome.exit_code = audit.SUCCEEDED, 0
         keys = result.staged_rows - result.duplicates_collapsed
         outcome.message = f"all checks passed; {keys:,} keys merged into {config.final_table}"
+        log.info("reconciliation passed (%d checks); merge committed: %d keys into %s",
+                 len(result.results), keys, config.final_table)
     else:
         failed = [r.check_name for r in result.results if not r.passed]
         outcome.status, outcome.exit_code = audit.FAILED_RECONCILIATION, 1
         outcome.message = f"reconciliation failed: {', '.join(failed)}; FINAL unchanged"
+        log.warning("reconciliation failed: %s; no merge", ", ".join(failed))
 
 
 def _fail(outcome: RunOutcome, exc: PipelineError) -> None:
@@ -211,10 +256,14 @@ def _fail(outcome: RunOutcome, exc: PipelineError) -> None:
 
 def _record_end(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables) -> None:
     """Commit the audit; if the database itself failed, the run's exit code says so."""
+    if not outcome.recorded:
+        return  # it never reached the database: no audit to finish, no second error to tell
     writer = AuditWriter(engine, tables, config.amount_field.scale)
     try:
         writer.finish_run(outcome.run_id, outcome.status, outcome.exit_code, outcome.message,
                           outcome.results, outcome.workers)
+        log.info("audit committed: %d checks, %d workers, status %s", len(outcome.results),
+                 len(outcome.workers), outcome.status)
     except PipelineError as exc:
         if outcome.exit_code in (0, 1):
             _fail(outcome, exc)
@@ -226,7 +275,14 @@ def _record_end(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: 
 def _signals_as_interrupts() -> Iterator[None]:
     """SIGTERM and Ctrl-C stop the run cleanly: workers stopped, audit written, INTERRUPTED."""
 
+    interrupted: list[int] = []
+
     def interrupt(signum: int, _frame: Any) -> None:
+        # The first signal stops the run. A later one (a second Ctrl-C) must not break off
+        # the cleanup it started: stopping the workers and writing the audit are bounded.
+        if interrupted:
+            return
+        interrupted.append(signum)
         raise Interrupted(f"interrupted by signal {signal.Signals(signum).name}")
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -1,14 +1,22 @@
-"""The one-screen summary an operator reads at 3 a.m.: what ran, every check, every worker."""
+"""The one-screen summary an operator reads at 3 a.m.: what ran, every check, every worker.
+
+``check_lines`` and ``worker_lines`` also print the report of a past run
+(``pipeline report``), so a run and its report read the same.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 from pipeline.db.engine import safe_url
 from pipeline.job import RunOutcome
+from pipeline.metrics.aggregator import WorkerMetrics
 from pipeline.money import format_minor
 from recon.checks import ReconciliationResult
 
 
-def format_summary(outcome: RunOutcome, scale: int) -> str:
+def format_summary(outcome: RunOutcome, scale: int, report: Path | None = None) -> str:
     lines = [
         f"run      {outcome.run_id}",
         f"job      {outcome.job_name}",
@@ -16,27 +24,43 @@ def format_summary(outcome: RunOutcome, scale: int) -> str:
         f"database {safe_url(outcome.database)}",
         f"status   {outcome.status} (exit {outcome.exit_code})",
     ]
-    if outcome.results:
-        lines += ["", f"{'check':<29} {'expected':>20} {'actual':>20} {'diff':>14}  ok"]
-        for r in outcome.results:
-            lines.append(_check_line(r, scale))
-            if r.detail:
-                lines.append(f"    {r.detail}")
-    if outcome.workers:
-        lines += ["", f"{'worker':>6} {'type':<9} {'records':>12} {'errors':>8} "
-                      f"{'amount':>20} {'state':<8} exit"]
-        for w in outcome.workers:
-            lines.append(f"{w.worker_id:>6} {w.worker_type:<9} {w.records_processed:>12,} "
-                         f"{w.errors_count:>8,} {format_minor(w.amount, scale):>20} "
-                         f"{w.state:<8} {'' if w.exit_code is None else w.exit_code}")
+    lines += check_lines(outcome.results, scale)
+    lines += worker_lines(outcome.workers, scale)
     lines.append("")
     if outcome.reject_file is not None and outcome.rejects:
         lines.append(f"rejects  {outcome.rejects:,} -> {outcome.reject_file}")
     if outcome.duplicates_collapsed:
         lines.append(f"duplicate keys collapsed: {outcome.duplicates_collapsed:,} "
                      "(the later record won)")
+    if report is not None:
+        lines.append(f"report   {report}")
     lines.append(("OK: " if outcome.exit_code == 0 else "FAILED: ") + outcome.message)
     return "\n".join(lines)
+
+
+def check_lines(results: Sequence[ReconciliationResult], scale: int) -> list[str]:
+    """A blank line, a heading and one line per check (plus its detail), or nothing."""
+    if not results:
+        return []
+    lines = ["", f"{'check':<29} {'expected':>20} {'actual':>20} {'diff':>14}  ok"]
+    for r in results:
+        lines.append(_check_line(r, scale))
+        if r.detail:
+            lines.append(f"    {r.detail}")
+    return lines
+
+
+def worker_lines(workers: Sequence[WorkerMetrics], scale: int) -> list[str]:
+    """A blank line, a heading and one line per worker, or nothing."""
+    if not workers:
+        return []
+    lines = ["", f"{'worker':>6} {'type':<9} {'records':>12} {'errors':>8} "
+                 f"{'amount':>20} {'state':<8} exit"]
+    for w in workers:
+        lines.append(f"{w.worker_id:>6} {w.worker_type:<9} {w.records_processed:>12,} "
+                     f"{w.errors_count:>8,} {format_minor(w.amount, scale):>20} "
+                     f"{w.state:<8} {'' if w.exit_code is None else w.exit_code}")
+    return lines
 
 
 def _check_line(r: ReconciliationResult, scale: int) -> str:

@@ -24,6 +24,7 @@ FAILED_INPUT = "FAILED_INPUT"
 FAILED_RUNTIME = "FAILED_RUNTIME"
 INTERRUPTED = "INTERRUPTED"
 REFUSED = "REFUSED"  # another run of the same job held the job lock
+ABENDED = "ABENDED"  # its process was killed before it could record its end
 
 
 def utc_now() -> datetime:
@@ -42,6 +43,20 @@ class AuditWriter:
             c.execute(self.tables.batch_run.insert().values(
                 run_id=run_id, job_name=job_name, input_path=str(input_path)[:1000],
                 input_sha256=sha256, status=RUNNING, start_ts=started))
+
+    def close_abandoned_runs(self, job_name: str, run_id: str) -> int:
+        """Mark the job's earlier runs still RUNNING as ABENDED.
+
+        Only a run holding the job's lock may call this: no other run of the job is alive
+        then, so a RUNNING row is one whose process was killed (kill -9, a crashed host).
+        """
+        t = self.tables.batch_run
+        query = t.update().where(t.c.job_name == job_name, t.c.status == RUNNING,
+                                 t.c.run_id != run_id).values(
+            status=ABENDED, end_ts=utc_now(),
+            message="the run's process ended without recording its end (killed?)")
+        with database_errors(self.engine, "closing abandoned runs"), self.engine.begin() as c:
+            return int(c.execute(query).rowcount)
 
     def finish_run(self, run_id: str, status: str, exit_code: int, message: str,
                    results: Sequence[ReconciliationResult],

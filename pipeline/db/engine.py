@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, func, inspect, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -17,6 +17,7 @@ from pipeline.db.tables import JobTables
 from pipeline.errors import ConfigError, DatabaseFailure
 
 SQLITE_BUSY_TIMEOUT_S = 60
+CREATE_TABLES_LOCK = 0x706970656C696E65  # "pipeline": the advisory lock key for DDL
 
 
 def parse_url(url: str) -> URL:
@@ -76,7 +77,12 @@ def create_missing_tables(engine: Engine, tables: JobTables) -> None:
                 raise ConfigError(f"{name!r} is longer than {engine.dialect.name}'s "
                                   f"{limit}-character identifier limit")
     with database_errors(engine, "creating the job's tables"):
-        tables.metadata.create_all(engine, checkfirst=True)
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                # two first runs at once would both try to create the tables; PostgreSQL's
+                # DDL is transactional, so a transaction-scoped lock serialises them
+                conn.execute(select(func.pg_advisory_xact_lock(CREATE_TABLES_LOCK)))
+            tables.metadata.create_all(conn, checkfirst=True)
         inspector = inspect(engine)
         for table in tables.metadata.sorted_tables:
             _check_columns(table.name, {c.name for c in table.columns},

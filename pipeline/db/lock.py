@@ -15,7 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from sqlalchemy import Engine, Table, select
@@ -73,7 +73,7 @@ def _row_lock(engine: Engine, table: Table, job_name: str) -> Iterator[None]:
             pass  # the row exists: the usual case after the first run
         connection = engine.connect()
     try:
-        transaction = connection.begin()
+        connection.begin()  # held open: the row lock lasts as long as this transaction
         query = select(table.c.job_name).where(table.c.job_name == job_name)
         try:
             with database_errors(engine, "taking the job lock"):
@@ -85,9 +85,11 @@ def _row_lock(engine: Engine, table: Table, job_name: str) -> Iterator[None]:
                                     "(its JOB_LOCK row is locked); refusing a second run"
                                     ) from None
         yield
-        transaction.rollback()
     finally:
-        connection.close()
+        # the server may already have dropped the connection (and with it the lock):
+        # releasing must not turn the run's own outcome into a driver traceback
+        with suppress(DBAPIError):
+            connection.close()
 
 
 def _lock_busy(exc: BaseException | None) -> bool:

@@ -71,6 +71,10 @@ def worker_main(ctx: WorkerContext, worker_id: int, body: Callable[[], None]) ->
         message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         try:
             ctx.failures.put((worker_id, message), timeout=QUEUE_POLL_S)
+            # put() only hands the message to a feeder thread, which os._exit() would kill
+            # before it wrote a byte: flush it into the pipe first, or the cause is lost
+            ctx.failures.close()
+            ctx.failures.join_thread()
         except queue.Full:
             pass
         traceback.print_exc(file=sys.stderr)
@@ -84,6 +88,9 @@ def _die_with_parent(parent_pid: int) -> None:
     # Ctrl-C (sent to the whole process group) is the parent's to handle.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # the pool forks with both signals blocked (so a fork is never half-tracked): a SIGTERM
+    # that arrived since is delivered now and ends the worker
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -4,13 +4,21 @@ The parent waits on the workers' process sentinels with a short timeout; each wa
 it looks at exit codes and at the heartbeat column of the bus. Any worker that exits
 non-zero, dies by a signal or stops beating ends the run within seconds (exit 3), and
 every other worker is terminated: nothing is left running, nothing hangs.
+
+SIGTERM and SIGINT are held pending (not lost) while a worker is forked and registered and
+while the workers are stopped, so an interrupt can never leave a forked worker untracked or
+a half-stopped pool behind; the run's handler sees the signal right after.
 """
 
 from __future__ import annotations
 
+import os
 import queue
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +33,7 @@ from pipeline.workers.writer import run_writer
 
 SUPERVISE_S = 0.25
 STOP_GRACE_S = 5.0
+_DEFERRED_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 @dataclass
@@ -32,6 +41,7 @@ class Worker:
     worker_id: int
     kind: str  # "processor" or "writer"
     process: Any
+    spawned_ns: int = 0  # time.monotonic_ns() at start: a worker that never registers hangs too
 
 
 @dataclass
@@ -63,15 +73,20 @@ class WorkerPool:
 
     def _spawn(self, worker_id: int, kind: str, target: Any, args: tuple[Any, ...]) -> None:
         process = mp.Process(target=target, args=args, name=f"{kind}-{worker_id}", daemon=True)
-        process.start()
-        self.workers.append(Worker(worker_id, kind, process))
+        with _signals_deferred():  # a started worker is always in self.workers
+            process.start()
+            self.workers.append(Worker(worker_id, kind, process, time.monotonic_ns()))
 
     def _supervise(self) -> None:
         processors = [w for w in self.workers if w.kind == "processor"]
         writers = [w for w in self.workers if w.kind == "writer"]
         end_markers = 0
         while True:
-            wait([w.process.sentinel for w in self.workers], timeout=SUPERVISE_S)
+            # only the live ones: an exited worker's sentinel stays ready, and waiting on it
+            # would turn this loop into a busy spin that starves the others of CPU
+            live = [w.process.sentinel for w in self.workers if w.process.exitcode is None]
+            if live:
+                wait(live, timeout=SUPERVISE_S)
             self._check()
             if self.on_tick:
                 self.on_tick()
@@ -96,19 +111,43 @@ class WorkerPool:
         snapshot = self.ctx.bus.snapshot()
         now = time.monotonic_ns()
         limit = int(self.ctx.config.heartbeat_timeout * 1e9)
+        # a death by signal is usually the cause and the other failures its consequence
+        # (a worker killed mid-write leaves a torn message on the queue): report it first
+        dead = sorted(((code > 0, w.worker_id, code) for w, code
+                       in zip(self.workers, codes, strict=True) if code is not None and code),
+                      key=lambda d: d[:2])
+        if dead:
+            _, worker_id, code = dead[0]
+            raise WorkerFailure(self._death(self._by_id(worker_id), code))
+        silent: list[tuple[int, Worker, str]] = []  # (ns without a sign of life, worker, how)
         for w, code in zip(self.workers, codes, strict=True):
             row = snapshot[w.worker_id]
-            if code is not None and code != 0:
-                raise WorkerFailure(self._death(w, code))
             if code == 0 and row[Col.STATE] != State.DONE:
                 raise WorkerFailure(f"{w.kind} {w.worker_id} exited without finishing its work")
-            if code is None and row[Col.STATE] == State.RUNNING \
-                    and now - int(row[Col.HEARTBEAT_NS]) > limit:
-                raise WorkerFailure(f"{w.kind} {w.worker_id} (pid {w.process.pid}) hung: no "
-                                    f"heartbeat for {self.ctx.config.heartbeat_timeout:g} s")
+            if code is not None:
+                continue
+            if row[Col.STATE] == State.RUNNING:
+                silent.append((now - int(row[Col.HEARTBEAT_NS]), w, "no heartbeat for"))
+            elif row[Col.STATE] == State.NOT_STARTED:
+                silent.append((now - w.spawned_ns, w, "never started within"))
+            elif row[Col.STATE] == State.FAILED:  # it only has its message left to send
+                silent.append((now - int(row[Col.HEARTBEAT_NS]), w, "did not exit within"))
+            # DONE and alive: a processor's last batches may still be on their way into the
+            # queue, at the writers' pace; a writer that stalls is caught by its own beat
+        # the one silent longest is the cause: others may be stuck waiting on it
+        if not silent:
+            return
+        age, w, how = max(silent, key=lambda s: s[0])
+        if age > limit:
+            raise WorkerFailure(f"{w.kind} {w.worker_id} (pid {w.process.pid}) hung: {how} "
+                                f"{self.ctx.config.heartbeat_timeout:g} s")
+
+    def _by_id(self, worker_id: int) -> Worker:
+        return next(w for w in self.workers if w.worker_id == worker_id)
 
     def _death(self, w: Worker, code: int) -> str:
-        how = f"was killed by signal {-code}" if code < 0 else f"failed with exit code {code}"
+        how = f"was killed by signal {-code} ({_signal_name(-code)})" if code < 0 \
+            else f"failed with exit code {code}"
         message = f"{w.kind} {w.worker_id} (pid {w.process.pid}) {how}"
         cause = self._failure_messages().get(w.worker_id)
         return f"{message}: {cause}" if cause else message
@@ -124,9 +163,17 @@ class WorkerPool:
 
     def stop(self) -> None:
         """Terminate whatever still runs, then kill what ignores SIGTERM; reap them all."""
+        with _signals_deferred():
+            self._stop()
+
+    def _stop(self) -> None:
         alive = [w.process for w in self.workers if w.process.is_alive()]
         for p in alive:
             p.terminate()
+            # a stopped (SIGSTOP, hung) worker keeps SIGTERM pending until it is continued:
+            # continue it, or it would cost the whole grace period and a SIGKILL
+            with suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGCONT)
         deadline = time.monotonic() + STOP_GRACE_S
         for p in alive:
             p.join(max(0.0, deadline - time.monotonic()))
@@ -139,3 +186,26 @@ class WorkerPool:
             # data nobody will read must not keep the parent's feeder thread waiting
             q.cancel_join_thread()
             q.close()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown signal"
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGTERM/SIGINT pending in the main thread until the block ends (then delivered).
+
+    Forked children inherit the blocked mask; ``worker_main`` unblocks it at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -1,0 +1,102 @@
+"""Run the job once in this (fresh) process and report its phases as JSON on stdout.
+
+Used by the benchmarks as ``python -m benchmarks.runjob --input F --db URL ...``: it does
+what ``python -m pipeline run`` does (shipped config, the same overrides, ``run_job``),
+and wraps a few of the job's functions with timers. A timer costs ~1 us a call and is
+called a handful of times per run, so it does not move the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import resource
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+PHASES: dict[str, float] = defaultdict(float)
+CPU: dict[str, float] = defaultdict(float)  # CPU-seconds of this process and its children
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process and of its children that have been waited for."""
+    own, children = (resource.getrusage(who) for who in
+                     (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _timed(owner: Any, name: str, phase: str) -> None:
+    original = getattr(owner, name, None)
+    if original is None:  # the job was refactored: that phase is just not broken out
+        print(f"benchmarks.runjob: no {owner.__name__}.{name} to time", file=sys.stderr)
+        return
+
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start, cpu = time.perf_counter(), cpu_seconds()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            PHASES[phase] += time.perf_counter() - start
+            CPU[phase] += cpu_seconds() - cpu
+
+    setattr(owner, name, wrapper)
+
+
+def instrument() -> None:
+    """Phase timers: plan (hash + split), load (workers), MERGE, checks, audit."""
+    from pipeline import job
+    from pipeline.db.repositories import FinalRepository, StagingRepository
+    from recon.audit import AuditWriter
+    from recon.service import ReconciliationService
+
+    _timed(job, "plan_input", "plan")
+    _timed(job, "create_missing_tables", "ddl")
+    _timed(job.WorkerPool, "run", "load")
+    _timed(ReconciliationService, "reconcile_counts", "checks_before_merge")
+    _timed(StagingRepository, "duplicated_key_count", "checks_duplicates")
+    _timed(StagingRepository, "surviving_count_and_amount", "checks_duplicates")
+    _timed(FinalRepository, "merge_run", "merge")
+    _timed(FinalRepository, "count_and_amount_for_run", "checks_after_merge")
+    # the MERGE's transaction: connect + MERGE + checks + commit; the rest is the commit
+    _timed(ReconciliationService, "merge_and_verify", "merge_transaction")
+    _timed(AuditWriter, "start_run", "audit")
+    _timed(AuditWriter, "finish_run", "audit")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmarks.runjob")
+    parser.add_argument("--input", type=Path, required=True)
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--processors", type=int)
+    parser.add_argument("--writers", type=int)
+    parser.add_argument("--output-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    instrument()
+    from pipeline.config import load_config
+    from pipeline.job import run_job
+    from pipeline.jobs import shipped_config
+
+    config = load_config(shipped_config()).with_overrides(
+        input_path=args.input, database_url=args.db, processors=args.processors,
+        writers=args.writers, output_dir=args.output_dir)
+    start = time.perf_counter()
+    outcome = run_job(config)
+    PHASES["run_job"] = time.perf_counter() - start
+    phases = dict(PHASES)
+    phases["merge_commit"] = max(0.0, phases.get("merge_transaction", 0.0)
+                                 - phases.get("merge", 0.0)
+                                 - phases.get("checks_after_merge", 0.0))
+    read = outcome.metrics.total_read if outcome.metrics else 0
+    json.dump({"exit_code": outcome.exit_code, "message": outcome.message,
+               "records": read, "phases": phases,
+               "cpu": dict(CPU)}, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""One self-contained HTML page per run: no external asset, so it opens from a mail, a
+ticket or an air-gapped share exactly as written (inline CSS, inline SVG, no script)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from html import escape
+
+from pipeline.metrics.aggregator import WorkerMetrics
+from pipeline.money import format_minor
+from pipeline.reporting.store import RunReport
+from pipeline.reporting.text import format_duration, format_exit, format_ts
+from recon.checks import ReconciliationResult
+
+CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#1d2330}
+h1{font-size:1.4em;margin:0 0 .3em} h2{font-size:1.1em;margin:1.6em 0 .4em}
+table{border-collapse:collapse} td,th{padding:.25em .7em;border-bottom:1px solid #dde}
+th{text-align:left;background:#f3f4f8} td.n{text-align:right;font-variant-numeric:tabular-nums}
+tr.pass td.ok{background:#dff5e1;color:#135c1d;font-weight:bold}
+tr.fail td{background:#fde4e4} tr.fail td.ok{color:#9b1111;font-weight:bold}
+.status{display:inline-block;padding:.1em .6em;border-radius:.3em;color:#fff}
+.status.good{background:#2e7d32} .status.bad{background:#c62828}
+dl{display:grid;grid-template-columns:max-content auto;gap:.15em 1em;margin:0}
+dt{color:#667} dd{margin:0;font-family:ui-monospace,monospace}
+svg text{font:12px system-ui,sans-serif;fill:#1d2330}
+rect.processor{fill:#3f6fd8} rect.writer{fill:#e0891b} rect.failed{stroke:#c62828;stroke-width:2}
+"""
+
+BAR_H, ROW_H, LABEL_W, PLOT_W = 16, 24, 120, 640
+
+
+def render_html(report: RunReport) -> str:
+    run = report.run
+    good = run.exit_code == 0
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>run {escape(run.run_id)} - {escape(run.job_name)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{escape(run.job_name)} &middot; run {escape(run.run_id)}</h1>",
+        f'<p><span class="status {"good" if good else "bad"}">{escape(run.status)} '
+        f"(exit {format_exit(run.exit_code)})</span> {escape(run.message)}</p>",
+        _facts(report),
+        "<h2>Checks</h2>",
+        _checks_table(report.results, report.scale),
+        "<h2>Workers</h2>",
+        _timeline(report.workers),
+        _workers_table(report.workers, report.scale),
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _facts(report: RunReport) -> str:
+    run = report.run
+    rows = [("input", run.input_path), ("sha256", run.input_sha256 or "-"),
+            ("started (UTC)", format_ts(run.start_ts)), ("ended (UTC)", format_ts(run.end_ts)),
+            ("duration", format_duration(run.duration_s)),
+            ("records read", "-" if run.records_read is None else f"{run.records_read:,}"),
+            ("checks failed", f"{report.checks_failed} of {len(report.results)}")]
+    items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in rows)
+    return f"<dl>{items}</dl>"
+
+
+def _table(table_id: str, headings: Iterable[str], rows: Iterable[str]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headings)
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>' \
+           + "".join(rows) + "</tbody></table>"
+
+
+def _td(value: str, numeric: bool = False, cls: str = "") -> str:
+    classes = " ".join(c for c in ("n" if numeric else "", cls) if c)
+    attr = f' class="{classes}"' if classes else ""
+    return f"<td{attr}>{escape(value)}</td>"
+
+
+def _checks_table(results: list[ReconciliationResult], scale: int) -> str:
+    def money(v: int | None) -> str:
+        return "?" if v is None else format_minor(v, scale)
+
+    rows = []
+    for r in results:
+        if r.is_amount_check:
+            cells = [money(r.expected_amount), money(r.actual_amount),
+                     money(r.amount_discrepancy)]
+        else:
+            cells = [f"{r.expected_count:,}", f"{r.actual_count:,}", f"{r.discrepancy:,}"]
+        rows.append(f'<tr class="{"pass" if r.passed else "fail"}">' + _td(r.check_name)
+                    + "".join(_td(c, numeric=True) for c in cells)
+                    + _td("Y" if r.passed else "N", cls="ok") + _td(r.detail) + "</tr>")
+    return _table("checks", ["check", "expected", "actual", "discrepancy", "passed", "detail"],
+                  rows)
+
+
+def _workers_table(workers: list[WorkerMetrics], scale: int) -> str:
+    rows = []
+    for w in workers:
+        rows.append("<tr>" + _td(str(w.worker_id), numeric=True) + _td(w.worker_type)
+                    + _td(f"{w.records_processed:,}", numeric=True)
+                    + _td(f"{w.errors_count:,}", numeric=True)
+                    + _td(format_minor(w.amount, scale), numeric=True)
+                    + _td(format_ts(w.start_time)) + _td(format_ts(w.end_time)) + _td(w.state)
+                    + _td("" if w.exit_code is None else str(w.exit_code)) + "</tr>")
+    return _table("workers", ["worker", "type", "records", "errors", "amount", "start (UTC)",
+                              "end (UTC)", "state", "exit"], rows)
+
+
+def _timeline(workers: list[WorkerMetrics]) -> str:
+    """One bar per worker from START_TS to END_TS on a shared time axis (inline SVG)."""
+    starts = [w.start_time for w in workers if w.start_time]
+    if not starts:
+        return "<p>No worker started.</p>"
+    t0 = min(starts)
+    t1 = max([w.end_time for w in workers if w.end_time] + starts)
+    span = max((t1 - t0).total_seconds(), 1e-3)
+    height = ROW_H * len(workers) + 24
+    out = [f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{LABEL_W + PLOT_W + 20}"'
+           f' height="{height}" role="img" aria-label="worker timeline">']
+    for i, w in enumerate(workers):
+        y = i * ROW_H
+        out.append(f'<text x="0" y="{y + BAR_H - 3}">{escape(w.worker_type)} {w.worker_id}</text>')
+        if w.start_time:
+            out.append(_bar(w, t0, t1, span, y))
+    out += _axis(span, ROW_H * len(workers) + 14)
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _bar(w: WorkerMetrics, t0: datetime, t1: datetime, span: float, y: int) -> str:
+    assert w.start_time is not None
+    end = w.end_time or t1  # a worker killed before END_TS: drawn to the end of the run
+    x = LABEL_W + PLOT_W * (w.start_time - t0).total_seconds() / span
+    width = max(PLOT_W * (end - w.start_time).total_seconds() / span, 1.0)
+    seconds = (end - w.start_time).total_seconds()
+    cls = w.worker_type + ("" if w.state == "done" else " failed")
+    tip = f"{w.worker_type} {w.worker_id}: {w.records_processed:,} records in {seconds:.2f} s"
+    return (f'<rect class="{cls}" data-worker-id="{w.worker_id}" x="{x:.1f}" y="{y}" '
+            f'width="{width:.1f}" height="{BAR_H}"><title>{escape(tip)} ({escape(w.state)})'
+            "</title></rect>")
+
+
+def _axis(span: float, y: int) -> list[str]:
+    ticks = []
+    for i in range(5):
+        x = LABEL_W + PLOT_W * i / 4
+        ticks.append(f'<text x="{x:.0f}" y="{y}" text-anchor="middle">{span * i / 4:.1f} s</text>')
+    return ticks

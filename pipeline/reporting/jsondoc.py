@@ -1,0 +1,68 @@
+"""The machine-readable report: exact amounts as decimal strings, never floats.
+
+A JSON number is a double in most readers; an amount beyond 2**53 minor units would lose
+cents there, so every amount travels as text (``"-123.45"``) with the scale beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pipeline.metrics.aggregator import WorkerMetrics
+from pipeline.money import format_minor
+from pipeline.reporting.store import RunReport, RunRow
+from recon.checks import ReconciliationResult
+
+
+def report_document(report: RunReport) -> dict[str, Any]:
+    return {
+        "run": run_document(report.run),
+        "amount_scale": report.scale,
+        "checks_failed": report.checks_failed,
+        "checks": [_check(r, report.scale) for r in report.results],
+        "workers": [_worker(w, report.scale) for w in report.workers],
+    }
+
+
+def runs_document(runs: Sequence[RunRow]) -> list[dict[str, Any]]:
+    return [run_document(r) for r in runs]
+
+
+def run_document(run: RunRow) -> dict[str, Any]:
+    duration = run.duration_s
+    return {
+        "run_id": run.run_id, "job_name": run.job_name, "status": run.status,
+        "exit_code": run.exit_code, "start_ts": _iso(run.start_ts), "end_ts": _iso(run.end_ts),
+        "duration_seconds": None if duration is None else round(duration, 3),
+        "records_read": run.records_read, "input_path": run.input_path,
+        "input_sha256": run.input_sha256, "message": run.message,
+    }
+
+
+def _check(r: ReconciliationResult, scale: int) -> dict[str, Any]:
+    return {
+        "check_name": r.check_name, "expected": r.expected_count, "actual": r.actual_count,
+        "discrepancy": r.discrepancy, "passed": r.passed, "detail": r.detail,
+        "expected_amount": _amount(r.expected_amount, scale),
+        "actual_amount": _amount(r.actual_amount, scale),
+        "amount_discrepancy": _amount(r.amount_discrepancy, scale),
+    }
+
+
+def _worker(w: WorkerMetrics, scale: int) -> dict[str, Any]:
+    return {
+        "worker_id": w.worker_id, "worker_type": w.worker_type,
+        "records_processed": w.records_processed, "errors_count": w.errors_count,
+        "amount": _amount(w.amount, scale), "start_ts": _iso(w.start_time),
+        "end_ts": _iso(w.end_time), "state": w.state, "exit_code": w.exit_code, "pid": w.pid,
+    }
+
+
+def _amount(minor: int | None, scale: int) -> str | None:
+    return None if minor is None else format_minor(minor, scale)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,194 @@
+"""Read a run's evidence back from the audit tables (never the job's own tables).
+
+The audit keeps amounts at ``AUDIT_SCALE`` decimals whatever the job's scale; a report
+shows them at the job's scale when that is exact, so ``12.50`` does not read ``12.500000``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, MetaData, Table, func, inspect, select
+
+from pipeline.db.engine import database_errors, make_engine, parse_url, safe_url
+from pipeline.db.tables import AUDIT_SCALE, audit_tables
+from pipeline.errors import ConfigError
+from pipeline.metrics.aggregator import PROCESSOR, WorkerMetrics
+from recon.checks import ReconciliationResult
+
+
+class AuditNotFound(ConfigError):
+    """The database has no audit tables, or not the run asked for (exit 2)."""
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One BATCH_RUN row, plus the records its processors read (from RECON_WORKER_AUDIT)."""
+
+    run_id: str
+    job_name: str
+    status: str
+    exit_code: int | None
+    start_ts: datetime
+    end_ts: datetime | None
+    input_path: str = ""
+    input_sha256: str | None = None
+    message: str = ""
+    records_read: int | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.end_ts is None else (self.end_ts - self.start_ts).total_seconds()
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """A run as the audit recorded it. Amounts are exact minor units at ``scale``."""
+
+    run: RunRow
+    scale: int
+    results: list[ReconciliationResult]
+    workers: list[WorkerMetrics]
+
+    @property
+    def checks_failed(self) -> int:
+        return sum(not r.passed for r in self.results)
+
+
+@dataclass(frozen=True)
+class AuditTables:
+    batch_run: Table
+    recon_audit: Table
+    worker_audit: Table
+
+
+def _tables() -> AuditTables:
+    recon_audit, worker_audit, batch_run, _lock = audit_tables(MetaData())
+    return AuditTables(batch_run, recon_audit, worker_audit)
+
+
+@contextmanager
+def open_audit(url: str) -> Iterator[Engine]:
+    """An engine on an existing audit database, disposed on leaving; refuses a database
+    no job has run against."""
+    parsed = parse_url(url)
+    db_file = parsed.database
+    # SQLite would quietly create an empty file and then report "no tables"
+    if parsed.get_backend_name() == "sqlite" and db_file and db_file != ":memory:" \
+            and not Path(db_file).exists():
+        raise AuditNotFound(f"database file {db_file} does not exist "
+                            "(check --db or the job config's database.url)")
+    engine = make_engine(parsed)
+    try:
+        _require_audit_tables(engine)
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _require_audit_tables(engine: Engine) -> None:
+    t = _tables()
+    with database_errors(engine, "reading the audit tables"):
+        present = {name.lower() for name in inspect(engine).get_table_names()}
+    missing = [x.name for x in (t.batch_run, t.recon_audit, t.worker_audit)
+               if x.name not in present]
+    if missing:
+        raise AuditNotFound(f"{safe_url(engine.url)} has no audit tables ({', '.join(missing)} "
+                            "missing): no run was recorded there (check --db or the job config)")
+
+
+def list_runs(engine: Engine, limit: int = 20) -> list[RunRow]:
+    """The most recent runs first."""
+    t = _tables()
+    read = (select(t.worker_audit.c.run_id,
+                   func.sum(t.worker_audit.c.records_processed).label("records_read"))
+            .where(t.worker_audit.c.worker_type == PROCESSOR)
+            .group_by(t.worker_audit.c.run_id).subquery())
+    query = (select(t.batch_run, read.c.records_read)
+             .outerjoin(read, read.c.run_id == t.batch_run.c.run_id)
+             .order_by(t.batch_run.c.start_ts.desc(), t.batch_run.c.run_id.desc())
+             .limit(limit))
+    with database_errors(engine, "listing the runs"), engine.connect() as conn:
+        return [_run_row(row._mapping) for row in conn.execute(query)]
+
+
+def load_report(engine: Engine, run_id: str | None = None,
+                job_scales: Mapping[str, int] | None = None) -> RunReport:
+    """The run ``run_id`` (default: the latest). Amounts are shown at the scale
+    ``job_scales`` gives for the run's job when that is exact, else at the audit's."""
+    t = _tables()
+    with database_errors(engine, "reading the audit"), engine.connect() as conn:
+        run_id = run_id or conn.execute(
+            select(t.batch_run.c.run_id)
+            .order_by(t.batch_run.c.start_ts.desc(), t.batch_run.c.run_id.desc()).limit(1)
+        ).scalar()
+        if run_id is None:
+            raise AuditNotFound(f"no run recorded in {safe_url(engine.url)}")
+        run = conn.execute(select(t.batch_run).where(t.batch_run.c.run_id == run_id)).first()
+        if run is None:
+            raise AuditNotFound(f"no run {run_id} in {safe_url(engine.url)} "
+                                "(`pipeline runs` lists them)")
+        checks = conn.execute(select(t.recon_audit).where(t.recon_audit.c.run_id == run_id)
+                              .order_by(t.recon_audit.c.recon_id)).all()
+        workers = conn.execute(select(t.worker_audit)
+                               .where(t.worker_audit.c.run_id == run_id)
+                               .order_by(t.worker_audit.c.worker_id)).all()
+    read = sum(w.records_processed for w in workers if w.worker_type == PROCESSOR)
+    amounts = [a for c in checks for a in (c.expected_amt, c.actual_amt)] + \
+        [w.amount for w in workers]
+    shown = _exact_scale(amounts, (job_scales or {}).get(run.job_name, AUDIT_SCALE))
+    return RunReport(
+        run=_run_row({**run._mapping, "records_read": read if workers else None}),
+        scale=shown,
+        results=[_result(c, shown) for c in checks],
+        workers=[_worker(w, shown) for w in workers],
+    )
+
+
+def _exact_scale(amounts: list[int | None], wanted: int) -> int:
+    """``wanted`` if every audit amount is whole at that scale, else the audit's own."""
+    step = 10 ** (AUDIT_SCALE - wanted) if 0 <= wanted <= AUDIT_SCALE else 0
+    if step and all(a is None or a % step == 0 for a in amounts):
+        return wanted
+    return AUDIT_SCALE
+
+
+def _rescale(amount: int | None, scale: int) -> int | None:
+    return None if amount is None else amount // 10 ** (AUDIT_SCALE - scale)
+
+
+def _run_row(row: Any) -> RunRow:
+    return RunRow(run_id=row["run_id"], job_name=row["job_name"], status=row["status"],
+                  exit_code=row["exit_code"], start_ts=_utc(row["start_ts"]),
+                  end_ts=_utc(row["end_ts"]) if row["end_ts"] else None,
+                  input_path=row["input_path"], input_sha256=row["input_sha256"],
+                  message=row["message"] or "",
+                  records_read=None if row["records_read"] is None else int(row["records_read"]))
+
+
+def _result(row: Any, scale: int) -> ReconciliationResult:
+    return ReconciliationResult(
+        check_name=row.check_name, expected_count=row.expected_cnt,
+        actual_count=row.actual_cnt, passed=row.passed == "Y",
+        expected_amount=_rescale(row.expected_amt, scale),
+        actual_amount=_rescale(row.actual_amt, scale), detail=row.detail or "")
+
+
+def _worker(row: Any, scale: int) -> WorkerMetrics:
+    return WorkerMetrics(
+        worker_id=row.worker_id, worker_type=row.worker_type,
+        records_processed=row.records_processed, errors_count=row.errors_count,
+        start_time=_utc(row.start_ts) if row.start_ts else None,
+        end_time=_utc(row.end_ts) if row.end_ts else None,
+        amount=_rescale(row.amount, scale) or 0, state=row.state, exit_code=row.exit_code,
+        pid=row.pid or 0)
+
+
+def _utc(moment: datetime) -> datetime:
+    """The audit's TIMESTAMPs are naive UTC (recon.audit.utc_now)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

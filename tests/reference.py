@@ -81,6 +81,19 @@ def expected_from_file(path: Path) -> Expected:
                     sign * int(tail[12:30]))
 
 
+def is_calendar_date(text: str | bytes) -> bool:
+    """YYYYMMDD, ASCII digits, a date that exists."""
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")
+    if not (len(text) == 8 and text.isascii() and text.isdigit()):
+        return False
+    try:
+        dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return False
+    return True
+
+
 def _parse(line: int, raw: bytes) -> Txn | None:
     if len(raw) != 100 or any(b < 32 or b > 126 for b in raw):
         return None

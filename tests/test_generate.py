@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.generate import MAX_RECORDS, GeneratedInput, generate_file
+from tests.reference import is_calendar_date
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,16 +37,6 @@ class Parsed:
     details: list[Detail]
 
 
-def _is_calendar_date(text: str) -> bool:
-    if not (len(text) == 8 and _DIGITS.fullmatch(text)):
-        return False
-    try:
-        datetime.date(int(text[:4]), int(text[4:6]), int(text[6:]))
-    except ValueError:
-        return False
-    return True
-
-
 def _detail_errors(s: str) -> list[str]:
     """Every non-amount spec rule that a 100-char detail record breaks (columns 1-based)."""
     key = s[1:17].rstrip(" ")
@@ -53,7 +44,7 @@ def _detail_errors(s: str) -> list[str]:
         "record_type": s[0] == "D",
         "txn_id": bool(key) and key.isascii() and key.isalnum(),
         "account_id": bool(_DIGITS.fullmatch(s[17:27])) and len(s[17:27]) == 10,
-        "txn_date": _is_calendar_date(s[27:35]),
+        "txn_date": is_calendar_date(s[27:35]),
         "currency": bool(_UPPER3.fullmatch(s[49:52])),
         "description": all(32 <= ord(c) <= 126 for c in s[52:92]),
         "filler": s[92:100] == " " * 8,

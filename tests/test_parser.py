@@ -6,7 +6,6 @@ a tiny pure-Python reference parser decides what every record should become.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import re
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pipeline.generate import generate_file
 from pipeline.jobs import shipped_config
 from pipeline.layouts.fixed import DetailBatch, Reject, parse_details
 from pipeline.source import ByteRange, LineChunk, plan_input, read_lines
+from tests.reference import is_calendar_date
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -268,16 +268,6 @@ class Ref:
 _ALNUM_LEFT = re.compile(rb"[A-Za-z0-9]+ *")
 
 
-def _calendar(text: bytes) -> bool:
-    if not re.fullmatch(rb"[0-9]{8}", text):
-        return False
-    try:
-        datetime.date(int(text[:4]), int(text[4:6]), int(text[6:]))
-    except ValueError:
-        return False
-    return True
-
-
 def ref_parse(line: bytes) -> Ref:
     if len(line) != 100:
         return Ref("rejected", frozenset({"LENGTH"}))
@@ -291,7 +281,7 @@ def ref_parse(line: bytes) -> Ref:
         broken.add("TXN_ID")
     if not re.fullmatch(rb"[0-9]{10}", line[17:27]):
         broken.add("ACCOUNT_ID")
-    if not _calendar(line[27:35]):
+    if not is_calendar_date(line[27:35]):
         broken.add("TXN_DATE")
     sign_ok = line[35:36] in (b"+", b"-")
     digits_ok = re.fullmatch(rb"[0-9]{13}", line[36:49]) is not None

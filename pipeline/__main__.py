@@ -117,6 +117,16 @@ def _write_prometheus(path: Path, outcome: RunOutcome, duration: float) -> None:
     log.info("prometheus metrics written: %s", path)
 
 
+def _load_config(path: Path | None) -> JobConfig:
+    """A TOML file, or the name of a job shipped with the package ("customer_balances")."""
+    if path is None:
+        return load_config(shipped_config())
+    shipped = shipped_config(str(path))
+    if not path.exists() and path.suffix == "" and shipped.exists():
+        return load_config(shipped)
+    return load_config(path)
+
+
 def _db_option(parser: argparse.ArgumentParser) -> None:
     # A password on the command line is visible to every user in ps; the environment
     # variable keeps it out of the process list.
@@ -126,7 +136,7 @@ def _db_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> JobConfig:
-    config = load_config(args.config or shipped_config())
+    config = _load_config(args.config)
     return config.with_overrides(input_path=args.input, database_url=args.db,
                                  processors=args.processors, writers=args.writers,
                                  batch_size=args.batch_size,
@@ -137,7 +147,7 @@ def _report(args: argparse.Namespace) -> int:
     from pipeline.reporting.store import load_report, open_audit
 
     config_path, run_id = _config_and_run_id(args.targets)
-    config = load_config(config_path or shipped_config())
+    config = _load_config(config_path)
     with open_audit(args.db or config.database_url) as engine:
         report = load_report(engine, run_id, _scales(config))
     if args.html:
@@ -167,7 +177,7 @@ def _runs(args: argparse.Namespace) -> int:
 
     if args.limit < 1:
         raise ConfigError(f"--limit: expected a positive number, got {args.limit}")
-    config = load_config(args.config or shipped_config())
+    config = _load_config(args.config)
     with open_audit(args.db or config.database_url) as engine:
         runs = list_runs(engine, args.limit)
     if args.json:
@@ -220,7 +230,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=common, help="run a batch job and reconcile it")
     run.add_argument("config", nargs="?", type=Path,
-                     help="job config (TOML); default: the shipped daily-transactions job")
+                     help="job config (TOML) or the name of a shipped job; default: the "
+                          "daily-transactions job")
     run.add_argument("--input", type=Path, help="input file (overrides input.path)")
     _db_option(run)
     run.add_argument("--processors", type=int, help="processor worker processes")

@@ -97,7 +97,8 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
         description=_get(job, "job.description", str, ""),
         source=source,
         input_format=fmt,
-        input_path=Path(path) if path else None,
+        # a config names its input relative to itself, like the sample beside a shipped job
+        input_path=source.parent / path if path else None,
         output_dir=Path(_get(out, "output.dir", str, "pipeline_work")),
         database_url=_get(db, "database.url", str, "sqlite:///pipeline_work/pipeline.db"),
         processors=_get(workers, "workers.processors", int, 2),

@@ -30,7 +30,7 @@ from tests.reference import detail
 
 pytestmark = pytest.mark.timeout(120)
 
-SAMPLE = Path(__file__).parent / "data" / "customer_balances.csv"
+SAMPLE = Path(shipped_config("customer_balances")).with_suffix(".csv")
 BALANCES = load_config(shipped_config("customer_balances"))
 FIXED = load_config(shipped_config())
 

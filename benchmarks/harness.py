@@ -35,6 +35,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 SAMPLE_S = 0.2
+REAP_S = 0.3
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -137,13 +138,17 @@ def server_cpu(postmaster: int | None) -> float | None:
     try:
         root = psutil.Process(postmaster)
         t = root.cpu_times()
-        total = t.user + t.system + t.children_user + t.children_system
-        for child in root.children():
-            with_times = child.cpu_times()
-            total += with_times.user + with_times.system
-        return total
+        children = root.children()
     except psutil.Error:
         return None
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in children:
+        try:
+            times = child.cpu_times()
+        except psutil.Error:  # exited since the listing: reaped, so in children_* next time
+            continue
+        total += times.user + times.system
+    return total
 
 
 # -- running a command -------------------------------------------------------------------
@@ -162,6 +167,8 @@ def measure(argv: Sequence[str], postmaster: int | None = None,
         out, err = proc.communicate(timeout=timeout)
     wall = time.perf_counter() - start
     cpu = _children_cpu() - cpu_before
+    if postmaster is not None:
+        time.sleep(REAP_S)  # let the postmaster reap the run's backends: their CPU counts
     server_after = server_cpu(postmaster)
     if proc.returncode != 0:
         raise BenchmarkError(f"{' '.join(argv)} exited {proc.returncode}:\n"

@@ -122,6 +122,22 @@ def floor_section(groups: list[dict[str, Any]], mode: str) -> str:
                      "floor: load / MERGE s"], rows))
 
 
+def excess_section(groups: list[dict[str, Any]]) -> str:
+    """Where the job's time above the floor goes, phase against phase."""
+    rows = []
+    for g in groups:
+        p, f = g["job"]["phases"], g["floor"]["phases"]
+        extra = g["job"]["wall"] - g["floor"]["timed"]
+        parts = {"load": p["load"] - f["load"], "MERGE + commit": p["merge"] - f["merge"],
+                 "checks": p["checks"],
+                 "start, plan, audit": p["plan"] + p["audit"] + p["startup+other"]}
+        rows.append([g["backend"], f"{g['records']:,}", _s(extra)]
+                    + [f"{v:+.1f} ({v / extra:.0%})" for v in parts.values()])
+    return ("Where the job's time above the floor goes (job phase minus floor phase, s):\n\n"
+            + table(["database", "records", "job - floor s", "load", "MERGE + commit",
+                     "checks", "start, plan, audit"], rows))
+
+
 def _mb(x: float) -> str:
     return f"{x / MB:,.0f}"
 
@@ -184,7 +200,8 @@ def render(r: dict[str, Any]) -> str:
     if r.get("scaling"):
         parts.append(scaling_section(r["scaling"], r["mode"]))
     if r.get("compare"):
-        parts += [floor_section(r["compare"], r["mode"]), peers_section(r["compare"]),
+        parts += [floor_section(r["compare"], r["mode"]), excess_section(r["compare"]),
+                  peers_section(r["compare"]),
                   recon_section(r["compare"], r.get("memory", []))]
     parts += [machine_section(r)] + [f"Skipped: {s}" for s in r.get("skipped", [])]
     return "\n\n".join(p for p in parts if p) + "\n"

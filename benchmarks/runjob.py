@@ -58,7 +58,6 @@ def instrument() -> None:
     _timed(job, "create_missing_tables", "ddl")
     _timed(job.WorkerPool, "run", "load")
     _timed(ReconciliationService, "reconcile_counts", "checks_before_merge")
-    _timed(StagingRepository, "duplicated_key_count", "checks_duplicates")
     _timed(StagingRepository, "surviving_count_and_amount", "checks_duplicates")
     _timed(FinalRepository, "merge_run", "merge")
     _timed(FinalRepository, "count_and_amount_for_run", "checks_after_merge")

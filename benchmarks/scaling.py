@@ -72,12 +72,13 @@ def plot(results: list[dict[str, Any]], out: Path) -> None:
     fig, (rate, cpu) = plt.subplots(1, 2, figsize=(11, 4.2))
     for r in results:
         x = [row["workers"] for row in r["rows"]]
-        rate.plot(x, [row["records_per_s"] / 1e3 for row in r["rows"]], "o-", label=r["name"])
+        (line,) = rate.plot(x, [row["records_per_s"] / 1e3 for row in r["rows"]], "o-",
+                            label=r["name"])
         cpu.plot(x, [row["cpu_us_per_record"] for row in r["rows"]], "o-",
-                 label=f"{r['name']} - job processes")
+                 color=line.get_color(), label=f"{r['name']} - job processes")
         if r["rows"][0]["total_cpu_us_per_record"] is not None:
             cpu.plot(x, [row["total_cpu_us_per_record"] for row in r["rows"]], "s--",
-                     label=f"{r['name']} - job + server")
+                     color=line.get_color(), label=f"{r['name']} - job + server")
     for ax, title in ((rate, "throughput (k records/s)"),
                       (cpu, "CPU µs per record (all processes)")):
         ax.set_xscale("log", base=2)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from pipeline.db.engine import database_errors
 from pipeline.db.repositories import FinalRepository, StagingRepository
@@ -48,24 +49,36 @@ class ReconciliationService:
                   merged_at: datetime) -> ReconciliationOutcome:
         results = self.reconcile_counts(run_id, aggregated)
         staged = next(r for r in results if r.check_name == checks.PROCESSED_TO_STAGING_AMOUNT)
-        with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
-            staging = StagingRepository(conn, self.tables, self.key, self.amount)
-            deduplicate = staging.duplicated_key_count(run_id) > 0
-            if deduplicate:
-                keys, survivors_amount = staging.surviving_count_and_amount(run_id)
-            else:
-                keys, survivors_amount = staged.actual_count, staged.actual_amount or 0
-        collapsed = staged.actual_count - keys
-        if all(r.passed for r in results):
-            final_results = self.merge_and_verify(run_id, merged_at, keys, survivors_amount,
-                                                  collapsed, deduplicate)
-        else:
+        staged_rows, staged_amount = staged.actual_count, staged.actual_amount or 0
+        if not all(r.passed for r in results):
+            keys, _ = self._survivors(run_id)
             reason = "MERGE skipped because an earlier check failed; FINAL unchanged"
-            final_results = [not_evaluated(checks.STAGING_TO_FINAL, keys, reason),
-                             not_evaluated(checks.STAGING_TO_FINAL_AMOUNT, keys, reason)]
+            skipped = [not_evaluated(checks.STAGING_TO_FINAL, keys, reason),
+                       not_evaluated(checks.STAGING_TO_FINAL_AMOUNT, keys, reason)]
+            return ReconciliationOutcome([*results, *skipped], False, staged_rows,
+                                         staged_rows - keys)
+        # Most runs have no duplicate keys: MERGE the staging rows as they are, and only if
+        # that shows a key twice, roll it back and MERGE each key's last row instead. The
+        # plain MERGE proves "no duplicates" itself: it touches exactly one FINAL row per
+        # staging row, or a database refuses it (PostgreSQL, Oracle) or skips the repeat
+        # (SQLite), so no separate GROUP BY over staging is needed.
+        final_results = self.merge_and_verify(run_id, merged_at, staged_rows, staged_amount,
+                                              0, deduplicate=False)
+        collapsed = 0
+        if final_results is None:
+            keys, survivors_amount = self._survivors(run_id)
+            collapsed = staged_rows - keys
+            final_results = self.merge_and_verify(run_id, merged_at, keys, survivors_amount,
+                                                  collapsed, deduplicate=True)
+            assert final_results is not None
         merged = all(r.passed for r in [*results, *final_results])
-        return ReconciliationOutcome([*results, *final_results], merged, staged.actual_count,
-                                     collapsed)
+        return ReconciliationOutcome([*results, *final_results], merged, staged_rows, collapsed)
+
+    def _survivors(self, run_id: str) -> tuple[int, int]:
+        """Distinct keys of the run and the amount total of each key's last staging row."""
+        with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
+            return StagingRepository(conn, self.tables, self.key,
+                                     self.amount).surviving_count_and_amount(run_id)
 
     def reconcile_counts(self, run_id: str,
                          aggregated: AggregatedMetrics) -> list[ReconciliationResult]:
@@ -92,8 +105,12 @@ class ReconciliationService:
 
     def merge_and_verify(self, run_id: str, merged_at: datetime, keys: int,
                          survivors_amount: int, collapsed: int,
-                         deduplicate: bool = True) -> list[ReconciliationResult]:
-        """MERGE and the two checks after it in one transaction, rolled back on failure."""
+                         deduplicate: bool = True) -> list[ReconciliationResult] | None:
+        """MERGE and the two checks after it in one transaction, rolled back on failure.
+
+        Without ``deduplicate``, returns None (everything rolled back) when the staging
+        rows turn out to repeat a key: the caller then MERGEs with de-duplication.
+        """
         detail = (f"{collapsed} duplicate-key record(s) collapsed, the later record won"
                   if collapsed else "no duplicate keys")
         with database_errors(self.engine, "merging into the final table"), \
@@ -101,7 +118,15 @@ class ReconciliationService:
             transaction = conn.begin()
             try:
                 final = FinalRepository(conn, self.tables, self.key, self.amount)
-                final.merge_run(run_id, merged_at, deduplicate)
+                try:
+                    touched = final.merge_run(run_id, merged_at, deduplicate)
+                except DBAPIError:
+                    if deduplicate:
+                        raise
+                    touched = -1  # refused, most likely for a key twice: retry deduplicated
+                if not deduplicate and touched != keys:
+                    transaction.rollback()
+                    return None
                 count, amount = final.count_and_amount_for_run(run_id)
                 results = [
                     count_check(checks.STAGING_TO_FINAL, keys, count, detail),

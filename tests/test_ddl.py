@@ -352,7 +352,7 @@ SQLITE_MUTATIONS: list[Mutation] = [
      "recon_worker_audit"),
     ("audit.sql", "PRIMARY KEY (run_id, worker_id)", "PRIMARY KEY (run_id)",
      "primary key of recon_worker_audit"),
-    ("audit.sql", "DATETIME      NOT NULL,\n    expected_amt", "TIMESTAMP     NOT NULL,\n"
+    ("audit.sql", "TIMESTAMP      NOT NULL,\n    expected_amt", "DATETIME      NOT NULL,\n"
      "    expected_amt", "column recon_audit.check_ts"),
     ("audit.sql", "    pid                INTEGER,\n", "    pid                INTEGER,\n"
      "    host               VARCHAR(64),\n", "column recon_worker_audit.host: in sql/"),

@@ -32,7 +32,7 @@ from sqlglot import exp
 from pipeline.config import JobConfig, load_config
 from pipeline.db.bulk import loader_for
 from pipeline.db.lock import job_lock
-from pipeline.db.merge import duplicated_keys, merge_statement
+from pipeline.db.merge import merge_statement
 from pipeline.db.repositories import FinalRepository, StagingRepository
 from pipeline.db.tables import AUDIT_PRECISION, AUDIT_SCALE, JobTables, Money, job_tables
 from pipeline.generate import generate_file
@@ -162,8 +162,6 @@ def job_statements(config: JobConfig, tables: JobTables) -> list[Issued]:
     final = FinalRepository(rec, tables, config.key, config.amount)  # type: ignore[arg-type]
     staging.count_and_amount(RUN_ID)
     step("staging count and sum")
-    staging.duplicated_key_count(RUN_ID)
-    step("duplicated keys")
     staging.surviving_count_and_amount(RUN_ID)
     step("surviving count and sum")
     staging.delete_run(RUN_ID)
@@ -223,7 +221,7 @@ def test_the_recorder_saw_every_kind_of_statement(statements: list[Issued]) -> N
                      "CreateTable recon_audit", "CreateTable recon_worker_audit",
                      "CreateTable batch_run", "CreateIndex ix_transactions_run",
                      "CreateIndex ix_recon_audit_run", "merge deduplicate=True",
-                     "merge deduplicate=False", "duplicated keys", "staging count and sum",
+                     "merge deduplicate=False", "surviving count and sum", "staging count and sum",
                      "final count and sum", "batch_run insert", "staging bulk insert"):
         assert expected in what
 
@@ -458,14 +456,6 @@ def test_the_plain_merge_does_not_rank(tables: JobTables, config: JobConfig) -> 
     sql = merge_sql(tables, config, False)
     assert "row_number" not in sql.lower()
     assert "stg_transactions.run_id = :run_id" in sql
-
-
-def test_duplicated_keys_counts_groups_of_the_run(tables: JobTables, config: JobConfig) -> None:
-    sql = str(duplicated_keys(tables.staging, config.key).compile(dialect=Recorder.dialect))
-    tree = sqlglot.parse_one(sql, read="oracle")
-    assert isinstance(tree, exp.Select)
-    assert tree.find(exp.Group) is not None and tree.find(exp.Having) is not None
-    assert table_aliases_with_as(sql) == []
 
 
 def test_the_staging_insert_names_every_column(tables: JobTables, config: JobConfig) -> None:

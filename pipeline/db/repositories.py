@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, Connection, Select, Table, func, literal, sel
 from sqlalchemy.sql.elements import ColumnElement
 
 from pipeline.db.dialects import profile_for
-from pipeline.db.merge import duplicated_keys, merge_params, merge_statement, surviving_rows
+from pipeline.db.merge import merge_params, merge_statement, surviving_rows
 from pipeline.db.tables import JobTables
 
 _HALF = 2**32
@@ -65,10 +65,6 @@ class StagingRepository:
     def count_and_amount(self, run_id: str) -> tuple[int, int]:
         return _count_and_sum(self.connection, self.table, self.amount,
                               self.table.c.run_id == run_id)
-
-    def duplicated_key_count(self, run_id: str) -> int:
-        query = duplicated_keys(self.table, self.key)
-        return int(self.connection.execute(query, {"run_id": run_id}).scalar_one())
 
     def surviving_count_and_amount(self, run_id: str) -> tuple[int, int]:
         """Distinct keys of the run and the amount total of each key's last row."""

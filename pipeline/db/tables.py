@@ -12,11 +12,11 @@ from typing import Any
 
 from sqlalchemy import (
     CHAR,
+    TIMESTAMP,
     BigInteger,
     CheckConstraint,
     Column,
     Date,
-    DateTime,
     Identity,
     Index,
     Integer,
@@ -26,7 +26,6 @@ from sqlalchemy import (
     String,
     Table,
 )
-from sqlalchemy.dialects import oracle
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -36,8 +35,9 @@ from pipeline.layouts.fields import Charset, Field, FieldType
 from pipeline.money import format_minor, parse_decimal_to_minor
 
 RUN_ID_LENGTH = 50
-# SQLAlchemy's DateTime is DATE on Oracle, which drops fractional seconds
-Timestamp = DateTime().with_variant(oracle.TIMESTAMP(), "oracle")
+# TIMESTAMP, not DateTime: SQLAlchemy's DateTime is DATE on Oracle, which drops the
+# fractional seconds
+Timestamp = TIMESTAMP
 AUDIT_SCALE = 6  # audit amounts hold any job's scale up to 6 decimals exactly
 AUDIT_PRECISION = 38  # Oracle's NUMBER maximum
 
@@ -59,7 +59,9 @@ class Money(TypeDecorator[int]):
         if profile_for(dialect).money_as_minor_units:
             return dialect.type_descriptor(BigInteger())
         if dialect.name == "oracle":  # what a DBA reads in Oracle's own dictionary
-            return oracle.NUMBER(self.precision, self.scale, asdecimal=True)
+            from sqlalchemy.dialects.oracle import NUMBER  # only Oracle runs pay the import
+
+            return NUMBER(self.precision, self.scale, asdecimal=True)
         return dialect.type_descriptor(Numeric(self.precision, self.scale, asdecimal=True))
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:

@@ -18,7 +18,7 @@ CREATE TABLE recon_audit (
     actual_cnt       BIGINT        NOT NULL,
     passed           CHAR(1)       CONSTRAINT ck_recon_passed CHECK (passed IN ('Y', 'N')),
     discrepancy      BIGINT        NOT NULL,
-    check_ts         DATETIME      NOT NULL,
+    check_ts         TIMESTAMP      NOT NULL,
     expected_amt     VARCHAR(40),             -- amount checks only, decimal text
     actual_amt       VARCHAR(40),
     discrepancy_amt  VARCHAR(40),
@@ -36,8 +36,8 @@ CREATE TABLE recon_worker_audit (
     records_processed  BIGINT      NOT NULL,
     errors_count       BIGINT      NOT NULL,
     amount             VARCHAR(40) NOT NULL,  -- decimal text, scale 6
-    start_ts           DATETIME,
-    end_ts             DATETIME,
+    start_ts           TIMESTAMP,
+    end_ts             TIMESTAMP,
     state              VARCHAR(20) NOT NULL,  -- done, failed, killed, lost, running, not_started
     exit_code          INTEGER,               -- the process exit code (negative: a signal)
     pid                INTEGER,
@@ -52,8 +52,8 @@ CREATE TABLE batch_run (
     input_path    VARCHAR(1000) NOT NULL,
     input_sha256  CHAR(64),                 -- hex SHA-256 of the input file
     status        VARCHAR(20)   NOT NULL,   -- RUNNING, SUCCEEDED, FAILED_RECON, ...
-    start_ts      DATETIME      NOT NULL,
-    end_ts        DATETIME,
+    start_ts      TIMESTAMP      NOT NULL,
+    end_ts        TIMESTAMP,
     exit_code     INTEGER,                  -- 0 ok, 1 recon failed, 2 bad input, 3 runtime
     message       VARCHAR(1000),
     CONSTRAINT pk_batch_run PRIMARY KEY (run_id)

@@ -31,7 +31,7 @@ CREATE TABLE transactions (
     currency     CHAR(3) NOT NULL,
     description  VARCHAR(40),
     last_run_id  VARCHAR(50) NOT NULL,  -- the run that last inserted or updated the row
-    updated_ts   DATETIME    NOT NULL,  -- UTC
+    updated_ts   TIMESTAMP    NOT NULL,  -- UTC
     CONSTRAINT pk_transactions PRIMARY KEY (txn_id)
 );
 

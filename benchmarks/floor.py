@@ -5,8 +5,9 @@ once with the job's own parser and encodes it with the job's own loader (row tup
 SQLite, COPY text for PostgreSQL) into a pickle. ``python -m benchmarks.floor --input P
 --db URL`` then loads it (untimed) and times only what the database must do: load an
 identical staging table by the fastest method (SQLite: stdlib ``executemany`` in one
-transaction, default pragmas; PostgreSQL: one ``COPY ... FROM STDIN``) and run the job's
-own ``merge_statement(..., deduplicate=False)`` into the empty FINAL table, committed.
+transaction, with the job's connection pragmas; PostgreSQL: one ``COPY ... FROM STDIN``)
+and run the job's own ``merge_statement(..., deduplicate=False)`` into the empty FINAL
+table, committed.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, make_url
+from sqlalchemy import make_url
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.pool import NullPool
 
 RUN_ID = "20261125T000000-floor000"
 BATCH = 10_000
@@ -73,7 +73,10 @@ def prepare(path: Path, backend: str, out: Path) -> None:
 
 
 def _load_sqlite(database: str, insert_sql: str, rows: list[Any]) -> None:
+    from pipeline.db.engine import SQLITE_CACHE_KIB
+
     connection = sqlite3.connect(database)
+    connection.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")  # as the job's connections
     try:
         with connection:
             connection.executemany(insert_sql, rows)
@@ -104,7 +107,11 @@ def _merge(engine: Any, config: Any, tables: Any) -> int:
 
 def measure(prepared: Path, url: str) -> dict[str, Any]:
     config, tables = _job()
-    engine = create_engine(url, poolclass=NullPool)
+    # the job's engine: the same connection settings (SQLite's page cache and journal), so
+    # the floor's MERGE is as fast as the database can do it, not slower than the job's
+    from pipeline.db.engine import make_engine
+
+    engine = make_engine(url)
     tables.metadata.create_all(engine)
     with open(prepared, "rb") as f:
         insert_sql, copy_sql, payloads = pickle.load(f)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import queue
 import signal
-import sys
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pipeline.db.bulk import BulkLoader
 from pipeline.metrics.bus import MetricsBus, State
 from pipeline.source import InputPlan
 
+log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 QUEUE_POLL_S = 1.0  # how often a blocked worker beats and looks for its parent
 
@@ -77,8 +77,10 @@ def worker_main(ctx: WorkerContext, worker_id: int, body: Callable[[], None]) ->
             ctx.failures.join_thread()
         except queue.Full:
             pass
-        traceback.print_exc(file=sys.stderr)
-        sys.stderr.flush()
+        # the operator reads the one-line cause from the parent; the traceback is for
+        # --log-level DEBUG (logging is configured before the fork, so it reaches stderr)
+        log.debug("worker %d failed", worker_id, exc_info=True)
+        logging.shutdown()
         os._exit(1)
     ctx.bus.finish(worker_id, State.DONE)
 

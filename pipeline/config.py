@@ -48,6 +48,7 @@ class JobConfig:
     detail: Layout
     trailer: Layout
     delimiter: str = ","
+    keep_staging_runs: int = 3  # the job's latest runs whose staging rows are kept
     # node_exporter textfile-collector file written at the end of each run (None: none)
     prometheus_textfile: Path | None = None
 
@@ -82,7 +83,8 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
     db = _section(data, "database", {"url"})
     workers = _section(data, "workers", {"processors", "writers", "batch_size",
                                          "heartbeat_timeout"})
-    tables = _section(data, "tables", {"staging", "final", "key", "amount"})
+    tables = _section(data, "tables", {"staging", "final", "key", "amount",
+                                       "keep_staging_runs"})
     control = _section(data, "control", {"trailer_count", "trailer_amount"})
     layout = _section(data, "layout", {"header", "detail", "trailer"})
 
@@ -109,6 +111,7 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
         final_table=_identifier(tables, "tables.final"),
         key=_identifier(tables, "tables.key"),
         amount=_identifier(tables, "tables.amount"),
+        keep_staging_runs=_get(tables, "tables.keep_staging_runs", int, 3),
         trailer_count=_identifier(control, "control.trailer_count"),
         trailer_amount=_identifier(control, "control.trailer_amount"),
         header=_layout(layout, "header", length, fmt, delimiter),
@@ -129,6 +132,9 @@ def _check_workers(config: JobConfig) -> None:
         raise ConfigError(f"workers.writers: expected 1 to 64, got {config.writers}")
     if config.batch_size is not None and not 1 <= config.batch_size <= 1_000_000:
         raise ConfigError(f"workers.batch_size: expected 1 to 1000000, got {config.batch_size}")
+    if not 1 <= config.keep_staging_runs <= 1000:
+        raise ConfigError("tables.keep_staging_runs: expected 1 to 1000, got "
+                          f"{config.keep_staging_runs}")
     if not (math.isfinite(config.heartbeat_timeout) and config.heartbeat_timeout > 0):
         raise ConfigError("workers.heartbeat_timeout: expected a positive number of seconds")
 

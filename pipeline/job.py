@@ -24,8 +24,9 @@ from sqlalchemy import Engine
 from pipeline.config import JobConfig
 from pipeline.db.bulk import loader_for
 from pipeline.db.dialects import profile_for
-from pipeline.db.engine import create_missing_tables, make_engine, parse_url
+from pipeline.db.engine import create_missing_tables, database_errors, make_engine, parse_url
 from pipeline.db.lock import JobAlreadyRunning, job_lock
+from pipeline.db.repositories import StagingRepository
 from pipeline.db.tables import JobTables, job_tables
 from pipeline.errors import ConfigError, InputStructureError, Interrupted, PipelineError
 from pipeline.logs import run_context
@@ -129,6 +130,7 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
             if abandoned:
                 log.warning("%d earlier run(s) of %s never ended: marked ABENDED", abandoned,
                             config.name)
+            _purge_staging(config, engine, tables)
             outcome.run_dir.mkdir(parents=True, exist_ok=True)
             _load(config, outcome, engine, tables, plan, writers, batch_size, on_tick)
             if outcome.metrics and outcome.metrics.misplaced_control:
@@ -142,6 +144,16 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
         _fail(outcome, exc)
     _record_end(config, outcome, engine, tables)
     engine.dispose()
+
+
+def _purge_staging(config: JobConfig, engine: Engine, tables: JobTables) -> None:
+    """Keep the staging rows of the job's latest runs only (this one included)."""
+    with database_errors(engine, "purging old staging rows"), engine.begin() as conn:
+        purged = StagingRepository(conn, tables, config.key, config.amount).purge_older_runs(
+            tables.batch_run, config.name, config.keep_staging_runs)
+    if purged:
+        log.info("purged %d staging rows of runs before the latest %d", purged,
+                 config.keep_staging_runs)
 
 
 def _plan_or_record(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables,

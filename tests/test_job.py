@@ -233,3 +233,17 @@ def test_cli_prints_the_summary_and_exits_with_the_outcome(
     for name in checks.CHECK_ORDER:
         assert name in done.stdout
     assert "SUCCEEDED" in done.stdout and "processor" in done.stdout
+
+
+def test_staging_keeps_the_latest_runs_of_the_job_only(
+        tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
+    made = generate_file(tmp_path / "in.dat", 300, seed=8)
+    config = job_config.with_overrides(input_path=made.path, keep_staging_runs=2)
+    other = job_config.with_overrides(input_path=made.path, name="other_job")
+    other_run = run_job(other).run_id  # shares the staging table: never purged by this job
+    runs = [run_job(config).run_id for _ in range(3)]
+
+    with engine.connect() as conn:
+        staged = dict(conn.execute(text("SELECT run_id, COUNT(*) FROM stg_transactions "
+                                        "GROUP BY run_id")).all())
+    assert staged == {other_run: 300, runs[1]: 300, runs[2]: 300}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Select, Table, func, literal, select
+from sqlalchemy import BigInteger, Connection, Select, Table, func, literal, literal_column, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from pipeline.db.dialects import profile_for
@@ -74,8 +74,20 @@ class StagingRepository:
         row = self.connection.execute(query, {"run_id": run_id}).one()
         return int(row[0]), sums.total(list(row[1:]))
 
-    def delete_run(self, run_id: str) -> int:
-        result = self.connection.execute(self.table.delete().where(self.table.c.run_id == run_id))
+    def purge_older_runs(self, batch_run: Table, job_name: str, keep: int) -> int:
+        """Delete the staging rows of the job's runs older than its ``keep`` latest.
+
+        Staging has no index (it would slow every load), so each check scans it whole:
+        without a purge that scan would grow with every night's run. Only the job's own
+        runs are touched, so jobs that share a staging table never purge each other.
+        """
+        # the count is a validated int, written into the SQL: a bound LIMIT inside a
+        # subquery is deferred to execution time ("post-compile") on Oracle
+        latest = (select(batch_run.c.run_id).where(batch_run.c.job_name == job_name)
+                  .order_by(batch_run.c.start_ts.desc()).limit(literal_column(str(int(keep)))))
+        older = select(batch_run.c.run_id).where(batch_run.c.job_name == job_name,
+                                                 batch_run.c.run_id.not_in(latest))
+        result = self.connection.execute(self.table.delete().where(self.table.c.run_id.in_(older)))
         return int(result.rowcount)
 
 

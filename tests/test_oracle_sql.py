@@ -75,6 +75,9 @@ class _Result:
     def scalar_one(self) -> int:
         return 0
 
+    def first(self) -> tuple[str]:  # "a row exists": the code goes on to its next statement
+        return ("20261125T010203-00000000",)
+
 
 class Recorder:
     """Stands in for the Engine, Connection and Transaction the code is given, on the

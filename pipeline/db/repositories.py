@@ -79,15 +79,21 @@ class StagingRepository:
 
         Staging has no index (it would slow every load), so each check scans it whole:
         without a purge that scan would grow with every night's run. Only the job's own
-        runs are touched, so jobs that share a staging table never purge each other.
+        runs are touched, so jobs that share a staging table never purge each other, and
+        BATCH_RUN remembers which runs are purged: most nights there is nothing to delete,
+        and staging is not touched at all.
         """
         # the count is a validated int, written into the SQL: a bound LIMIT inside a
         # subquery is deferred to execution time ("post-compile") on Oracle
         latest = (select(batch_run.c.run_id).where(batch_run.c.job_name == job_name)
                   .order_by(batch_run.c.start_ts.desc()).limit(literal_column(str(int(keep)))))
-        older = select(batch_run.c.run_id).where(batch_run.c.job_name == job_name,
-                                                 batch_run.c.run_id.not_in(latest))
-        result = self.connection.execute(self.table.delete().where(self.table.c.run_id.in_(older)))
+        due = (batch_run.c.job_name == job_name, batch_run.c.staging_purged.is_(None),
+               batch_run.c.run_id.not_in(latest))
+        runs = select(batch_run.c.run_id).where(*due)
+        if self.connection.execute(runs.limit(literal_column("1"))).first() is None:
+            return 0
+        result = self.connection.execute(self.table.delete().where(self.table.c.run_id.in_(runs)))
+        self.connection.execute(batch_run.update().where(*due).values(staging_purged="Y"))
         return int(result.rowcount)
 
 

@@ -216,6 +216,8 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table]:
         Column("end_ts", Timestamp),
         Column("exit_code", Integer),
         Column("message", String(1000)),
+        # 'Y' once a later run purged this run's staging rows (pipeline.db.repositories)
+        Column("staging_purged", CHAR(1)),
         PrimaryKeyConstraint("run_id", name="pk_batch_run"),
     )
     job_lock = Table(

@@ -56,6 +56,7 @@ CREATE TABLE batch_run (
     end_ts        TIMESTAMP,
     exit_code     INTEGER,                        -- 0 ok, 1 recon, 2 bad input, 3 runtime
     message       VARCHAR2(1000 CHAR),
+    staging_purged CHAR(1),                   -- 'Y' once a later run purged its staging rows
     CONSTRAINT pk_batch_run PRIMARY KEY (run_id)
 );
 

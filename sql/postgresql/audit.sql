@@ -55,6 +55,7 @@ CREATE TABLE batch_run (
     end_ts        TIMESTAMP,
     exit_code     INTEGER,                  -- 0 ok, 1 recon failed, 2 bad input, 3 runtime
     message       VARCHAR(1000),
+    staging_purged CHAR(1),                 -- 'Y' once a later run purged its staging rows
     CONSTRAINT pk_batch_run PRIMARY KEY (run_id)
 );
 

@@ -122,11 +122,12 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
     batch_size = config.batch_size or profile.batch_size
     tables = job_tables(config)
     engine = make_engine(config.database_url)
+    audit_writer = AuditWriter(engine, tables, config.amount_field.scale)
     try:
-        plan = _plan_or_record(config, outcome, engine, tables, started, processors)
+        plan = _plan_or_record(config, outcome, engine, tables, audit_writer, started,
+                               processors)
         with job_lock(engine, tables.job_lock, config.name):
-            abandoned = AuditWriter(engine, tables, config.amount_field.scale
-                                    ).close_abandoned_runs(config.name, outcome.run_id)
+            abandoned = audit_writer.close_abandoned_runs(config.name, outcome.run_id)
             if abandoned:
                 log.warning("%d earlier run(s) of %s never ended: marked ABENDED", abandoned,
                             config.name)
@@ -142,7 +143,7 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
             _reconcile(config, outcome, engine, tables, plan)
     except PipelineError as exc:
         _fail(outcome, exc)
-    _record_end(config, outcome, engine, tables)
+    _record_end(outcome, audit_writer)
     engine.dispose()
 
 
@@ -157,7 +158,7 @@ def _purge_staging(config: JobConfig, engine: Engine, tables: JobTables) -> None
 
 
 def _plan_or_record(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables,
-                    started: Any, processors: int) -> InputPlan:
+                    audit_writer: AuditWriter, started: Any, processors: int) -> InputPlan:
     """Plan the input; the run is recorded in BATCH_RUN even when the input is refused."""
     try:
         plan: InputPlan | None = plan_input(outcome.input_path, config.header, config.trailer,
@@ -165,8 +166,7 @@ def _plan_or_record(config: JobConfig, outcome: RunOutcome, engine: Engine, tabl
     except InputStructureError as exc:
         plan, refused = None, exc
     create_missing_tables(engine, tables)
-    writer = AuditWriter(engine, tables, config.amount_field.scale)
-    writer.start_run(outcome.run_id, config.name, outcome.input_path.resolve(), started,
+    audit_writer.start_run(outcome.run_id, config.name, outcome.input_path.resolve(), started,
                      plan.sha256 if plan else None)
     outcome.recorded = True
     if plan is None:
@@ -266,13 +266,12 @@ def _fail(outcome: RunOutcome, exc: PipelineError) -> None:
         outcome.status = audit.FAILED_RUNTIME
 
 
-def _record_end(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables) -> None:
+def _record_end(outcome: RunOutcome, audit_writer: AuditWriter) -> None:
     """Commit the audit; if the database itself failed, the run's exit code says so."""
     if not outcome.recorded:
         return  # it never reached the database: no audit to finish, no second error to tell
-    writer = AuditWriter(engine, tables, config.amount_field.scale)
     try:
-        writer.finish_run(outcome.run_id, outcome.status, outcome.exit_code, outcome.message,
+        audit_writer.finish_run(outcome.run_id, outcome.status, outcome.exit_code, outcome.message,
                           outcome.results, outcome.workers)
         log.info("audit committed: %d checks, %d workers, status %s", len(outcome.results),
                  len(outcome.workers), outcome.status)

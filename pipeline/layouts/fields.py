@@ -72,7 +72,3 @@ class Layout:
     @property
     def stored_fields(self) -> tuple[Field, ...]:
         return tuple(f for f in self.fields if f.stored)
-
-    @property
-    def type_field(self) -> Field:
-        return next(f for f in self.fields if f.type is FieldType.LITERAL)

@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.layouts.fields import Charset, Field, FieldType, Layout
 from pipeline.money import checked_sum
 
-NEWLINE, SPACE, CR = 10, 32, 13
+NEWLINE, SPACE = 10, 32
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 
 

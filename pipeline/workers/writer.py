@@ -29,7 +29,7 @@ def _write(ctx: WorkerContext, worker_id: int) -> None:
         connection = engine.raw_connection()
     try:
         while (item := ctx.get(worker_id)) is not None:
-            _source, rows, amount, payload = item
+            _source, _rows, amount, payload = item
             with _loading(engine):
                 result = ctx.loader.load(connection, payload)
                 connection.commit()

@@ -34,7 +34,9 @@ from pipeline.metrics.aggregator import AggregatedMetrics, MetricsAggregator, Wo
 from pipeline.metrics.bus import MetricsBus
 from pipeline.source import InputPlan, plan_input
 from pipeline.workers.context import WorkerContext
-from pipeline.workers.pool import WorkerPool
+from pipeline.workers.pool import WorkerPool, WorkerSpec
+from pipeline.workers.processor import run_processor
+from pipeline.workers.writer import run_writer
 from recon import audit
 from recon.audit import AuditWriter, utc_now
 from recon.checks import ReconciliationResult
@@ -190,7 +192,8 @@ def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTab
             database_url=config.database_url, batch_size=batch_size, run_dir=outcome.run_dir,
             parent_pid=os.getpid(), batches=ctx_mp.Queue(maxsize=2 * writers + 2),
             failures=ctx_mp.Queue())
-        pool = WorkerPool(ctx, len(plan.ranges), writers,
+        pool = WorkerPool(_worker_specs(ctx, writers), bus, ctx.batches, ctx.failures,
+                          config.heartbeat_timeout,
                           on_tick=(lambda: on_tick(bus)) if on_tick else None)
         expect = getattr(on_tick, "expect", None)  # a progress display wants the total
         if expect is not None:
@@ -205,6 +208,17 @@ def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTab
             outcome.metrics = MetricsAggregator.aggregate(outcome.workers)
             _collect_rejects(outcome, len(plan.ranges), ctx)
     _log_load_done(outcome, time.monotonic() - load_started)
+
+
+def _worker_specs(ctx: WorkerContext, writers: int) -> list[WorkerSpec]:
+    """Writers first (ids after the processors'), so the first batch finds a reader."""
+    ranges = ctx.plan.ranges
+    return [
+        *(WorkerSpec(len(ranges) + i, "writer", run_writer, (ctx, len(ranges) + i))
+          for i in range(writers)),
+        *(WorkerSpec(i, "processor", run_processor, (ctx, i, rng))
+          for i, rng in enumerate(ranges)),
+    ]
 
 
 def _log_load_done(outcome: RunOutcome, seconds: float) -> None:

@@ -86,13 +86,7 @@ def worker_main(ctx: WorkerContext, worker_id: int, body: Callable[[], None]) ->
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    # Forked children inherit the parent's handlers: SIGTERM must kill a worker, and
-    # Ctrl-C (sent to the whole process group) is the parent's to handle.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # the pool forks with both signals blocked (so a fork is never half-tracked): a SIGTERM
-    # that arrived since is delivered now and ends the worker
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    # (the pool has already set SIGTERM to kill and SIGINT to be ignored: workers.pool)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

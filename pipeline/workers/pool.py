@@ -26,29 +26,51 @@ import multiprocess as mp
 from multiprocess.connection import wait
 
 from pipeline.errors import WorkerFailure
-from pipeline.metrics.bus import Col, State
-from pipeline.workers.context import WorkerContext
-from pipeline.workers.processor import run_processor
-from pipeline.workers.writer import run_writer
+from pipeline.metrics.bus import Col, MetricsBus, State
 
 SUPERVISE_S = 0.25
 STOP_GRACE_S = 5.0
 _DEFERRED_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One worker to start: ``target(*args)`` runs in a forked process."""
+
+    worker_id: int  # its row of the bus
+    kind: str  # "processor" or "writer": writers get an end marker once processors are done
+    target: Callable[..., None]
+    args: tuple[Any, ...] = ()
+
+
 @dataclass
 class Worker:
-    worker_id: int
-    kind: str  # "processor" or "writer"
+    spec: WorkerSpec
     process: Any
     spawned_ns: int = 0  # time.monotonic_ns() at start: a worker that never registers hangs too
+
+    @property
+    def worker_id(self) -> int:
+        return self.spec.worker_id
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
 
 
 @dataclass
 class WorkerPool:
-    ctx: WorkerContext
-    processors: int
-    writers: int
+    """Supervises any worker functions: the job's, or the tests' fake workers.
+
+    ``batches`` is the queue the writers read (an end marker ``None`` per writer once every
+    processor has exited 0); ``failures`` carries each failed worker's one-line cause.
+    """
+
+    specs: list[WorkerSpec]
+    bus: MetricsBus
+    batches: Any  # multiprocess.Queue
+    failures: Any  # multiprocess.Queue of (worker id, message)
+    heartbeat_timeout: float
     on_tick: Callable[[], None] | None = None  # progress display, called each wake-up
     workers: list[Worker] = field(default_factory=list)
 
@@ -65,17 +87,16 @@ class WorkerPool:
             self.stop()
 
     def _start(self) -> None:
-        ranges = self.ctx.plan.ranges
-        for wid in range(self.writers):
-            self._spawn(len(ranges) + wid, "writer", run_writer, (self.ctx, len(ranges) + wid))
-        for wid, rng in enumerate(ranges):
-            self._spawn(wid, "processor", run_processor, (self.ctx, wid, rng))
+        for spec in self.specs:
+            self._spawn(spec)
 
-    def _spawn(self, worker_id: int, kind: str, target: Any, args: tuple[Any, ...]) -> None:
-        process = mp.Process(target=target, args=args, name=f"{kind}-{worker_id}", daemon=True)
+    def _spawn(self, spec: WorkerSpec) -> None:
+        process = mp.get_context("fork").Process(
+            target=_child_main, args=(spec.target, spec.args),
+            name=f"{spec.kind}-{spec.worker_id}", daemon=True)
         with _signals_deferred():  # a started worker is always in self.workers
             process.start()
-            self.workers.append(Worker(worker_id, kind, process, time.monotonic_ns()))
+            self.workers.append(Worker(spec, process, time.monotonic_ns()))
 
     def _supervise(self) -> None:
         processors = [w for w in self.workers if w.kind == "processor"]
@@ -99,7 +120,7 @@ class WorkerPool:
 
     def _offer_end_marker(self) -> bool:
         try:
-            self.ctx.batches.put(None, timeout=SUPERVISE_S)
+            self.batches.put(None, timeout=SUPERVISE_S)
             return True
         except queue.Full:
             return False
@@ -108,9 +129,9 @@ class WorkerPool:
         # exit codes before the snapshot: a worker marks its row DONE before it exits, so
         # the other order could see the exit but not yet the DONE
         codes = [w.process.exitcode for w in self.workers]
-        snapshot = self.ctx.bus.snapshot()
+        snapshot = self.bus.snapshot()
         now = time.monotonic_ns()
-        limit = int(self.ctx.config.heartbeat_timeout * 1e9)
+        limit = int(self.heartbeat_timeout * 1e9)
         # a death by signal is usually the cause and the other failures its consequence
         # (a worker killed mid-write leaves a torn message on the queue): report it first
         dead = sorted(((code > 0, w.worker_id, code) for w, code
@@ -140,7 +161,7 @@ class WorkerPool:
         age, w, how = max(silent, key=lambda s: s[0])
         if age > limit:
             raise WorkerFailure(f"{w.kind} {w.worker_id} (pid {w.process.pid}) hung: {how} "
-                                f"{self.ctx.config.heartbeat_timeout:g} s")
+                                f"{self.heartbeat_timeout:g} s")
 
     def _by_id(self, worker_id: int) -> Worker:
         return next(w for w in self.workers if w.worker_id == worker_id)
@@ -156,7 +177,7 @@ class WorkerPool:
         messages: dict[int, str] = {}
         while True:
             try:
-                wid, text = self.ctx.failures.get(timeout=0.1)
+                wid, text = self.failures.get(timeout=0.1)
             except queue.Empty:
                 return messages
             messages[wid] = text
@@ -182,10 +203,22 @@ class WorkerPool:
                 p.join()
         for w in self.workers:
             w.process.join()
-        for q in (self.ctx.batches, self.ctx.failures):
+        for q in (self.batches, self.failures):
             # data nobody will read must not keep the parent's feeder thread waiting
             q.cancel_join_thread()
             q.close()
+
+
+def _child_main(target: Callable[..., None], args: tuple[Any, ...]) -> None:
+    """A worker's first steps, before its own code: the signals the pool relies on."""
+    # Forked children inherit the parent's handlers: SIGTERM (how the pool stops a worker)
+    # must kill it, and Ctrl-C (sent to the whole process group) is the parent's to handle.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # forked with both signals blocked (so a fork is never half-tracked): a SIGTERM that
+    # arrived since is delivered now, with the default action
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
+    target(*args)
 
 
 def _signal_name(number: int) -> str:
@@ -199,7 +232,7 @@ def _signal_name(number: int) -> str:
 def _signals_deferred() -> Iterator[None]:
     """Hold SIGTERM/SIGINT pending in the main thread until the block ends (then delivered).
 
-    Forked children inherit the blocked mask; ``worker_main`` unblocks it at once.
+    Forked children inherit the blocked mask; ``_child_main`` unblocks it at once.
     """
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -108,14 +108,16 @@ class WorkerPool:
             live = [w.process.sentinel for w in self.workers if w.process.exitcode is None]
             if live:
                 wait(live, timeout=SUPERVISE_S)
-            self._check()
+            # decide on the exit codes _check verified: a worker exiting after the check
+            # (0 without DONE, say) is judged on the next turn, never taken as finished
+            codes = self._check()
             if self.on_tick:
                 self.on_tick()
-            if all(w.process.exitcode == 0 for w in processors):
+            if all(codes[w.worker_id] == 0 for w in processors):
                 # every batch is on the queue: tell each writer to finish
                 while end_markers < len(writers) and self._offer_end_marker():
                     end_markers += 1
-                if all(w.process.exitcode == 0 for w in writers):
+                if all(codes[w.worker_id] == 0 for w in writers):
                     return
 
     def _offer_end_marker(self) -> bool:
@@ -125,7 +127,8 @@ class WorkerPool:
         except queue.Full:
             return False
 
-    def _check(self) -> None:
+    def _check(self) -> dict[int, int | None]:
+        """Raise WorkerFailure for a dead, lost or silent worker; else the exit codes seen."""
         # exit codes before the snapshot: a worker marks its row DONE before it exits, so
         # the other order could see the exit but not yet the DONE
         codes = [w.process.exitcode for w in self.workers]
@@ -156,12 +159,12 @@ class WorkerPool:
             # DONE and alive: a processor's last batches may still be on their way into the
             # queue, at the writers' pace; a writer that stalls is caught by its own beat
         # the one silent longest is the cause: others may be stuck waiting on it
-        if not silent:
-            return
-        age, w, how = max(silent, key=lambda s: s[0])
-        if age > limit:
-            raise WorkerFailure(f"{w.kind} {w.worker_id} (pid {w.process.pid}) hung: {how} "
-                                f"{self.heartbeat_timeout:g} s")
+        if silent:
+            age, w, how = max(silent, key=lambda s: s[0])
+            if age > limit:
+                raise WorkerFailure(f"{w.kind} {w.worker_id} (pid {w.process.pid}) hung: "
+                                    f"{how} {self.heartbeat_timeout:g} s")
+        return {w.worker_id: code for w, code in zip(self.workers, codes, strict=True)}
 
     def _by_id(self, worker_id: int) -> Worker:
         return next(w for w in self.workers if w.worker_id == worker_id)

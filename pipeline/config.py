@@ -142,8 +142,14 @@ def _check_workers(config: JobConfig) -> None:
 def _check_roles(config: JobConfig) -> None:
     detail, trailer = config.detail, config.trailer
     for name in config.key_columns:
-        _expect_field(detail, name, "tables.key",
-                      {FieldType.TEXT, FieldType.DIGITS, FieldType.DATE})
+        part = _expect_field(detail, name, "tables.key",
+                             {FieldType.TEXT, FieldType.DIGITS, FieldType.DATE})
+        # blank text is stored as NULL, which no key column holds: the load would fail
+        # at the database instead of rejecting the record with a reason
+        if (part.type is FieldType.TEXT and not part.required
+                and part.charset is not Charset.UPPER):
+            raise ConfigError(f"tables.key: text field {name!r} must be required = true "
+                              "(a key is never blank)")
     _expect_field(detail, config.amount, "tables.amount", {FieldType.AMOUNT})
     _expect_field(trailer, config.trailer_count, "control.trailer_count", {FieldType.NUMBER})
     total = _expect_field(trailer, config.trailer_amount, "control.trailer_amount",

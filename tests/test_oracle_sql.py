@@ -479,8 +479,9 @@ def test_the_staging_insert_names_every_column(tables: JobTables, config: JobCon
 def composite() -> tuple[JobConfig, JobTables]:
     """The shipped job keyed by (account_id, txn_date, seq_no)."""
     config = load_config(shipped_config("account_postings"))
-    assert len(config.key_columns) == 3
-    return config, job_tables(config)
+    tables = job_tables(config)
+    assert len(config.key_columns) == 3 and tables.key_columns == config.key_columns
+    return config, tables
 
 
 def test_every_statement_of_a_composite_key_job_is_good_oracle_sql(

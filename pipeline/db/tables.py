@@ -121,6 +121,11 @@ class JobTables:
     job_lock: Table
 
     @property
+    def key_columns(self) -> tuple[str, ...]:
+        """FINAL's primary key, in key order: the job's ``tables.key``, one column or several."""
+        return tuple(c.name for c in self.final.primary_key.columns)
+
+    @property
     def business_columns(self) -> list[str]:
         """The stored fields of the layout, in layout order (key first in FINAL)."""
         fixed = {"run_id", "source_line", "worker_id"}

@@ -99,7 +99,7 @@ def _merge(engine: Any, config: Any, tables: Any) -> int:
     from pipeline.db.merge import merge_params, merge_statement
     from recon.audit import utc_now
 
-    statement = merge_statement(tables.staging, tables.final, config.key,
+    statement = merge_statement(tables.staging, tables.final, config.key_columns,
                                 tables.business_columns, deduplicate=False)
     with engine.begin() as connection:
         return int(connection.execute(statement, merge_params(RUN_ID, utc_now())).rowcount)

@@ -40,7 +40,7 @@ class JobConfig:
     heartbeat_timeout: float
     staging_table: str
     final_table: str
-    key: str
+    key_columns: tuple[str, ...]  # FINAL's primary key, in order: one column or several
     amount: str
     trailer_count: str
     trailer_amount: str
@@ -109,7 +109,7 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
         heartbeat_timeout=float(_get(workers, "workers.heartbeat_timeout", (int, float), 30)),
         staging_table=_identifier(tables, "tables.staging"),
         final_table=_identifier(tables, "tables.final"),
-        key=_identifier(tables, "tables.key"),
+        key_columns=_key_columns(tables),
         amount=_identifier(tables, "tables.amount"),
         keep_staging_runs=_get(tables, "tables.keep_staging_runs", int, 3),
         trailer_count=_identifier(control, "control.trailer_count"),
@@ -141,7 +141,15 @@ def _check_workers(config: JobConfig) -> None:
 
 def _check_roles(config: JobConfig) -> None:
     detail, trailer = config.detail, config.trailer
-    _expect_field(detail, config.key, "tables.key", {FieldType.TEXT, FieldType.DIGITS})
+    for name in config.key_columns:
+        part = _expect_field(detail, name, "tables.key",
+                             {FieldType.TEXT, FieldType.DIGITS, FieldType.DATE})
+        # blank text is stored as NULL, which no key column holds: the load would fail
+        # at the database instead of rejecting the record with a reason
+        if (part.type is FieldType.TEXT and not part.required
+                and part.charset is not Charset.UPPER):
+            raise ConfigError(f"tables.key: text field {name!r} must be required = true "
+                              "(a key is never blank)")
     _expect_field(detail, config.amount, "tables.amount", {FieldType.AMOUNT})
     _expect_field(trailer, config.trailer_count, "control.trailer_count", {FieldType.NUMBER})
     total = _expect_field(trailer, config.trailer_amount, "control.trailer_amount",
@@ -154,6 +162,21 @@ def _check_roles(config: JobConfig) -> None:
         raise ConfigError(f"layout.detail: field names {sorted(clash)} are reserved")
     if config.staging_table == config.final_table:
         raise ConfigError("tables.staging and tables.final must be different tables")
+
+
+def _key_columns(tables: Mapping[str, Any]) -> tuple[str, ...]:
+    """``key = "txn_id"`` or, for a composite key, ``key = ["account_id", "txn_date"]``."""
+    raw = tables.get("key")
+    if raw is None:
+        raise ConfigError("tables.key: missing")
+    names = [raw] if isinstance(raw, str) else raw
+    if not isinstance(names, list) or not names:
+        raise ConfigError(f"tables.key: expected a field name or a non-empty list of field "
+                          f"names, got {raw!r}")
+    columns = tuple(_identifier({"key": n}, "tables.key") for n in names)
+    if len(set(columns)) != len(columns):
+        raise ConfigError(f"tables.key: a field may appear once, got {list(columns)}")
+    return columns
 
 
 def _expect_field(layout: Layout, name: str, key: str, types: set[FieldType]) -> Field:

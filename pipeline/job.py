@@ -152,8 +152,8 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
 def _purge_staging(config: JobConfig, engine: Engine, tables: JobTables) -> None:
     """Keep the staging rows of the job's latest runs only (this one included)."""
     with database_errors(engine, "purging old staging rows"), engine.begin() as conn:
-        purged = StagingRepository(conn, tables, config.key, config.amount).purge_older_runs(
-            tables.batch_run, config.name, config.keep_staging_runs)
+        staging = StagingRepository(conn, tables, config.key_columns, config.amount)
+        purged = staging.purge_older_runs(tables.batch_run, config.name, config.keep_staging_runs)
     if purged:
         log.info("purged %d staging rows of runs before the latest %d", purged,
                  config.keep_staging_runs)
@@ -250,7 +250,7 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
     assert outcome.metrics is not None
     trailer = TrailerTotals(plan.trailer[config.trailer_count],
                             plan.trailer[config.trailer_amount])
-    service = ReconciliationService(engine, tables, config.key, config.amount, trailer)
+    service = ReconciliationService(engine, tables, config.key_columns, config.amount, trailer)
     result = service.reconcile(outcome.run_id, outcome.metrics, utc_now())
     outcome.results = result.results
     outcome.duplicates_collapsed = result.duplicates_collapsed

@@ -40,7 +40,7 @@ class ReconciliationOutcome:
 
 
 class ReconciliationService:
-    def __init__(self, engine: Engine, tables: JobTables, key: str, amount: str,
+    def __init__(self, engine: Engine, tables: JobTables, key: tuple[str, ...], amount: str,
                  trailer: TrailerTotals) -> None:
         self.engine, self.tables = engine, tables
         self.key, self.amount, self.trailer = key, amount, trailer
@@ -111,8 +111,9 @@ class ReconciliationService:
         Without ``deduplicate``, returns None (everything rolled back) when the staging
         rows turn out to repeat a key: the caller then MERGEs with de-duplication.
         """
-        detail = (f"{collapsed} duplicate-key record(s) collapsed, the later record won"
-                  if collapsed else "no duplicate keys")
+        key = ", ".join(self.key)  # with a composite key, a duplicate repeats all of them
+        detail = (f"{collapsed} duplicate-key record(s) collapsed, the later record won "
+                  f"(key: {key})" if collapsed else f"no duplicate keys (key: {key})")
         with database_errors(self.engine, "merging into the final table"), \
                 self.engine.connect() as conn:
             transaction = conn.begin()

@@ -46,8 +46,19 @@ def refused(data: dict[str, Any], *names: str) -> str:
 def test_the_shipped_config_is_valid() -> None:
     config = load_config(shipped_config())
     assert (config.detail.length, config.header.length, config.trailer.length) == (100, 100, 100)
-    assert config.amount == "amount" and config.key == "txn_id"
+    assert config.amount == "amount" and config.key_columns == ("txn_id",)
     assert (config.staging_table, config.final_table) == ("stg_transactions", "transactions")
+
+
+@pytest.mark.parametrize(("key", "columns"), [
+    ("txn_id", ("txn_id",)),
+    (["txn_id"], ("txn_id",)),
+    (["account_id", "txn_date", "txn_id"], ("account_id", "txn_date", "txn_id")),
+    (["txn_date", "account_id"], ("txn_date", "account_id")),
+])
+def test_the_key_is_one_field_or_an_ordered_list(key: object, columns: tuple[str, ...]) -> None:
+    config = parse_config(edited(_set("tables", "key", key)), source=Path("job.toml"))
+    assert config.key_columns == columns
 
 
 def _set(section: str, key: str, value: object) -> Callable[[dict[str, Any]], object]:
@@ -142,6 +153,21 @@ BAD = [
     ("amount is not an amount", _set("tables", "amount", "currency"),
      ["tables.amount", "currency"]),
     ("key is an amount", _set("tables", "key", "amount"), ["tables.key"]),
+    ("composite key is empty", _set("tables", "key", []), ["tables.key", "non-empty list"]),
+    ("key is a number", _set("tables", "key", 7), ["tables.key", "7"]),
+    ("composite key names a field twice", _set("tables", "key", ["txn_id", "txn_id"]),
+     ["tables.key", "once"]),
+    ("composite key part not a name", _set("tables", "key", ["txn_id", 3]), ["tables.key"]),
+    ("composite key part not an identifier", _set("tables", "key", ["txn_id", "Txn Date"]),
+     ["tables.key", "Txn Date"]),
+    ("composite key part not in the layout", _set("tables", "key", ["account_id", "seq_no"]),
+     ["tables.key", "seq_no"]),
+    ("key text may be blank", _set_field("txn_id", "required", False),
+     ["tables.key", "txn_id", "required"]),
+    ("composite key text part may be blank", _set("tables", "key", ["account_id", "description"]),
+     ["tables.key", "description", "required"]),
+    ("composite key part is an amount", _set("tables", "key", ["account_id", "amount"]),
+     ["tables.key", "amount"]),
     ("trailer count not a number field", _set("control", "trailer_count", "sign"),
      ["control.trailer_count"]),
     ("trailer amount missing", _set("control", "trailer_amount", "total"),

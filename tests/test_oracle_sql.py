@@ -161,8 +161,8 @@ def job_statements(config: JobConfig, tables: JobTables) -> list[Issued]:
     def step(name: str) -> None:
         names.extend([name] * (len(rec.executed) - len(names)))
 
-    staging = StagingRepository(rec, tables, config.key, config.amount)  # type: ignore[arg-type]
-    final = FinalRepository(rec, tables, config.key, config.amount)  # type: ignore[arg-type]
+    staging = StagingRepository(rec, tables, config.key_columns, config.amount)  # type: ignore[arg-type]
+    final = FinalRepository(rec, tables, config.key_columns, config.amount)  # type: ignore[arg-type]
     staging.count_and_amount(RUN_ID)
     step("staging count and sum")
     staging.surviving_count_and_amount(RUN_ID)
@@ -209,7 +209,7 @@ def parsed(issued: Issued) -> exp.Expression:
 
 
 def merge_sql(tables: JobTables, config: JobConfig, deduplicate: bool) -> str:
-    statement = merge_statement(tables.staging, tables.final, config.key,
+    statement = merge_statement(tables.staging, tables.final, config.key_columns,
                                 tables.business_columns, deduplicate)
     return str(statement.compile(dialect=Recorder.dialect))
 
@@ -334,7 +334,7 @@ def test_the_alias_check_catches_as_before_a_table_alias(tables: JobTables,
     from sqlalchemy.dialects import postgresql
 
     # PostgreSQL's compiler writes "FROM (...) AS ranked": the check must see it
-    pg_merge = str(merge_statement(tables.staging, tables.final, config.key,
+    pg_merge = str(merge_statement(tables.staging, tables.final, config.key_columns,
                                    tables.business_columns, True)
                    .compile(dialect=postgresql.dialect()))
     assert table_aliases_with_as(pg_merge) == ["(...) AS ranked"]
@@ -426,7 +426,8 @@ def test_merge_is_oracle_merge(tables: JobTables, config: JobConfig, deduplicate
     assert isinstance(tree, exp.Merge)
     # Oracle needs the ON condition in parentheses
     assert isinstance(tree.args["on"], exp.Paren)
-    assert re.search(rf"\) s ON \(f\.{config.key} = s\.{config.key}\) WHEN MATCHED THEN", sql)
+    (key,) = config.key_columns
+    assert re.search(rf"\) s ON \(f\.{key} = s\.{key}\) WHEN MATCHED THEN", sql)
     assert table_aliases_with_as(sql) == []
     assert set(re.findall(r"(?<![\w:]):(\w+)", sql)) == {"run_id", "updated_ts"}
     whens = list(tree.find_all(exp.When))
@@ -434,8 +435,8 @@ def test_merge_is_oracle_merge(tables: JobTables, config: JobConfig, deduplicate
     insert = next(w.args["then"] for w in whens if not w.args.get("matched"))
     # ORA-38104: a column of the ON clause cannot be updated
     updated = {eq.this.name for eq in update.expressions}
-    assert config.key not in updated
-    assert updated == {c.name for c in tables.final.columns} - {config.key}
+    assert key not in updated
+    assert updated == {c.name for c in tables.final.columns} - {key}
     assert {c.name for c in insert.this.expressions} == {c.name for c in tables.final.columns}
 
 
@@ -445,7 +446,7 @@ def test_the_deduplicating_merge_keeps_the_last_line_of_each_key(tables: JobTabl
     windows = [w for w in tree.find_all(exp.Window) if isinstance(w.this, exp.RowNumber)]
     assert len(windows) == 1
     window = windows[0]
-    assert [p.name for p in window.args["partition_by"]] == [config.key]
+    assert [p.name for p in window.args["partition_by"]] == list(config.key_columns)
     (order,) = window.args["order"].expressions
     assert order.this.name == "source_line" and order.args.get("desc")
     rn = window.parent
@@ -469,6 +470,74 @@ def test_the_staging_insert_names_every_column(tables: JobTables, config: JobCon
     assert [i.name for i in tree.this.expressions] == names
     # the loader binds row tuples by position: placeholders in column order
     assert re.findall(r":(\w+)", loader.insert_sql) == names
+
+
+# --- a composite key ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def composite() -> tuple[JobConfig, JobTables]:
+    """The shipped job keyed by (account_id, txn_date, seq_no)."""
+    config = load_config(shipped_config("account_postings"))
+    tables = job_tables(config)
+    assert len(config.key_columns) == 3 and tables.key_columns == config.key_columns
+    return config, tables
+
+
+def test_every_statement_of_a_composite_key_job_is_good_oracle_sql(
+        composite: tuple[JobConfig, JobTables]) -> None:
+    config, tables = composite
+    issued = ddl_statements(tables) + job_statements(config, tables)
+    assert {"merge deduplicate=True", "merge deduplicate=False",
+            "surviving count and sum"} <= {s.what for s in issued}
+    for one in issued:
+        assert isinstance(parsed(one), EXPECTED_TYPE[one.kind]), f"{one.what}\n{one.sql}"
+        assert not too_long(one) and not not_plain(one), f"{one.what}\n{one.sql}"
+        assert boolean_use(one) == [] and table_aliases_with_as(one.sql) == [], one.sql
+        if not one.kind.startswith("Create"):
+            assert bind_problems(one) == [], f"{one.what}\n{one.sql}"
+
+
+def test_the_composite_primary_key_is_every_key_column_in_order(
+        composite: tuple[JobConfig, JobTables]) -> None:
+    config, tables = composite
+    issued = next(s for s in ddl_statements(tables) if s.what == "CreateTable account_postings")
+    (pk,) = parsed(issued).find_all(exp.PrimaryKey)
+    assert [e.name for e in pk.expressions] == list(config.key_columns)
+    # the key's columns lead the FINAL table, in key order
+    columns = [c.name for c in parsed(issued).find_all(exp.ColumnDef)]
+    assert columns[:3] == list(config.key_columns)
+
+
+@pytest.mark.parametrize("deduplicate", [True, False])
+def test_the_composite_merge_matches_on_every_key_column(
+        composite: tuple[JobConfig, JobTables], deduplicate: bool) -> None:
+    config, tables = composite
+    sql = merge_sql(tables, config, deduplicate)
+    tree = sqlglot.parse_one(sql, read="oracle")
+    assert isinstance(tree, exp.Merge)
+    on = tree.args["on"]
+    assert isinstance(on, exp.Paren) and isinstance(on.this, exp.And)
+    pairs = [(eq.this.table, eq.this.name, eq.expression.table, eq.expression.name)
+             for eq in on.find_all(exp.EQ)]
+    assert sorted(pairs) == sorted(("f", k, "s", k) for k in config.key_columns)
+    whens = list(tree.find_all(exp.When))
+    update = next(w.args["then"] for w in whens if w.args.get("matched"))
+    insert = next(w.args["then"] for w in whens if not w.args.get("matched"))
+    # ORA-38104: no column of the ON clause may be updated
+    updated = {eq.this.name for eq in update.expressions}
+    assert updated == {c.name for c in tables.final.columns} - set(config.key_columns)
+    assert {c.name for c in insert.this.expressions} == {c.name for c in tables.final.columns}
+
+
+def test_the_composite_deduplication_partitions_by_every_key_column(
+        composite: tuple[JobConfig, JobTables]) -> None:
+    config, tables = composite
+    tree = sqlglot.parse_one(merge_sql(tables, config, True), read="oracle")
+    (window,) = [w for w in tree.find_all(exp.Window) if isinstance(w.this, exp.RowNumber)]
+    assert [p.name for p in window.args["partition_by"]] == list(config.key_columns)
+    (order,) = window.args["order"].expressions
+    assert order.this.name == "source_line" and order.args.get("desc")
 
 
 # --- live Oracle, opt-in ----------------------------------------------------------------------

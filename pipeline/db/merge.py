@@ -5,6 +5,9 @@ our own (SQLAlchemy's ``ext.compiler``). The source query is shared: it keeps, p
 the staging row with the highest SOURCE_LINE — the later record wins, as a sequential
 mainframe job would apply them — because PostgreSQL refuses a MERGE that touches a row
 twice and Oracle raises ORA-30926 where SQLite would silently keep one.
+
+A key is a tuple of column names: one for a simple key, several for a composite one.
+Every clause (PARTITION BY, ON, ON CONFLICT) is written over all of them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.expression import Executable
 
+from pipeline.db.tables import key_of
+
 
 def staged_rows(staging: Table, columns: list[str]) -> Select[Any]:
     """Every staging row of the run bound as ``:run_id``: the source when no key repeats."""
@@ -25,13 +30,13 @@ def staged_rows(staging: Table, columns: list[str]) -> Select[Any]:
         staging.c.run_id == bindparam("run_id"))
 
 
-def surviving_rows(staging: Table, key: str, columns: list[str]) -> Select[Any]:
+def surviving_rows(staging: Table, key: tuple[str, ...], columns: list[str]) -> Select[Any]:
     """The last staging row of each key for the run bound as ``:run_id``."""
     ranked = (
         select(
             *(staging.c[c] for c in columns),
             func.row_number()
-            .over(partition_by=staging.c[key], order_by=staging.c.source_line.desc())
+            .over(partition_by=key_of(staging, key), order_by=staging.c.source_line.desc())
             .label("rn"),
         )
         .where(staging.c.run_id == bindparam("run_id"))
@@ -45,11 +50,12 @@ class Merge(Executable, ClauseElement):
 
     inherit_cache = False
 
-    def __init__(self, target: Table, source: Select[Any], key: str, columns: list[str]) -> None:
+    def __init__(self, target: Table, source: Select[Any], key: tuple[str, ...],
+                 columns: list[str]) -> None:
         self.target, self.source, self.key, self.columns = target, source, key, columns
 
 
-def merge_statement(staging: Table, final: Table, key: str, columns: list[str],
+def merge_statement(staging: Table, final: Table, key: tuple[str, ...], columns: list[str],
                     deduplicate: bool = True) -> Merge:
     """The MERGE for ``:run_id``, setting LAST_RUN_ID and ``:updated_ts``."""
     source = (surviving_rows(staging, key, columns) if deduplicate
@@ -89,7 +95,7 @@ def _merge_sqlite(element: Merge, compiler: SQLCompiler, **kw: Any) -> str:
     return (
         f"INSERT INTO {target} ({names}) "
         f"SELECT {values} FROM ({source}) s WHERE true "
-        f"ON CONFLICT ({quote(element.key)}) DO UPDATE SET {updates} "
+        f"ON CONFLICT ({', '.join(quote(k) for k in element.key)}) DO UPDATE SET {updates} "
         f"WHERE {target}.last_run_id IS NOT excluded.last_run_id"
     )
 
@@ -99,15 +105,16 @@ def _merge_standard(element: Merge, compiler: SQLCompiler, **kw: Any) -> str:
     """SQL:2003 MERGE, as PostgreSQL 15+ and Oracle both take it."""
     source, names, values = _stamped(element, compiler, **kw)
     quote = compiler.preparer.quote
-    key = quote(element.key)
+    on = " AND ".join(f"f.{quote(k)} = s.{quote(k)}" for k in element.key)
     updates = ", ".join(f"{quote(n)} = s.{quote(n)}" for n in _non_key(element))
     return (
         f"MERGE INTO {compiler.preparer.format_table(element.target)} f "
-        f"USING ({source}) s ON (f.{key} = s.{key}) "
+        f"USING ({source}) s ON ({on}) "
         f"WHEN MATCHED THEN UPDATE SET {updates} "
         f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})"
     )
 
 
 def _non_key(element: Merge) -> list[str]:
-    return [c for c in [*element.columns, "last_run_id", "updated_ts"] if c != element.key]
+    # ORA-38104: a column of the ON clause cannot be updated, so no key column is
+    return [c for c in [*element.columns, "last_run_id", "updated_ts"] if c not in element.key]

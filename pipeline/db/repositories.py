@@ -51,7 +51,8 @@ def _count_and_sum(connection: Connection, table: Any, amount: str,
 
 
 class StagingRepository:
-    def __init__(self, connection: Connection, tables: JobTables, key: str, amount: str) -> None:
+    def __init__(self, connection: Connection, tables: JobTables, key: tuple[str, ...],
+                 amount: str) -> None:
         self.connection, self.table = connection, tables.staging
         self.key, self.amount = key, amount
         self.columns = tables.business_columns
@@ -98,7 +99,8 @@ class StagingRepository:
 
 
 class FinalRepository:
-    def __init__(self, connection: Connection, tables: JobTables, key: str, amount: str) -> None:
+    def __init__(self, connection: Connection, tables: JobTables, key: tuple[str, ...],
+                 amount: str) -> None:
         self.connection, self.tables = connection, tables
         self.table: Table = tables.final
         self.key, self.amount = key, amount

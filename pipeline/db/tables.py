@@ -6,6 +6,7 @@ and compares them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -120,6 +121,11 @@ class JobTables:
     job_lock: Table
 
     @property
+    def key_columns(self) -> tuple[str, ...]:
+        """FINAL's primary key, in key order: the job's ``tables.key``, one column or several."""
+        return tuple(c.name for c in self.final.primary_key.columns)
+
+    @property
     def business_columns(self) -> list[str]:
         """The stored fields of the layout, in layout order (key first in FINAL)."""
         fixed = {"run_id", "source_line", "worker_id"}
@@ -135,27 +141,35 @@ def job_tables(config: JobConfig) -> JobTables:
         Column("run_id", String(RUN_ID_LENGTH), nullable=False),
         Column("source_line", BigInteger, nullable=False),
         Column("worker_id", Integer, nullable=False),
-        *(_column(f, config.key) for f in fields),
+        *(_column(f, config.key_columns) for f in fields),
         # No key and no index: on SQLite a (run_id, source_line) key made the load 1.6x
         # slower; the reconciliation, not a constraint, proves every line arrived once.
     )
-    key_first = sorted(fields, key=lambda f: f.name != config.key)
+    key = config.key_columns
+    # the key's columns first, in key order (a stable sort keeps the layout order after them)
+    key_first = sorted(fields, key=lambda f: key.index(f.name) if f.name in key else len(key))
     final = Table(
         config.final_table,
         metadata,
-        *(_column(f, config.key) for f in key_first),
+        *(_column(f, key) for f in key_first),
         Column("last_run_id", String(RUN_ID_LENGTH), nullable=False),
         Column("updated_ts", Timestamp, nullable=False),
-        PrimaryKeyConstraint(config.key, name=f"pk_{config.final_table}"[:30]),
+        PrimaryKeyConstraint(*key, name=f"pk_{config.final_table}"[:30]),
     )
     # the staging_to_final checks count the FINAL rows of one run among millions
     Index(f"ix_{config.final_table}_run"[:30], final.c.last_run_id)
     return JobTables(metadata, staging, final, *audit_tables(metadata))
 
 
-def _column(field: Field, key: str) -> Column[Any]:
+def key_of(table: Table, key_columns: Sequence[str]) -> list[Column[Any]]:
+    """The key's columns of ``table``, in key order: one or several, never told apart."""
+    return [table.c[name] for name in key_columns]
+
+
+def _column(field: Field, key_columns: Sequence[str]) -> Column[Any]:
     # blank text is NULL (see fixed.columns_of); an upper-case code can never be blank
-    nullable = (field.type is FieldType.TEXT and not field.required and field.name != key
+    nullable = (field.type is FieldType.TEXT and not field.required
+                and field.name not in key_columns
                 and field.charset is not Charset.UPPER)
     if field.type is FieldType.AMOUNT:
         return Column(field.name, Money(field.length, field.scale), nullable=False)

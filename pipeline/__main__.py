@@ -61,10 +61,13 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.summary import format_summary
 
     config = _config(args)
-    progress = progress_display(enabled=not args.no_progress)
     started = time.monotonic()
-    with progress or nullcontext():
-        outcome = run_job(config, on_tick=progress)
+    if args.resume:
+        outcome = _resume(args, config)
+    else:
+        progress = progress_display(enabled=not args.no_progress)
+        with progress or nullcontext():
+            outcome = run_job(config, on_tick=progress)
     duration = time.monotonic() - started
     with run_context(outcome.run_id):
         report = _write_html_report(config, outcome)
@@ -75,6 +78,15 @@ def _run(args: argparse.Namespace) -> int:
         (outcome.run_dir / "summary.txt").write_text(text + "\n", encoding="utf-8")
     _emit(text)
     return outcome.exit_code
+
+
+def _resume(args: argparse.Namespace, config: JobConfig) -> RunOutcome:
+    from pipeline.resume import resume_run
+
+    if args.input is not None:
+        raise ConfigError("run --resume finishes a run from its staging rows: it takes no "
+                          "--input")
+    return resume_run(config, args.resume)
 
 
 def _emit(text: str) -> None:
@@ -233,6 +245,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="job config (TOML) or the name of a shipped job; default: the "
                           "daily-transactions job")
     run.add_argument("--input", type=Path, help="input file (overrides input.path)")
+    run.add_argument("--resume", metavar="RUN_ID",
+                     help="finish RUN_ID from its staging rows (its load completed, it failed "
+                          "or was interrupted later): checks, MERGE, audit; no input file")
     _db_option(run)
     run.add_argument("--processors", type=int, help="processor worker processes")
     run.add_argument("--writers", type=int, help="writer worker processes")

@@ -138,6 +138,7 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
                 raise InputStructureError(
                     f"{outcome.metrics.misplaced_control} header or trailer record(s) inside "
                     f"the details (see {outcome.reject_file}): not a valid input")
+            audit_writer.record_load(outcome.run_id, _trailer(config, plan), outcome.metrics)
             if after_load:
                 after_load(engine, outcome.run_id)
             _reconcile(config, outcome, engine, tables, plan)
@@ -251,6 +252,10 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
         outcome.status, outcome.exit_code = audit.FAILED_RECONCILIATION, 1
         outcome.message = f"reconciliation failed: {', '.join(failed)}; FINAL unchanged"
         log.warning("reconciliation failed: %s; no merge", ", ".join(failed))
+
+
+def _trailer(config: JobConfig, plan: InputPlan) -> tuple[int, int]:
+    return plan.trailer[config.trailer_count], plan.trailer[config.trailer_amount]
 
 
 def _fail(outcome: RunOutcome, exc: PipelineError) -> None:

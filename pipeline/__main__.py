@@ -89,6 +89,19 @@ def _resume(args: argparse.Namespace, config: JobConfig) -> RunOutcome:
     return resume_run(config, args.resume)
 
 
+def _validate(args: argparse.Namespace) -> int:
+    from pipeline.job import new_run_id, resolve_input
+    from pipeline.validate import format_validation, validate_input
+
+    config = _load_config(args.config).with_overrides(input_path=args.input)
+    out_dir = config.output_dir / "validate" / new_run_id()
+    found = validate_input(config, resolve_input(config), out_dir)
+    text = format_validation(found, config.name, config.amount_field.scale)
+    (out_dir / "summary.txt").write_text(text + "\n", encoding="utf-8")
+    _emit(text)
+    return found.exit_code
+
+
 def _emit(text: str) -> None:
     """Print to stdout; a reader that went away (``| head``) is not an error of the job."""
     try:
@@ -258,6 +271,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="write the run's metrics here for node_exporter's textfile "
                           "collector (overrides output.prometheus_textfile)")
     run.set_defaults(command=_run)
+
+    validate = sub.add_parser("validate", parents=common,
+                              help="parse a whole input and check its trailer; no database")
+    validate.add_argument("config", nargs="?", type=Path,
+                          help="job config (TOML) or the name of a shipped job; default: "
+                               "the daily-transactions job")
+    validate.add_argument("--input", type=Path, help="input file (overrides input.path)")
+    validate.set_defaults(command=_validate)
 
     report = sub.add_parser("report", parents=common,
                             help="show a run's checks and workers from the audit tables")

@@ -191,6 +191,28 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from pipeline.explain import explain_run, format_explanation, write_csv
+    from pipeline.reporting.store import open_audit
+
+    config_path, run_id = _config_and_run_id(args.targets)
+    config = _load_config(config_path)
+    if args.limit < 1:
+        raise ConfigError(f"--limit: expected a positive number, got {args.limit}")
+    with open_audit(args.db or config.database_url) as engine:
+        found = explain_run(config, engine, run_id, limit=args.limit,
+                            everything=args.csv is not None)
+    text = format_explanation(found)
+    if args.csv is not None:
+        try:
+            written = write_csv(args.csv, found)
+        except OSError as exc:
+            raise ConfigError(f"--csv {args.csv}: cannot write ({exc.strerror})") from None
+        text += f"\nwrote {written:,} records to {args.csv}"
+    _emit(text)
+    return 0
+
+
 def _scales(config: JobConfig) -> dict[str, int]:
     # Only a job's own config knows its amount scale; a run of another job is shown at the
     # audit's exact scale rather than a guessed one.
@@ -291,6 +313,19 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument("--html", type=Path, metavar="PATH",
                         help="write a self-contained HTML report to PATH")
     report.set_defaults(command=_report)
+
+    explain = sub.add_parser("explain", parents=common,
+                             help="name the records (source lines, keys) behind a run's "
+                                  "failed checks")
+    explain.add_argument("targets", nargs="*", metavar="RUN_ID|CONFIG",
+                         help="the run (default: the latest) and/or the job config (default: "
+                              "the shipped job's)")
+    _db_option(explain)
+    explain.add_argument("--limit", type=int, default=20,
+                         help="records shown per kind of difference (default 20)")
+    explain.add_argument("--csv", type=Path, metavar="PATH",
+                         help="write every record behind the differences to PATH")
+    explain.set_defaults(command=_explain)
 
     runs = sub.add_parser("runs", parents=common, help="list recent runs")
     runs.add_argument("config", nargs="?", type=Path,

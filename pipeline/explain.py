@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from pipeline.db.lock import job_lock
 from pipeline.db.merge import surviving_rows
 from pipeline.db.repositories import FinalRepository
 from pipeline.db.tables import JobTables, job_tables
+from pipeline.layouts.csv import CsvLayout
 from pipeline.metrics.aggregator import PROCESSOR
 from pipeline.rejects import rejected_lines
 from pipeline.reporting.store import RunReport, load_report
@@ -165,7 +167,7 @@ def _explain_staging(found: Explanation, engine: Engine, tables: JobTables, conf
                               (STAGED_TWICE, twice)):
         found.counts[kind] = len(found_lines)
         shown = found_lines if sink is not None else found_lines[:limit]
-        keyed = {} if kind == NOT_IN_STAGING else _staged_keys(
+        keyed = _file_keys(found, config, shown) if kind == NOT_IN_STAGING else _staged_keys(
             engine, tables, config, found.report.run.run_id, shown)
         for line in shown.tolist():
             key, amount = keyed.get(line, (None, None))
@@ -174,6 +176,45 @@ def _explain_staging(found: Explanation, engine: Engine, tables: JobTables, conf
                 sink.append(finding)
             if len([f for f in found.findings if f.kind == kind]) < limit:
                 found.findings.append(finding)
+
+
+def _file_keys(found: Explanation, config: JobConfig,
+               lines: np.ndarray) -> dict[int, tuple[str, None]]:
+    """The keys of lines staging lacks, read back from the input file when it is still there
+    and unchanged (same SHA-256): one streaming pass, the file is never held whole."""
+    run = found.report.run
+    path = Path(run.input_path)
+    if not len(lines) or not path.is_file() or run.input_sha256 is None:
+        return {}
+    wanted, raw = np.sort(lines), {}
+    digest, line, carry = hashlib.sha256(), 1, b""
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            digest.update(chunk)
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            block, carry = data[:cut], data[cut:]
+            count = block.count(b"\n")
+            lo, hi = np.searchsorted(wanted, [line, line + count])
+            if hi > lo:
+                texts = block.split(b"\n")
+                raw.update({n: texts[n - line] for n in wanted[lo:hi].tolist()})
+            line += count
+    if digest.hexdigest() != run.input_sha256:
+        found.notes.append(f"{path} changed since the run: keys of lost lines not shown")
+        return {}
+    return {n: (_key_of(config, text), None) for n, text in raw.items()}
+
+
+def _key_of(config: JobConfig, record: bytes) -> str:
+    text = record.decode("latin-1")
+    if isinstance(config.detail, CsvLayout):
+        names = [f.name for f in config.detail.fields]
+        cells = text.split(config.detail.delimiter)
+        index = names.index(config.key)
+        return cells[index].strip() if index < len(cells) else ""
+    fld = config.detail.field(config.key)
+    return text[fld.offset:fld.end].strip()
 
 
 def _staged_lines(engine: Engine, tables: JobTables, run_id: str) -> np.ndarray:

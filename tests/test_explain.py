@@ -66,6 +66,7 @@ def test_explain_names_the_lines_lost_or_added_between_processors_and_staging(
                for k in (NOT_IN_STAGING, NOT_ACCEPTED, STAGED_TWICE)}
     assert by_kind == {NOT_IN_STAGING: [10], NOT_ACCEPTED: [5], STAGED_TWICE: [30]}
     assert {f.key for f in found.full or [] if f.kind == NOT_ACCEPTED} == {"K18"}
+    assert {f.key for f in found.full or [] if f.kind == NOT_IN_STAGING} == {"K8"}
     assert [r.first_line for r in found.ranges][0] == 2
     assert found.ranges[-1].last_line == 61
     text_out = format_explanation(found)

@@ -38,6 +38,7 @@ from pipeline.rejects import rejected_lines
 from pipeline.reporting.store import RunReport, load_report
 from recon import checks
 from recon.audit import utc_now
+from recon.checks import failure_summary
 
 FIRST_LINE = 2  # line 1 is the header
 STAGING_CHECKS = (checks.PROCESSED_TO_STAGING, checks.PROCESSED_TO_STAGING_AMOUNT,
@@ -119,8 +120,7 @@ def explain_run(config: JobConfig, engine: Engine, run_id: str | None, *, limit:
 
 
 def _not_evaluated(report: RunReport, names: tuple[str, ...]) -> bool:
-    return all(r.detail.startswith("not evaluated") for r in report.results
-               if r.check_name in names)
+    return all(not r.evaluated for r in report.results if r.check_name in names)
 
 
 def _ranges(report: RunReport) -> list[RangeRow]:
@@ -350,7 +350,7 @@ def format_explanation(found: Explanation) -> str:
     elif not failed:
         lines.append("every check passed: nothing to explain")
     else:
-        lines.append(f"failed   {', '.join(failed)}")
+        lines.append(f"failed   {failure_summary(found.report.results)}")
     for section, title in (("staging", "accepted source lines vs staging rows"),
                            ("final", "surviving staging rows (last record per key) vs FINAL")):
         kinds = [k for k in found.counts if _section_of(k) == section]

@@ -37,7 +37,7 @@ from pipeline.workers.context import WorkerContext
 from pipeline.workers.pool import WorkerPool
 from recon import audit
 from recon.audit import AuditWriter, utc_now
-from recon.checks import ReconciliationResult
+from recon.checks import ReconciliationResult, failure_summary
 from recon.service import ReconciliationService, TrailerTotals
 
 SAMPLE_RECORDS = 100_000
@@ -248,10 +248,10 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
         log.info("reconciliation passed (%d checks); merge committed: %d keys into %s",
                  len(result.results), keys, config.final_table)
     else:
-        failed = [r.check_name for r in result.results if not r.passed]
+        failed = failure_summary(result.results)
         outcome.status, outcome.exit_code = audit.FAILED_RECONCILIATION, 1
-        outcome.message = f"reconciliation failed: {', '.join(failed)}; FINAL unchanged"
-        log.warning("reconciliation failed: %s; no merge", ", ".join(failed))
+        outcome.message = f"reconciliation failed: {failed}; FINAL unchanged"
+        log.warning("reconciliation failed: %s; no merge", failed)
 
 
 def _trailer(config: JobConfig, plan: InputPlan) -> tuple[int, int]:

@@ -29,7 +29,7 @@ from pipeline.logs import run_context
 from pipeline.metrics.aggregator import AggregatedMetrics
 from recon import audit, checks
 from recon.audit import AuditWriter, utc_now
-from recon.checks import ReconciliationResult, amount_check, count_check
+from recon.checks import ReconciliationResult, amount_check, count_check, failure_summary
 from recon.service import ReconciliationService, TrailerTotals
 
 log = logging.getLogger(__name__)
@@ -103,11 +103,10 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
         outcome.duplicates_collapsed = result.duplicates_collapsed
         merged = f"{result.staged_rows - result.duplicates_collapsed:,} keys merged into " \
                  f"{config.final_table}"
-    failed = [r.check_name for r in outcome.results if not r.passed]
-    if failed:
+    if not all(r.passed for r in outcome.results):
         outcome.status, outcome.exit_code = audit.FAILED_RECONCILIATION, 1
-        outcome.message = (f"resumed from staging; reconciliation failed: {', '.join(failed)}; "
-                           "FINAL unchanged")
+        outcome.message = (f"resumed from staging; reconciliation failed: "
+                           f"{failure_summary(outcome.results)}; FINAL unchanged")
     else:
         outcome.status, outcome.exit_code = audit.SUCCEEDED, 0
         outcome.message = f"resumed from staging; all checks passed; {merged}"

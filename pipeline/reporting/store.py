@@ -102,8 +102,8 @@ def _require_audit_tables(engine: Engine) -> None:
                             "missing): no run was recorded there (check --db or the job config)")
 
 
-def list_runs(engine: Engine, limit: int = 20) -> list[RunRow]:
-    """The most recent runs first."""
+def list_runs(engine: Engine, limit: int = 20, job_name: str | None = None) -> list[RunRow]:
+    """The most recent runs first (of ``job_name`` only, if given)."""
     t = _tables()
     read = (select(t.worker_audit.c.run_id,
                    func.sum(t.worker_audit.c.records_processed).label("records_read"))
@@ -113,6 +113,8 @@ def list_runs(engine: Engine, limit: int = 20) -> list[RunRow]:
              .outerjoin(read, read.c.run_id == t.batch_run.c.run_id)
              .order_by(t.batch_run.c.start_ts.desc(), t.batch_run.c.run_id.desc())
              .limit(limit))
+    if job_name is not None:
+        query = query.where(t.batch_run.c.job_name == job_name)
     with database_errors(engine, "listing the runs"), engine.connect() as conn:
         return [_run_row(row._mapping) for row in conn.execute(query)]
 

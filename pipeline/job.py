@@ -196,8 +196,8 @@ def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTab
         expect = getattr(on_tick, "expect", None)  # a progress display wants the total
         if expect is not None:
             expect(plan.detail_lines)
-        log.info("starting workers: %d processors, %d writers, batch size %d",
-                 len(plan.ranges), writers, batch_size)
+        log.info("starting workers: %s, %s, batch size %d", _count(len(plan.ranges),
+                 "processor"), _count(writers, "writer"), batch_size)
         load_started = time.monotonic()
         try:
             pool.run()
@@ -206,6 +206,10 @@ def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTab
             outcome.metrics = MetricsAggregator.aggregate(outcome.workers)
             _collect_rejects(outcome, len(plan.ranges), ctx)
     _log_load_done(outcome, time.monotonic() - load_started)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _log_load_done(outcome: RunOutcome, seconds: float) -> None:

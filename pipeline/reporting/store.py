@@ -143,7 +143,11 @@ def load_report(engine: Engine, run_id: str | None = None,
     read = sum(w.records_processed for w in workers if w.worker_type == PROCESSOR)
     amounts = [a for c in checks for a in (c.expected_amt, c.actual_amt)] + \
         [w.amount for w in workers]
-    shown = _exact_scale(amounts, (job_scales or {}).get(run.job_name, AUDIT_SCALE))
+    wanted = (job_scales or {}).get(run.job_name)
+    # another job's run: its config is not at hand, so the fewest decimals (at least the
+    # 2 of most currencies) that show every amount exactly, not the audit's 6
+    shown = _exact_scale(amounts, wanted) if wanted is not None else next(
+        s for s in range(2, AUDIT_SCALE + 1) if _exact_scale(amounts, s) == s)
     return RunReport(
         run=_run_row({**run._mapping, "records_read": read if workers else None}),
         scale=shown,

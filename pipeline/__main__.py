@@ -197,8 +197,10 @@ def _report(args: argparse.Namespace) -> int:
 
     config_path, run_id = _config_and_run_id(args.targets)
     config = _load_config(config_path)
+    # `report customer_balances`: that job's latest run; with no config, any job's
+    job = config.name if config_path is not None and run_id is None else None
     with open_audit(args.db or config.database_url) as engine:
-        report = load_report(engine, run_id, _scales(config))
+        report = load_report(engine, run_id, _scales(config), job)
         extras = _report_extras(config, engine, report) if args.html or args.json else ([], None)
     if args.html:
         from pipeline.reporting.htmlpage import render_html

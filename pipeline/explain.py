@@ -100,7 +100,8 @@ def explain_run(config: JobConfig, engine: Engine, run_id: str | None, *, limit:
     ``everything`` keeps every finding (for a CSV); ``replay=False`` never replays a
     rolled-back MERGE (a read-only report).
     """
-    report = load_report(engine, run_id, {config.name: config.amount_field.scale})
+    report = load_report(engine, run_id, {config.name: config.amount_field.scale},
+                         None if run_id else config.name)
     found = Explanation(report, config.amount_field.scale)
     if report.run.job_name != config.name:
         found.notes.append(f"run of job {report.run.job_name}: explain it with that job's "

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, text
 from pipeline.config import JobConfig
 from pipeline.generate import generate_file
 from pipeline.job import run_job
+from pipeline.reporting.store import load_report, open_audit
 from pipeline.resume import ResumeRefused, resume_run
 from recon import checks
 from tests.reference import expected_from_file
@@ -99,6 +100,10 @@ def test_resume_after_a_failed_merge_finishes_without_the_file(
         passed = conn.execute(text("SELECT passed FROM recon_audit WHERE run_id = :r "
                                    "AND check_ts >= :t"), {"r": run_id, "t": resumed_ts}).all()
     assert [p for (p,) in passed] == ["Y"] * 7
+    with open_audit(job_config.database_url) as audit_engine:  # the report shows the resume's
+        shown = load_report(audit_engine, run_id)
+    assert [r.check_name for r in shown.results] == list(checks.CHECK_ORDER)
+    assert all(r.passed for r in shown.results) and shown.run.status == "SUCCEEDED"
 
 
 def test_a_second_resume_says_committed_and_leaves_final_alone(

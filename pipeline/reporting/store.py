@@ -120,23 +120,28 @@ def list_runs(engine: Engine, limit: int = 20, job_name: str | None = None) -> l
 
 
 def load_report(engine: Engine, run_id: str | None = None,
-                job_scales: Mapping[str, int] | None = None) -> RunReport:
-    """The run ``run_id`` (default: the latest). Amounts are shown at the scale
-    ``job_scales`` gives for the run's job when that is exact, else at the audit's."""
+                job_scales: Mapping[str, int] | None = None,
+                job_name: str | None = None) -> RunReport:
+    """The run ``run_id`` (default: the latest, of ``job_name`` if given). Amounts are shown
+    at the scale ``job_scales`` gives for the run's job when that is exact."""
     t = _tables()
+    latest = select(t.batch_run.c.run_id).order_by(t.batch_run.c.start_ts.desc(),
+                                                   t.batch_run.c.run_id.desc()).limit(1)
+    if job_name is not None:
+        latest = latest.where(t.batch_run.c.job_name == job_name)
     with database_errors(engine, "reading the audit"), engine.connect() as conn:
-        run_id = run_id or conn.execute(
-            select(t.batch_run.c.run_id)
-            .order_by(t.batch_run.c.start_ts.desc(), t.batch_run.c.run_id.desc()).limit(1)
-        ).scalar()
+        run_id = run_id or conn.execute(latest).scalar()
         if run_id is None:
-            raise AuditNotFound(f"no run recorded in {safe_url(engine.url)}")
+            of_job = f" of job {job_name}" if job_name else ""
+            raise AuditNotFound(f"no run{of_job} recorded in {safe_url(engine.url)}")
         run = conn.execute(select(t.batch_run).where(t.batch_run.c.run_id == run_id)).first()
         if run is None:
             raise AuditNotFound(f"no run {run_id} in {safe_url(engine.url)} "
                                 "(`pipeline runs` lists them)")
-        checks = conn.execute(select(t.recon_audit).where(t.recon_audit.c.run_id == run_id)
-                              .order_by(t.recon_audit.c.recon_id)).all()
+        checks_of_run = select(t.recon_audit).where(t.recon_audit.c.run_id == run_id)
+        if run.resumed_ts is not None:  # `run --resume` recorded the checks again: theirs
+            checks_of_run = checks_of_run.where(t.recon_audit.c.check_ts >= run.resumed_ts)
+        checks = conn.execute(checks_of_run.order_by(t.recon_audit.c.recon_id)).all()
         workers = conn.execute(select(t.worker_audit)
                                .where(t.worker_audit.c.run_id == run_id)
                                .order_by(t.worker_audit.c.worker_id)).all()

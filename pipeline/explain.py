@@ -302,9 +302,10 @@ def _final_differences(found: Explanation, conn: Connection, tables: JobTables,
                 OTHER_RUN_IN_FINAL if row[3] != run_id else OTHER_AMOUNT)
         _add(found, sink, limit, Finding("final", kind, None, str(row[0]).rstrip(),
                                          int(row[1]), None if row[2] is None else int(row[2])))
-    for row in conn.execute(extra if sink is not None else extra.limit(limit), params):
-        _add(found, sink, limit, Finding("final", NOT_FROM_STAGING, None, str(row[0]).rstrip(),
-                                         None, int(row[1])))
+    for key_value, final_amount in conn.execute(
+            extra if sink is not None else extra.limit(limit), params):
+        _add(found, sink, limit, Finding("final", NOT_FROM_STAGING, None,
+                                         str(key_value).rstrip(), None, int(final_amount)))
 
 
 def _add(found: Explanation, sink: list[Finding] | None, limit: int, finding: Finding) -> None:

@@ -138,7 +138,9 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
                 raise InputStructureError(
                     f"{outcome.metrics.misplaced_control} header or trailer record(s) inside "
                     f"the details (see {outcome.reject_file}): not a valid input")
-            audit_writer.record_load(outcome.run_id, _trailer(config, plan), outcome.metrics)
+            if outcome.metrics is not None:
+                audit_writer.record_load(outcome.run_id, _trailer(config, plan),
+                                         outcome.metrics)
             if after_load:
                 after_load(engine, outcome.run_id)
             _reconcile(config, outcome, engine, tables, plan)

@@ -150,7 +150,9 @@ def _write_html_report(config: JobConfig, outcome: RunOutcome) -> Path | None:
     except (PipelineError, OSError) as exc:
         log.warning("report.html not written: %s", exc)
         return None
-    log.info("report written: %s", target)
+    # a failed run's last log line must stay the one that says why; stdout names the report
+    log.log(logging.INFO if outcome.exit_code == 0 else logging.DEBUG,
+            "report written: %s", target)
     return target
 
 

@@ -135,3 +135,21 @@ def test_explain_cli_bounds_its_output_and_writes_every_record_to_csv(
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["source_line"]) for r in rows] == list(range(100, 110))
+
+
+def test_explain_of_a_trailer_mismatch_shows_each_range(
+        tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
+    records = [detail(f"K{i}", 10 + i) for i in range(90)]
+    path = write_input(tmp_path / "in.dat", records, count=91)
+    outcome = run_job(job_config.with_overrides(input_path=path, processors=3))
+    assert outcome.exit_code == 1
+
+    found = explain_run(job_config, engine, outcome.run_id)
+
+    assert [(r.first_line, r.last_line) for r in found.ranges] == [(2, 31), (32, 61), (62, 91)]
+    assert sum(r.accepted_amount for r in found.ranges) == sum(10 + i for i in range(90))
+    shown = format_explanation(found)
+    assert "trailer count 91, read 90 (-1)" in shown
+    assert "failed   source_trailer_count (staging_to_final, staging_to_final_amount not " \
+           "evaluated)" in shown
+    assert not found.counts  # nothing lost between the processors and staging

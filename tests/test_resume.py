@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from pipeline.config import JobConfig
+from pipeline.errors import Interrupted
 from pipeline.generate import generate_file
 from pipeline.job import run_job
 from pipeline.reporting.store import load_report, open_audit
@@ -186,3 +187,21 @@ def test_cli_resume_prints_the_summary(tmp_path: Path, job_config: JobConfig,
                              capture_output=True, text=True, cwd=tmp_path, timeout=100)
     assert refused.returncode == 2 and "no run nope" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_an_interrupted_run_resumes(tmp_path: Path, job_config: JobConfig,
+                                    engine: Engine) -> None:
+    made = generate_file(tmp_path / "in.dat", 2_000, seed=12, duplicate_rate=0.02)
+
+    def interrupt(_eng: Engine, _run_id: str) -> None:
+        raise Interrupted("interrupted by signal SIGTERM")
+
+    config = job_config.with_overrides(input_path=made.path)
+    stopped = run_job(config, after_load=interrupt)
+    assert (stopped.status, stopped.exit_code) == ("INTERRUPTED", 3)
+
+    resumed = resume_run(config, stopped.run_id)
+
+    assert resumed.exit_code == 0, resumed.message
+    assert resumed.duplicates_collapsed == made.duplicates
+    assert_final_matches(engine, config, expected_from_file(made.path))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, and_, case, func, or_, select
+from sqlalchemy import Connection, Engine, and_, or_, select
 
 from pipeline.config import JobConfig
 from pipeline.db.engine import database_errors
@@ -284,34 +284,30 @@ def _final_differences(found: Explanation, conn: Connection, tables: JobTables,
         OTHER_AMOUNT: and_(final.c.last_run_id == run_id,
                            final.c[amount] != survivors.c[amount]),
     }
-    tally = conn.execute(select(*(func.count(case((cond, 1))) for cond in kinds.values()))
-                         .select_from(joined), params).one()
-    found.counts.update({kind: int(n) for kind, n in zip(kinds, tally, strict=True) if n})
+    # one pass per query, each difference counted as it streams by (the first ``limit``
+    # kept): a separate COUNT would recompute the survivors' window over staging again
     lost = (select(survivors.c[key], survivors.c[amount], final.c[amount], final.c.last_run_id)
             .select_from(joined).where(or_(*kinds.values())).order_by(survivors.c[key]))
-    extra_from = final.outerjoin(survivors, survivors.c[key] == final.c[key])
-    extra_where = and_(final.c.last_run_id == run_id, survivors.c[key].is_(None))
-    extra = (select(final.c[key], final.c[amount]).select_from(extra_from)
-             .where(extra_where).order_by(final.c[key]))
-    extras = conn.execute(select(func.count()).select_from(extra_from).where(extra_where),
-                          params).scalar_one()
-    if extras:
-        found.counts[NOT_FROM_STAGING] = int(extras)
-    for row in conn.execute(lost if sink is not None else lost.limit(limit), params):
+    extra = (select(final.c[key], final.c[amount])
+             .select_from(final.outerjoin(survivors, survivors.c[key] == final.c[key]))
+             .where(final.c.last_run_id == run_id, survivors.c[key].is_(None))
+             .order_by(final.c[key]))
+    for row in conn.execution_options(stream_results=True).execute(lost, params):
         kind = (MISSING_FROM_FINAL if row[3] is None else
                 OTHER_RUN_IN_FINAL if row[3] != run_id else OTHER_AMOUNT)
         _add(found, sink, limit, Finding("final", kind, None, str(row[0]).rstrip(),
                                          int(row[1]), None if row[2] is None else int(row[2])))
-    for key_value, final_amount in conn.execute(
-            extra if sink is not None else extra.limit(limit), params):
+    for key_value, final_amount in conn.execution_options(stream_results=True).execute(
+            extra, params):
         _add(found, sink, limit, Finding("final", NOT_FROM_STAGING, None,
                                          str(key_value).rstrip(), None, int(final_amount)))
 
 
 def _add(found: Explanation, sink: list[Finding] | None, limit: int, finding: Finding) -> None:
+    found.counts[finding.kind] += 1
     if sink is not None:
         sink.append(finding)
-    if sum(1 for f in found.findings if f.kind == finding.kind) < limit:
+    if found.counts[finding.kind] <= limit:
         found.findings.append(finding)
 
 

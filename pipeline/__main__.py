@@ -14,17 +14,30 @@ import logging
 import os
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+try:  # a Python without the job's packages (the venv not activated) gets a sentence
+    import numpy  # noqa: F401
+    import sqlalchemy  # noqa: F401
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subprocess test
+    sys.exit(f"error: {exc.name} is not installed for {sys.executable}: activate the "
+             "project's virtual environment (. .venv/bin/activate) or run .venv/bin/pipeline")
+
+import pipeline
 from pipeline.config import JobConfig, load_config
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.jobs import shipped_config
 from pipeline.logs import FORMATS, LEVELS, configure_logging, run_context
 
 if TYPE_CHECKING:
+    from typing import Any
+
+    from sqlalchemy import Engine
+
     from pipeline.job import RunOutcome
+    from pipeline.reporting.store import RunReport
 
 log = logging.getLogger("pipeline.cli")
 DB_URL_ENV = "PIPELINE_DB_URL"
@@ -61,20 +74,55 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.summary import format_summary
 
     config = _config(args)
-    progress = progress_display(enabled=not args.no_progress)
+    try:  # the run's folder, and the default database, live there
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"output.dir {config.output_dir}: cannot create it "
+                          f"({exc.strerror})") from None
     started = time.monotonic()
-    with progress or nullcontext():
-        outcome = run_job(config, on_tick=progress)
+    if args.resume:
+        outcome = _resume(args, config)
+    else:
+        progress = progress_display(enabled=not args.no_progress)
+        with progress or nullcontext():
+            outcome = run_job(config, on_tick=progress)
     duration = time.monotonic() - started
+    # every run gets its folder and its summary.txt, refused and failed ones too
+    with suppress(OSError):
+        outcome.run_dir.mkdir(parents=True, exist_ok=True)
     with run_context(outcome.run_id):
         report = _write_html_report(config, outcome)
         if config.prometheus_textfile is not None:
             _write_prometheus(config.prometheus_textfile, outcome, duration)
     text = format_summary(outcome, config.amount_field.scale, report=report)
-    if outcome.run_dir.is_dir():
+    try:
         (outcome.run_dir / "summary.txt").write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        log.warning("summary.txt not written: %s", exc)
     _emit(text)
     return outcome.exit_code
+
+
+def _resume(args: argparse.Namespace, config: JobConfig) -> RunOutcome:
+    from pipeline.resume import resume_run
+
+    if args.input is not None:
+        raise ConfigError("run --resume finishes a run from its staging rows: it takes no "
+                          "--input")
+    return resume_run(config, args.resume)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from pipeline.job import new_run_id, resolve_input
+    from pipeline.validate import format_validation, validate_input
+
+    config = _load_config(args.config).with_overrides(input_path=args.input)
+    out_dir = config.output_dir / "validate" / new_run_id()
+    found = validate_input(config, resolve_input(config), out_dir)
+    text = format_validation(found, config.name, config.amount_field.scale)
+    (out_dir / "summary.txt").write_text(text + "\n", encoding="utf-8")
+    _emit(text)
+    return found.exit_code
 
 
 def _emit(text: str) -> None:
@@ -91,17 +139,20 @@ def _write_html_report(config: JobConfig, outcome: RunOutcome) -> Path | None:
     from pipeline.reporting.htmlpage import render_html
     from pipeline.reporting.store import load_report, open_audit
 
-    if not outcome.run_dir.is_dir():
-        return None  # the run never got as far as its output folder
+    if not outcome.recorded:
+        return None  # the run never reached the database: no audit to show
     target = outcome.run_dir / "report.html"
     try:
         with open_audit(config.database_url) as engine:
             report = load_report(engine, outcome.run_id, _scales(config))
-        target.write_text(render_html(report), encoding="utf-8")
+            extras = _report_extras(config, engine, report)
+        target.write_text(render_html(report, *extras), encoding="utf-8")
     except (PipelineError, OSError) as exc:
         log.warning("report.html not written: %s", exc)
         return None
-    log.info("report written: %s", target)
+    # a failed run's last log line must stay the one that says why; stdout names the report
+    log.log(logging.INFO if outcome.exit_code == 0 else logging.DEBUG,
+            "report written: %s", target)
     return target
 
 
@@ -148,22 +199,70 @@ def _report(args: argparse.Namespace) -> int:
 
     config_path, run_id = _config_and_run_id(args.targets)
     config = _load_config(config_path)
+    # `report customer_balances`: that job's latest run; with no config, any job's
+    job = config.name if config_path is not None and run_id is None else None
     with open_audit(args.db or config.database_url) as engine:
-        report = load_report(engine, run_id, _scales(config))
+        report = load_report(engine, run_id, _scales(config), job)
+        extras = _report_extras(config, engine, report) if args.html or args.json else ([], None)
     if args.html:
         from pipeline.reporting.htmlpage import render_html
 
-        args.html.write_text(render_html(report), encoding="utf-8")
+        try:
+            args.html.write_text(render_html(report, *extras), encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--html {args.html}: cannot write it ({exc.strerror})") from None
         _emit(f"wrote {args.html}")
     elif args.json:
         from pipeline.reporting.jsondoc import report_document
 
-        _emit(json.dumps(report_document(report), indent=2))
+        _emit(json.dumps(report_document(report, *extras), indent=2))
     else:
         from pipeline.reporting.text import format_report
 
         _emit(format_report(report))
     return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from pipeline.explain import explain_run, format_explanation, write_csv
+    from pipeline.reporting.store import open_audit
+
+    config_path, run_id = _config_and_run_id(args.targets)
+    config = _load_config(config_path)
+    if args.limit < 1:
+        raise ConfigError(f"--limit: expected a positive number, got {args.limit}")
+    with open_audit(args.db or config.database_url) as engine:
+        found = explain_run(config, engine, run_id, limit=args.limit,
+                            everything=args.csv is not None)
+    text = format_explanation(found)
+    if args.csv is not None:
+        try:
+            written = write_csv(args.csv, found)
+        except OSError as exc:
+            raise ConfigError(f"--csv {args.csv}: cannot write ({exc.strerror})") from None
+        text += f"\nwrote {written:,} records to {args.csv}"
+    _emit(text)
+    return 0
+
+
+def _report_extras(config: JobConfig, engine: Engine,
+                   report: RunReport) -> tuple[list[tuple[str, int]], dict[str, Any] | None]:
+    """Rejects per reason and, for a failed check, the records behind it (read-only: a
+    rolled-back MERGE is not replayed here; `pipeline explain` does that)."""
+    from pipeline.explain import explain_run, explanation_document
+    from pipeline.rejects import reason_counts
+
+    if report.run.job_name != config.name:
+        return [], None  # another job's run: its folders and tables are not this config's
+    rejects = reason_counts(config.output_dir / "runs" / report.run.run_id / "rejects.txt")
+    if not report.checks_failed:
+        return rejects, None
+    try:
+        found = explain_run(config, engine, report.run.run_id, replay=False)
+    except PipelineError as exc:
+        log.warning("records behind the failed checks not listed: %s", exc)
+        return rejects, None
+    return rejects, explanation_document(found)
 
 
 def _scales(config: JobConfig) -> dict[str, int]:
@@ -178,8 +277,10 @@ def _runs(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise ConfigError(f"--limit: expected a positive number, got {args.limit}")
     config = _load_config(args.config)
+    # `runs customer_balances` means that job's runs; without a config, every job's
+    job = args.job or (config.name if args.config is not None else None)
     with open_audit(args.db or config.database_url) as engine:
-        runs = list_runs(engine, args.limit)
+        runs = list_runs(engine, args.limit, job)
     if args.json:
         from pipeline.reporting.jsondoc import runs_document
 
@@ -193,10 +294,13 @@ def _runs(args: argparse.Namespace) -> int:
 
 def _config_and_run_id(targets: list[str]) -> tuple[Path | None, str | None]:
     """``report [RUN_ID] [CONFIG]`` in either order: a TOML file is the config."""
-    configs = [t for t in targets if t.endswith(".toml") or Path(t).is_file()]
+    # a job shipped with the package is named as for `run` ("customer_balances")
+    configs = [t for t in targets if t.endswith(".toml") or Path(t).is_file()
+               or (not Path(t).exists() and shipped_config(t).exists())]
     run_ids = [t for t in targets if t not in configs]
     if len(configs) > 1 or len(run_ids) > 1:
-        raise ConfigError("report takes at most one RUN_ID and one CONFIG (a .toml file)")
+        raise ConfigError("expected at most one RUN_ID and one CONFIG (a .toml file or the "
+                          "name of a shipped job)")
     return (Path(configs[0]) if configs else None), (run_ids[0] if run_ids else None)
 
 
@@ -225,6 +329,8 @@ def _logging_options() -> argparse.ArgumentParser:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {pipeline.__version__}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     common = [_logging_options()]
 
@@ -233,6 +339,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="job config (TOML) or the name of a shipped job; default: the "
                           "daily-transactions job")
     run.add_argument("--input", type=Path, help="input file (overrides input.path)")
+    run.add_argument("--resume", metavar="RUN_ID",
+                     help="finish RUN_ID from its staging rows (its load completed, it failed "
+                          "or was interrupted later): checks, MERGE, audit; no input file")
     _db_option(run)
     run.add_argument("--processors", type=int, help="processor worker processes")
     run.add_argument("--writers", type=int, help="writer worker processes")
@@ -243,6 +352,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="write the run's metrics here for node_exporter's textfile "
                           "collector (overrides output.prometheus_textfile)")
     run.set_defaults(command=_run)
+
+    validate = sub.add_parser("validate", parents=common,
+                              help="parse a whole input and check its trailer; no database")
+    validate.add_argument("config", nargs="?", type=Path,
+                          help="job config (TOML) or the name of a shipped job; default: "
+                               "the daily-transactions job")
+    validate.add_argument("--input", type=Path, help="input file (overrides input.path)")
+    validate.set_defaults(command=_validate)
 
     report = sub.add_parser("report", parents=common,
                             help="show a run's checks and workers from the audit tables")
@@ -256,20 +373,40 @@ def _parser() -> argparse.ArgumentParser:
                         help="write a self-contained HTML report to PATH")
     report.set_defaults(command=_report)
 
+    explain = sub.add_parser("explain", parents=common,
+                             help="name the records (source lines, keys) behind a run's "
+                                  "failed checks")
+    explain.add_argument("targets", nargs="*", metavar="RUN_ID|CONFIG",
+                         help="the run (default: the latest) and/or the job config (default: "
+                              "the shipped job's)")
+    _db_option(explain)
+    explain.add_argument("--limit", type=int, default=20,
+                         help="records shown per kind of difference (default 20)")
+    explain.add_argument("--csv", type=Path, metavar="PATH",
+                         help="write every record behind the differences to PATH")
+    explain.set_defaults(command=_explain)
+
     runs = sub.add_parser("runs", parents=common, help="list recent runs")
     runs.add_argument("config", nargs="?", type=Path,
                       help="job config whose database to read (default: the shipped job's)")
     _db_option(runs)
     runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    runs.add_argument("--job", metavar="NAME",
+                      help="only this job's runs (default: the CONFIG's job if one is given, "
+                           "else every job's)")
     runs.add_argument("--json", action="store_true", help="JSON instead of a table")
     runs.set_defaults(command=_runs)
 
     gen = sub.add_parser("generate", parents=common, help="write a valid sample input file")
-    gen.add_argument("--records", type=int, required=True)
-    gen.add_argument("--out", type=Path, required=True)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--reject-rate", type=float, default=0.0)
-    gen.add_argument("--duplicate-rate", type=float, default=0.0)
+    gen.add_argument("--records", type=int, required=True,
+                     help="detail records to write (header and trailer come on top)")
+    gen.add_argument("--out", type=Path, required=True, help="the file to write")
+    gen.add_argument("--seed", type=int, default=0,
+                     help="random seed: the same seed writes the same file (default 0)")
+    gen.add_argument("--reject-rate", type=float, default=0.0,
+                     help="share of detail records a run must reject, 0-1 (default 0)")
+    gen.add_argument("--duplicate-rate", type=float, default=0.0,
+                     help="share of detail records repeating an earlier key, 0-1 (default 0)")
     gen.set_defaults(command=_generate)
     return parser
 

@@ -183,7 +183,8 @@ def _expect_field(layout: Layout, name: str, key: str, types: set[FieldType]) ->
     try:
         field = layout.field(name)
     except KeyError:
-        raise ConfigError(f"{key}: no field {name!r} in the {layout.record_type} layout") from None
+        raise ConfigError(f"{key}: no field {name!r} in the layout of the "
+                          f"{layout.record_type!r} records") from None
     if field.type not in types:
         wanted = " or ".join(sorted(types))
         raise ConfigError(f"{key}: field {name!r} must be of type {wanted}")
@@ -211,7 +212,7 @@ def _layout(section: Mapping[str, Any], name: str, record_length: int, fmt: str,
     fields: list[Field] = []
     position = 1
     for i, item in enumerate(raw):
-        key = f"layout.{name}[{i}]"
+        key = _field_key(name, i, item)
         if not isinstance(item, dict):
             raise ConfigError(f"{key}: expected a table of field settings")
         field = _field(item, key, position if fmt == "csv" else None)
@@ -230,6 +231,15 @@ def _layout(section: Mapping[str, Any], name: str, record_length: int, fmt: str,
         layout = CsvLayout(layout.record_type, layout.length, layout.fields, delimiter)
     _check_layout(layout, name)
     return layout
+
+
+def _field_key(layout: str, index: int, item: Any) -> str:
+    """How a message names a field: by its name, which the operator finds in the TOML, or
+    by its 1-based position when the name itself is missing or not an identifier."""
+    name = item.get("name") if isinstance(item, dict) else None
+    if isinstance(name, str) and IDENTIFIER.fullmatch(name):
+        return f"layout.{layout}.{name}"
+    return f"layout.{layout} field {index + 1}"
 
 
 def _field(item: Mapping[str, Any], key: str, csv_start: int | None) -> Field:
@@ -281,7 +291,8 @@ def _check_field(field: Field, key: str) -> None:
 
 def _check_layout(layout: Layout, name: str) -> None:
     if layout.fields[0].type is not FieldType.LITERAL:
-        raise ConfigError(f"layout.{name}[0]: the first field must be the record type literal")
+        raise ConfigError(f"layout.{name} field 1: the first field must be the record type "
+                          "literal")
     names = [f.name for f in layout.fields if f.type is not FieldType.FILLER]
     if len(names) != len(set(names)):
         raise ConfigError(f"layout.{name}: field names must be unique")
@@ -296,8 +307,8 @@ def _check_layout(layout: Layout, name: str) -> None:
 def _check_csv_fields(fields: list[Field], name: str) -> None:
     for i, f in enumerate(fields):
         if f.type is FieldType.SIGN or (f.type is FieldType.AMOUNT and f.sign):
-            raise ConfigError(f"layout.{name}[{i}]: a csv amount carries its own sign "
-                              '(e.g. "-1234.56"): no sign field, no amount sign key')
+            raise ConfigError(f"{_field_key(name, i, {'name': f.name})}: a csv amount carries "
+                              'its own sign (e.g. "-1234.56"): no sign field, no amount sign key')
 
 
 def _section(data: Mapping[str, Any], name: str, allowed: set[str]) -> Mapping[str, Any]:

@@ -399,6 +399,8 @@ def generate_file(
     out = Path(path)
     # A sibling temp file (same file system, so the rename is atomic) that gets the usual
     # umask permissions, unlike mkstemp's 0600.
+    if not out.parent.is_dir():  # say so for the file asked for, not the temporary one
+        raise FileNotFoundError(f"cannot write {out}: folder {out.parent} does not exist")
     tmp = out.with_name(f"{out.name}.{os.getpid()}.part")
     try:
         with open(tmp, "wb") as f:

@@ -39,7 +39,7 @@ from pipeline.workers.processor import run_processor
 from pipeline.workers.writer import run_writer
 from recon import audit
 from recon.audit import AuditWriter, utc_now
-from recon.checks import ReconciliationResult
+from recon.checks import ReconciliationResult, failure_summary
 from recon.service import ReconciliationService, TrailerTotals
 
 SAMPLE_RECORDS = 100_000
@@ -140,6 +140,9 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
                 raise InputStructureError(
                     f"{outcome.metrics.misplaced_control} header or trailer record(s) inside "
                     f"the details (see {outcome.reject_file}): not a valid input")
+            if outcome.metrics is not None:
+                audit_writer.record_load(outcome.run_id, _trailer(config, plan),
+                                         outcome.metrics)
             if after_load:
                 after_load(engine, outcome.run_id)
             _reconcile(config, outcome, engine, tables, plan)
@@ -198,8 +201,8 @@ def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTab
         expect = getattr(on_tick, "expect", None)  # a progress display wants the total
         if expect is not None:
             expect(plan.detail_lines)
-        log.info("starting workers: %d processors, %d writers, batch size %d",
-                 len(plan.ranges), writers, batch_size)
+        log.info("starting workers: %s, %s, batch size %d", _count(len(plan.ranges),
+                 "processor"), _count(writers, "writer"), batch_size)
         load_started = time.monotonic()
         try:
             pool.run()
@@ -219,6 +222,10 @@ def _worker_specs(ctx: WorkerContext, writers: int) -> list[WorkerSpec]:
         *(WorkerSpec(i, "processor", run_processor, (ctx, i, rng))
           for i, rng in enumerate(ranges)),
     ]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _log_load_done(outcome: RunOutcome, seconds: float) -> None:
@@ -261,10 +268,14 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
         log.info("reconciliation passed (%d checks); merge committed: %d keys into %s",
                  len(result.results), keys, config.final_table)
     else:
-        failed = [r.check_name for r in result.results if not r.passed]
+        failed = failure_summary(result.results)
         outcome.status, outcome.exit_code = audit.FAILED_RECONCILIATION, 1
-        outcome.message = f"reconciliation failed: {', '.join(failed)}; FINAL unchanged"
-        log.warning("reconciliation failed: %s; no merge", ", ".join(failed))
+        outcome.message = f"reconciliation failed: {failed}; FINAL unchanged"
+        log.warning("reconciliation failed: %s; no merge", failed)
+
+
+def _trailer(config: JobConfig, plan: InputPlan) -> tuple[int, int]:
+    return plan.trailer[config.trailer_count], plan.trailer[config.trailer_amount]
 
 
 def _fail(outcome: RunOutcome, exc: PipelineError) -> None:

@@ -139,6 +139,9 @@ def read_control(layout: Layout, record: bytes, where: str, what: str) -> dict[s
 
 def _fixed_control(layout: Layout, record: bytes, where: str, what: str) -> np.ndarray:
     if len(record) != layout.length + 1 or record[-1:] != b"\n":
+        if b"\r\n" in record or record[layout.length:layout.length + 1] == b"\r":
+            raise InputStructureError(f"the {where} record ends with CR LF (Windows line "
+                                      "ends); expected LF only: convert the file (dos2unix)")
         raise InputStructureError(f"the {where} record is not a {layout.length}-byte {what} "
                                   "ended by a newline")
     rec = np.frombuffer(record[:-1], dtype=np.uint8).reshape(1, -1)

@@ -13,6 +13,7 @@ from pipeline.db.engine import safe_url
 from pipeline.job import RunOutcome
 from pipeline.metrics.aggregator import WorkerMetrics
 from pipeline.money import format_minor
+from pipeline.rejects import reason_counts, reason_lines
 from recon.checks import ReconciliationResult
 
 
@@ -29,6 +30,7 @@ def format_summary(outcome: RunOutcome, scale: int, report: Path | None = None) 
     lines.append("")
     if outcome.reject_file is not None and outcome.rejects:
         lines.append(f"rejects  {outcome.rejects:,} -> {outcome.reject_file}")
+        lines += reason_lines(reason_counts(outcome.reject_file))
     if outcome.duplicates_collapsed:
         lines.append(f"duplicate keys collapsed: {outcome.duplicates_collapsed:,} "
                      "(the later record won)")
@@ -65,6 +67,10 @@ def worker_lines(workers: Sequence[WorkerMetrics], scale: int) -> list[str]:
 
 def _check_line(r: ReconciliationResult, scale: int) -> str:
     ok = "Y" if r.passed else "N"
+    if not r.evaluated:  # no actual figure: a difference here would read like lost data
+        exp = (format_minor(r.expected_amount, scale) if r.expected_amount is not None
+               else "" if r.is_amount_check else f"{r.expected_count:,}")
+        return f"{r.check_name:<29} {exp:>20} {'-':>20} {'-':>14}  {ok}"
     if r.is_amount_check:
         exp = "?" if r.expected_amount is None else format_minor(r.expected_amount, scale)
         act = "?" if r.actual_amount is None else format_minor(r.actual_amount, scale)

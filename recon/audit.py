@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from pipeline.db.engine import database_errors
 from pipeline.db.tables import AUDIT_SCALE, JobTables
-from pipeline.metrics.aggregator import WorkerMetrics
+from pipeline.metrics.aggregator import AggregatedMetrics, WorkerMetrics
 from recon.checks import ReconciliationResult
 
 RUNNING = "RUNNING"
@@ -43,6 +43,20 @@ class AuditWriter:
             c.execute(self.tables.batch_run.insert().values(
                 run_id=run_id, job_name=job_name, input_path=str(input_path)[:1000],
                 input_sha256=sha256, status=RUNNING, start_ts=started))
+
+    def record_load(self, run_id: str, trailer: tuple[int, int],
+                    metrics: AggregatedMetrics) -> None:
+        """The load's control totals (trailer count and amount, the bus's totals), kept so
+        that `run --resume` can redo the checks and the MERGE without the input file."""
+        t = self.tables.batch_run
+        values = dict(
+            trailer_cnt=trailer[0], trailer_amt=self._amount(trailer[1]),
+            read_cnt=metrics.total_read, rejected_cnt=metrics.total_errors,
+            written_cnt=metrics.total_written, read_amt=self._amount(metrics.read_amount),
+            accepted_amt=self._amount(metrics.accepted_amount),
+            unreadable_cnt=metrics.unreadable_amounts)
+        with database_errors(self.engine, "recording the load totals"), self.engine.begin() as c:
+            c.execute(t.update().where(t.c.run_id == run_id).values(**values))
 
     def close_abandoned_runs(self, job_name: str, run_id: str) -> int:
         """Mark the job's earlier runs still RUNNING as ABENDED.

@@ -12,6 +12,8 @@ WRITTEN_TO_STAGING = "written_to_staging"
 STAGING_TO_FINAL = "staging_to_final"
 STAGING_TO_FINAL_AMOUNT = "staging_to_final_amount"
 
+NOT_EVALUATED = "not evaluated"
+
 CHECK_ORDER = (SOURCE_TRAILER_COUNT, SOURCE_TRAILER_AMOUNT, PROCESSED_TO_STAGING,
                PROCESSED_TO_STAGING_AMOUNT, WRITTEN_TO_STAGING, STAGING_TO_FINAL,
                STAGING_TO_FINAL_AMOUNT)
@@ -40,6 +42,11 @@ class ReconciliationResult:
         return self.actual_amount - self.expected_amount
 
     @property
+    def evaluated(self) -> bool:
+        """False for a check that could not run (recorded as failed, see not_evaluated)."""
+        return not self.detail.startswith(NOT_EVALUATED)
+
+    @property
     def is_amount_check(self) -> bool:
         return self.check_name.endswith("_amount")
 
@@ -64,4 +71,14 @@ def amount_check(name: str, counts: tuple[int, int], expected: int | None, actua
 
 def not_evaluated(name: str, expected_count: int, reason: str) -> ReconciliationResult:
     """A check that could not run is recorded as failed, with the reason."""
-    return ReconciliationResult(name, expected_count, 0, False, detail=f"not evaluated: {reason}")
+    return ReconciliationResult(name, expected_count, 0, False,
+                                detail=f"{NOT_EVALUATED}: {reason}")
+
+
+def failure_summary(results: list[ReconciliationResult]) -> str:
+    """"a, b" or "a, b (c, d not evaluated)": the checks that failed, then those that could
+    not run because of them, so a skipped check never reads like a second cause."""
+    failed = [r.check_name for r in results if not r.passed and r.evaluated]
+    skipped = [r.check_name for r in results if not r.evaluated]
+    text = ", ".join(failed)
+    return f"{text} ({', '.join(skipped)} not evaluated)" if skipped else text

@@ -78,7 +78,7 @@ BAD = [
     ("unknown top-level key", lambda d: d.__setitem__("wrokers", {}), ["wrokers"]),
     ("unknown section key", _set("workers", "procesors", 4), ["workers.procesors"]),
     ("unknown field key", _set_field("currency", "colour", "red"),
-     ["layout.detail[6].colour"]),
+     ["layout.detail.currency.colour"]),
     ("section is not a table", lambda d: d.__setitem__("job", "daily"), ["[job]"]),
     # wrong types
     ("string for processors", _set("workers", "processors", "4"), ["workers.processors"]),
@@ -87,14 +87,14 @@ BAD = [
     ("bool for record_length", _set("input", "record_length", True), ["input.record_length"]),
     ("bool for batch_size", _set("workers", "batch_size", False), ["workers.batch_size"]),
     ("string for a field length", _set_field("amount", "length", "13"),
-     ["layout.detail[5].length"]),
+     ["layout.detail.amount.length"]),
     ("string for required", _set_field("txn_id", "required", "yes"),
-     ["layout.detail[1].required"]),
+     ["layout.detail.txn_id.required"]),
     ("string for heartbeat_timeout", _set("workers", "heartbeat_timeout", "30"),
      ["workers.heartbeat_timeout"]),
-    ("unknown field type", _set_field("amount", "type", "money"), ["layout.detail[5].type"]),
+    ("unknown field type", _set_field("amount", "type", "money"), ["layout.detail.amount.type"]),
     ("unknown charset", _set_field("currency", "charset", "latin1"),
-     ["layout.detail[6].charset"]),
+     ["layout.detail.currency.charset"]),
     ("unknown input format", _set("input", "format", "vsam"), ["input.format"]),
     ("missing record_length", lambda d: d["input"].pop("record_length"),
      ["input.record_length"]),
@@ -117,7 +117,7 @@ BAD = [
     ("empty table name", _set("tables", "final", ""), ["tables.final"]),
     ("table name starting with a digit", _set("tables", "final", "1tx"), ["tables.final"]),
     ("field name with a quote", _set_field("description", "name", 'descr"iption'),
-     ["layout.detail[7].name"]),
+     ["layout.detail field 8.name"]),
     ("job name with a dash", _set("job", "name", "daily-transactions"), ["job.name"]),
     ("staging is final", _set("tables", "staging", "transactions"),
      ["tables.staging", "tables.final"]),
@@ -125,18 +125,18 @@ BAD = [
     ("fields do not cover the record", _drop_field("filler"),
      ["layout.detail", "92", "100"]),
     ("field beyond the record", _set_field("filler", "length", 9), ["layout.detail", "101"]),
-    ("overlapping fields", _set_field("txn_date", "start", 27), ["layout.detail[3]", "27"]),
-    ("gap between fields", _set_field("txn_date", "start", 29), ["layout.detail[3]", "29"]),
+    ("overlapping fields", _set_field("txn_date", "start", 27), ["layout.detail.txn_date", "27"]),
+    ("gap between fields", _set_field("txn_date", "start", 29), ["layout.detail.txn_date", "29"]),
     ("record_length disagrees", _set("input", "record_length", 120),
      ["layout.header", "120"]),
-    ("zero length field", _set_field("sign", "length", 0), ["layout.detail[4].length"]),
-    ("date of 6 columns", _set_field("txn_date", "length", 6), ["layout.detail[3].length"]),
-    ("amount of 19 digits", _set_field("amount", "length", 19), ["layout.detail[5].length"]),
-    ("scale not below length", _set_field("amount", "scale", 13), ["layout.detail[5].scale"]),
+    ("zero length field", _set_field("sign", "length", 0), ["layout.detail.sign.length"]),
+    ("date of 6 columns", _set_field("txn_date", "length", 6), ["layout.detail.txn_date.length"]),
+    ("amount of 19 digits", _set_field("amount", "length", 19), ["layout.detail.amount.length"]),
+    ("scale not below length", _set_field("amount", "scale", 13), ["layout.detail.amount.scale"]),
     ("literal of the wrong length", _set_field("record_type", "value", "DD"),
-     ["layout.detail[0].value"]),
+     ["layout.detail.record_type.value"]),
     ("first field is not the record type", _set_field("record_type", "type", "text"),
-     ["layout.detail[0]"]),
+     ["layout.detail field 1"]),
     ("duplicate field names", _set_field("description", "name", "currency"),
      ["layout.detail"]),
     ("reserved field name", _set_field("description", "name", "run_id"),
@@ -176,7 +176,7 @@ BAD = [
      ["control.trailer_amount"]),
     ("layout missing", lambda d: d["layout"].pop("trailer"), ["layout.trailer"]),
     ("field is not a table", lambda d: d["layout"]["detail"].__setitem__(2, "account"),
-     ["layout.detail[2]"]),
+     ["layout.detail field 3"]),
 ]
 
 
@@ -198,7 +198,7 @@ def test_heartbeat_timeout_must_be_a_finite_number(value: float) -> None:
 
 
 def test_record_type_literal_must_be_ascii() -> None:
-    refused(edited(_set_field("record_type", "value", "É")), "layout.detail[0].value")
+    refused(edited(_set_field("record_type", "value", "É")), "layout.detail.record_type.value")
 
 
 def test_identifier_of_30_characters_is_accepted() -> None:
@@ -277,7 +277,7 @@ CLI_BAD = [
      ('final = "transactions"', "final = \"transactions; DROP TABLE batch_run\""),
      "tables.final"),
     ("overlapping fields", ("start = 28, length = 8", "start = 27, length = 8"),
-     "layout.detail[3]"),
+     "layout.detail.txn_date"),
     ("amount without its sign",
      ('length = 13, type = "amount", scale = 2, sign = "sign"',
       'length = 13, type = "amount", scale = 2, sign = "nosuch"'), "nosuch"),

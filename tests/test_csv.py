@@ -263,13 +263,13 @@ def test_plan_reads_the_csv_header_and_trailer() -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("D,C1,Jane,RET,1.00,20261124\nT,1,1.00\n", "not a valid header: it starts with 'D'"),
+    ("D,C1,Jane,RET,1.00,20261124\nT,1,1.00\n", "not a valid header: its first column is 'D'"),
     ("H,20261125\nT,0,0\n", "header: record has 2 columns, expected 3"),
     ("H,20261131,CRM\nT,0,0\n", "BUSINESS_DATE '20261131' is not a calendar date"),
     ("H,20261125,CRM\n", "header only"),
     ("H,20261125,CRM\nT,0,0", "truncated"),
     ("H,20261125,CRM\nT,0,0.001\n", "BALANCE_TOTAL '0.001' has more than 2 decimals"),
-    ("H,20261125,CRM\n" + GOOD + "\n", "not a valid trailer: it starts with 'D'"),
+    ("H,20261125,CRM\n" + GOOD + "\n", "not a valid trailer: its first column is 'D'"),
     ("H,20261125,CRM\r\nT,0,0\r\n", "CR LF"),
 ])
 def test_bad_control_records_refuse_the_file(tmp_path: Path, text: str, message: str) -> None:

@@ -148,16 +148,17 @@ def test_text_report_and_runs_list(tmp_path: Path, job_config: JobConfig) -> Non
     assert [r["run_id"] for r in json.loads(done.stdout)] == [second.run_id]
 
 
-def test_amounts_fall_back_to_the_audit_scale_for_an_unknown_job(
+def test_amounts_of_an_unknown_job_show_the_fewest_exact_decimals(
         tmp_path: Path, job_config: JobConfig) -> None:
+    # issue 12: "15883.740000" for another job's run; the amounts are exact at 2 decimals
     path, total = big_amount_input(tmp_path)
     outcome = run_job(job_config.with_overrides(input_path=path))
     with open_audit(job_config.database_url) as engine:
         report = load_report(engine, outcome.run_id)  # no job scale known
     doc = report_document(report)
-    assert doc["amount_scale"] == 6
+    assert doc["amount_scale"] == 2
     amounts = {c["actual_amount"] for c in doc["checks"] if c["actual_amount"]}
-    assert amounts == {format_minor(total * 10_000, 6)}
+    assert amounts == {format_minor(total, 2)}
 
 
 def test_html_report_of_a_passed_run_is_self_contained(
@@ -247,11 +248,11 @@ def test_prometheus_file_of_a_run_is_valid_and_replaced_atomically(
     assert oct(target.stat().st_mode & 0o777) == "0o644"
     metrics = parse_exposition(target.read_text())
     labels = '{job="daily_transactions",status="SUCCEEDED"}'
-    assert metrics["pipeline_records_read_total"] == {labels: 2_000}
-    assert metrics["pipeline_records_rejected_total"] == {labels: made.rejects}
+    assert metrics["pipeline_records_read"] == {labels: 2_000}
+    assert metrics["pipeline_records_rejected"] == {labels: made.rejects}
     assert metrics["pipeline_last_run_exit_code"] == {labels: 0}
     assert metrics["pipeline_checks_failed"] == {labels: 0}
-    assert metrics["pipeline_checks_total"] == {labels: 7}
+    assert metrics["pipeline_checks"] == {labels: 7}
     assert metrics["pipeline_last_run_duration_seconds"][labels] > 0
     assert abs(metrics["pipeline_last_run_timestamp_seconds"][labels] - time.time()) < 120
     per_worker = metrics["pipeline_worker_records"]
@@ -277,7 +278,7 @@ def test_prometheus_labels_are_escaped_and_a_failed_write_keeps_the_old_file(
                          Path("in"), "sqlite://", tmp_path)
     text_out = exposition(run_families(outcome, 1.5, ended_at=1.0))
     metrics = parse_exposition(text_out)
-    assert '{job="odd\\"job\\\\name",status="SUCCEEDED"}' in metrics["pipeline_checks_total"]
+    assert '{job="odd\\"job\\\\name",status="SUCCEEDED"}' in metrics["pipeline_checks"]
 
     target = tmp_path / "x.prom"
     write_textfile(target, text_out)

@@ -48,8 +48,12 @@ def make_engine(url: str | URL) -> Engine:
     kwargs: dict[str, Any] = {"poolclass": NullPool}
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(parsed.database or ".").parent
+        if parsed.database and parsed.database != ":memory:" and not folder.is_dir():
+            # a typo'd path must not quietly start an empty FINAL somewhere new (the CLI
+            # creates the job's output folder, where the default database lives, first)
+            raise ConfigError(f"database file {parsed.database}: folder {folder} does not "
+                              "exist (check --db or database.url)")
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     elif backend == "oracle":
         kwargs["thick_mode"] = None  # python-oracledb thin mode: no Instant Client needed

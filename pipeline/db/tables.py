@@ -232,6 +232,17 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table]:
         Column("message", String(1000)),
         # 'Y' once a later run purged this run's staging rows (pipeline.db.repositories)
         Column("staging_purged", CHAR(1)),
+        # the load's control totals, stored once the staging load completed, so that
+        # `run --resume` can finish the run from staging without its file (pipeline.resume)
+        Column("trailer_cnt", BigInteger),
+        Column("trailer_amt", money),
+        Column("read_cnt", BigInteger),
+        Column("rejected_cnt", BigInteger),
+        Column("written_cnt", BigInteger),
+        Column("read_amt", money),
+        Column("accepted_amt", money),
+        Column("unreadable_cnt", BigInteger),
+        Column("resumed_ts", Timestamp),  # the last `run --resume` of this run
         PrimaryKeyConstraint("run_id", name="pk_batch_run"),
     )
     job_lock = Table(

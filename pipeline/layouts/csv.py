@@ -253,7 +253,14 @@ def control_record(layout: CsvLayout, line: bytes) -> tuple[Layout, np.ndarray]:
     if isinstance(row, str):
         raise NotARecord(row)
     if row[0] != layout.record_type:
-        raise NotARecord(f"it starts with {ascii(row[0])}, expected {layout.record_type!r}")
+        if len(row) == 1 and row[0].startswith(layout.record_type):
+            # a whole line in one cell: most likely a fixed-width file given to a CSV job
+            raise NotARecord(f"it holds no {layout.delimiter!r} delimiter (a "
+                             f"{len(row[0])}-character line starting {ascii(row[0][:12])}): "
+                             f"expected a {layout.delimiter!r}-separated line whose first "
+                             f"column is {layout.record_type!r}; is this a fixed-width file?")
+        raise NotARecord(f"its first column is {ascii(row[0][:40])}, expected "
+                         f"{layout.record_type!r}")
     if why := column_count_reason(row, layout):
         raise NotARecord(why)
     virtual = virtual_records(layout, [row])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from html import escape
+from typing import Any
 
 from pipeline.metrics.aggregator import WorkerMetrics
 from pipeline.money import format_minor
@@ -31,7 +32,10 @@ rect.processor{fill:#3f6fd8} rect.writer{fill:#e0891b} rect.failed{stroke:#c6282
 BAR_H, ROW_H, LABEL_W, PLOT_W = 16, 24, 120, 640
 
 
-def render_html(report: RunReport) -> str:
+def render_html(report: RunReport, rejects: list[tuple[str, int]] | None = None,
+                explanation: dict[str, Any] | None = None) -> str:
+    """``rejects``: counts per reason (pipeline.rejects); ``explanation``: the records
+    behind the failed checks (pipeline.explain.explanation_document)."""
     run = report.run
     good = run.exit_code == 0
     parts = [
@@ -45,8 +49,10 @@ def render_html(report: RunReport) -> str:
         _facts(report),
         "<h2>Checks</h2>",
         _checks_table(report.results, report.scale),
+        *_explain_section(explanation),
+        *_rejects_section(rejects),
         "<h2>Workers</h2>",
-        _timeline(report.workers),
+        _timeline(report.workers, run.end_ts),
         _workers_table(report.workers, report.scale),
         "</body></html>",
     ]
@@ -59,7 +65,8 @@ def _facts(report: RunReport) -> str:
             ("started (UTC)", format_ts(run.start_ts)), ("ended (UTC)", format_ts(run.end_ts)),
             ("duration", format_duration(run.duration_s)),
             ("records read", "-" if run.records_read is None else f"{run.records_read:,}"),
-            ("checks failed", f"{report.checks_failed} of {len(report.results)}")]
+            ("checks failed", f"{report.checks_failed} of {len(report.results)}"
+             if report.results else "none run: the run ended before its checks")]
     items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in rows)
     return f"<dl>{items}</dl>"
 
@@ -80,9 +87,14 @@ def _checks_table(results: list[ReconciliationResult], scale: int) -> str:
     def money(v: int | None) -> str:
         return "?" if v is None else format_minor(v, scale)
 
+    if not results:
+        return "<p>No check was recorded: the run ended before its checks.</p>"
     rows = []
     for r in results:
-        if r.is_amount_check:
+        if not r.evaluated:  # it never ran: no actual figure, no difference
+            cells = [money(r.expected_amount) if r.is_amount_check
+                     else f"{r.expected_count:,}", "-", "-"]
+        elif r.is_amount_check:
             cells = [money(r.expected_amount), money(r.actual_amount),
                      money(r.amount_discrepancy)]
         else:
@@ -107,13 +119,15 @@ def _workers_table(workers: list[WorkerMetrics], scale: int) -> str:
                               "end (UTC)", "state", "exit"], rows)
 
 
-def _timeline(workers: list[WorkerMetrics]) -> str:
+def _timeline(workers: list[WorkerMetrics], run_end: datetime | None = None) -> str:
     """One bar per worker from START_TS to END_TS on a shared time axis (inline SVG)."""
     starts = [w.start_time for w in workers if w.start_time]
     if not starts:
         return "<p>No worker started.</p>"
     t0 = min(starts)
-    t1 = max([w.end_time for w in workers if w.end_time] + starts)
+    # an interrupted run's workers have no END_TS: the axis runs to the run's end
+    ends = [w.end_time for w in workers if w.end_time]
+    t1 = max(ends + starts + ([run_end] if run_end and run_end > t0 else []))
     span = max((t1 - t0).total_seconds(), 1e-3)
     height = ROW_H * len(workers) + 24
     out = [f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{LABEL_W + PLOT_W + 20}"'
@@ -143,7 +157,36 @@ def _bar(w: WorkerMetrics, t0: datetime, t1: datetime, span: float, y: int) -> s
 
 def _axis(span: float, y: int) -> list[str]:
     ticks = []
+    # enough decimals for five distinct ticks: a 0.2 s run reads 0.00, 0.05, 0.10 ...
+    decimals = next((d for d in range(4) if span / 4 >= 10**-d), 3)
     for i in range(5):
         x = LABEL_W + PLOT_W * i / 4
-        ticks.append(f'<text x="{x:.0f}" y="{y}" text-anchor="middle">{span * i / 4:.1f} s</text>')
+        ticks.append(f'<text x="{x:.0f}" y="{y}" text-anchor="middle">'
+                     f"{span * i / 4:.{decimals}f} s</text>")
     return ticks
+
+
+def _rejects_section(rejects: list[tuple[str, int]] | None) -> list[str]:
+    if not rejects:
+        return []
+    rows = ["<tr>" + _td(f"{count:,}", numeric=True) + _td(reason) + "</tr>"
+            for reason, count in rejects]
+    return ["<h2>Rejects by reason</h2>", _table("rejects", ["records", "reason"], rows)]
+
+
+def _explain_section(explanation: dict[str, Any] | None) -> list[str]:
+    """The records behind the failed checks (`pipeline explain`, bounded)."""
+    if not explanation or not (explanation["counts"] or explanation["notes"]):
+        return []
+    counts = ["<tr>" + _td(f"{n:,}", numeric=True) + _td(kind) + "</tr>"
+              for kind, n in explanation["counts"].items()]
+    records = ["<tr>" + _td("" if r["source_line"] is None else f"{r['source_line']:,}",
+                            numeric=True)
+               + _td(r["key"] or "") + _td(r["staged_amount"] or "", numeric=True)
+               + _td(r["final_amount"] or "", numeric=True) + _td(r["kind"]) + "</tr>"
+               for r in explanation["records"]]
+    notes = "".join(f"<p>{escape(n)}</p>" for n in explanation["notes"])
+    return ["<h2>Records behind the failed checks</h2>",
+            _table("explain-counts", ["records", "difference"], counts),
+            _table("explain", ["line", "key", "staged amount", "final amount", "difference"],
+                   records), notes]

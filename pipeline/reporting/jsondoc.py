@@ -16,14 +16,21 @@ from pipeline.reporting.store import RunReport, RunRow
 from recon.checks import ReconciliationResult
 
 
-def report_document(report: RunReport) -> dict[str, Any]:
-    return {
+def report_document(report: RunReport, rejects: list[tuple[str, int]] | None = None,
+                    explanation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``rejects``: counts per reason; ``explanation``: the records behind failed checks."""
+    document = {
         "run": run_document(report.run),
         "amount_scale": report.scale,
         "checks_failed": report.checks_failed,
         "checks": [_check(r, report.scale) for r in report.results],
         "workers": [_worker(w, report.scale) for w in report.workers],
+        "rejects_by_reason": [{"reason": reason, "records": count}
+                              for reason, count in rejects or []],
     }
+    if explanation is not None:
+        document["explain"] = explanation
+    return document
 
 
 def runs_document(runs: Sequence[RunRow]) -> list[dict[str, Any]]:
@@ -43,8 +50,10 @@ def run_document(run: RunRow) -> dict[str, Any]:
 
 def _check(r: ReconciliationResult, scale: int) -> dict[str, Any]:
     return {
-        "check_name": r.check_name, "expected": r.expected_count, "actual": r.actual_count,
-        "discrepancy": r.discrepancy, "passed": r.passed, "detail": r.detail,
+        "check_name": r.check_name, "expected": r.expected_count,
+        "actual": r.actual_count if r.evaluated else None,
+        "discrepancy": r.discrepancy if r.evaluated else None, "passed": r.passed,
+        "evaluated": r.evaluated, "detail": r.detail,
         "expected_amount": _amount(r.expected_amount, scale),
         "actual_amount": _amount(r.actual_amount, scale),
         "amount_discrepancy": _amount(r.amount_discrepancy, scale),

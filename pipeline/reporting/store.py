@@ -102,8 +102,8 @@ def _require_audit_tables(engine: Engine) -> None:
                             "missing): no run was recorded there (check --db or the job config)")
 
 
-def list_runs(engine: Engine, limit: int = 20) -> list[RunRow]:
-    """The most recent runs first."""
+def list_runs(engine: Engine, limit: int = 20, job_name: str | None = None) -> list[RunRow]:
+    """The most recent runs first (of ``job_name`` only, if given)."""
     t = _tables()
     read = (select(t.worker_audit.c.run_id,
                    func.sum(t.worker_audit.c.records_processed).label("records_read"))
@@ -113,35 +113,46 @@ def list_runs(engine: Engine, limit: int = 20) -> list[RunRow]:
              .outerjoin(read, read.c.run_id == t.batch_run.c.run_id)
              .order_by(t.batch_run.c.start_ts.desc(), t.batch_run.c.run_id.desc())
              .limit(limit))
+    if job_name is not None:
+        query = query.where(t.batch_run.c.job_name == job_name)
     with database_errors(engine, "listing the runs"), engine.connect() as conn:
         return [_run_row(row._mapping) for row in conn.execute(query)]
 
 
 def load_report(engine: Engine, run_id: str | None = None,
-                job_scales: Mapping[str, int] | None = None) -> RunReport:
-    """The run ``run_id`` (default: the latest). Amounts are shown at the scale
-    ``job_scales`` gives for the run's job when that is exact, else at the audit's."""
+                job_scales: Mapping[str, int] | None = None,
+                job_name: str | None = None) -> RunReport:
+    """The run ``run_id`` (default: the latest, of ``job_name`` if given). Amounts are shown
+    at the scale ``job_scales`` gives for the run's job when that is exact."""
     t = _tables()
+    latest = select(t.batch_run.c.run_id).order_by(t.batch_run.c.start_ts.desc(),
+                                                   t.batch_run.c.run_id.desc()).limit(1)
+    if job_name is not None:
+        latest = latest.where(t.batch_run.c.job_name == job_name)
     with database_errors(engine, "reading the audit"), engine.connect() as conn:
-        run_id = run_id or conn.execute(
-            select(t.batch_run.c.run_id)
-            .order_by(t.batch_run.c.start_ts.desc(), t.batch_run.c.run_id.desc()).limit(1)
-        ).scalar()
+        run_id = run_id or conn.execute(latest).scalar()
         if run_id is None:
-            raise AuditNotFound(f"no run recorded in {safe_url(engine.url)}")
+            of_job = f" of job {job_name}" if job_name else ""
+            raise AuditNotFound(f"no run{of_job} recorded in {safe_url(engine.url)}")
         run = conn.execute(select(t.batch_run).where(t.batch_run.c.run_id == run_id)).first()
         if run is None:
             raise AuditNotFound(f"no run {run_id} in {safe_url(engine.url)} "
                                 "(`pipeline runs` lists them)")
-        checks = conn.execute(select(t.recon_audit).where(t.recon_audit.c.run_id == run_id)
-                              .order_by(t.recon_audit.c.recon_id)).all()
+        checks_of_run = select(t.recon_audit).where(t.recon_audit.c.run_id == run_id)
+        if run.resumed_ts is not None:  # `run --resume` recorded the checks again: theirs
+            checks_of_run = checks_of_run.where(t.recon_audit.c.check_ts >= run.resumed_ts)
+        checks = conn.execute(checks_of_run.order_by(t.recon_audit.c.recon_id)).all()
         workers = conn.execute(select(t.worker_audit)
                                .where(t.worker_audit.c.run_id == run_id)
                                .order_by(t.worker_audit.c.worker_id)).all()
     read = sum(w.records_processed for w in workers if w.worker_type == PROCESSOR)
     amounts = [a for c in checks for a in (c.expected_amt, c.actual_amt)] + \
         [w.amount for w in workers]
-    shown = _exact_scale(amounts, (job_scales or {}).get(run.job_name, AUDIT_SCALE))
+    wanted = (job_scales or {}).get(run.job_name)
+    # another job's run: its config is not at hand, so the fewest decimals (at least the
+    # 2 of most currencies) that show every amount exactly, not the audit's 6
+    shown = _exact_scale(amounts, wanted) if wanted is not None else next(
+        s for s in range(2, AUDIT_SCALE + 1) if _exact_scale(amounts, s) == s)
     return RunReport(
         run=_run_row({**run._mapping, "records_read": read if workers else None}),
         scale=shown,

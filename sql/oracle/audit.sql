@@ -57,6 +57,15 @@ CREATE TABLE batch_run (
     exit_code     INTEGER,                        -- 0 ok, 1 recon, 2 bad input, 3 runtime
     message       VARCHAR2(1000 CHAR),
     staging_purged CHAR(1),                   -- 'Y' once a later run purged its staging rows
+    trailer_cnt   NUMBER(19),               -- the trailer's count and amount, and the load's totals:
+    trailer_amt   NUMBER(38, 6),            -- stored once staging is loaded, so `run --resume` can
+    read_cnt      NUMBER(19),               -- finish the run from staging without its input file
+    rejected_cnt  NUMBER(19),
+    written_cnt   NUMBER(19),
+    read_amt      NUMBER(38, 6),
+    accepted_amt  NUMBER(38, 6),
+    unreadable_cnt NUMBER(19),
+    resumed_ts    TIMESTAMP,                -- the last `run --resume` of this run
     CONSTRAINT pk_batch_run PRIMARY KEY (run_id)
 );
 

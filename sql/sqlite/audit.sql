@@ -57,6 +57,15 @@ CREATE TABLE batch_run (
     exit_code     INTEGER,                  -- 0 ok, 1 recon failed, 2 bad input, 3 runtime
     message       VARCHAR(1000),
     staging_purged CHAR(1),                 -- 'Y' once a later run purged its staging rows
+    trailer_cnt   BIGINT,                   -- the trailer's count and amount, and the load's totals:
+    trailer_amt   VARCHAR(40),              -- stored once staging is loaded, so `run --resume` can
+    read_cnt      BIGINT,                   -- finish the run from staging without its input file
+    rejected_cnt  BIGINT,
+    written_cnt   BIGINT,
+    read_amt      VARCHAR(40),
+    accepted_amt  VARCHAR(40),
+    unreadable_cnt BIGINT,
+    resumed_ts    TIMESTAMP,                -- the last `run --resume` of this run
     CONSTRAINT pk_batch_run PRIMARY KEY (run_id)
 );
 

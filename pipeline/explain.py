@@ -1,0 +1,425 @@
+"""`pipeline explain RUN_ID`: the records behind each failed check, not just how many.
+
+- processed_to_staging / written_to_staging (and the amount twin): the source lines the
+  processors accepted but staging lacks, the staging rows whose line was not accepted, and
+  any line staged twice. The accepted lines are known exactly without any bookkeeping at
+  run time: the processors' ranges cover the detail lines 2..N+1 in file order, each
+  processor reads its range whole (RECON_WORKER_AUDIT gives its count), and every line it
+  did not accept is in the run's reject file. One column of staging (SOURCE_LINE) is read
+  and compared in numpy (sorted set differences).
+- staging_to_final (and the amount twin): the surviving keys missing from FINAL or
+  carrying another amount, and the FINAL rows of the run that staging does not explain,
+  as set differences in the database. A failed MERGE was rolled back, so explain replays
+  it in a transaction it always rolls back (under the job's lock), and compares inside it.
+- source_trailer_count / _amount: the per-range counts and totals of the processors.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, and_, or_, select
+
+from pipeline.config import JobConfig
+from pipeline.db.engine import database_errors
+from pipeline.db.lock import job_lock
+from pipeline.db.merge import surviving_rows
+from pipeline.db.repositories import FinalRepository
+from pipeline.db.tables import JobTables, job_tables
+from pipeline.layouts.csv import CsvLayout
+from pipeline.metrics.aggregator import PROCESSOR
+from pipeline.rejects import rejected_lines
+from pipeline.reporting.store import RunReport, load_report
+from recon import checks
+from recon.audit import utc_now
+from recon.checks import failure_summary
+
+FIRST_LINE = 2  # line 1 is the header
+STAGING_CHECKS = (checks.PROCESSED_TO_STAGING, checks.PROCESSED_TO_STAGING_AMOUNT,
+                  checks.WRITTEN_TO_STAGING)
+FINAL_CHECKS = (checks.STAGING_TO_FINAL, checks.STAGING_TO_FINAL_AMOUNT)
+TRAILER_CHECKS = (checks.SOURCE_TRAILER_COUNT, checks.SOURCE_TRAILER_AMOUNT)
+
+NOT_IN_STAGING = "accepted, not in staging"
+NOT_ACCEPTED = "in staging, not accepted"
+STAGED_TWICE = "in staging more than once"
+MISSING_FROM_FINAL = "not in FINAL"
+OTHER_RUN_IN_FINAL = "in FINAL from another run"
+OTHER_AMOUNT = "other amount in FINAL"
+NOT_FROM_STAGING = "in FINAL for this run, not in staging"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One record behind a difference. Amounts are minor units at the job's scale."""
+
+    section: str  # 'staging' or 'final'
+    kind: str
+    source_line: int | None = None
+    key: str | None = None
+    staged_amount: int | None = None
+    final_amount: int | None = None
+
+
+@dataclass(frozen=True)
+class RangeRow:
+    worker_id: int
+    first_line: int
+    last_line: int
+    read: int
+    rejected: int
+    accepted_amount: int
+    state: str
+
+
+@dataclass
+class Explanation:
+    report: RunReport
+    scale: int
+    counts: Counter[str] = field(default_factory=Counter)  # findings per kind (all of them)
+    findings: list[Finding] = field(default_factory=list)  # the first ``limit`` per section
+    ranges: list[RangeRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    full: list[Finding] | None = None  # every finding, when a CSV was asked for
+
+    @property
+    def failed_checks(self) -> list[str]:
+        return [r.check_name for r in self.report.results if not r.passed]
+
+
+def explain_run(config: JobConfig, engine: Engine, run_id: str | None, *, limit: int = 20,
+                everything: bool = False, replay: bool = True) -> Explanation:
+    """Explain the failed checks of ``run_id`` (default: the latest run).
+
+    ``everything`` keeps every finding (for a CSV); ``replay=False`` never replays a
+    rolled-back MERGE (a read-only report).
+    """
+    report = load_report(engine, run_id, {config.name: config.amount_field.scale},
+                         None if run_id else config.name)
+    found = Explanation(report, config.amount_field.scale)
+    if report.run.job_name != config.name:
+        found.notes.append(f"run of job {report.run.job_name}: explain it with that job's "
+                           "config to see its records")
+        return found
+    failed = set(found.failed_checks)
+    tables = job_tables(config)
+    run_dir = config.output_dir / "runs" / report.run.run_id
+    found.ranges = _ranges(report)
+    sink: list[Finding] | None = [] if everything else None
+    if failed & set(STAGING_CHECKS):
+        _explain_staging(found, engine, tables, config, run_dir, limit, sink)
+    if failed & set(FINAL_CHECKS) and not _not_evaluated(report, FINAL_CHECKS):
+        _explain_final(found, engine, tables, config, limit, sink, replay)
+    found.full = sink
+    return found
+
+
+def _not_evaluated(report: RunReport, names: tuple[str, ...]) -> bool:
+    return all(not r.evaluated for r in report.results if r.check_name in names)
+
+
+def _ranges(report: RunReport) -> list[RangeRow]:
+    """The processors' ranges in file order: each starts where the one before ended."""
+    rows, line = [], FIRST_LINE
+    for w in report.workers:
+        if w.worker_type != PROCESSOR:
+            continue
+        rows.append(RangeRow(w.worker_id, line, line + w.records_processed - 1,
+                             w.records_processed, w.errors_count, w.amount, w.state))
+        line += w.records_processed
+    return rows
+
+
+# --- staging: accepted lines vs staged lines ---------------------------------------------
+
+
+def _explain_staging(found: Explanation, engine: Engine, tables: JobTables, config: JobConfig,
+                     run_dir: Path, limit: int, sink: list[Finding] | None) -> None:
+    unfinished = [r for r in found.ranges if r.state != "done"]
+    if unfinished or not found.ranges:
+        found.notes.append("the processors did not all finish: the accepted lines cannot be "
+                           "derived from their ranges")
+        return
+    rejected = rejected_lines(run_dir / "rejects.txt")
+    if len(rejected) != sum(r.rejected for r in found.ranges):
+        found.notes.append(f"the reject file {run_dir / 'rejects.txt'} is missing or "
+                           "incomplete: lines it lacks are reported as not in staging")
+    last = found.ranges[-1].last_line
+    accepted = np.ones(last - FIRST_LINE + 1, dtype=bool)
+    inside = rejected[(rejected >= FIRST_LINE) & (rejected <= last)]
+    accepted[inside - FIRST_LINE] = False
+    staged = _staged_lines(engine, tables, found.report.run.run_id)
+    lines, times = np.unique(staged, return_counts=True)
+    in_range = (lines >= FIRST_LINE) & (lines <= last)
+    staged_mask = np.zeros_like(accepted)
+    staged_mask[lines[in_range] - FIRST_LINE] = True
+    missing = np.flatnonzero(accepted & ~staged_mask) + FIRST_LINE
+    extra = np.concatenate([lines[~in_range],
+                            lines[in_range][~accepted[lines[in_range] - FIRST_LINE]]])
+    extra.sort()
+    twice = lines[times > 1]
+    for kind, found_lines in ((NOT_IN_STAGING, missing), (NOT_ACCEPTED, extra),
+                              (STAGED_TWICE, twice)):
+        found.counts[kind] = len(found_lines)
+        shown = found_lines if sink is not None else found_lines[:limit]
+        keyed = _file_keys(found, config, shown) if kind == NOT_IN_STAGING else _staged_keys(
+            engine, tables, config, found.report.run.run_id, shown)
+        for line in shown.tolist():
+            key, amount = keyed.get(line, (None, None))
+            finding = Finding("staging", kind, line, key, amount)
+            if sink is not None:
+                sink.append(finding)
+            if len([f for f in found.findings if f.kind == kind]) < limit:
+                found.findings.append(finding)
+
+
+def _file_keys(found: Explanation, config: JobConfig,
+               lines: np.ndarray) -> dict[int, tuple[str, None]]:
+    """The keys of lines staging lacks, read back from the input file when it is still there
+    and unchanged (same SHA-256): one streaming pass, the file is never held whole."""
+    run = found.report.run
+    path = Path(run.input_path)
+    if not len(lines) or not path.is_file() or run.input_sha256 is None:
+        return {}
+    wanted, raw = np.sort(lines), {}
+    digest, line, carry = hashlib.sha256(), 1, b""
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            digest.update(chunk)
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            block, carry = data[:cut], data[cut:]
+            count = block.count(b"\n")
+            lo, hi = np.searchsorted(wanted, [line, line + count])
+            if hi > lo:
+                texts = block.split(b"\n")
+                raw.update({n: texts[n - line] for n in wanted[lo:hi].tolist()})
+            line += count
+    if digest.hexdigest() != run.input_sha256:
+        found.notes.append(f"{path} changed since the run: keys of lost lines not shown")
+        return {}
+    return {n: (_key_of(config, text), None) for n, text in raw.items()}
+
+
+def _key_of(config: JobConfig, record: bytes) -> str:
+    text = record.decode("latin-1")
+    if isinstance(config.detail, CsvLayout):
+        names = [f.name for f in config.detail.fields]
+        cells = text.split(config.detail.delimiter)
+        indexes = [names.index(k) for k in config.key_columns]
+        return _key_text([cells[i] if i < len(cells) else "" for i in indexes])
+    fields = [config.detail.field(k) for k in config.key_columns]
+    return _key_text([text[f.offset:f.end] for f in fields])
+
+
+def _key_text(values: Sequence[object]) -> str:
+    """One key as operators read it: a composite key's columns joined by '|'."""
+    return "|".join(str(v).strip() for v in values)
+
+
+def _staged_lines(engine: Engine, tables: JobTables, run_id: str) -> np.ndarray:
+    staging = tables.staging
+    query = select(staging.c.source_line).where(staging.c.run_id == run_id)
+    with database_errors(engine, "reading the staged lines"), engine.connect() as conn:
+        result = conn.execution_options(stream_results=True).execute(query)
+        parts = [np.fromiter((r[0] for r in chunk), dtype=np.int64)
+                 for chunk in iter(lambda: result.fetchmany(100_000), [])]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+def _staged_keys(engine: Engine, tables: JobTables, config: JobConfig, run_id: str,
+                 lines: np.ndarray) -> dict[int, tuple[str, int]]:
+    staging = tables.staging
+    out: dict[int, tuple[str, int]] = {}
+    with database_errors(engine, "reading staging rows"), engine.connect() as conn:
+        for start in range(0, len(lines), 500):  # bind-parameter limits
+            part = [int(x) for x in lines[start:start + 500]]
+            keys = [staging.c[k] for k in config.key_columns]
+            rows = conn.execute(select(staging.c.source_line, staging.c[config.amount], *keys)
+                                .where(staging.c.run_id == run_id,
+                                       staging.c.source_line.in_(part)))
+            out.update({int(r[0]): (_key_text(r[2:]), int(r[1])) for r in rows})
+    return out
+
+
+# --- final: surviving staging rows vs FINAL ------------------------------------------------
+
+
+def _explain_final(found: Explanation, engine: Engine, tables: JobTables, config: JobConfig,
+                   limit: int, sink: list[Finding] | None, replay: bool) -> None:
+    run_id = found.report.run.run_id
+    with database_errors(engine, "comparing staging with FINAL"), engine.connect() as conn:
+        final = FinalRepository(conn, tables, config.key_columns, config.amount)
+        if final.get_count_for_run(run_id):
+            _final_differences(found, conn, tables, config, limit, sink)
+            return
+    if not replay:
+        found.notes.append("the MERGE was rolled back: `pipeline explain` replays it to name "
+                           "the keys")
+        return
+    with job_lock(engine, tables.job_lock, config.name), \
+            database_errors(engine, "replaying the MERGE"), engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            FinalRepository(conn, tables, config.key_columns, config.amount).merge_run(
+                run_id, utc_now(), deduplicate=True)
+            _final_differences(found, conn, tables, config, limit, sink)
+        finally:
+            transaction.rollback()
+    found.notes.append("the MERGE was rolled back; explain replayed it in a transaction it "
+                       "rolled back again: FINAL is unchanged")
+
+
+def _final_differences(found: Explanation, conn: Connection, tables: JobTables,
+                       config: JobConfig, limit: int, sink: list[Finding] | None) -> None:
+    run_id = found.report.run.run_id
+    final, keys, amount = tables.final, config.key_columns, config.amount
+    survivors = surviving_rows(tables.staging, keys, tables.business_columns).subquery("s")
+    params = {"run_id": run_id}
+    same_key = and_(*(final.c[k] == survivors.c[k] for k in keys))
+    joined = survivors.outerjoin(final, same_key)
+    kinds = {
+        MISSING_FROM_FINAL: final.c[keys[0]].is_(None),
+        OTHER_RUN_IN_FINAL: final.c.last_run_id != run_id,
+        OTHER_AMOUNT: and_(final.c.last_run_id == run_id,
+                           final.c[amount] != survivors.c[amount]),
+    }
+    # one pass per query, each difference counted as it streams by (the first ``limit``
+    # kept): a separate COUNT would recompute the survivors' window over staging again
+    lost = (select(survivors.c[amount], final.c[amount], final.c.last_run_id,
+                   *(survivors.c[k] for k in keys))
+            .select_from(joined).where(or_(*kinds.values()))
+            .order_by(*(survivors.c[k] for k in keys)))
+    extra = (select(final.c[amount], *(final.c[k] for k in keys))
+             .select_from(final.outerjoin(survivors, same_key))
+             .where(final.c.last_run_id == run_id, survivors.c[keys[0]].is_(None))
+             .order_by(*(final.c[k] for k in keys)))
+    for row in conn.execution_options(stream_results=True).execute(lost, params):
+        kind = (MISSING_FROM_FINAL if row[2] is None else
+                OTHER_RUN_IN_FINAL if row[2] != run_id else OTHER_AMOUNT)
+        _add(found, sink, limit, Finding("final", kind, None, _key_text(row[3:]),
+                                         int(row[0]), None if row[1] is None else int(row[1])))
+    for row in conn.execution_options(stream_results=True).execute(extra, params):
+        _add(found, sink, limit, Finding("final", NOT_FROM_STAGING, None, _key_text(row[1:]),
+                                         None, int(row[0])))
+
+
+def _add(found: Explanation, sink: list[Finding] | None, limit: int, finding: Finding) -> None:
+    found.counts[finding.kind] += 1
+    if sink is not None:
+        sink.append(finding)
+    if found.counts[finding.kind] <= limit:
+        found.findings.append(finding)
+
+
+# --- output --------------------------------------------------------------------------------
+
+
+def write_csv(path: Path, found: Explanation) -> int:
+    from pipeline.money import format_minor
+
+    rows = found.full if found.full is not None else found.findings
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["run_id", "section", "kind", "source_line", "key", "staged_amount",
+                      "final_amount"])
+        for x in rows:
+            out.writerow([found.report.run.run_id, x.section, x.kind, x.source_line or "",
+                          x.key or "",
+                          "" if x.staged_amount is None else format_minor(x.staged_amount,
+                                                                          found.scale),
+                          "" if x.final_amount is None else format_minor(x.final_amount,
+                                                                         found.scale)])
+    return len(rows)
+
+
+def format_explanation(found: Explanation) -> str:
+    from pipeline.money import format_minor
+
+    run = found.report.run
+
+    def money(v: int | None) -> str:
+        return "" if v is None else format_minor(v, found.scale)
+
+    lines = [f"explain  run {run.run_id} (job {run.job_name}, {run.status}, exit "
+             f"{'-' if run.exit_code is None else run.exit_code})"]
+    failed = found.failed_checks
+    if not found.report.results:
+        lines.append(f"no check was recorded: the run ended before its checks ({run.message})")
+    elif not failed:
+        lines.append("every check passed: nothing to explain")
+    else:
+        lines.append(f"failed   {failure_summary(found.report.results)}")
+    for section, title in (("staging", "accepted source lines vs staging rows"),
+                           ("final", "surviving staging rows (last record per key) vs FINAL")):
+        kinds = [k for k in found.counts if _section_of(k) == section]
+        if not kinds:
+            continue
+        lines += ["", f"{section}: {title}"]
+        lines += [f"  {found.counts[k]:>12,}  {k}" for k in kinds]
+        shown = [f for f in found.findings if f.section == section]
+        lines.append(f"  {'line':>12}  {'key':<20} {'staged amount':>18} {'final amount':>18}"
+                     "  what")
+        for f in shown:
+            line = "" if f.source_line is None else f"{f.source_line:,}"
+            lines.append(f"  {line:>12}  {f.key or '':<20} {money(f.staged_amount):>18} "
+                         f"{money(f.final_amount):>18}  {f.kind}")
+        if len(shown) < sum(found.counts[k] for k in kinds):
+            lines.append(f"  (first {len(shown)} shown; --csv PATH writes them all)")
+    if found.ranges and set(failed) & {*TRAILER_CHECKS, *STAGING_CHECKS}:
+        lines += ["", "ranges: the processors' lines, in file order",
+                  f"  {'worker':>6} {'lines':>23} {'read':>12} {'rejected':>9} "
+                  f"{'accepted amount':>20}  state"]
+        for r in found.ranges:
+            span = f"{r.first_line:,}-{r.last_line:,}"
+            lines.append(f"  {r.worker_id:>6} {span:>23} {r.read:>12,} {r.rejected:>9,} "
+                         f"{money(r.accepted_amount):>20}  {r.state}")
+        lines += _trailer_lines(found, money)
+    if found.notes:
+        lines += ["", *(f"note: {n}" for n in found.notes)]
+    return "\n".join(lines)
+
+
+def _trailer_lines(found: Explanation, money: Any) -> list[str]:
+    out = []
+    for r in found.report.results:
+        if r.check_name in TRAILER_CHECKS and not r.passed:
+            if r.is_amount_check:
+                out.append(f"  trailer amount {money(r.expected_amount) or '?'}, read "
+                           f"{money(r.actual_amount) or '?'} ({r.detail or 'differs'})")
+            else:
+                out.append(f"  trailer count {r.expected_count:,}, read {r.actual_count:,} "
+                           f"({r.discrepancy:+,})")
+    return out
+
+
+def _section_of(kind: str) -> str:
+    return "staging" if kind in (NOT_IN_STAGING, NOT_ACCEPTED, STAGED_TWICE) else "final"
+
+
+def explanation_document(found: Explanation) -> dict[str, Any]:
+    """The JSON twin of the text: amounts as exact strings."""
+    from pipeline.money import format_minor
+
+    def money(v: int | None) -> str | None:
+        return None if v is None else format_minor(v, found.scale)
+
+    return {
+        "failed_checks": found.failed_checks,
+        "counts": dict(found.counts),
+        "records": [{"section": f.section, "kind": f.kind, "source_line": f.source_line,
+                     "key": f.key, "staged_amount": money(f.staged_amount),
+                     "final_amount": money(f.final_amount)} for f in found.findings],
+        "ranges": [{"worker_id": r.worker_id, "first_line": r.first_line,
+                    "last_line": r.last_line, "read": r.read, "rejected": r.rejected,
+                    "accepted_amount": money(r.accepted_amount), "state": r.state}
+                   for r in found.ranges],
+        "notes": found.notes,
+    }

@@ -1,0 +1,180 @@
+"""`run --resume RUN_ID`: finish a run from its staging rows, without its input file.
+
+A run whose staging load completed stored its control totals in BATCH_RUN (the trailer's
+count and amount, the metrics bus's totals: ``AuditWriter.record_load``). Resuming redoes
+what came after the load from those totals: the checks before the MERGE (which prove the
+staged rows still match the load, count and amount), the MERGE, the checks after it and
+the audit. The file is never read again, and a run is never merged twice: a run whose
+audit says SUCCEEDED is left alone, and one whose MERGE committed without its audit
+(FINAL rows carry its run id) gets its audit finished without a second MERGE.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select
+
+from pipeline.config import JobConfig
+from pipeline.db.engine import database_errors
+from pipeline.db.lock import job_lock
+from pipeline.db.repositories import FinalRepository, StagingRepository
+from pipeline.db.tables import AUDIT_SCALE, JobTables, job_tables
+from pipeline.errors import ConfigError
+from pipeline.job import RunOutcome
+from pipeline.logs import run_context
+from pipeline.metrics.aggregator import AggregatedMetrics
+from recon import audit, checks
+from recon.audit import AuditWriter, utc_now
+from recon.checks import ReconciliationResult, amount_check, count_check, failure_summary
+from recon.service import ReconciliationService, TrailerTotals
+
+log = logging.getLogger(__name__)
+
+
+class ResumeRefused(ConfigError):
+    """The run cannot be resumed (never loaded, another job's, purged...): exit 2."""
+
+
+@dataclass(frozen=True)
+class LoadTotals:
+    """What the run stored once its staging load completed."""
+
+    trailer: TrailerTotals
+    metrics: AggregatedMetrics
+
+
+def resume_run(config: JobConfig, run_id: str) -> RunOutcome:
+    """Finish ``run_id`` from staging. Raises ResumeRefused when it cannot be resumed."""
+    from pipeline.reporting.store import open_audit  # refuses a database no job ran on
+
+    tables = job_tables(config)
+    with run_context(run_id), open_audit(config.database_url) as engine:
+        row = _batch_run(engine, tables, run_id)
+        if row.job_name != config.name:
+            raise ResumeRefused(f"run {run_id} is a run of job {row.job_name}, not of "
+                                f"{config.name}: resume it with that job's config")
+        outcome = RunOutcome(run_id, config.name, row.status, 0, "", Path(row.input_path),
+                             config.database_url, config.output_dir / "runs" / run_id)
+        with job_lock(engine, tables.job_lock, config.name):
+            row = _batch_run(engine, tables, run_id)  # as it is now that no run is alive
+            _resume(config, engine, tables, row, outcome)
+    log.log(logging.INFO if outcome.exit_code == 0 else logging.ERROR,
+            "resume of run %s ended %s (exit %d): %s", run_id, outcome.status,
+            outcome.exit_code, outcome.message)
+    return outcome
+
+
+def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
+            outcome: RunOutcome) -> None:
+    run_id = outcome.run_id
+    if row.status == audit.SUCCEEDED:
+        outcome.status, outcome.exit_code = audit.SUCCEEDED, 0
+        outcome.message = (f"run {run_id} had already committed its MERGE (its audit says "
+                           f"{audit.SUCCEEDED}); nothing to resume, {config.final_table} "
+                           "untouched")
+        return
+    totals = load_totals(row, config.amount_field.scale)
+    if totals is None:
+        raise ResumeRefused(f"run {run_id} ended {row.status} before its staging load "
+                            "completed: nothing to resume from; run it again from its file")
+    if row.staging_purged == "Y":
+        raise ResumeRefused(f"the staging rows of run {run_id} were purged by a later run "
+                            "(database.keep_staging_runs): run it again from its file")
+    outcome.rejects = totals.metrics.total_errors
+    if (outcome.run_dir / "rejects.txt").exists():
+        outcome.reject_file = outcome.run_dir / "rejects.txt"
+    service = ReconciliationService(engine, tables, config.key_columns, config.amount,
+                                    totals.trailer)
+    writer = AuditWriter(engine, tables, config.amount_field.scale)
+    _record_resume(engine, tables, run_id)  # before the checks: the report shows theirs
+    merged_rows = _final_count(engine, tables, config, run_id)
+    if merged_rows:
+        # its MERGE committed but the run died before its audit: finish the audit only
+        outcome.results = [*service.reconcile_counts(run_id, totals.metrics),
+                           *_final_checks(engine, tables, config, run_id)]
+        merged = "its MERGE had committed; audit finished without merging again"
+    else:
+        _refuse_unless_staging_matches(service, run_id, totals)
+        result = service.reconcile(run_id, totals.metrics, utc_now())
+        outcome.results = result.results
+        outcome.duplicates_collapsed = result.duplicates_collapsed
+        merged = f"{result.staged_rows - result.duplicates_collapsed:,} keys merged into " \
+                 f"{config.final_table}"
+    if not all(r.passed for r in outcome.results):
+        outcome.status, outcome.exit_code = audit.FAILED_RECONCILIATION, 1
+        outcome.message = (f"resumed from staging; reconciliation failed: "
+                           f"{failure_summary(outcome.results)}; FINAL unchanged")
+    else:
+        outcome.status, outcome.exit_code = audit.SUCCEEDED, 0
+        outcome.message = f"resumed from staging; all checks passed; {merged}"
+    writer.finish_run(run_id, outcome.status, outcome.exit_code, outcome.message,
+                      outcome.results, [])
+
+
+def _refuse_unless_staging_matches(service: ReconciliationService, run_id: str,
+                                   totals: LoadTotals) -> None:
+    """The checks before the MERGE, against the stored totals: all must pass again."""
+    failed = [r for r in service.reconcile_counts(run_id, totals.metrics) if not r.passed]
+    if failed:
+        names = ", ".join(r.check_name for r in failed)
+        raise ResumeRefused(f"run {run_id} cannot be resumed: its checks before the MERGE "
+                            f"do not balance ({names}); `pipeline explain {run_id}` names "
+                            "the records")
+
+
+def load_totals(row: Any, scale: int) -> LoadTotals | None:
+    """The stored load totals of a BATCH_RUN row at the job's scale, or None (not loaded)."""
+    if row.read_cnt is None:
+        return None
+    step = 10 ** (AUDIT_SCALE - scale)
+
+    def minor(audit_amount: int | None) -> int:
+        return int(audit_amount or 0) // step
+
+    metrics = AggregatedMetrics(
+        total_read=int(row.read_cnt), total_written=int(row.written_cnt),
+        total_errors=int(row.rejected_cnt), accepted_amount=minor(row.accepted_amt),
+        read_amount=minor(row.read_amt), written_amount=minor(row.accepted_amt),
+        unreadable_amounts=int(row.unreadable_cnt or 0), misplaced_control=0,
+        writer_errors=0, workers=())
+    return LoadTotals(TrailerTotals(int(row.trailer_cnt), minor(row.trailer_amt)), metrics)
+
+
+def _batch_run(engine: Engine, tables: JobTables, run_id: str) -> Any:
+    t = tables.batch_run
+    with database_errors(engine, "reading the run"), engine.connect() as conn:
+        row = conn.execute(select(t).where(t.c.run_id == run_id)).first()
+    if row is None:
+        raise ResumeRefused(f"no run {run_id} in this database (`pipeline runs` lists them)")
+    return row
+
+
+def _final_count(engine: Engine, tables: JobTables, config: JobConfig, run_id: str) -> int:
+    with database_errors(engine, "reading the final table"), engine.connect() as conn:
+        final = FinalRepository(conn, tables, config.key_columns, config.amount)
+        return final.get_count_for_run(run_id)
+
+
+def _final_checks(engine: Engine, tables: JobTables, config: JobConfig,
+                  run_id: str) -> list[ReconciliationResult]:
+    """The checks after the MERGE, against FINAL as it is (no MERGE)."""
+    with database_errors(engine, "reconciling the final table"), engine.connect() as conn:
+        keys, amount = _staging(conn, tables, config).surviving_count_and_amount(run_id)
+        count, final_amount = FinalRepository(conn, tables, config.key_columns,
+                                              config.amount).count_and_amount_for_run(run_id)
+    return [count_check(checks.STAGING_TO_FINAL, keys, count),
+            amount_check(checks.STAGING_TO_FINAL_AMOUNT, (keys, count), amount, final_amount)]
+
+
+def _staging(conn: Connection, tables: JobTables, config: JobConfig) -> StagingRepository:
+    return StagingRepository(conn, tables, config.key_columns, config.amount)
+
+
+def _record_resume(engine: Engine, tables: JobTables, run_id: str) -> None:
+    t = tables.batch_run
+    with database_errors(engine, "recording the resume"), engine.begin() as conn:
+        conn.execute(t.update().where(t.c.run_id == run_id).values(resumed_ts=utc_now()))

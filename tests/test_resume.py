@@ -1,0 +1,207 @@
+"""`run --resume`: a run that failed after its staging load finishes from staging, without
+its file, and is never merged twice; every other run is refused with a reason."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from pipeline.config import JobConfig
+from pipeline.errors import Interrupted
+from pipeline.generate import generate_file
+from pipeline.job import run_job
+from pipeline.reporting.store import load_report, open_audit
+from pipeline.resume import ResumeRefused, resume_run
+from recon import checks
+from tests.reference import expected_from_file
+from tests.test_job import assert_final_matches
+
+pytestmark = pytest.mark.timeout(120)
+
+SQLITE_BREAK = ("CREATE TRIGGER break_merge BEFORE INSERT ON transactions "
+                "BEGIN SELECT RAISE(ABORT, 'injected MERGE failure'); END")
+PG_BREAK = ["CREATE FUNCTION break_merge() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'injected MERGE failure'; END $$",
+            "CREATE TRIGGER break_merge BEFORE INSERT ON transactions "
+            "FOR EACH ROW EXECUTE FUNCTION break_merge()"]
+
+
+@pytest.fixture
+def engine(job_config: JobConfig) -> Iterator[Engine]:
+    eng = create_engine(job_config.database_url)
+    yield eng
+    eng.dispose()
+
+
+def break_merge(engine: Engine) -> None:
+    with engine.begin() as conn:
+        for statement in ([SQLITE_BREAK] if engine.dialect.name == "sqlite" else PG_BREAK):
+            conn.execute(text(statement))
+
+
+def mend_merge(engine: Engine) -> None:
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(text("DROP TRIGGER break_merge"))
+        else:
+            conn.execute(text("DROP TRIGGER break_merge ON transactions"))
+
+
+def batch_run(engine: Engine, run_id: str) -> tuple:
+    with engine.connect() as conn:
+        return tuple(conn.execute(text(
+            "SELECT status, exit_code, resumed_ts, message FROM batch_run WHERE run_id = :r"),
+            {"r": run_id}).one())
+
+
+def final_stamps(engine: Engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(
+            "SELECT txn_id, last_run_id, updated_ts FROM transactions ORDER BY txn_id"))]
+
+
+def failed_merge_run(tmp_path: Path, config: JobConfig, engine: Engine) -> tuple[str, Path]:
+    """A run whose MERGE the database refused: loaded, checked, exit 3, FINAL empty."""
+    made = generate_file(tmp_path / "in.dat", 3_000, seed=5, reject_rate=0.01,
+                         duplicate_rate=0.01)
+    config = config.with_overrides(input_path=made.path, processors=2)
+    run_job(config)  # creates the tables (the trigger needs FINAL)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM transactions"))
+    break_merge(engine)
+    outcome = run_job(config)
+    assert outcome.exit_code == 3, outcome.message
+    assert "injected MERGE failure" in outcome.message
+    mend_merge(engine)
+    assert final_stamps(engine) == []
+    return outcome.run_id, made.path
+
+
+def test_resume_after_a_failed_merge_finishes_without_the_file(
+        tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
+    run_id, path = failed_merge_run(tmp_path, job_config, engine)
+    expected = expected_from_file(path)
+    path.unlink()  # resuming must not need it
+
+    outcome = resume_run(job_config, run_id)
+
+    assert outcome.exit_code == 0, outcome.message
+    assert [r.check_name for r in outcome.results] == list(checks.CHECK_ORDER)
+    assert all(r.passed for r in outcome.results)
+    assert_final_matches(engine, job_config, expected)
+    status, exit_code, resumed_ts, message = batch_run(engine, run_id)
+    assert (status, exit_code) == ("SUCCEEDED", 0) and resumed_ts is not None
+    assert "resumed from staging" in message
+    with engine.connect() as conn:
+        passed = conn.execute(text("SELECT passed FROM recon_audit WHERE run_id = :r "
+                                   "AND check_ts >= :t"), {"r": run_id, "t": resumed_ts}).all()
+    assert [p for (p,) in passed] == ["Y"] * 7
+    with open_audit(job_config.database_url) as audit_engine:  # the report shows the resume's
+        shown = load_report(audit_engine, run_id)
+    assert [r.check_name for r in shown.results] == list(checks.CHECK_ORDER)
+    assert all(r.passed for r in shown.results) and shown.run.status == "SUCCEEDED"
+
+
+def test_a_second_resume_says_committed_and_leaves_final_alone(
+        tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
+    run_id, _ = failed_merge_run(tmp_path, job_config, engine)
+    assert resume_run(job_config, run_id).exit_code == 0
+    before, run_before = final_stamps(engine), batch_run(engine, run_id)
+
+    again = resume_run(job_config, run_id)
+
+    assert again.exit_code == 0 and "already committed" in again.message
+    assert final_stamps(engine) == before
+    assert batch_run(engine, run_id) == run_before
+
+
+def test_a_merge_that_committed_without_its_audit_is_not_merged_twice(
+        tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
+    made = generate_file(tmp_path / "in.dat", 1_000, seed=8)
+    outcome = run_job(job_config.with_overrides(input_path=made.path))
+    assert outcome.exit_code == 0
+    # as if killed between the MERGE's commit and the audit's: RUNNING, then ABENDED
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE batch_run SET status = 'ABENDED', exit_code = NULL "
+                          "WHERE run_id = :r"), {"r": outcome.run_id})
+        conn.execute(text("DELETE FROM recon_audit WHERE run_id = :r"), {"r": outcome.run_id})
+    before = final_stamps(engine)
+
+    resumed = resume_run(job_config, outcome.run_id)
+
+    assert resumed.exit_code == 0, resumed.message
+    assert "without merging again" in resumed.message
+    assert all(r.passed for r in resumed.results) and len(resumed.results) == 7
+    assert final_stamps(engine) == before
+    assert batch_run(engine, outcome.run_id)[:2] == ("SUCCEEDED", 0)
+
+
+def test_resume_refuses_a_run_whose_staging_changed(
+        tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
+    run_id, _ = failed_merge_run(tmp_path, job_config, engine)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM stg_transactions WHERE run_id = :r AND source_line = "
+                          "(SELECT MIN(source_line) FROM stg_transactions WHERE run_id = :r)"),
+                     {"r": run_id})
+    before = batch_run(engine, run_id)
+
+    with pytest.raises(ResumeRefused, match="processed_to_staging") as refused:
+        resume_run(job_config, run_id)
+
+    assert refused.value.exit_code == 2
+    assert final_stamps(engine) == []
+    assert batch_run(engine, run_id)[:2] == before[:2]
+
+
+def test_resume_refuses_runs_it_cannot_finish(
+        tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
+    bad = tmp_path / "bad.dat"
+    bad.write_text("not a header\n")
+    refused_input = run_job(job_config.with_overrides(input_path=bad))
+    assert refused_input.exit_code == 2
+
+    with pytest.raises(ResumeRefused, match="before its staging load completed"):
+        resume_run(job_config, refused_input.run_id)
+    with pytest.raises(ResumeRefused, match="no run nope"):
+        resume_run(job_config, "nope")
+    other = job_config.with_overrides(name="another_job")
+    with pytest.raises(ResumeRefused, match="not of another_job"):
+        resume_run(other, refused_input.run_id)
+
+
+def test_cli_resume_prints_the_summary(tmp_path: Path, job_config: JobConfig,
+                                       engine: Engine) -> None:
+    run_id, _ = failed_merge_run(tmp_path, job_config, engine)
+    done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--resume", run_id,
+                           "--db", job_config.database_url],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=100)
+    assert done.returncode == 0, done.stderr
+    assert f"run      {run_id}" in done.stdout and "resumed from staging" in done.stdout
+    refused = subprocess.run([sys.executable, "-m", "pipeline", "run", "--resume", "nope",
+                              "--db", job_config.database_url],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=100)
+    assert refused.returncode == 2 and "no run nope" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_an_interrupted_run_resumes(tmp_path: Path, job_config: JobConfig,
+                                    engine: Engine) -> None:
+    made = generate_file(tmp_path / "in.dat", 2_000, seed=12, duplicate_rate=0.02)
+
+    def interrupt(_eng: Engine, _run_id: str) -> None:
+        raise Interrupted("interrupted by signal SIGTERM")
+
+    config = job_config.with_overrides(input_path=made.path)
+    stopped = run_job(config, after_load=interrupt)
+    assert (stopped.status, stopped.exit_code) == ("INTERRUPTED", 3)
+
+    resumed = resume_run(config, stopped.run_id)
+
+    assert resumed.exit_code == 0, resumed.message
+    assert resumed.duplicates_collapsed == made.duplicates
+    assert_final_matches(engine, config, expected_from_file(made.path))

@@ -1,0 +1,74 @@
+"""`pipeline validate`: the run's parser and trailer checks, without any database."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.generate import generate_file
+from pipeline.job import run_job
+from pipeline.jobs import shipped_config
+from tests.reference import detail, write_input
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def validate(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pipeline", "validate", *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=100)
+
+
+def reject_file(done: subprocess.CompletedProcess[str], cwd: Path) -> Path:
+    line = next(x for x in done.stdout.splitlines() if x.startswith("rejects  "))
+    return cwd / line.split(" -> ")[1]
+
+
+def test_validate_rejects_what_a_run_rejects_and_touches_no_database(tmp_path: Path) -> None:
+    made = generate_file(tmp_path / "in.dat", 5_000, seed=4, reject_rate=0.02)
+
+    done = validate(tmp_path, "--input", "in.dat")
+
+    assert done.returncode == 0, done.stderr
+    assert "OK: the file parses and its trailer balances" in done.stdout
+    assert f"{made.rejects:,} rejected" in done.stdout
+    assert not list(tmp_path.rglob("*.db")), "validate created a database"
+    # grouped by reason, the counts add up to the rejects
+    groups = [x for x in done.stdout.splitlines() if x.startswith("    ")]
+    assert sum(int(g.split()[0].replace(",", "")) for g in groups) == made.rejects
+    assert all("'" not in g.split("  ")[-1] or "is not 'D'" in g for g in groups)
+
+    config = load_config(shipped_config()).with_overrides(
+        input_path=made.path, output_dir=tmp_path / "run", processors=3,
+        database_url=f"sqlite:///{tmp_path / 'p.db'}")
+    outcome = run_job(config)
+    assert outcome.exit_code == 0 and outcome.reject_file is not None
+    assert reject_file(done, tmp_path).read_bytes() == outcome.reject_file.read_bytes()
+
+
+def test_validate_a_trailer_that_does_not_balance_exits_1(tmp_path: Path) -> None:
+    path = write_input(tmp_path / "off.dat", [detail(f"K{i}", 100 + i) for i in range(50)],
+                       count=49)
+    done = validate(tmp_path, "--input", str(path))
+    assert done.returncode == 1, done.stderr
+    assert "FAILED: source_trailer_count; no database was touched" in done.stdout
+
+
+def test_validate_a_file_without_trailer_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.dat"
+    bad.write_bytes(b"H" + b" " * 99 + b"\n")
+    done = validate(tmp_path, "--input", str(bad))
+    assert done.returncode == 2
+    assert "error:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_validate_takes_a_config_and_its_input(tmp_path: Path) -> None:
+    made = generate_file(tmp_path / "in.dat", 100, seed=1)
+    text = shipped_config().read_text()
+    (tmp_path / "job.toml").write_text(text)
+    done = validate(tmp_path, "job.toml", "--input", str(made.path))
+    assert done.returncode == 0, done.stderr
+    assert "100 read, 100 accepted, 0 rejected" in done.stdout

@@ -29,6 +29,7 @@ from pipeline.db.lock import JobAlreadyRunning, job_lock
 from pipeline.db.repositories import StagingRepository
 from pipeline.db.tables import JobTables, job_tables
 from pipeline.errors import ConfigError, InputStructureError, Interrupted, PipelineError
+from pipeline.layouts.mainframe_input import plan_mainframe
 from pipeline.logs import run_context
 from pipeline.metrics.aggregator import AggregatedMetrics, MetricsAggregator, WorkerMetrics
 from pipeline.metrics.bus import MetricsBus
@@ -161,8 +162,9 @@ def _plan_or_record(config: JobConfig, outcome: RunOutcome, engine: Engine, tabl
                     audit_writer: AuditWriter, started: Any, processors: int) -> InputPlan:
     """Plan the input; the run is recorded in BATCH_RUN even when the input is refused."""
     try:
-        plan: InputPlan | None = plan_input(outcome.input_path, config.header, config.trailer,
-                                            processors)
+        plan: InputPlan | None = (
+            plan_mainframe(outcome.input_path, config.mainframe, processors) if config.mainframe
+            else plan_input(outcome.input_path, config.header, config.trailer, processors))
     except InputStructureError as exc:
         plan, refused = None, exc
     create_missing_tables(engine, tables)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 import numpy as np
@@ -11,6 +11,7 @@ from pipeline.config import JobConfig
 from pipeline.db.bulk import StagingBatch
 from pipeline.layouts.csv import CsvLayout, parse_csv_details
 from pipeline.layouts.fixed import DetailBatch, Reject, parse_details
+from pipeline.layouts.mainframe_input import detail_batches
 from pipeline.metrics.bus import WorkerType
 from pipeline.source import ByteRange, LineChunk, read_lines
 from pipeline.workers.context import WorkerContext, worker_main
@@ -22,14 +23,9 @@ def run_processor(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
 
 def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
     ctx.bus.register(worker_id, WorkerType.PROCESSOR)
-    parse = _parser(ctx.config)
     accepted_amount = read_amount = 0
     with open(ctx.reject_path(worker_id), "w", encoding="ascii") as rejects:
-        for item in read_lines(ctx.plan.path, rng, ctx.batch_size, ctx.config.detail.length):
-            if isinstance(item, LineChunk):
-                batch = parse(item.data, item.first_line)
-            else:
-                batch = _unreadable(item)
+        for batch in _batches(ctx, rng):
             _write_rejects(rejects, batch)
             if batch.accepted:
                 staged = StagingBatch(ctx.run_id, worker_id, batch.lines, batch.columns)
@@ -41,6 +37,21 @@ def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
             ctx.bus.add_batch(worker_id, batch.records_read, len(batch.rejects),
                               accepted_amount, read_amount, batch.unreadable_amounts,
                               len(batch.misplaced))
+
+
+def _batches(ctx: WorkerContext, rng: ByteRange) -> Iterator[DetailBatch]:
+    """The detail batches of the range, whatever the input format."""
+    config = ctx.config
+    if config.mainframe is not None:
+        yield from detail_batches(config.mainframe, config.amount, ctx.plan.path, rng,
+                                  ctx.batch_size)
+        return
+    parse = _parser(config)
+    for item in read_lines(ctx.plan.path, rng, ctx.batch_size, config.detail.length):
+        if isinstance(item, LineChunk):
+            yield parse(item.data, item.first_line)
+        else:
+            yield _unreadable(item)
 
 
 def _parser(config: JobConfig) -> Callable[[bytes, int], DetailBatch]:

@@ -1,0 +1,239 @@
+"""Mainframe record formats: FB (fixed length, no line ends) and VB (a 4-byte RDW before
+each record, optionally grouped in blocks that each start with a 4-byte BDW).
+
+The planning pass hashes the file and walks its records once, so it finds the header
+(first record), the trailer (last record) and cut points on record (VB: block)
+boundaries; any structural break (a short last record, an RDW running past the file, a
+block whose records do not fill it) is an InputStructureError, exit 2. Within a run of
+records of one length the walk is vectorized: one guess, checked for all at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import InputStructureError
+
+CHUNK = 8 << 20
+
+
+@dataclass(frozen=True)
+class RecordFormat:
+    kind: str  # "fb" or "vb"
+    record_length: int  # FB: every record; VB: the longest record's data (without the RDW)
+    blocked: bool = False  # VB: blocks with a BDW
+
+
+@dataclass(frozen=True)
+class RecordBatch:
+    rec: np.ndarray  # (B, W) uint8: each record's data, zero-filled past its length
+    lengths: np.ndarray  # int64 (B,): each record's data length
+    offsets: np.ndarray  # int64 (B,): byte offset of each record (its RDW for VB) in the file
+    first_record: int  # 1-based number of the first record in the file
+
+
+@dataclass(frozen=True)
+class Walk:
+    """What the planning pass learned: (offset, length) of the records it needs."""
+
+    sha256: str
+    records: int
+    header: tuple[int, int]  # data offset, data length
+    trailer: tuple[int, int]
+    trailer_start: int  # where the trailer record (its RDW) starts
+    cuts: list[tuple[int, int]]  # (byte offset, 0-based record number) of range starts
+
+
+def frame_vb(buf: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(RDW offsets, data lengths, bytes used) of the whole VB records at the start of buf."""
+    starts: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
+    pos, n = 0, len(buf)
+    while pos + 4 <= n:
+        length = _rdw(buf, pos, base)
+        if pos + length > n:
+            break
+        # guess that the records ahead have this length too, and check all at once
+        guess = pos + np.arange((n - pos) // length, dtype=np.int64) * length
+        same = ((buf[guess] == length >> 8) & (buf[guess + 1] == length & 255)
+                & (buf[guess + 2] == 0) & (buf[guess + 3] == 0))
+        run = int(np.argmin(same)) if not same.all() else len(same)
+        run = max(run, 1)
+        starts.append(guess[:run])
+        lengths.append(np.full(run, length - 4, dtype=np.int64))
+        pos += run * length
+    if not starts:
+        return np.empty(0, np.int64), np.empty(0, np.int64), 0
+    return np.concatenate(starts), np.concatenate(lengths), pos
+
+
+def _rdw(buf: np.ndarray, pos: int, base: int) -> int:
+    length = int(buf[pos]) << 8 | int(buf[pos + 1])
+    if length < 5 or buf[pos + 2] or buf[pos + 3]:
+        raise InputStructureError(
+            f"the record descriptor word at byte offset {base + pos} is "
+            f"X'{buf[pos:pos + 4].tobytes().hex().upper()}': not a record length "
+            "(RECFM=VB expects a 2-byte length including the RDW, then 2 zero bytes)")
+    return length
+
+
+def walk_file(path: Path, fmt: RecordFormat, parts: int) -> Walk:
+    size = path.stat().st_size
+    if size == 0:
+        raise InputStructureError(f"input file {path} is empty: no header, no trailer")
+    if fmt.kind == "fb":
+        return _walk_fb(path, fmt.record_length, size, parts)
+    targets = [size * k // parts for k in range(1, parts)]
+    with open(path, "rb") as f:
+        return _walk_vb(f, fmt, size, targets)
+
+
+def _walk_fb(path: Path, length: int, size: int, parts: int) -> Walk:
+    if size % length:
+        raise InputStructureError(
+            f"the file is {size} bytes, not a multiple of the record length {length}: "
+            f"the last record is short ({size % length} bytes)")
+    records = size // length
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    details = max(records - 2, 0)
+    cuts = sorted({1 + details * k // parts for k in range(parts)})
+    return Walk(digest.hexdigest(), records, (0, length), ((records - 1) * length, length),
+                (records - 1) * length, [(r * length, r) for r in cuts])
+
+
+def _walk_vb(f: Any, fmt: RecordFormat, size: int, targets: list[int]) -> Walk:
+    digest = hashlib.sha256()
+    carry, base, recno = np.empty(0, np.uint8), 0, 0
+    header = trailer = (0, 0)
+    trailer_start = 0
+    cuts: list[tuple[int, int]] = []
+    while chunk := f.read(CHUNK):
+        digest.update(chunk)
+        buf = np.concatenate([carry, np.frombuffer(chunk, np.uint8)])
+        units, used = (_frame_blocks(buf, base) if fmt.blocked else frame_vb(buf, base)[::2])
+        starts, lengths = _records_of(buf, base, units, used, fmt.blocked)
+        if len(starts):
+            if recno == 0:
+                header = (base + int(starts[0]) + 4, int(lengths[0]))
+            trailer = (base + int(starts[-1]) + 4, int(lengths[-1]))
+            trailer_start = base + int(starts[-1])
+            unit_starts = units if fmt.blocked else starts
+            unit_recno = _recno_of_units(units, starts) if fmt.blocked else np.arange(len(starts))
+            while targets and targets[0] <= base + int(unit_starts[-1]):
+                i = int(np.searchsorted(unit_starts + base, targets.pop(0)))
+                cuts.append((base + int(unit_starts[i]), recno + int(unit_recno[i])))
+        recno += len(starts)
+        carry, base = buf[used:], base + used
+    if len(carry):
+        raise InputStructureError(
+            f"the last {len(carry)} bytes (from byte offset {base}) are not a whole record: "
+            "the file looks truncated or its RDW/BDW lengths disagree with it")
+    if fmt.blocked:
+        cuts.insert(0, (0, 0))
+    return Walk(digest.hexdigest(), recno, header, trailer, trailer_start, cuts)
+
+
+def _frame_blocks(buf: np.ndarray, base: int) -> tuple[np.ndarray, int]:
+    starts, pos = [], 0
+    while pos + 4 <= len(buf):
+        length = int(buf[pos]) << 8 | int(buf[pos + 1])
+        if length < 9 or buf[pos + 2] or buf[pos + 3]:
+            raise InputStructureError(
+                f"the block descriptor word at byte offset {base + pos} is "
+                f"X'{buf[pos:pos + 4].tobytes().hex().upper()}': not a block length")
+        if pos + length > len(buf):
+            break
+        starts.append(pos)
+        pos += length
+    return np.array(starts, dtype=np.int64), pos
+
+
+def _records_of(buf: np.ndarray, base: int, units: np.ndarray, used: int,
+                blocked: bool) -> tuple[np.ndarray, np.ndarray]:
+    """RDW offsets and data lengths of the records in buf[:used]."""
+    if not blocked:
+        starts, lengths, _ = frame_vb(buf[:used], base)
+        return starts, lengths
+    all_starts, all_lengths = [], []
+    for b in units.tolist():
+        blen = int(buf[b]) << 8 | int(buf[b + 1])
+        starts, lengths, used_in = frame_vb(buf[b + 4 : b + blen], base + b + 4)
+        if used_in != blen - 4:
+            raise InputStructureError(f"the block at byte offset {base + b} is {blen} bytes "
+                                      "but its records do not fill it")
+        all_starts.append(starts + b + 4)
+        all_lengths.append(lengths)
+    if not all_starts:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(all_starts), np.concatenate(all_lengths)
+
+
+def _recno_of_units(units: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    return np.searchsorted(starts, units)
+
+
+def read_batches(path: Path, fmt: RecordFormat, start: int, end: int, first_record: int,
+                 records: int, batch: int) -> Iterator[RecordBatch]:
+    """The records [first_record, first_record + records) of the byte range [start, end).
+
+    A range that starts at byte 0 begins with the header record, which is skipped.
+    """
+    skip = 1 if start == 0 else 0
+    left = records
+    with open(path, "rb", buffering=0) as f:
+        f.seek(start)
+        base, carry = start, np.empty(0, np.uint8)
+        while left > 0:
+            want = batch * (fmt.record_length + 4) + 8
+            data = f.read(min(want, end - base - len(carry))) if base + len(carry) < end else b""
+            if not data and not len(carry):
+                raise InputStructureError(f"{path} became shorter while it was being read")
+            buf = np.concatenate([carry, np.frombuffer(data, np.uint8)])
+            starts, lengths, used, data_off = _frame(buf, base, fmt)
+            if not len(starts) and not data:
+                raise InputStructureError(f"{path} changed while it was being read")
+            starts, lengths, data_off = starts[skip:], lengths[skip:], data_off[skip:]
+            skip = 0
+            take = min(left, len(starts))
+            if take:
+                yield _batch(buf, base, starts[:take], lengths[:take], data_off[:take],
+                             first_record + records - left)
+            left -= take
+            carry, base = buf[used:], base + used
+
+
+def _frame(buf: np.ndarray, base: int,
+           fmt: RecordFormat) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """(record offsets, data lengths, bytes used, data offsets) of whole records in buf."""
+    if fmt.kind == "fb":
+        n = len(buf) // fmt.record_length
+        starts = np.arange(n, dtype=np.int64) * fmt.record_length
+        return starts, np.full(n, fmt.record_length), n * fmt.record_length, starts
+    if fmt.blocked:
+        units, used = _frame_blocks(buf, base)
+        starts, lengths = _records_of(buf, base, units, used, True)
+    else:
+        starts, lengths, used = frame_vb(buf, base)
+    return starts, lengths, used, starts + 4
+
+
+def _batch(buf: np.ndarray, base: int, starts: np.ndarray, lengths: np.ndarray,
+           data_off: np.ndarray, first: int) -> RecordBatch:
+    width = int(lengths.max())
+    contiguous = int(data_off[-1] - data_off[0]) == (len(starts) - 1) * width
+    if contiguous and (lengths == width).all():  # FB: the records are the buffer, a view
+        rec = buf[data_off[0]: data_off[0] + len(starts) * width].reshape(-1, width)
+        return RecordBatch(rec, lengths, base + starts, first)
+    idx = data_off[:, None] + np.arange(width)
+    inside = np.arange(width) < lengths[:, None]
+    rec = np.where(inside, buf[np.minimum(idx, len(buf) - 1)], 0).astype(np.uint8)
+    return RecordBatch(rec, lengths, base + starts, first)

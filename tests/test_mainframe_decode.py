@@ -16,11 +16,11 @@ from pipeline.layouts.mainframe import (
     RecordDecoder,
     decode,
     decode_binary,
+    decode_details,
     decode_number,
     decode_packed,
     decode_text,
     decode_zoned,
-    decode_details,
 )
 from tests import mainframe_reference as ref
 

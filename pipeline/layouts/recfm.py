@@ -169,7 +169,7 @@ def _records_of(buf: np.ndarray, base: int, units: np.ndarray, used: int,
         starts, lengths, used_in = frame_vb(buf[b + 4 : b + blen], base + b + 4)
         if used_in != blen - 4:
             raise InputStructureError(f"the block at byte offset {base + b} is {blen} bytes "
-                                      "but its records do not fill it")
+                                      "(its BDW) but its records do not fill it")
         all_starts.append(starts + b + 4)
         all_lengths.append(lengths)
     if not all_starts:

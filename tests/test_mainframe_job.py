@@ -1,0 +1,252 @@
+"""The EBCDIC example job end to end, on a real SQLite file and a real PostgreSQL database:
+FB, VB and blocked VB files load, reconcile and audit; structural breaks are exit 2,
+record-level defects are rejects with a byte offset and a hex dump."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, func, select
+
+from pipeline.config import JobConfig, load_config
+from pipeline.db.tables import job_tables
+from pipeline.generate import generate_file
+from pipeline.generate_mainframe import generate_mainframe_file
+from pipeline.job import RunOutcome, run_job
+from pipeline.jobs import shipped_config
+from pipeline.layouts.codepages import code_page
+from pipeline.layouts.recfm import RecordFormat
+from tests.mainframe_reference import encode_packed
+
+pytestmark = pytest.mark.timeout(120)
+CP = code_page("cp037")
+JOB = "daily_transactions_ebcdic"
+
+
+@pytest.fixture
+def ebcdic_config(tmp_path: Path, db_url: str) -> JobConfig:
+    return load_config(shipped_config(JOB)).with_overrides(
+        output_dir=tmp_path / "work", database_url=db_url, heartbeat_timeout=10.0)
+
+
+def as_format(config: JobConfig, kind: str, blocked: bool = False) -> JobConfig:
+    assert config.mainframe is not None
+    fmt = RecordFormat(kind, 100 if kind == "fb" else 32756, blocked)
+    return config.with_overrides(input_format=kind,
+                                 mainframe=dataclasses.replace(config.mainframe, fmt=fmt))
+
+
+def final_rows(config: JobConfig) -> dict[str, tuple[Any, ...]]:
+    final = job_tables(config).final
+    engine = create_engine(config.database_url)
+    try:
+        with engine.connect() as conn:
+            return {r.txn_id: (r.account_id, r.txn_date, r.amount, r.currency, r.description)
+                    for r in conn.execute(select(final))}
+    finally:
+        engine.dispose()
+
+
+# --- records built byte by byte -----------------------------------------------------
+
+
+def detail(txn_id: str, amount: int, *, rtype: str = "D", account: str = "0000000001",
+           date: str = "20261124", currency: str = "EUR", desc: str = "CARD",
+           packed: bytes | None = None) -> bytes:
+    rec = (CP.encode(rtype) + CP.encode(txn_id.ljust(16)) + CP.encode(account)
+           + CP.encode(date) + (packed or encode_packed(amount, 13))
+           + CP.encode(currency) + CP.encode(desc.ljust(40)) + CP.encode(" " * 15))
+    assert len(rec) == 100
+    return rec
+
+
+def header() -> bytes:
+    return (CP.encode("H20261125") + CP.encode("TESTS".ljust(20)) + CP.encode(" " * 71))
+
+
+def trailer(count: int, total: int) -> bytes:
+    return (CP.encode("T") + CP.encode(f"{count:010d}") + encode_packed(total, 18)
+            + CP.encode(" " * 79))
+
+
+def fb(records: list[bytes]) -> bytes:
+    return b"".join(records)
+
+
+def rdw(rec: bytes) -> bytes:
+    return (len(rec) + 4).to_bytes(2, "big") + b"\0\0" + rec
+
+
+def vb(records: list[bytes]) -> bytes:
+    return b"".join(rdw(r) for r in records)
+
+
+def blocked(records: list[bytes], per_block: int) -> bytes:
+    out = b""
+    for i in range(0, len(records), per_block):
+        body = vb(records[i:i + per_block])
+        out += (len(body) + 4).to_bytes(2, "big") + b"\0\0" + body
+    return out
+
+
+def sample(n: int = 7) -> tuple[list[bytes], int]:
+    amounts = [(-1) ** i * (1000 * i + 7) for i in range(n)]
+    return [header()] + [detail(f"T{i:03d}", a) for i, a in enumerate(amounts)] + \
+        [trailer(n, sum(amounts))], sum(amounts)
+
+
+def run(config: JobConfig, path: Path, data: bytes, processors: int = 2) -> RunOutcome:
+    path.write_bytes(data)
+    return run_job(config.with_overrides(input_path=path, processors=processors))
+
+
+# --- end to end ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fb", "vb"])
+def test_ebcdic_job_equals_the_text_job_on_the_same_data(
+        tmp_path: Path, db_url: str, ebcdic_config: JobConfig, kind: str) -> None:
+    options = {"seed": 11, "reject_rate": 0.01, "duplicate_rate": 0.01}
+    text = generate_file(tmp_path / "in.txt", 3_000, **options)  # type: ignore[arg-type]
+    binary = generate_mainframe_file(tmp_path / "in.bin", 3_000, f"ebcdic-{kind}", **options)
+    text_config = load_config(shipped_config()).with_overrides(
+        output_dir=tmp_path / "work", database_url=db_url, input_path=text.path)
+    config = as_format(ebcdic_config, kind).with_overrides(input_path=binary.path,
+                                                           processors=3, batch_size=500)
+
+    text_run, ebcdic_run = run_job(text_config), run_job(config)
+
+    assert ebcdic_run.exit_code == 0, ebcdic_run.message
+    assert text_run.exit_code == 0, text_run.message
+    assert ebcdic_run.rejects == text_run.rejects == 30
+    assert ebcdic_run.metrics and ebcdic_run.metrics.total_read == 3_000
+    assert ebcdic_run.duplicates_collapsed == text_run.duplicates_collapsed
+    assert final_rows(config) == final_rows(text_config)
+
+
+def test_blocked_vb_with_records_split_across_processors(
+        tmp_path: Path, ebcdic_config: JobConfig) -> None:
+    records, total = sample(10)
+    config = as_format(ebcdic_config, "vb", blocked=True)
+    outcome = run(config, tmp_path / "in.vbb", blocked(records, 3), processors=3)
+    assert outcome.exit_code == 0, outcome.message
+    rows = final_rows(config)
+    assert len(rows) == 10 and sum(r[2] for r in rows.values()) == total
+    staging = job_tables(config).staging
+    engine = create_engine(config.database_url)
+    with engine.connect() as conn:
+        lines = conn.execute(select(staging.c.source_line, staging.c.txn_id)).all()
+    engine.dispose()
+    # SOURCE_LINE is the record number: the header is record 1
+    assert sorted(lines) == [(i + 2, f"T{i:03d}") for i in range(10)]
+
+
+@pytest.mark.parametrize("kind", ["fb", "vb"])
+def test_a_file_of_header_and_trailer_only(tmp_path: Path, ebcdic_config: JobConfig,
+                                           kind: str) -> None:
+    config = as_format(ebcdic_config, kind)
+    data = (fb if kind == "fb" else vb)([header(), trailer(0, 0)])
+    outcome = run(config, tmp_path / "in.bin", data)
+    assert outcome.exit_code == 0, outcome.message
+
+
+# --- structure: exit 2 ---------------------------------------------------------------
+
+
+def _structure_cases() -> list[tuple[str, str, bytes, str]]:
+    records, _ = sample(4)
+    misplaced = records[:2] + [trailer(4, 0)] + records[2:]
+    return [
+        ("fb", "short last record", fb(records)[:-7], "not a multiple of the record length"),
+        ("fb", "trailer missing", fb(records[:-1]), "not a valid trailer"),
+        ("fb", "header missing", fb(records[1:]), "not a valid header"),
+        ("fb", "control record inside", fb(misplaced), "header or trailer"),
+        ("vb", "RDW past the end", vb(records)[:-3], "not a whole record"),
+        ("vb", "RDW not a length", vb(records[:2]) + b"\x00\x68\x01\x00" + records[2]
+         + vb(records[3:]), "record descriptor word at byte offset 208"),
+        ("vb", "short header", rdw(header()[:50]) + vb(records[1:]), "a header"),
+        ("vbb", "block not filled", b"\x00\xc8\x00\x00" + vb(records[:2])[:196]
+         + blocked(records[2:], 2), "do not fill it"),
+    ]
+
+
+@pytest.mark.parametrize("kind, case, data, words", _structure_cases(),
+                         ids=[c[1] for c in _structure_cases()])
+def test_structural_breaks_are_exit_2(tmp_path: Path, ebcdic_config: JobConfig, kind: str,
+                                      case: str, data: bytes, words: str) -> None:
+    config = as_format(ebcdic_config, kind[:2], blocked=kind == "vbb")
+    outcome = run(config, tmp_path / "in.bin", data)
+    assert outcome.exit_code == 2, (case, outcome.message)
+    assert words in outcome.message, outcome.message
+    assert final_rows(config) == {}
+
+
+# --- record-level defects: rejects ----------------------------------------------------
+
+
+def test_bad_packed_amount_is_rejected_with_offset_and_hex(
+        tmp_path: Path, ebcdic_config: JobConfig) -> None:
+    records, total = sample(5)
+    bad = detail("BAD01", 0, packed=b"\x00\x00\x00\x01\x23\x4a\x57")
+    records.insert(3, bad)
+    records[-1] = trailer(6, total)
+    outcome = run(ebcdic_config, tmp_path / "in.bin", fb(records))
+
+    # the bad record's amount is unknowable: the trailer total cannot be proven
+    assert outcome.exit_code == 1, outcome.message
+    checks = {r.check_name: r for r in outcome.results}
+    assert checks["source_trailer_count"].passed
+    assert not checks["source_trailer_amount"].passed
+    assert outcome.metrics and outcome.metrics.total_read == 6
+    assert outcome.metrics.total_read == outcome.rejects + 5
+    assert outcome.reject_file is not None
+    line, reason, dump = outcome.reject_file.read_text().splitlines()[0].split("\t")
+    assert line == "4"
+    assert "AMOUNT" in reason and "nibble" in reason and "byte offset 300" in reason
+    assert dump.replace(" ", "") == bad.hex().upper()
+    assert final_rows(ebcdic_config) == {}
+
+
+def test_rejects_keep_amounts_readable_and_the_job_balances(
+        tmp_path: Path, ebcdic_config: JobConfig) -> None:
+    records, total = sample(4)
+    extra = [detail("BADACCT", 500, account="00000A0001"),
+             detail("BADDATE", -20, date="20261131"),
+             detail("", 30),
+             detail("CTRL", 1, desc="A\x05B")]
+    records = records[:-1] + extra + [trailer(8, total + 511)]
+    outcome = run(ebcdic_config, tmp_path / "in.bin", fb(records))
+    assert outcome.exit_code == 0, outcome.message
+    assert outcome.rejects == 4
+    assert outcome.metrics and outcome.metrics.total_read == 8
+    assert len(final_rows(ebcdic_config)) == 4
+
+
+def test_vb_detail_of_the_wrong_length_is_rejected(tmp_path: Path,
+                                                   ebcdic_config: JobConfig) -> None:
+    records, total = sample(3)
+    records.insert(2, detail("SHORT", 0)[:60])
+    records[-1] = trailer(4, total)
+    config = as_format(ebcdic_config, "vb")
+    outcome = run(config, tmp_path / "in.bin", vb(records))
+    # a cut record's amount cannot be read: the count balances, the amount is unprovable
+    assert outcome.exit_code == 1
+    assert outcome.rejects == 1
+    assert outcome.reject_file is not None
+    assert "60 bytes long" in outcome.reject_file.read_text()
+
+
+def test_trailer_count_mismatch_is_exit_1(tmp_path: Path, ebcdic_config: JobConfig) -> None:
+    records, total = sample(3)
+    records[-1] = trailer(4, total)
+    outcome = run(ebcdic_config, tmp_path / "in.bin", fb(records))
+    assert outcome.exit_code == 1
+    assert not {r.check_name: r for r in outcome.results}["source_trailer_count"].passed
+    engine = create_engine(ebcdic_config.database_url)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(
+            job_tables(ebcdic_config).final)).scalar() == 0
+    engine.dispose()

@@ -25,6 +25,7 @@ class CodePage:
     chars: str  # the character of each of the 256 byte values ("\ufffd": none)
     codepoints: np.ndarray  # uint32 (256,): decoded text as UCS-4, LOW-VALUES as a space
     printable: np.ndarray  # bool (256,): allowed in a text field (LOW-VALUES included)
+    printable_bytes: bytes  # the same, as the bytes bytes.translate may delete
     space: int  # the byte of a space
     zero: int  # the byte of the digit 0 (digits are zero..zero+9 in every page here)
     plus: int
@@ -44,7 +45,8 @@ def code_page(name: str) -> CodePage:
     codepoints = np.array([32 if b == 0 else ord(c) for b, c in enumerate(chars)], np.uint32)
     printable = np.array([b == 0 or (c.isprintable() and c != "\ufffd")
                           for b, c in enumerate(chars)], dtype=bool)
-    return CodePage(name, chars, codepoints, printable, chars.index(" "), chars.index("0"),
+    return CodePage(name, chars, codepoints, printable,
+                    bytes(b for b in range(256) if printable[b]), chars.index(" "), chars.index("0"),
                     chars.index("+"), chars.index("-"))
 
 

@@ -23,6 +23,12 @@ from pipeline.money import checked_sum
 INT64_DIGITS = 18  # 10**18 - 1 fits int64; wider values take the Python-int path
 _POSITIVE_NIBBLES = (0xA, 0xC, 0xE, 0xF)
 _NEGATIVE_NIBBLES = (0xB, 0xD)
+# a packed byte as two digits (0-99), 255 where a nibble is not a digit
+_PACKED_PAIR = np.array([10 * (b >> 4) + (b & 15) if b >> 4 < 10 and b & 15 < 10 else 255
+                         for b in range(256)], dtype=np.uint8)
+# a sign nibble: +1, -1, or 0 (not a sign)
+_PACKED_SIGN = np.array([1 if n in _POSITIVE_NIBBLES else -1 if n in _NEGATIVE_NIBBLES else 0
+                         for n in range(16)], dtype=np.int8)
 
 
 @dataclass(frozen=True)
@@ -118,9 +124,12 @@ def decode(spec: RecordDecoder, rec: np.ndarray) -> Decoded:
 def decode_text(cols: np.ndarray, cp: CodePage) -> tuple[np.ndarray, np.ndarray]:
     """(str array trimmed of trailing spaces and LOW-VALUES, row holds only printables)."""
     n = cols.shape[1]
-    ucs4 = np.ascontiguousarray(cp.codepoints[cols])
+    ucs4 = np.take(cp.codepoints, cols)
     text = np.strings.rstrip(ucs4.view(f"<U{n}").reshape(len(cols)), " ")
-    return text, cp.printable[cols].all(axis=1)
+    # the whole batch at C speed first: a per-row check only when some byte is not printable
+    if not np.ascontiguousarray(cols).tobytes().translate(None, cp.printable_bytes):
+        return text, np.ones(len(cols), dtype=bool)
+    return text, np.take(cp.printable, cols).all(axis=1)
 
 
 def decode_number(item: Item, cols: np.ndarray,
@@ -142,18 +151,35 @@ def decode_number(item: Item, cols: np.ndarray,
 
 def decode_packed(cols: np.ndarray, digits: int, signed: bool) -> tuple[np.ndarray, np.ndarray]:
     """COMP-3: two digits a byte, the sign in the last low nibble."""
+    if digits > INT64_DIGITS:
+        return _decode_wide_packed(cols, digits, signed)
+    # (bytes, B): each byte position contiguous, so the loop below runs on whole rows
+    pairs = np.take(_PACKED_PAIR, cols[:, :-1].T)  # 0-99, or 255: not two digits
+    last = cols[:, -1]
+    high = last >> 4
+    sign = np.take(_PACKED_SIGN, last & 0x0F)
+    ok = (high <= 9) & ((sign > 0) | ((sign < 0) if signed else False))
+    if len(pairs):
+        ok &= pairs.max(axis=0) < 100
+        if digits % 2 == 0:  # an even digit count leaves one leading nibble: zero
+            ok &= pairs[0] < 10
+    value = _horner(pairs, 100) * 10 + high
+    np.negative(value, out=value, where=sign < 0)
+    return value, ok
+
+
+def _decode_wide_packed(cols: np.ndarray, digits: int,
+                        signed: bool) -> tuple[np.ndarray, np.ndarray]:
     hi, lo = cols >> 4, cols & 0x0F
     nibbles = np.empty((len(cols), 2 * cols.shape[1]), dtype=np.uint8)
     nibbles[:, 0::2], nibbles[:, 1::2] = hi, lo
-    sign, body = nibbles[:, -1], nibbles[:, :-1]
-    ok = (body <= 9).all(axis=1)
-    pad = body.shape[1] - digits  # an even digit count leaves one leading nibble: zero
+    sign, body = np.take(_PACKED_SIGN, nibbles[:, -1]), nibbles[:, :-1]
+    ok = (body <= 9).all(axis=1) & ((sign > 0) | ((sign < 0) if signed else False))
+    pad = body.shape[1] - digits
     if pad:
         ok &= (body[:, :pad] == 0).all(axis=1)
-    negative = np.isin(sign, _NEGATIVE_NIBBLES)
-    ok &= np.isin(sign, _POSITIVE_NIBBLES) | (negative if signed else False)
-    value = digits_value(body[:, pad:])
-    return np.where(negative, -value, value), ok
+    value = digits_value(np.where(body[:, pad:] <= 9, body[:, pad:], 0))
+    return np.where(sign < 0, -value, value), ok
 
 
 def decode_zoned(cols: np.ndarray, item: Item, cp: CodePage) -> tuple[np.ndarray, np.ndarray]:
@@ -172,16 +198,31 @@ def decode_zoned(cols: np.ndarray, item: Item, cp: CodePage) -> tuple[np.ndarray
         sign = zone_sign[body[:, pos]]
         ok &= sign != 0
         negative = sign < 0
-    digits = digit_of[body]
+    digits = np.take(digit_of, body.T)  # (digits, B), as in decode_packed
     plain = digits < 10  # a plain digit byte: F0-F9 in EBCDIC
     if item.signed and not item.sign_separate:
-        pos = 0 if item.sign_leading else body.shape[1] - 1
-        plain[:, pos] = True
-        last = digits[:, pos]  # an overpunched byte: its digit is the low nibble
-        digits[:, pos] = np.where(last < 10, last, last % 16)
-    ok &= plain.all(axis=1) & (digits < 10).all(axis=1)
-    value = digits_value(np.where(digits < 10, digits, 0))
+        pos = 0 if item.sign_leading else len(digits) - 1
+        plain[pos] = True
+        last = digits[pos]  # an overpunched byte: its digit is the low nibble
+        digits[pos] = np.where(last < 10, last, last % 16)
+    ok &= plain.all(axis=0) & (digits.max(axis=0) < 10)
+    value = digits_value(digits.T) if len(digits) > INT64_DIGITS else _horner(digits, 10)
     return np.where(negative, -value, value), ok
+
+
+def _horner(rows: np.ndarray, base: int) -> np.ndarray:
+    """The int64 value of (n, B) digits (or digit pairs) in ``base``, most significant first.
+
+    In place, one vector operation per position; rows that are not digits give garbage,
+    masked by the caller. The callers keep n small enough for int64 (18 digits).
+    """
+    if not len(rows):
+        return np.zeros(rows.shape[1], dtype=np.int64)
+    value = rows[0].astype(np.int64)
+    for row in rows[1:]:
+        value *= base
+        value += row
+    return value
 
 
 def decode_binary(cols: np.ndarray, item: Item) -> tuple[np.ndarray, np.ndarray]:
@@ -239,7 +280,7 @@ def _zoned_tables(cp_name: str) -> tuple[np.ndarray, np.ndarray]:
             digit_of[0xF0:0xFA] = np.arange(10)  # a plain digit; also positive as a sign
         _zoned_cache[cp_name] = (digit_of, zone_sign)
     digit_of, zone_sign = _zoned_cache[cp_name]
-    return digit_of.copy(), zone_sign
+    return digit_of, zone_sign
 
 
 def _explain_packed(item: Item) -> Callable[[bytes], str]:

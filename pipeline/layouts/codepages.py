@@ -45,9 +45,9 @@ def code_page(name: str) -> CodePage:
     codepoints = np.array([32 if b == 0 else ord(c) for b, c in enumerate(chars)], np.uint32)
     printable = np.array([b == 0 or (c.isprintable() and c != "\ufffd")
                           for b, c in enumerate(chars)], dtype=bool)
-    return CodePage(name, chars, codepoints, printable,
-                    bytes(b for b in range(256) if printable[b]), chars.index(" "), chars.index("0"),
-                    chars.index("+"), chars.index("-"))
+    allowed = bytes(b for b in range(256) if printable[b])
+    return CodePage(name, chars, codepoints, printable, allowed, chars.index(" "),
+                    chars.index("0"), chars.index("+"), chars.index("-"))
 
 
 def _chars(name: str) -> str:

@@ -129,7 +129,7 @@ def decode_text(cols: np.ndarray, cp: CodePage) -> tuple[np.ndarray, np.ndarray]
     # the whole batch at C speed first: a per-row check only when some byte is not printable
     if not np.ascontiguousarray(cols).tobytes().translate(None, cp.printable_bytes):
         return text, np.ones(len(cols), dtype=bool)
-    return text, np.take(cp.printable, cols).all(axis=1)
+    return text, np.asarray(np.take(cp.printable, cols).all(axis=1))
 
 
 def decode_number(item: Item, cols: np.ndarray,

@@ -312,12 +312,17 @@ def _text(cp: CodePage, raw: bytes) -> str:
 
 
 def decode_details(spec: RecordDecoder, amount: str, rec: np.ndarray, lengths: np.ndarray,
-                   offsets: np.ndarray, first_record: int) -> DetailBatch:
-    """Decode a batch of detail records (rows of ``rec``; ``lengths`` their true size)."""
+                   offsets: np.ndarray, first_record: int,
+                   exact_length: bool = True) -> DetailBatch:
+    """Decode a batch of detail records (rows of ``rec``; ``lengths`` their true size).
+
+    A VB record must be exactly the detail's length (``exact_length``); an FB record may
+    be longer than the 01 record (LRECL covers the longest record type).
+    """
     numbers = np.arange(len(rec), dtype=np.int64) + first_record
     if rec.shape[1] < spec.size:  # short VB records: rejected by length, decoded as zeros
         rec = np.pad(rec, ((0, 0), (0, spec.size - rec.shape[1])))
-    full = lengths == spec.size
+    full = (lengths == spec.size) if exact_length else (lengths >= spec.size)
     control = np.zeros(len(rec), dtype=bool)
     if spec.type_item is not None:
         t = spec.type_item
@@ -327,7 +332,7 @@ def decode_details(spec: RecordDecoder, amount: str, rec: np.ndarray, lengths: n
     ok = decoded.ok & full & ~control
     amounts = decoded.values[amount]
     readable = decoded.readable[amount] & full & ~control
-    rejects = [_reject(spec, decoded, rec, lengths, offsets, numbers, int(i))
+    rejects = [_reject(spec, decoded, rec, lengths, offsets, numbers, full, int(i))
                for i in np.flatnonzero(~ok & ~control)]
     stored = {name: v[ok] for name, v in decoded.values.items()}
     for col in spec.columns:
@@ -349,9 +354,9 @@ def decode_details(spec: RecordDecoder, amount: str, rec: np.ndarray, lengths: n
 
 
 def _reject(spec: RecordDecoder, decoded: Decoded, rec: np.ndarray, lengths: np.ndarray,
-            offsets: np.ndarray, numbers: np.ndarray, i: int) -> Reject:
+            offsets: np.ndarray, numbers: np.ndarray, full: np.ndarray, i: int) -> Reject:
     raw = rec[i, : lengths[i]].tobytes()
-    if lengths[i] != spec.size:
+    if not full[i]:
         reason = f"record is {lengths[i]} bytes long, the {spec.name} record is {spec.size}"
     else:
         reason = decoded.failures.reason(i, raw)

@@ -114,7 +114,11 @@ def _column(item: Item, role: str, dates: set[str], roles: Roles) -> Column:
                           "exactly (name it FILLER if the job does not need it)")
     integer = item.scale <= 0
     if role == "detail":
-        plain = integer and not item.signed and item.usage is Usage.DISPLAY
+        # unsigned whole numbers are kept as digits (leading zeros too): DISPLAY ones, and
+        # a numeric key of any usage that is limited to its PIC's digits
+        limited = item.usage is Usage.DISPLAY or (item.name == roles.key
+                                                  and item.usage is not Usage.NATIVE)
+        plain = integer and item.scale == 0 and not item.signed and limited
         kind = FieldType.DIGITS if plain and item.name != roles.amount else FieldType.AMOUNT
     else:
         count = integer and item.name != roles.trailer_amount
@@ -198,5 +202,8 @@ def _control(f: Any, where: tuple[int, int], spec: RecordDecoder, position: str,
 
 def detail_batches(mf: MainframeInput, amount: str, path: Path, rng: ByteRange,
                    batch: int) -> Iterator[DetailBatch]:
-    for b in read_batches(path, mf.fmt, rng.start, rng.end, rng.first_line, rng.lines, batch):
-        yield decode_details(mf.detail, amount, b.rec, b.lengths, b.offsets, b.first_record)
+    size = mf.fmt.record_length if mf.fmt.kind == "fb" else mf.detail.size + 4
+    for b in read_batches(path, mf.fmt, rng.start, rng.end, rng.first_line, rng.lines, batch,
+                          size):
+        yield decode_details(mf.detail, amount, b.rec, b.lengths, b.offsets, b.first_record,
+                             exact_length=mf.fmt.kind == "vb")

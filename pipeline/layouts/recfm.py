@@ -182,10 +182,12 @@ def _recno_of_units(units: np.ndarray, starts: np.ndarray) -> np.ndarray:
 
 
 def read_batches(path: Path, fmt: RecordFormat, start: int, end: int, first_record: int,
-                 records: int, batch: int) -> Iterator[RecordBatch]:
+                 records: int, batch: int, record_bytes: int) -> Iterator[RecordBatch]:
     """The records [first_record, first_record + records) of the byte range [start, end).
 
-    A range that starts at byte 0 begins with the header record, which is skipped.
+    About ``batch`` records of ``record_bytes`` (RDW included) are read at a time; a
+    longer record or block is read whole all the same. A range that starts at byte 0
+    begins with the header record, which is skipped.
     """
     skip = 1 if start == 0 else 0
     left = records
@@ -193,7 +195,7 @@ def read_batches(path: Path, fmt: RecordFormat, start: int, end: int, first_reco
         f.seek(start)
         base, carry = start, np.empty(0, np.uint8)
         while left > 0:
-            want = batch * (fmt.record_length + 4) + 8
+            want = batch * record_bytes
             data = f.read(min(want, end - base - len(carry))) if base + len(carry) < end else b""
             if not data and not len(carry):
                 raise InputStructureError(f"{path} became shorter while it was being read")
@@ -201,8 +203,9 @@ def read_batches(path: Path, fmt: RecordFormat, start: int, end: int, first_reco
             starts, lengths, used, data_off = _frame(buf, base, fmt)
             if not len(starts) and not data:
                 raise InputStructureError(f"{path} changed while it was being read")
-            starts, lengths, data_off = starts[skip:], lengths[skip:], data_off[skip:]
-            skip = 0
+            dropped = min(skip, len(starts))  # the header, once it has been framed
+            starts, lengths, data_off = starts[dropped:], lengths[dropped:], data_off[dropped:]
+            skip -= dropped
             take = min(left, len(starts))
             if take:
                 yield _batch(buf, base, starts[:take], lengths[:take], data_off[:take],

@@ -104,14 +104,21 @@ def resolve_input(config: JobConfig) -> Path:
     """The configured input, or a sample generated once for the shipped example job."""
     if config.input_path is not None:
         return config.input_path
-    if config.name != "daily_transactions":
+    if config.name not in ("daily_transactions", "daily_transactions_ebcdic"):
         raise ConfigError("input.path: missing (only the example job can generate a sample)")
-    sample = config.output_dir / "sample" / "daily_transactions.dat"
+    binary = config.mainframe is not None
+    sample = config.output_dir / "sample" / f"{config.name}.{'bin' if binary else 'dat'}"
     if not sample.exists():
         from pipeline.generate import generate_file
+        from pipeline.generate_mainframe import generate_mainframe_file
 
         sample.parent.mkdir(parents=True, exist_ok=True)
-        generate_file(sample, SAMPLE_RECORDS, seed=1, reject_rate=0.001, duplicate_rate=0.001)
+        options = {"seed": 1, "reject_rate": 0.001, "duplicate_rate": 0.001}
+        if config.mainframe is not None:
+            generate_mainframe_file(sample, SAMPLE_RECORDS, f"ebcdic-{config.mainframe.fmt.kind}",
+                                    **options)
+        else:
+            generate_file(sample, SAMPLE_RECORDS, **options)  # type: ignore[arg-type]
     return sample
 
 

@@ -138,3 +138,24 @@ def test_a_refused_copybook_is_exit_2_at_the_command_line(tmp_path: Path) -> Non
 
 def test_copybook_error_is_a_config_error() -> None:
     assert issubclass(CopybookError, ConfigError)
+
+
+def test_clauses_in_any_order_and_names_after_indexed_by() -> None:
+    rec = parse_copybook("""
+       01 R.
+          05 A PIC S9(5) VALUE ZERO COMP-3.
+          05 B PIC X(3) VALUE 'A B'.
+          05 T OCCURS 2 TIMES INDEXED BY IX1 IX2.
+             10 C PIC S9(3)V9 VALUE -12.5
+                SIGN IS LEADING SEPARATE CHARACTER.
+          05 D PIC 9(4) USAGE IS BINARY VALUE IS 7.
+          05 E PIC X(2) VALUE ALL '*'.
+""")["r"]
+    assert [(i.name, i.offset, i.size) for i in rec.items] == [
+        ("a", 0, 3), ("b", 3, 3), ("c_1", 6, 5), ("c_2", 11, 5), ("d", 16, 2), ("e", 18, 2)]
+    assert rec.item("a").usage is Usage.PACKED and rec.item("d").usage is Usage.BINARY
+
+
+def test_an_unknown_clause_is_refused_not_guessed() -> None:
+    with pytest.raises(CopybookError, match="line 2: unknown clause 'COMP3'"):
+        parse_copybook("       01 R.\n          05 A PIC S9(5) COMP3.\n")

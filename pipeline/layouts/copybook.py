@@ -191,10 +191,21 @@ def _entry(sentence: list[tuple[int, str]], source: str) -> _Entry | None:
     return entry
 
 
+_NOISE = {"IS", "ARE", "TIMES", "CHARACTER", "GLOBAL", "EXTERNAL", "USAGE", "SIGN"}
+_NAMES_FOLLOW = {"BY", "KEY"}  # INDEXED BY i ..., ASCENDING KEY IS k ...: names, no layout
+_CLAUSE_WORDS = {"PIC", "PICTURE", "REDEFINES", "OCCURS", "SIGN", "LEADING", "TRAILING",
+                 "SEPARATE", "VALUE", "VALUES", "USAGE", "INDEXED", "ASCENDING", "DESCENDING",
+                 *_USAGES, *_REFUSED}
+
+
 def _clauses(entry: _Entry, words: list[str], where: str) -> None:
-    i = 0
+    i, names = 0, False
     while i < len(words):
         w = words[i].upper()
+        if names and w not in _CLAUSE_WORDS:
+            i += 1
+            continue
+        names = False
         if w in _REFUSED:
             raise CopybookError(f"{where}: {_REFUSED[w]}")
         if w in ("PIC", "PICTURE"):
@@ -214,19 +225,29 @@ def _clauses(entry: _Entry, words: list[str], where: str) -> None:
             entry.occurs = int(words[i])
             if i + 2 < len(words) and words[i + 1].upper() == "TO":
                 raise CopybookError(f"{where}: {_REFUSED['DEPENDING']}")
-        elif w == "SIGN":
-            pass
         elif w in ("LEADING", "TRAILING"):
             entry.sign_leading = w == "LEADING"
         elif w == "SEPARATE":
             entry.sign_separate = True
         elif w in _USAGES:
             entry.usage = _USAGES[w]
-        elif w == "VALUE" or w == "VALUES":
-            return  # the rest is the initial value: irrelevant to the layout
+        elif w in ("VALUE", "VALUES"):
+            i = _skip_value(words, i + 1)  # the initial value: irrelevant to the layout
         elif w in ("JUST", "JUSTIFIED", "BLANK"):
             raise CopybookError(f"{where}: {w} is not supported")
+        elif w in _NAMES_FOLLOW:
+            names = True
+        elif w not in _NOISE and w not in ("INDEXED", "ASCENDING", "DESCENDING"):
+            # a clause this parser does not know could change the layout: never guess
+            raise CopybookError(f"{where}: unknown clause {words[i]!r}")
         i += 1
+
+
+def _skip_value(words: list[str], i: int) -> int:
+    """Index of the last word of VALUE [IS|ARE] [ALL] literal."""
+    while i < len(words) and words[i].upper() in ("IS", "ARE", "ALL"):
+        i += 1
+    return i
 
 
 def _tree(entries: list[_Entry], source: str) -> list[_Entry]:

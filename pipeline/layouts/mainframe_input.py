@@ -59,9 +59,11 @@ def build_mainframe(section: Mapping[str, Any], fmt: RecordFormat, encoding: str
         raise ConfigError("copybook.path: missing")
     records = parse_copybook_file(source.parent / path)
     cp = code_page(encoding)
-    dates = set(section.get("dates", []))
-    type_name = section.get("record_type", "")
-    values = {r: section.get(f"{r}_type", "") for r in ROLES}
+    dates = section.get("dates", [])
+    if not isinstance(dates, list) or not all(isinstance(d, str) for d in dates):
+        raise ConfigError("copybook.dates: expected a list of field names")
+    type_name = _text_key(section, "record_type")
+    values = {r: _text_key(section, f"{r}_type") for r in ROLES}
     if type_name and not all(values.values()):
         raise ConfigError("copybook: record_type needs header_type, detail_type and trailer_type")
     decoders, layouts = {}, {}
@@ -74,11 +76,41 @@ def build_mainframe(section: Mapping[str, Any], fmt: RecordFormat, encoding: str
         if fmt.kind == "fb" and record.size > fmt.record_length:
             raise ConfigError(f"copybook.{role}: record {record.name} is {record.size} bytes, "
                               f"longer than input.record_length {fmt.record_length}")
-        decoder = _decoder(record, role, cp, type_name, values, dates, roles)
+        _check_names(record)
+        decoder = _decoder(record, role, cp, type_name, values, set(dates), roles)
         decoders[role] = decoder
         layouts[role] = _layout(decoder, values[role] or role[0].upper())
     mf = MainframeInput(fmt, decoders["header"], decoders["detail"], decoders["trailer"])
     return mf, layouts
+
+
+def _text_key(section: Mapping[str, Any], key: str) -> str:
+    value = section.get(key, "")
+    if not isinstance(value, str) or not (value.isascii() and value.isprintable()):
+        raise ConfigError(f"copybook.{key}: expected printable ASCII text, got {value!r}")
+    return value
+
+
+MAX_COLUMNS = 1000  # Oracle's limit per table
+
+
+def _check_names(record: Record) -> None:
+    """Every item becomes a column: a plain identifier, once per record."""
+    from pipeline.config import IDENTIFIER
+
+    seen: set[str] = set()
+    for it in record.items:
+        where = f"copybook line {it.line}"
+        if not IDENTIFIER.fullmatch(it.name):
+            raise ConfigError(f"{where}: {it.name!r} cannot be a column name (a letter, then "
+                              "letters, digits or _, at most 30; name it FILLER if unused)")
+        if it.name in seen:
+            raise ConfigError(f"{where}: {it.name!r} appears twice in {record.name} "
+                              "(COBOL qualifies it with OF; a table cannot)")
+        seen.add(it.name)
+    if len(record.items) > MAX_COLUMNS:
+        raise ConfigError(f"copybook line {record.line}: {record.name} flattens to "
+                          f"{len(record.items)} fields, more than a table holds ({MAX_COLUMNS})")
 
 
 def _decoder(record: Record, role: str, cp: Any, type_name: str, values: dict[str, str],
@@ -91,6 +123,9 @@ def _decoder(record: Record, role: str, cp: Any, type_name: str, values: dict[st
             raise ConfigError(f"copybook.record_type: no field {type_name!r} in "
                               f"{record.name}") from None
     columns = tuple(_column(it, role, dates, roles) for it in record.items if it is not type_item)
+    if type_item is not None and any(len(v) > type_item.size for v in values.values()):
+        raise ConfigError(f"copybook: a record type value is longer than {type_name} "
+                          f"({type_item.size} bytes)")
     encoded = {r: cp.encode(v.ljust(type_item.size)) if type_item else b""
                for r, v in values.items()}
     others = tuple(encoded[r] for r in ("header", "trailer")) if role == "detail" else ()

@@ -149,7 +149,8 @@ def _layouts(data: Mapping[str, Any], layout: Mapping[str, Any], length: int, fm
     if fmt == "fb" and (length < 1 or blocked):
         raise ConfigError("input.record_length: a fb input needs a positive record length "
                           "(and no blocked = true)")
-    roles = Roles(str(tables.get("key", "")), str(tables.get("amount", "")),
+    key = tables.get("key", "")
+    roles = Roles(frozenset(key if isinstance(key, list) else [key]), str(tables.get("amount", "")),
                   str(control.get("trailer_count", "")), str(control.get("trailer_amount", "")))
     mf, layouts = build_mainframe(book, RecordFormat(fmt, length or 32756, blocked),
                                   _get(inp, "input.encoding", str, "cp037"), source, roles)

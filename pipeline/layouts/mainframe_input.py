@@ -45,7 +45,7 @@ class MainframeInput:
 class Roles:
     """The fields the job gives a role to (for types and checks)."""
 
-    key: str
+    keys: frozenset[str]  # the key field(s): one name, or several for a composite key
     amount: str
     trailer_count: str
     trailer_amount: str
@@ -137,7 +137,7 @@ def _column(item: Item, role: str, dates: set[str], roles: Roles) -> Column:
     if not item.numeric:
         if item.name in dates:
             raise ConfigError(f"{where}: a date must be PIC 9(8) (YYYYMMDD)")
-        return Column(item, FieldType.TEXT, required=role == "detail" and item.name == roles.key)
+        return Column(item, FieldType.TEXT, required=role == "detail" and item.name in roles.keys)
     width = item.digits + max(0, -item.scale)
     if item.name in dates:
         if item.digits != 8 or item.signed or item.scale or item.usage is not Usage.DISPLAY:
@@ -151,7 +151,7 @@ def _column(item: Item, role: str, dates: set[str], roles: Roles) -> Column:
     if role == "detail":
         # unsigned whole numbers are kept as digits (leading zeros too): DISPLAY ones, and
         # a numeric key of any usage that is limited to its PIC's digits
-        limited = item.usage is Usage.DISPLAY or (item.name == roles.key
+        limited = item.usage is Usage.DISPLAY or (item.name in roles.keys
                                                   and item.usage is not Usage.NATIVE)
         plain = integer and item.scale == 0 and not item.signed and limited
         kind = FieldType.DIGITS if plain and item.name != roles.amount else FieldType.AMOUNT

@@ -308,3 +308,28 @@ def test_decode_reports_every_broken_field() -> None:
     d = decode(spec, rows(_rec(txn="", amount=b"\xff\xff\xff\xff")))
     reason = d.failures.reason(0, _rec(txn="", amount=b"\xff\xff\xff\xff"))
     assert "TXN_ID" in reason and "AMOUNT" in reason and "X'FFFFFFFF'" in reason
+
+
+# --- VB framing ----------------------------------------------------------------------
+
+
+@FAST
+@given(st.lists(st.one_of(st.just(20), st.integers(5, 40)), max_size=300),
+       st.integers(0, 30))
+def test_frame_vb_agrees_with_a_walk_of_the_rdws(lengths: list[int], cut: int) -> None:
+    from pipeline.layouts.recfm import frame_vb
+
+    data = b"".join(n.to_bytes(2, "big") + b"\0\0" + bytes([n]) * (n - 4) for n in lengths)
+    data = data[: max(0, len(data) - cut)]
+    expected_starts, expected_lengths, pos = [], [], 0
+    while pos + 4 <= len(data):
+        n = int.from_bytes(data[pos:pos + 2], "big")
+        if pos + n > len(data):
+            break
+        expected_starts.append(pos)
+        expected_lengths.append(n - 4)
+        pos += n
+    starts, got_lengths, used = frame_vb(np.frombuffer(data, np.uint8), 0)
+    assert starts.tolist() == expected_starts
+    assert got_lengths.tolist() == expected_lengths
+    assert used == pos

@@ -51,34 +51,58 @@ class Walk:
 
 
 def frame_vb(buf: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """(RDW offsets, data lengths, bytes used) of the whole VB records at the start of buf."""
-    starts: list[np.ndarray] = []
-    lengths: list[np.ndarray] = []
-    pos, n = 0, len(buf)
+    """(RDW offsets, data lengths, bytes used) of the whole VB records at the start of buf.
+
+    While records keep one length, a window of RDWs ahead is guessed and checked at
+    once, the window growing as the guesses hold; where lengths vary, the RDWs are read
+    one by one in plain Python (cheaper than numpy calls on a few elements).
+    """
+    raw = buf.tobytes()
+    segments: list[tuple[int, int, int]] = []  # (offset, record length with RDW, records)
+    pos, n, window = 0, len(raw), _MIN_WINDOW
     while pos + 4 <= n:
-        length = _rdw(buf, pos, base)
+        length = _rdw(raw, pos, base)
         if pos + length > n:
             break
-        # guess that the records ahead have this length too, and check all at once
-        guess = pos + np.arange((n - pos) // length, dtype=np.int64) * length
-        same = ((buf[guess] == length >> 8) & (buf[guess + 1] == length & 255)
-                & (buf[guess + 2] == 0) & (buf[guess + 3] == 0))
-        run = int(np.argmin(same)) if not same.all() else len(same)
-        run = max(run, 1)
-        starts.append(guess[:run])
-        lengths.append(np.full(run, length - 4, dtype=np.int64))
+        run, fits = 1, min((n - pos) // length, window)
+        if fits > 1:
+            guess = pos + np.arange(fits, dtype=np.int64) * length
+            same = ((buf[guess] == length >> 8) & (buf[guess + 1] == length & 255)
+                    & (buf[guess + 2] == 0) & (buf[guess + 3] == 0))
+            run = fits if same.all() else max(int(np.argmin(same)), 1)
+        window = min(window * 4, _MAX_WINDOW) if run == fits else _MIN_WINDOW
+        segments.append((pos, length, run))
         pos += run * length
-    if not starts:
-        return np.empty(0, np.int64), np.empty(0, np.int64), 0
-    return np.concatenate(starts), np.concatenate(lengths), pos
+        while window == _MIN_WINDOW and pos + 4 <= n:  # lengths vary: one RDW at a time
+            length = _rdw(raw, pos, base)
+            if pos + length > n or raw[pos + length: pos + length + 4] == raw[pos: pos + 4]:
+                break  # the next record has the same length: back to guessing
+            segments.append((pos, length, 1))
+            pos += length
+    return (*_expand(segments), pos)
 
 
-def _rdw(buf: np.ndarray, pos: int, base: int) -> int:
-    length = int(buf[pos]) << 8 | int(buf[pos + 1])
-    if length < 5 or buf[pos + 2] or buf[pos + 3]:
+_MIN_WINDOW, _MAX_WINDOW = 8, 1 << 16
+
+
+def _expand(segments: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """RDW offsets and data lengths of every record of the (offset, length, count) runs."""
+    if not segments:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    seg = np.array(segments, dtype=np.int64)
+    counts = seg[:, 2]
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    k = np.arange(int(counts.sum()), dtype=np.int64) - first
+    lengths = np.repeat(seg[:, 1], counts)
+    return np.repeat(seg[:, 0], counts) + k * lengths, lengths - 4
+
+
+def _rdw(raw: bytes, pos: int, base: int) -> int:
+    length = raw[pos] << 8 | raw[pos + 1]
+    if length < 5 or raw[pos + 2] or raw[pos + 3]:
         raise InputStructureError(
             f"the record descriptor word at byte offset {base + pos} is "
-            f"X'{buf[pos:pos + 4].tobytes().hex().upper()}': not a record length "
+            f"X'{raw[pos:pos + 4].hex().upper()}': not a record length "
             "(RECFM=VB expects a 2-byte length including the RDW, then 2 zero bytes)")
     return length
 

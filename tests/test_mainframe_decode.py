@@ -122,6 +122,12 @@ def test_zoned_rejects_non_digits_and_misplaced_signs() -> None:
     assert not ok.any()
 
 
+def test_zoned_reasons_name_the_bad_byte() -> None:
+    _, _, explain = decode_number(num(Usage.DISPLAY, 5, 5), rows(CP037.encode("12A45")), CP037)
+    assert explain(CP037.encode("12A45")).endswith("byte 3 X'C1' is not a digit")
+    assert explain(CP037.encode("1234 ")).endswith("byte 5 X'40' is not a sign")
+
+
 def test_zoned_unsigned_needs_plain_digits() -> None:
     item = num(Usage.DISPLAY, 4, 4, signed=False)
     value, ok = decode_zoned(rows(b"\xf1\xf2\xf3\xf4", b"\xf1\xf2\xf3\xc4"), item, CP037)

@@ -296,8 +296,24 @@ def _explain_packed(item: Item) -> Callable[[bytes], str]:
 
 
 def _explain_zoned(item: Item, cp: CodePage) -> Callable[[bytes], str]:
-    return lambda raw: (f"is not zoned decimal PIC {'S' if item.signed else ''}9({item.digits}) "
-                        f"in {cp.name}")
+    pic = f"PIC {'S' if item.signed else ''}9({item.digits})"
+
+    def explain(raw: bytes) -> str:
+        digit_of, zone_sign = _zoned_tables(cp.name)
+        sign_at = -1
+        if item.signed:
+            sign_at = (0 if item.sign_leading else len(raw) - 1)
+        for i, b in enumerate(raw):
+            if i == sign_at:
+                fine = (b in (cp.plus, cp.minus)) if item.sign_separate else zone_sign[b] != 0
+                what = "a sign"
+            else:
+                fine, what = bool(digit_of[b] < 10), "a digit"
+            if not fine:
+                return (f"is not zoned decimal {pic} in {cp.name}: "
+                        f"byte {i + 1} X'{b:02X}' is not {what}")
+        return f"is not zoned decimal {pic} in {cp.name}"
+    return explain
 
 
 def _explain_binary(item: Item) -> Callable[[bytes], str]:

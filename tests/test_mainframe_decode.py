@@ -339,3 +339,13 @@ def test_frame_vb_agrees_with_a_walk_of_the_rdws(lengths: list[int], cut: int) -
     assert starts.tolist() == expected_starts
     assert got_lengths.tolist() == expected_lengths
     assert used == pos
+
+
+def test_cp1140_euro_sign_takes_the_wide_path() -> None:
+    cp = code_page("cp1140")
+    euro = "PRICE \u20ac5".encode("cp1140")
+    text, ok = decode_text(rows(euro.ljust(12, b"\x40"), cp.encode("PLAIN").ljust(12, b"\x40")),
+                           cp)
+    assert ok.all() and text.tolist() == ["PRICE \u20ac5", "PLAIN"]
+    text, _ = decode_text(rows(cp.encode("PLAIN").ljust(12, b"\x40")), cp)
+    assert text.tolist() == ["PLAIN"]

@@ -26,6 +26,8 @@ class CodePage:
     codepoints: np.ndarray  # uint32 (256,): decoded text as UCS-4, LOW-VALUES as a space
     printable: np.ndarray  # bool (256,): allowed in a text field (LOW-VALUES included)
     printable_bytes: bytes  # the same, as the bytes bytes.translate may delete
+    latin1: bytes  # translate table: byte -> its code point where that is below 256
+    wide: bytes  # the bytes whose code point is 256 or more (cp1140's euro sign)
     space: int  # the byte of a space
     zero: int  # the byte of the digit 0 (digits are zero..zero+9 in every page here)
     plus: int
@@ -46,7 +48,9 @@ def code_page(name: str) -> CodePage:
     printable = np.array([b == 0 or (c.isprintable() and c != "\ufffd")
                           for b, c in enumerate(chars)], dtype=bool)
     allowed = bytes(b for b in range(256) if printable[b])
-    return CodePage(name, chars, codepoints, printable, allowed, chars.index(" "),
+    latin1 = bytes(int(c) if c < 256 else 0 for c in codepoints)
+    wide = bytes(b for b in range(256) if codepoints[b] >= 256)
+    return CodePage(name, chars, codepoints, printable, allowed, latin1, wide, chars.index(" "),
                     chars.index("0"), chars.index("+"), chars.index("-"))
 
 

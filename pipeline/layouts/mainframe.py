@@ -123,12 +123,16 @@ def decode(spec: RecordDecoder, rec: np.ndarray) -> Decoded:
 
 def decode_text(cols: np.ndarray, cp: CodePage) -> tuple[np.ndarray, np.ndarray]:
     """(str array trimmed of trailing spaces and LOW-VALUES, row holds only printables)."""
-    n = cols.shape[1]
-    ucs4 = np.take(cp.codepoints, cols)
-    text = np.strings.rstrip(ucs4.view(f"<U{n}").reshape(len(cols)), " ")
+    rows, n = cols.shape
+    raw = np.ascontiguousarray(cols).tobytes()
+    if any(raw.find(b) >= 0 for b in cp.wide):  # a character past Latin-1 (cp1140's euro)
+        ucs4 = np.take(cp.codepoints, cols)
+    else:  # bytes.translate at C speed, then widened: cheaper than a uint32 gather
+        ucs4 = np.frombuffer(raw.translate(cp.latin1), np.uint8).astype(np.uint32)
+    text = np.strings.rstrip(ucs4.view(f"<U{n}").reshape(rows), " ")
     # the whole batch at C speed first: a per-row check only when some byte is not printable
-    if not np.ascontiguousarray(cols).tobytes().translate(None, cp.printable_bytes):
-        return text, np.ones(len(cols), dtype=bool)
+    if not raw.translate(None, cp.printable_bytes):
+        return text, np.ones(rows, dtype=bool)
     return text, np.asarray(np.take(cp.printable, cols).all(axis=1))
 
 
@@ -350,7 +354,8 @@ def decode_details(spec: RecordDecoder, amount: str, rec: np.ndarray, lengths: n
     readable = decoded.readable[amount] & full & ~control
     rejects = [_reject(spec, decoded, rec, lengths, offsets, numbers, full, int(i))
                for i in np.flatnonzero(~ok & ~control)]
-    stored = {name: v[ok] for name, v in decoded.values.items()}
+    everything = bool(ok.all())  # the usual batch: no copies of the columns to select
+    stored = {name: v if everything else v[ok] for name, v in decoded.values.items()}
     for col in spec.columns:
         if col.kind is FieldType.DATE:
             stored[col.name] = _iso_dates(stored[col.name])
@@ -358,12 +363,12 @@ def decode_details(spec: RecordDecoder, amount: str, rec: np.ndarray, lengths: n
             stored[col.name] = _as_str(ascii_digits(stored[col.name], col.item.digits))
     return DetailBatch(
         first_line=first_record,
-        lines=numbers[ok],
+        lines=numbers if everything else numbers[ok],
         columns=stored,
         records_read=len(rec) - int(control.sum()),
         rejects=rejects,
-        accepted_amount=checked_sum(amounts[ok]),
-        read_amount=checked_sum(amounts[readable]),
+        accepted_amount=checked_sum(amounts if everything else amounts[ok]),
+        read_amount=checked_sum(amounts if everything else amounts[readable]),
         unreadable_amounts=int(np.count_nonzero(~readable & ~control)),
         misplaced=numbers[control].tolist(),
     )

@@ -375,3 +375,79 @@ def test_generate_cli_writes_ebcdic(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "5 rejectable" in done.stdout
     assert out.read_bytes()[:5] == b"\x00\x68\x00\x00" + CP.encode("H")
+
+
+def test_zoned_binary_and_separate_signs_end_to_end(tmp_path: Path) -> None:
+    book = """
+       01  HDR.
+           05  REC-TYPE PIC X.
+           05  FILLER   PIC X(19).
+       01  DTL.
+           05  REC-TYPE PIC X.
+           05  REF      PIC X(4).
+           05  AMT      PIC S9(5)V99.
+           05  ADJ      PIC S9(3) SIGN LEADING SEPARATE.
+           05  QTY      PIC S9(4) COMP.
+           05  BIG      PIC S9(9) COMP-5.
+           05  FILLER   PIC X(2).
+       01  TRL.
+           05  REC-TYPE PIC X.
+           05  CNT      PIC 9(5).
+           05  TOTAL    PIC S9(9)V99 SIGN TRAILING SEPARATE.
+           05  FILLER   PIC X(2).
+"""
+    (tmp_path / "b.cpy").write_text(book)
+    (tmp_path / "job.toml").write_text(f"""
+[job]
+name = "zoned_job"
+[input]
+format = "vb"
+encoding = "cp500"
+[copybook]
+path = "b.cpy"
+header = "HDR"
+detail = "DTL"
+trailer = "TRL"
+record_type = "rec_type"
+header_type = "H"
+detail_type = "D"
+trailer_type = "T"
+[output]
+dir = "{tmp_path / 'work'}"
+[database]
+url = "sqlite:///{tmp_path / 'db.sqlite'}"
+[tables]
+staging = "stg_zoned"
+final = "zoned"
+key = "ref"
+amount = "amt"
+[control]
+trailer_count = "cnt"
+trailer_amount = "total"
+""")
+    config = load_config(tmp_path / "job.toml")
+    cp = code_page("cp500")
+
+    def dtl(ref: str, amt: str, adj: str, qty: int, big: int) -> bytes:
+        return (cp.encode("D" + ref) + cp.encode(amt) + cp.encode(adj)
+                + qty.to_bytes(2, "big", signed=True) + big.to_bytes(4, "big", signed=True)
+                + cp.encode("  "))
+
+    details = [dtl("A001", "0012345", "-012", -7, -2_000_000_000),  # +123.45
+               dtl("A002", "000123J", "+005", 9999, 5),  # -12.31: J is -1 overpunched
+               dtl("A003", "000100{", "+000", 0, 0),  # +10.00
+               dtl("A004", "00001X5", "+000", 0, 0)]  # not zoned: rejected, amount unknown
+    data = [cp.encode("H" + " " * 19)] + details + [cp.encode("T00004" + "00000012114+  ")]
+    outcome = run(config, tmp_path / "in.vb", vb(data))
+
+    # the reject's amount cannot be read: the trailer total is unprovable -> exit 1
+    assert outcome.exit_code == 1 and outcome.rejects == 1
+    assert outcome.reject_file is not None
+    assert "byte 6 X'E7' is not a digit" in outcome.reject_file.read_text()
+    staging = job_tables(config).staging
+    engine = create_engine(config.database_url)
+    with engine.connect() as conn:
+        rows = {r.ref: (r.amt, r.adj, r.qty, r.big) for r in conn.execute(select(staging))}
+    engine.dispose()
+    assert rows == {"A001": (12345, -12, -7, -2_000_000_000), "A002": (-1231, 5, 9999, 5),
+                    "A003": (1000, 0, 0, 0)}

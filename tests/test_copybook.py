@@ -159,3 +159,10 @@ def test_clauses_in_any_order_and_names_after_indexed_by() -> None:
 def test_an_unknown_clause_is_refused_not_guessed() -> None:
     with pytest.raises(CopybookError, match="line 2: unknown clause 'COMP3'"):
         parse_copybook("       01 R.\n          05 A PIC S9(5) COMP3.\n")
+
+
+def test_alphanumeric_sequence_area_and_free_format_at_column_1() -> None:
+    fixed = "CB0010 01  R.\nCB0020     05  A PIC X(2).\nCB0030*    05  B PIC X(9).\nCB0040\n"
+    assert [(i.name, i.size) for i in parse_copybook(fixed)["r"].items] == [("a", 2)]
+    free = "01 R.\n05 A   PIC X(3).\n05 B PIC 9(2).\n"
+    assert [(i.name, i.size) for i in parse_copybook(free)["r"].items] == [("a", 3), ("b", 2)]

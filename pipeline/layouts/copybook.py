@@ -131,7 +131,10 @@ def parse_copybook(text: str, source: str = "copybook") -> dict[str, Record]:
 def _code_lines(text: str) -> list[tuple[int, str]]:
     """(line number, code) with the sequence area, comments and columns 73+ removed."""
     lines = text.splitlines()
-    fixed = all(len(ln) < 7 or (ln[:6].strip() == "" or ln[:6].isdigit()) and ln[6] in " *-/dD"
+    # fixed format: columns 1-6 blank or one sequence token (000100, CB0010), an indicator
+    # in column 7; anything else is free format
+    fixed = all(" " not in ln.strip() if len(ln) < 7 else
+                (ln[:6].strip() == "" or " " not in ln[:6]) and ln[6] in " *-/dD"
                 for ln in lines if ln.strip())
     out = []
     for number, ln in enumerate(lines, 1):

@@ -28,9 +28,7 @@ class CodePage:
     printable_bytes: bytes  # the same, as the bytes bytes.translate may delete
     latin1: bytes  # translate table: byte -> its code point where that is below 256
     wide: bytes  # the bytes whose code point is 256 or more (cp1140's euro sign)
-    space: int  # the byte of a space
-    zero: int  # the byte of the digit 0 (digits are zero..zero+9 in every page here)
-    plus: int
+    plus: int  # the bytes of "+" and "-" (SIGN ... SEPARATE)
     minus: int
 
     def encode(self, text: str) -> bytes:
@@ -50,8 +48,8 @@ def code_page(name: str) -> CodePage:
     allowed = bytes(b for b in range(256) if printable[b])
     latin1 = bytes(int(c) if c < 256 else 0 for c in codepoints)
     wide = bytes(b for b in range(256) if codepoints[b] >= 256)
-    return CodePage(name, chars, codepoints, printable, allowed, latin1, wide, chars.index(" "),
-                    chars.index("0"), chars.index("+"), chars.index("-"))
+    return CodePage(name, chars, codepoints, printable, allowed, latin1, wide,
+                    chars.index("+"), chars.index("-"))
 
 
 def _chars(name: str) -> str:

@@ -151,7 +151,9 @@ def _walk_vb(f: Any, fmt: RecordFormat, size: int, targets: list[int]) -> Walk:
             trailer = (base + int(starts[-1]) + 4, int(lengths[-1]))
             trailer_start = base + int(starts[-1])
             unit_starts = units if fmt.blocked else starts
-            unit_recno = _recno_of_units(units, starts) if fmt.blocked else np.arange(len(starts))
+            # a block's first record: the first RDW at or after the block's start
+            unit_recno = (np.searchsorted(starts, units) if fmt.blocked
+                          else np.arange(len(starts)))
             while targets and targets[0] <= base + int(unit_starts[-1]):
                 i = int(np.searchsorted(unit_starts + base, targets.pop(0)))
                 cuts.append((base + int(unit_starts[i]), recno + int(unit_recno[i])))
@@ -199,10 +201,6 @@ def _records_of(buf: np.ndarray, base: int, units: np.ndarray, used: int,
     if not all_starts:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     return np.concatenate(all_starts), np.concatenate(all_lengths)
-
-
-def _recno_of_units(units: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    return np.searchsorted(starts, units)
 
 
 def read_batches(path: Path, fmt: RecordFormat, start: int, end: int, first_record: int,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -24,7 +25,7 @@ _CHUNK = 100_000
 
 
 def generate_mainframe_file(path: str | os.PathLike[str], records: int, fmt: str = "ebcdic-fb",
-                            **options: object) -> GeneratedInput:
+                            **options: Any) -> GeneratedInput:
     """Write the EBCDIC twin of ``generate_file``'s output (same arguments, same data)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
@@ -32,7 +33,7 @@ def generate_mainframe_file(path: str | os.PathLike[str], records: int, fmt: str
     text = out.with_name(f"{out.name}.{os.getpid()}.txt")
     tmp = out.with_name(f"{out.name}.{os.getpid()}.part")
     try:
-        made = generate_file(text, records, **options)  # type: ignore[arg-type]
+        made = generate_file(text, records, **options)
         with open(text, "rb") as src, open(tmp, "wb") as dst:
             _transcode(src, dst, records, fmt == "ebcdic-vb")
         os.replace(tmp, out)
@@ -42,24 +43,24 @@ def generate_mainframe_file(path: str | os.PathLike[str], records: int, fmt: str
     return GeneratedInput(out, made.records, made.rejects, made.duplicates, made.amount_total)
 
 
-def _transcode(src: object, dst: object, records: int, vb: bool) -> None:
+def _transcode(src: BinaryIO, dst: BinaryIO, records: int, vb: bool) -> None:
     table = np.frombuffer(_encode_table("cp037"), dtype=np.uint8)
-    header = np.frombuffer(src.readline()[:-1], np.uint8)  # type: ignore[attr-defined]
+    header = np.frombuffer(src.readline()[:-1], np.uint8)
     _write(dst, _header(table, header)[None, :], vb)
     for start in range(0, records, _CHUNK):
         n = min(_CHUNK, records - start)
-        arr = np.frombuffer(src.read(n * LINE_LEN), np.uint8).reshape(n, LINE_LEN)  # type: ignore[attr-defined]
+        arr = np.frombuffer(src.read(n * LINE_LEN), np.uint8).reshape(n, LINE_LEN)
         _write(dst, _details(table, arr, start), vb)
-    trailer = np.frombuffer(src.readline()[:-1], np.uint8)  # type: ignore[attr-defined]
+    trailer = np.frombuffer(src.readline()[:-1], np.uint8)
     _write(dst, _trailer(table, trailer)[None, :], vb)
 
 
-def _write(dst: object, rec: np.ndarray, vb: bool) -> None:
+def _write(dst: BinaryIO, rec: np.ndarray, vb: bool) -> None:
     if vb:
         rdw = np.zeros((len(rec), 4), np.uint8)
         rdw[:, 0], rdw[:, 1] = (rec.shape[1] + 4) >> 8, (rec.shape[1] + 4) & 255
         rec = np.hstack([rdw, rec])
-    dst.write(rec.tobytes())  # type: ignore[attr-defined]
+    dst.write(rec.tobytes())
 
 
 def _header(table: np.ndarray, line: np.ndarray) -> np.ndarray:

@@ -113,12 +113,11 @@ def resolve_input(config: JobConfig) -> Path:
         from pipeline.generate_mainframe import generate_mainframe_file
 
         sample.parent.mkdir(parents=True, exist_ok=True)
-        options = {"seed": 1, "reject_rate": 0.001, "duplicate_rate": 0.001}
         if config.mainframe is not None:
             generate_mainframe_file(sample, SAMPLE_RECORDS, f"ebcdic-{config.mainframe.fmt.kind}",
-                                    **options)
+                                    seed=1, reject_rate=0.001, duplicate_rate=0.001)
         else:
-            generate_file(sample, SAMPLE_RECORDS, **options)  # type: ignore[arg-type]
+            generate_file(sample, SAMPLE_RECORDS, seed=1, reject_rate=0.001, duplicate_rate=0.001)
     return sample
 
 

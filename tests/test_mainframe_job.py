@@ -451,3 +451,60 @@ trailer_amount = "total"
     engine.dispose()
     assert rows == {"A001": (12345, -12, -7, -2_000_000_000), "A002": (-1231, 5, 9999, 5),
                     "A003": (1000, 0, 0, 0)}
+
+
+def test_national_characters_reach_the_database(tmp_path: Path, ebcdic_config: JobConfig) -> None:
+    assert ebcdic_config.mainframe is not None
+    cp273 = code_page("cp273")
+    mf = ebcdic_config.mainframe
+    decoders = {role: dataclasses.replace(getattr(mf, role), code_page=cp273,
+                                          type_value=cp273.encode(getattr(mf, role)
+                                                                  .type_value.decode("cp037")))
+                for role in ("header", "detail", "trailer")}
+    decoders["detail"] = dataclasses.replace(
+        decoders["detail"], control_values=(cp273.encode("H"), cp273.encode("T")))
+    config = ebcdic_config.with_overrides(mainframe=dataclasses.replace(mf, **decoders))
+
+    def enc(text: str) -> bytes:
+        return text.encode("cp273")
+
+    rec = (enc("D") + enc("UML1".ljust(16)) + enc("0000000001") + enc("20261124")
+           + encode_packed(995, 13) + enc("EUR") + enc("Größe Übermaß äöü ß".ljust(40))
+           + enc(" " * 15))
+    data = (enc("H20261125") + enc("TESTS".ljust(20)) + enc(" " * 71) + rec
+            + enc("T") + enc(f"{1:010d}") + encode_packed(995, 18) + enc(" " * 79))
+    outcome = run(config, tmp_path / "in.bin", data)
+    assert outcome.exit_code == 0, outcome.message
+    assert final_rows(config)["UML1"][4] == "Größe Übermaß äöü ß"
+
+
+@pytest.mark.postgresql
+def test_national_characters_on_a_latin1_postgresql_database(tmp_path: Path, pg_url: str) -> None:
+    """The COPY payload is UTF-8 whatever the database's encoding."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    admin_url = make_url(pg_url)
+    name = f"{admin_url.database}_latin1"
+    admin = create_engine(admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE \"{name}\" ENCODING 'LATIN1' LC_COLLATE 'C' "
+                          "LC_CTYPE 'C' TEMPLATE template0"))
+    try:
+        url = admin_url.set(database=name).render_as_string(hide_password=False)
+        config = load_config(shipped_config(JOB)).with_overrides(
+            output_dir=tmp_path / "work", database_url=url, heartbeat_timeout=10.0)
+        words = "Gr\u00f6\u00dfe \u00e4\u00f6\u00fc"
+        records, total = sample(2)
+        umlauts = detail("UML1", 5)
+        umlauts = umlauts[:45] + words.encode("cp037").ljust(40, b"\x40") + umlauts[85:]
+        records.insert(1, umlauts)
+        records[-1] = trailer(3, total + 5)
+        outcome = run(config, tmp_path / "in.bin", fb(records))
+        assert outcome.exit_code == 0, outcome.message
+        assert final_rows(config)["UML1"][4] == words
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

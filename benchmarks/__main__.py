@@ -22,12 +22,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bus, compare, machine, report, scaling
+from benchmarks import bus, compare, machine, mainframe, report, scaling
 from benchmarks.harness import Target, measure, pg_reachable, postmaster_pid
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_PG = "postgresql+psycopg://root@127.0.0.1:5432/postgres"
-SECTIONS = ("bus", "scaling", "compare")
+SECTIONS = ("bus", "scaling", "compare", "mainframe")
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result["compare"] = run_compare(plan, reps, tgts, workdir)
         result["memory"] = memory_growth(result["compare"])
         compare.plot(result["compare"], RESULTS / f"comparison-{result['mode']}.png")
+    if "mainframe" in sections:
+        log("mainframe - decoding EBCDIC records, the EBCDIC job vs the text job")
+        result["mainframe"] = mainframe.measure(plan.bus_records, plan.sizes[0], reps, workdir)
     result["load_end"] = machine.load_average()
     result["elapsed"] = time.perf_counter() - started
     return result

@@ -203,5 +203,9 @@ def render(r: dict[str, Any]) -> str:
         parts += [floor_section(r["compare"], r["mode"]), excess_section(r["compare"]),
                   peers_section(r["compare"]),
                   recon_section(r["compare"], r.get("memory", []))]
+    if "mainframe" in r:
+        from benchmarks import mainframe
+
+        parts.append(mainframe.render(r["mainframe"]))
     parts += [machine_section(r)] + [f"Skipped: {s}" for s in r.get("skipped", [])]
     return "\n\n".join(p for p in parts if p) + "\n"

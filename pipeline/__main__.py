@@ -306,10 +306,15 @@ def _config_and_run_id(targets: list[str]) -> tuple[Path | None, str | None]:
 
 def _generate(args: argparse.Namespace) -> int:
     from pipeline.generate import generate_file
+    from pipeline.generate_mainframe import generate_mainframe_file
 
+    options = {"seed": args.seed, "reject_rate": args.reject_rate,
+               "duplicate_rate": args.duplicate_rate}
     try:
-        made = generate_file(args.out, args.records, seed=args.seed,
-                             reject_rate=args.reject_rate, duplicate_rate=args.duplicate_rate)
+        if args.format == "fixed":
+            made = generate_file(args.out, args.records, **options)
+        else:
+            made = generate_mainframe_file(args.out, args.records, args.format, **options)
     except (ValueError, OSError) as exc:
         _error(args, str(exc))
         return 2
@@ -407,6 +412,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="share of detail records a run must reject, 0-1 (default 0)")
     gen.add_argument("--duplicate-rate", type=float, default=0.0,
                      help="share of detail records repeating an earlier key, 0-1 (default 0)")
+    gen.add_argument("--format", choices=("fixed", "ebcdic-fb", "ebcdic-vb"), default="fixed",
+                     help="fixed: the text example job's input; ebcdic-fb/ebcdic-vb: the "
+                          "daily_transactions_ebcdic job's (cp037, COMP-3, FB or VB)")
     gen.set_defaults(command=_generate)
     return parser
 

@@ -12,11 +12,14 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
 from pipeline.layouts.csv import CsvLayout
 from pipeline.layouts.fields import Charset, Field, FieldType, Layout
+
+if TYPE_CHECKING:
+    from pipeline.layouts.mainframe_input import MainframeInput
 
 # Plain, unquoted identifiers that every database accepts as typed, within Oracle's
 # pre-12.2 limit of 30 bytes. Anything else (quotes, spaces, semicolons) is refused here,
@@ -48,6 +51,7 @@ class JobConfig:
     detail: Layout
     trailer: Layout
     delimiter: str = ","
+    mainframe: MainframeInput | None = None  # input.format fb/vb: copybook and code page
     keep_staging_runs: int = 3  # the job's latest runs whose staging rows are kept
     # node_exporter textfile-collector file written at the end of each run (None: none)
     prometheus_textfile: Path | None = None
@@ -76,9 +80,10 @@ def load_config(path: str | Path) -> JobConfig:
 
 def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
     _refuse_unknown(data, "", {"job", "input", "output", "database", "workers", "tables",
-                               "control", "layout"})
+                               "control", "layout", "copybook"})
     job = _section(data, "job", {"name", "description"})
-    inp = _section(data, "input", {"format", "record_length", "path", "delimiter"})
+    inp = _section(data, "input", {"format", "record_length", "path", "delimiter", "encoding",
+                                   "blocked"})
     out = _section(data, "output", {"dir", "prometheus_textfile"})
     db = _section(data, "database", {"url"})
     workers = _section(data, "workers", {"processors", "writers", "batch_size",
@@ -89,9 +94,9 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
     layout = _section(data, "layout", {"header", "detail", "trailer"})
 
     fmt = _get(inp, "input.format", str, "fixed")
-    if fmt not in ("fixed", "csv"):
-        raise ConfigError(f'input.format: expected "fixed" or "csv", got {fmt!r}')
-    length = _get(inp, "input.record_length", int, 0 if fmt == "csv" else None)
+    if fmt not in ("fixed", "csv", "fb", "vb"):
+        raise ConfigError(f'input.format: expected "fixed", "csv", "fb" or "vb", got {fmt!r}')
+    length = _get(inp, "input.record_length", int, 0 if fmt in ("csv", "vb") else None)
     path = _get(inp, "input.path", str, "")
     delimiter = _delimiter(inp)
     config = JobConfig(
@@ -114,15 +119,42 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
         keep_staging_runs=_get(tables, "tables.keep_staging_runs", int, 3),
         trailer_count=_identifier(control, "control.trailer_count"),
         trailer_amount=_identifier(control, "control.trailer_amount"),
-        header=_layout(layout, "header", length, fmt, delimiter),
-        detail=_layout(layout, "detail", length, fmt, delimiter),
-        trailer=_layout(layout, "trailer", length, fmt, delimiter),
+        **_layouts(data, layout, length, fmt, delimiter, source),
         delimiter=delimiter,
         prometheus_textfile=_optional_path(out, "output.prometheus_textfile"),
     )
     _check_workers(config)
     _check_roles(config)
     return config
+
+
+def _layouts(data: Mapping[str, Any], layout: Mapping[str, Any], length: int, fmt: str,
+             delimiter: str, source: Path) -> dict[str, Any]:
+    """header, detail, trailer (and the mainframe decoders) of the job."""
+    if fmt not in ("fb", "vb"):
+        if "copybook" in data or {"encoding", "blocked"} & set(data.get("input", {})):
+            raise ConfigError("[copybook], input.encoding and input.blocked: only for "
+                              "input.format fb or vb")
+        return {role: _layout(layout, role, length, fmt, delimiter)
+                for role in ("header", "detail", "trailer")}
+    from pipeline.layouts.mainframe_input import Roles, build_mainframe
+    from pipeline.layouts.recfm import RecordFormat
+
+    if layout:
+        raise ConfigError("[layout]: a fb/vb job takes its layout from [copybook]")
+    book = _section(data, "copybook", {"path", "header", "detail", "trailer", "record_type",
+                                       "header_type", "detail_type", "trailer_type", "dates"})
+    inp, tables, control = data.get("input", {}), data.get("tables", {}), data.get("control", {})
+    blocked = _get(inp, "input.blocked", bool, False)
+    if fmt == "fb" and (length < 1 or blocked):
+        raise ConfigError("input.record_length: a fb input needs a positive record length "
+                          "(and no blocked = true)")
+    key = tables.get("key", "")
+    roles = Roles(frozenset(key if isinstance(key, list) else [key]), str(tables.get("amount", "")),
+                  str(control.get("trailer_count", "")), str(control.get("trailer_amount", "")))
+    mf, layouts = build_mainframe(book, RecordFormat(fmt, length or 32756, blocked),
+                                  _get(inp, "input.encoding", str, "cp037"), source, roles)
+    return {**layouts, "mainframe": mf}
 
 
 def _check_workers(config: JobConfig) -> None:

@@ -32,7 +32,7 @@ from pipeline.errors import ConfigError, InputStructureError, Interrupted, Pipel
 from pipeline.logs import run_context
 from pipeline.metrics.aggregator import AggregatedMetrics, MetricsAggregator, WorkerMetrics
 from pipeline.metrics.bus import MetricsBus
-from pipeline.source import InputPlan, plan_input
+from pipeline.source import InputPlan, plan_job_input
 from pipeline.workers.context import WorkerContext
 from pipeline.workers.pool import WorkerPool, WorkerSpec
 from pipeline.workers.processor import run_processor
@@ -105,14 +105,20 @@ def resolve_input(config: JobConfig) -> Path:
     """The configured input, or a sample generated once for the shipped example job."""
     if config.input_path is not None:
         return config.input_path
-    if config.name != "daily_transactions":
+    if config.name not in ("daily_transactions", "daily_transactions_ebcdic"):
         raise ConfigError("input.path: missing (only the example job can generate a sample)")
-    sample = config.output_dir / "sample" / "daily_transactions.dat"
+    binary = config.mainframe is not None
+    sample = config.output_dir / "sample" / f"{config.name}.{'bin' if binary else 'dat'}"
     if not sample.exists():
         from pipeline.generate import generate_file
+        from pipeline.generate_mainframe import generate_mainframe_file
 
         sample.parent.mkdir(parents=True, exist_ok=True)
-        generate_file(sample, SAMPLE_RECORDS, seed=1, reject_rate=0.001, duplicate_rate=0.001)
+        if config.mainframe is not None:
+            generate_mainframe_file(sample, SAMPLE_RECORDS, f"ebcdic-{config.mainframe.fmt.kind}",
+                                    seed=1, reject_rate=0.001, duplicate_rate=0.001)
+        else:
+            generate_file(sample, SAMPLE_RECORDS, seed=1, reject_rate=0.001, duplicate_rate=0.001)
     return sample
 
 
@@ -166,8 +172,7 @@ def _plan_or_record(config: JobConfig, outcome: RunOutcome, engine: Engine, tabl
                     audit_writer: AuditWriter, started: Any, processors: int) -> InputPlan:
     """Plan the input; the run is recorded in BATCH_RUN even when the input is refused."""
     try:
-        plan: InputPlan | None = plan_input(outcome.input_path, config.header, config.trailer,
-                                            processors)
+        plan: InputPlan | None = plan_job_input(config, outcome.input_path, processors)
     except InputStructureError as exc:
         plan, refused = None, exc
     create_missing_tables(engine, tables)

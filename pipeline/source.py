@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from pipeline.errors import InputStructureError
 from pipeline.layouts.csv import CsvLayout, NotARecord, control_record
 from pipeline.layouts.fields import FieldType, Layout
 from pipeline.layouts.fixed import Reject, check_records, columns_of
+
+if TYPE_CHECKING:
+    from pipeline.config import JobConfig
 
 CHUNK = 8 << 20
 MAX_LINE = 1 << 20  # a "record" longer than this is rejected without being held whole
@@ -47,6 +50,15 @@ class InputPlan:
     @property
     def detail_lines(self) -> int:
         return sum(r.lines for r in self.ranges)
+
+
+def plan_job_input(config: JobConfig, path: Path, parts: int) -> InputPlan:
+    """The job's input planned by its record format: text lines, or FB/VB from a copybook."""
+    if config.mainframe is not None:
+        from pipeline.layouts.mainframe_input import plan_mainframe  # it imports this module
+
+        return plan_mainframe(path, config.mainframe, parts)
+    return plan_input(path, config.header, config.trailer, parts)
 
 
 def plan_input(path: Path, header: Layout, trailer: Layout, parts: int) -> InputPlan:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pipeline.config import JobConfig
 from pipeline.errors import InputStructureError
-from pipeline.source import InputPlan, LineChunk, plan_input, read_lines
-from pipeline.workers.processor import _parser, _unreadable, _write_rejects
+from pipeline.source import InputPlan, plan_job_input
+from pipeline.workers.processor import detail_batches_of, write_rejects
 from recon import checks
 from recon.checks import ReconciliationResult, amount_check, count_check
 
@@ -46,17 +46,14 @@ def validate_input(config: JobConfig, input_path: Path, out_dir: Path) -> Valida
 
     Raises InputStructureError (exit 2) for a file that is not a valid input.
     """
-    plan = plan_input(input_path, config.header, config.trailer, 1)
+    plan = plan_job_input(config, input_path, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     found = Validation(input_path, out_dir / "rejects.txt", plan)
-    parse = _parser(config)
     with open(found.reject_file, "w", encoding="ascii") as rejects:
         for rng in plan.ranges:
-            for item in read_lines(input_path, rng, config.batch_size or 10_000,
-                                   config.detail.length):
-                batch = parse(item.data, item.first_line) if isinstance(item, LineChunk) \
-                    else _unreadable(item)
-                _write_rejects(rejects, batch)
+            for batch in detail_batches_of(config, input_path, rng,
+                                           config.batch_size or 10_000):
+                write_rejects(rejects, batch)
                 found.records_read += batch.records_read
                 found.rejects += len(batch.rejects)
                 found.read_amount += batch.read_amount

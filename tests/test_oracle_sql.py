@@ -136,9 +136,12 @@ def compiled(what: str, statement: Any, parameters: Any = None) -> Issued:
     return Issued(what, kind, str(result).strip(), tuple(set(result.bind_names.values())))
 
 
-@pytest.fixture(scope="module")
-def config() -> JobConfig:
-    return load_config(shipped_config())
+# the text job, and the EBCDIC job (its copybook's columns) under the text job's table
+# names, so every check below reads the same for both
+@pytest.fixture(scope="module", params=["daily_transactions", "daily_transactions_ebcdic"])
+def config(request: pytest.FixtureRequest) -> JobConfig:
+    return load_config(shipped_config(request.param)).with_overrides(
+        staging_table="stg_transactions", final_table="transactions")
 
 
 @pytest.fixture(scope="module")

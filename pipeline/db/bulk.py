@@ -136,20 +136,23 @@ class PostgresLoader(BulkLoader):
         columns = [[batch.run_id] * n, list(map(str, batch.lines.tolist())),
                    [str(batch.worker_id)] * n]
         columns += [self._text(f, batch.columns[f.name]) for f in self.fields]
-        return ("\n".join(map("\t".join, zip(*columns, strict=True))) + "\n").encode("ascii")
+        return ("\n".join(map("\t".join, zip(*columns, strict=True))) + "\n").encode("utf-8")
 
     @staticmethod
     def _text(field: Any, column: np.ndarray) -> list[str]:
         if field.type is FieldType.AMOUNT:
             return format_minor_units(column, field.scale).tolist()
         if field.type is FieldType.TEXT:
-            # printable ASCII holds no tab or newline, but a backslash must be doubled
+            # printable text (ASCII, or a code page's letters) holds no tab or newline, but a
+            # backslash must be doubled
             return [v.replace("\\", "\\\\") if v else "\\N" for v in column.tolist()]
         return column.tolist()
 
     def load(self, connection: Any, payload: bytes) -> LoadResult:
         cursor = connection.cursor()
         try:
+            if cursor.connection.info.encoding != "utf-8":  # the payload is UTF-8 (encode)
+                cursor.execute("SET client_encoding TO 'UTF8'")
             with cursor.copy(self.copy_sql) as copy:
                 copy.write(payload)
         finally:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TextIO
 
 import numpy as np
@@ -11,6 +12,7 @@ from pipeline.config import JobConfig
 from pipeline.db.bulk import StagingBatch
 from pipeline.layouts.csv import CsvLayout, parse_csv_details
 from pipeline.layouts.fixed import DetailBatch, Reject, parse_details
+from pipeline.layouts.mainframe_input import detail_batches
 from pipeline.metrics.bus import WorkerType
 from pipeline.source import ByteRange, LineChunk, read_lines
 from pipeline.workers.context import WorkerContext, worker_main
@@ -22,15 +24,10 @@ def run_processor(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
 
 def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
     ctx.bus.register(worker_id, WorkerType.PROCESSOR)
-    parse = _parser(ctx.config)
     accepted_amount = read_amount = 0
     with open(ctx.reject_path(worker_id), "w", encoding="ascii") as rejects:
-        for item in read_lines(ctx.plan.path, rng, ctx.batch_size, ctx.config.detail.length):
-            if isinstance(item, LineChunk):
-                batch = parse(item.data, item.first_line)
-            else:
-                batch = _unreadable(item)
-            _write_rejects(rejects, batch)
+        for batch in detail_batches_of(ctx.config, ctx.plan.path, rng, ctx.batch_size):
+            write_rejects(rejects, batch)
             if batch.accepted:
                 staged = StagingBatch(ctx.run_id, worker_id, batch.lines, batch.columns)
                 payload = ctx.loader.encode(staged)
@@ -41,6 +38,20 @@ def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
             ctx.bus.add_batch(worker_id, batch.records_read, len(batch.rejects),
                               accepted_amount, read_amount, batch.unreadable_amounts,
                               len(batch.misplaced))
+
+
+def detail_batches_of(config: JobConfig, path: Path, rng: ByteRange,
+                      batch_size: int) -> Iterator[DetailBatch]:
+    """The detail batches of the range, whatever the input format (also `validate`'s)."""
+    if config.mainframe is not None:
+        yield from detail_batches(config.mainframe, config.amount, path, rng, batch_size)
+        return
+    parse = _parser(config)
+    for item in read_lines(path, rng, batch_size, config.detail.length):
+        if isinstance(item, LineChunk):
+            yield parse(item.data, item.first_line)
+        else:
+            yield _unreadable(item)
 
 
 def _parser(config: JobConfig) -> Callable[[bytes, int], DetailBatch]:
@@ -64,7 +75,7 @@ def _unreadable(reject: Reject) -> DetailBatch:
 _ESCAPES = {b: f"\\x{b:02x}" for b in range(256) if not 0x20 <= b <= 0x7E} | {0x5C: "\\\\"}
 
 
-def _write_rejects(out: TextIO, batch: DetailBatch) -> None:
+def write_rejects(out: TextIO, batch: DetailBatch) -> None:
     for r in batch.rejects:
         out.write(f"{r.line}\t{r.reason}\t{r.raw.decode('latin-1').translate(_ESCAPES)}\n")
     for line in batch.misplaced:

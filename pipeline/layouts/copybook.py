@@ -1,0 +1,366 @@
+"""A small COBOL copybook parser: 01-level records flattened to elementary items.
+
+What it reads is what record descriptions of batch extracts hold: level numbers and
+nested groups, FILLER, REDEFINES, fixed OCCURS n TIMES (flattened to name_1 ... name_n),
+PIC X / A / 9 / S9 with V and P, SIGN LEADING|TRAILING [SEPARATE [CHARACTER]], USAGE
+DISPLAY / COMP-3 / PACKED-DECIMAL / COMP / COMP-4 / BINARY / COMP-5, VALUE and 88-levels
+(ignored). Anything that changes the layout in a way this job cannot store exactly
+(OCCURS DEPENDING ON, COMP-1/COMP-2 floats, SYNCHRONIZED, edited pictures, RENAMES,
+POINTER/INDEX) is refused with a CopybookError naming the line.
+
+The PyPI ``copybook`` package (1.0.16) was evaluated and not used: it has no COMP/BINARY,
+no COMP-5, no P scaling, no SIGN LEADING without SEPARATE, sizes COMP-3 fields as if
+they were DISPLAY, decodes decimals to float and reports no line numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+
+
+class CopybookError(ConfigError):
+    """The copybook cannot be read into a record layout (names the line)."""
+
+
+class Usage(StrEnum):
+    DISPLAY = "display"  # text, or zoned decimal for a numeric PIC
+    PACKED = "packed"  # COMP-3 / PACKED-DECIMAL
+    BINARY = "binary"  # COMP / COMP-4 / BINARY: big-endian, limited to the PIC's digits
+    NATIVE = "native"  # COMP-5: big-endian, the full range of its bytes
+
+
+@dataclass(frozen=True)
+class Item:
+    """An elementary item of a record: where it is and how its bytes encode its value."""
+
+    name: str  # COBOL name, lower case with '_' for '-' (occurrences get _1, _2, ...)
+    offset: int  # 0-based byte offset in the record
+    size: int  # bytes
+    numeric: bool
+    usage: Usage
+    digits: int = 0  # numeric: digit positions of the PIC (9s, not Ps)
+    scale: int = 0  # numeric: decimal places; negative for trailing P (x 10**-scale)
+    signed: bool = False
+    sign_leading: bool = False
+    sign_separate: bool = False
+    line: int = 0  # where the copybook defines it
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+
+@dataclass(frozen=True)
+class Record:
+    """A 01-level record: its elementary items (REDEFINES alternatives left out)."""
+
+    name: str
+    size: int
+    items: tuple[Item, ...]
+    line: int
+
+    def item(self, name: str) -> Item:
+        for it in self.items:
+            if it.name == name:
+                return it
+        raise KeyError(name)
+
+
+@dataclass
+class _Entry:
+    level: int
+    name: str
+    line: int
+    pic: str = ""
+    usage: Usage | None = None
+    occurs: int = 1
+    redefines: str = ""
+    sign_leading: bool | None = None
+    sign_separate: bool = False
+    children: list[_Entry] = field(default_factory=list)
+
+
+_REFUSED = {
+    "DEPENDING": "OCCURS DEPENDING ON (a variable-length table) is not supported",
+    "COMP-1": "COMP-1 (a binary float) cannot hold money exactly",
+    "COMP-2": "COMP-2 (a binary float) cannot hold money exactly",
+    "COMPUTATIONAL-1": "COMPUTATIONAL-1 (a binary float) cannot hold money exactly",
+    "COMPUTATIONAL-2": "COMPUTATIONAL-2 (a binary float) cannot hold money exactly",
+    "SYNC": "SYNCHRONIZED (slack bytes) is not supported",
+    "SYNCHRONIZED": "SYNCHRONIZED (slack bytes) is not supported",
+    "POINTER": "USAGE POINTER is not data",
+    "INDEX": "USAGE INDEX is not data",
+    "NATIONAL": "USAGE NATIONAL (UTF-16) is not supported",
+}
+_USAGES = {
+    "DISPLAY": Usage.DISPLAY,
+    "COMP-3": Usage.PACKED, "COMPUTATIONAL-3": Usage.PACKED, "PACKED-DECIMAL": Usage.PACKED,
+    "COMP": Usage.BINARY, "COMPUTATIONAL": Usage.BINARY, "COMP-4": Usage.BINARY,
+    "COMPUTATIONAL-4": Usage.BINARY, "BINARY": Usage.BINARY,
+    "COMP-5": Usage.NATIVE, "COMPUTATIONAL-5": Usage.NATIVE,
+}
+_TOKEN = re.compile(r"'[^']*'|\"[^\"]*\"|[^\s]+")
+
+
+def parse_copybook_file(path: Path) -> dict[str, Record]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CopybookError(f"copybook {path} cannot be read: {exc}") from None
+    return parse_copybook(text, str(path))
+
+
+def parse_copybook(text: str, source: str = "copybook") -> dict[str, Record]:
+    """The 01-level records of a copybook, by name (lower case, '-' as '_')."""
+    entries = _entries(_code_lines(text), source)
+    records: dict[str, Record] = {}
+    for top in _tree(entries, source):
+        items: list[Item] = []
+        size = _layout(top, 0, "", items, source)
+        records[top.name] = Record(top.name, size, tuple(items), top.line)
+    if not records:
+        raise CopybookError(f"{source}: no 01-level record found")
+    return records
+
+
+def _code_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, code) with the sequence area, comments and columns 73+ removed."""
+    lines = text.splitlines()
+    # fixed format: columns 1-6 blank or one sequence token (000100, CB0010), an indicator
+    # in column 7; anything else is free format
+    fixed = all(" " not in ln.strip() if len(ln) < 7 else
+                (ln[:6].strip() == "" or " " not in ln[:6]) and ln[6] in " *-/dD"
+                for ln in lines if ln.strip())
+    out = []
+    for number, ln in enumerate(lines, 1):
+        if fixed:
+            if len(ln) < 7 or ln[6] in "*/dD":
+                continue
+            ln = ln[7:72]
+        ln = ln.split("*>", 1)[0]
+        if ln.lstrip().startswith("*"):
+            continue
+        out.append((number, ln))
+    return out
+
+
+def _entries(lines: list[tuple[int, str]], source: str) -> list[_Entry]:
+    """One _Entry per period-ended data description entry."""
+    tokens: list[tuple[int, str]] = []
+    for number, ln in lines:
+        tokens.extend((number, m.group()) for m in _TOKEN.finditer(ln))
+    entries, sentence = [], []
+    for number, tok in tokens:
+        ends = tok.endswith(".") and not tok.startswith(("'", '"'))
+        if ends:
+            tok = tok[:-1]
+        if tok:
+            sentence.append((number, tok))
+        if ends and sentence:
+            entry = _entry(sentence, source)
+            if entry is not None:
+                entries.append(entry)
+            sentence = []
+    if sentence:
+        raise CopybookError(f"{source} line {sentence[0][0]}: entry does not end with a period")
+    return entries
+
+
+def _entry(sentence: list[tuple[int, str]], source: str) -> _Entry | None:
+    line = sentence[0][0]
+    words = [w for _, w in sentence]
+    where = f"{source} line {line}"
+    if not words[0].isdigit():
+        raise CopybookError(f"{where}: expected a level number, got {words[0]!r}")
+    level = int(words[0])
+    if level == 88:
+        return None  # condition names describe values, not bytes
+    if level == 66:
+        raise CopybookError(f"{where}: 66-level RENAMES is not supported")
+    if not (1 <= level <= 49 or level == 77):
+        raise CopybookError(f"{where}: level {level} is not a data level (01-49)")
+    rest = words[1:]
+    name = "filler"
+    if rest and rest[0].upper() not in ("PIC", "PICTURE", "REDEFINES", "OCCURS", "USAGE",
+                                        "VALUE", "SIGN") and rest[0].upper() not in _USAGES:
+        name = rest.pop(0).lower().replace("-", "_")
+    entry = _Entry(level=1 if level == 77 else level, name=name, line=line)
+    _clauses(entry, rest, where)
+    return entry
+
+
+_NOISE = {"IS", "ARE", "TIMES", "CHARACTER", "GLOBAL", "EXTERNAL", "USAGE", "SIGN"}
+_NAMES_FOLLOW = {"BY", "KEY"}  # INDEXED BY i ..., ASCENDING KEY IS k ...: names, no layout
+_CLAUSE_WORDS = {"PIC", "PICTURE", "REDEFINES", "OCCURS", "SIGN", "LEADING", "TRAILING",
+                 "SEPARATE", "VALUE", "VALUES", "USAGE", "INDEXED", "ASCENDING", "DESCENDING",
+                 *_USAGES, *_REFUSED}
+
+
+def _clauses(entry: _Entry, words: list[str], where: str) -> None:
+    i, names = 0, False
+    while i < len(words):
+        w = words[i].upper()
+        if names and w not in _CLAUSE_WORDS:
+            i += 1
+            continue
+        names = False
+        if w in _REFUSED:
+            raise CopybookError(f"{where}: {_REFUSED[w]}")
+        if w in ("PIC", "PICTURE"):
+            i += 1
+            if i < len(words) and words[i].upper() == "IS":
+                i += 1
+            if i >= len(words):
+                raise CopybookError(f"{where}: PIC without a picture string")
+            entry.pic = words[i].upper()
+        elif w == "REDEFINES":
+            i += 1
+            entry.redefines = words[i].lower().replace("-", "_") if i < len(words) else "?"
+        elif w == "OCCURS":
+            i += 1
+            if i >= len(words) or not words[i].isdigit():
+                raise CopybookError(f"{where}: OCCURS needs a fixed number of times")
+            entry.occurs = int(words[i])
+            if i + 2 < len(words) and words[i + 1].upper() == "TO":
+                raise CopybookError(f"{where}: {_REFUSED['DEPENDING']}")
+        elif w in ("LEADING", "TRAILING"):
+            entry.sign_leading = w == "LEADING"
+        elif w == "SEPARATE":
+            entry.sign_separate = True
+        elif w in _USAGES:
+            entry.usage = _USAGES[w]
+        elif w in ("VALUE", "VALUES"):
+            i = _skip_value(words, i + 1)  # the initial value: irrelevant to the layout
+        elif w in ("JUST", "JUSTIFIED", "BLANK"):
+            raise CopybookError(f"{where}: {w} is not supported")
+        elif w in _NAMES_FOLLOW:
+            names = True
+        elif w not in _NOISE and w not in ("INDEXED", "ASCENDING", "DESCENDING"):
+            # a clause this parser does not know could change the layout: never guess
+            raise CopybookError(f"{where}: unknown clause {words[i]!r}")
+        i += 1
+
+
+def _skip_value(words: list[str], i: int) -> int:
+    """Index of the last word of VALUE [IS|ARE] [ALL] literal."""
+    while i < len(words) and words[i].upper() in ("IS", "ARE", "ALL"):
+        i += 1
+    return i
+
+
+def _tree(entries: list[_Entry], source: str) -> list[_Entry]:
+    """The 01 entries, each holding its subordinate entries."""
+    tops: list[_Entry] = []
+    stack: list[_Entry] = []
+    for e in entries:
+        if e.level == 1:
+            tops.append(e)
+            stack = [e]
+            continue
+        if not stack:
+            raise CopybookError(f"{source} line {e.line}: level {e.level:02d} before any 01")
+        while stack and stack[-1].level >= e.level:
+            stack.pop()
+        if not stack:
+            raise CopybookError(f"{source} line {e.line}: level {e.level:02d} has no parent")
+        if stack[-1].pic:
+            raise CopybookError(f"{source} line {e.line}: {stack[-1].name} has a PIC, "
+                                "so it cannot have subordinate items")
+        stack[-1].children.append(e)
+        stack.append(e)
+    return tops
+
+
+def _layout(e: _Entry, offset: int, suffix: str, out: list[Item], source: str,
+            usage: Usage | None = None, sign: tuple[bool | None, bool] = (None, False)) -> int:
+    """Append the items of ``e`` (all its occurrences) at ``offset``; return its size."""
+    usage, sign = _inherit(e, usage, sign)
+    one = _size_of(e, source, usage, sign)
+    for k in range(e.occurs):
+        sfx = f"{suffix}_{k + 1}" if e.occurs > 1 else suffix
+        start = offset + k * one
+        if e.children:
+            pos = start
+            for child in e.children:
+                if child.redefines:
+                    continue  # an alternative view of bytes already described
+                pos += _layout(child, pos, sfx, out, source, usage, sign)
+        elif e.name != "filler":
+            out.append(_item(e, start, one, sfx, source, usage, sign))
+    return one * e.occurs
+
+
+def _inherit(e: _Entry, usage: Usage | None,
+             sign: tuple[bool | None, bool]) -> tuple[Usage | None, tuple[bool | None, bool]]:
+    """USAGE and SIGN written on a group apply to its items, unless an item says otherwise."""
+    usage = e.usage or usage
+    sign = (e.sign_leading, e.sign_separate) if e.sign_leading is not None else sign
+    return usage, sign
+
+
+def _size_of(e: _Entry, source: str, usage: Usage | None,
+             sign: tuple[bool | None, bool]) -> int:
+    usage, sign = _inherit(e, usage, sign)
+    if e.children:
+        return sum(_size_of(c, source, usage, sign) * c.occurs for c in e.children
+                   if not c.redefines)
+    if not e.pic:
+        raise CopybookError(f"{source} line {e.line}: {e.name} has neither a PIC nor items")
+    return _item(e, 0, 0, "", source, usage, sign).size
+
+
+def _item(e: _Entry, offset: int, size: int, suffix: str, source: str, usage: Usage | None,
+          sign: tuple[bool | None, bool]) -> Item:
+    where = f"{source} line {e.line}"
+    pic = _expand(e.pic, where)
+    usage = usage or Usage.DISPLAY
+    if set(pic) <= {"X", "A"}:
+        if usage is not Usage.DISPLAY:
+            raise CopybookError(f"{where}: PIC {e.pic} with USAGE {usage.name} is not text")
+        return Item(e.name + suffix, offset, len(pic), False, usage, line=e.line)
+    signed = pic.startswith("S")
+    body = pic[1:] if signed else pic
+    if not re.fullmatch(r"P*9*V?9*P*|P*V?P*9+|9+P*V?", body) or "9" not in body:
+        raise CopybookError(f"{where}: PIC {e.pic} is not a supported picture "
+                            "(edited pictures and mixed text/numbers are not data)")
+    digits = body.count("9")
+    int_part, _, frac = body.partition("V")
+    if "P" in int_part and int_part.startswith("P"):  # PPP999: a fraction, scaled down
+        scale = len(int_part)
+    elif "P" in int_part:  # 999PP: scaled up
+        scale = -int_part.count("P")
+    else:
+        scale = len(frac)
+    leading, separate = sign if signed else (None, False)
+    if separate and usage is not Usage.DISPLAY:
+        raise CopybookError(f"{where}: SIGN SEPARATE needs USAGE DISPLAY")
+    nbytes = _bytes(digits, usage, separate, where)
+    return Item(e.name + suffix, offset, nbytes, True, usage, digits, scale, signed,
+                bool(leading), separate, e.line)
+
+
+def _bytes(digits: int, usage: Usage, separate: bool, where: str) -> int:
+    if digits > 31:
+        raise CopybookError(f"{where}: more than 31 digits is not a COBOL number")
+    if usage is Usage.PACKED:
+        return digits // 2 + 1
+    if usage in (Usage.BINARY, Usage.NATIVE):
+        if digits > 18:
+            raise CopybookError(f"{where}: a binary item holds at most 18 digits")
+        return 2 if digits <= 4 else 4 if digits <= 9 else 8
+    return digits + (1 if separate else 0)
+
+
+def _expand(pic: str, where: str) -> str:
+    """X(3)9(2) -> XXX99."""
+    out = re.sub(r"([A-Z9])\((\d+)\)", lambda m: m.group(1) * int(m.group(2)), pic)
+    if "(" in out or ")" in out:
+        raise CopybookError(f"{where}: PIC {pic} has a malformed repeat count")
+    if len(out) > 10_000:
+        raise CopybookError(f"{where}: PIC {pic} is too long")
+    return out

@@ -1,0 +1,264 @@
+"""Mainframe record formats: FB (fixed length, no line ends) and VB (a 4-byte RDW before
+each record, optionally grouped in blocks that each start with a 4-byte BDW).
+
+The planning pass hashes the file and walks its records once, so it finds the header
+(first record), the trailer (last record) and cut points on record (VB: block)
+boundaries; any structural break (a short last record, an RDW running past the file, a
+block whose records do not fill it) is an InputStructureError, exit 2. Within a run of
+records of one length the walk is vectorized: one guess, checked for all at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import InputStructureError
+
+CHUNK = 8 << 20
+
+
+@dataclass(frozen=True)
+class RecordFormat:
+    kind: str  # "fb" or "vb"
+    record_length: int  # FB: every record; VB: the longest record's data (without the RDW)
+    blocked: bool = False  # VB: blocks with a BDW
+
+
+@dataclass(frozen=True)
+class RecordBatch:
+    rec: np.ndarray  # (B, W) uint8: each record's data, zero-filled past its length
+    lengths: np.ndarray  # int64 (B,): each record's data length
+    offsets: np.ndarray  # int64 (B,): byte offset of each record (its RDW for VB) in the file
+    first_record: int  # 1-based number of the first record in the file
+
+
+@dataclass(frozen=True)
+class Walk:
+    """What the planning pass learned: (offset, length) of the records it needs."""
+
+    sha256: str
+    records: int
+    header: tuple[int, int]  # data offset, data length
+    trailer: tuple[int, int]
+    trailer_start: int  # where the trailer record (its RDW) starts
+    cuts: list[tuple[int, int]]  # (byte offset, 0-based record number) of range starts
+
+
+def frame_vb(buf: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(RDW offsets, data lengths, bytes used) of the whole VB records at the start of buf.
+
+    While records keep one length, a window of RDWs ahead is guessed and checked at
+    once, the window growing as the guesses hold; where lengths vary, the RDWs are read
+    one by one in plain Python (cheaper than numpy calls on a few elements).
+    """
+    raw = buf.tobytes()
+    segments: list[tuple[int, int, int]] = []  # (offset, record length with RDW, records)
+    pos, n, window = 0, len(raw), _MIN_WINDOW
+    while pos + 4 <= n:
+        length = _rdw(raw, pos, base)
+        if pos + length > n:
+            break
+        run, fits = 1, min((n - pos) // length, window)
+        if fits > 1:
+            guess = pos + np.arange(fits, dtype=np.int64) * length
+            same = ((buf[guess] == length >> 8) & (buf[guess + 1] == length & 255)
+                    & (buf[guess + 2] == 0) & (buf[guess + 3] == 0))
+            run = fits if same.all() else max(int(np.argmin(same)), 1)
+        window = min(window * 4, _MAX_WINDOW) if run == fits else _MIN_WINDOW
+        segments.append((pos, length, run))
+        pos += run * length
+        while window == _MIN_WINDOW and pos + 4 <= n:  # lengths vary: one RDW at a time
+            length = _rdw(raw, pos, base)
+            if pos + length > n or raw[pos + length: pos + length + 4] == raw[pos: pos + 4]:
+                break  # the next record has the same length: back to guessing
+            segments.append((pos, length, 1))
+            pos += length
+    return (*_expand(segments), pos)
+
+
+_MIN_WINDOW, _MAX_WINDOW = 8, 1 << 16
+
+
+def _expand(segments: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """RDW offsets and data lengths of every record of the (offset, length, count) runs."""
+    if not segments:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    seg = np.array(segments, dtype=np.int64)
+    counts = seg[:, 2]
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    k = np.arange(int(counts.sum()), dtype=np.int64) - first
+    lengths = np.repeat(seg[:, 1], counts)
+    return np.repeat(seg[:, 0], counts) + k * lengths, lengths - 4
+
+
+def _rdw(raw: bytes, pos: int, base: int) -> int:
+    length = raw[pos] << 8 | raw[pos + 1]
+    if length < 5 or raw[pos + 2] or raw[pos + 3]:
+        raise InputStructureError(
+            f"the record descriptor word at byte offset {base + pos} is "
+            f"X'{raw[pos:pos + 4].hex().upper()}': not a record length "
+            "(RECFM=VB expects a 2-byte length including the RDW, then 2 zero bytes)")
+    return length
+
+
+def walk_file(path: Path, fmt: RecordFormat, parts: int) -> Walk:
+    size = path.stat().st_size
+    if size == 0:
+        raise InputStructureError(f"input file {path} is empty: no header, no trailer")
+    if fmt.kind == "fb":
+        return _walk_fb(path, fmt.record_length, size, parts)
+    targets = [size * k // parts for k in range(1, parts)]
+    with open(path, "rb") as f:
+        return _walk_vb(f, fmt, size, targets)
+
+
+def _walk_fb(path: Path, length: int, size: int, parts: int) -> Walk:
+    if size % length:
+        raise InputStructureError(
+            f"the file is {size} bytes, not a multiple of the record length {length}: "
+            f"the last record is short ({size % length} bytes)")
+    records = size // length
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    details = max(records - 2, 0)
+    cuts = sorted({1 + details * k // parts for k in range(parts)})
+    return Walk(digest.hexdigest(), records, (0, length), ((records - 1) * length, length),
+                (records - 1) * length, [(r * length, r) for r in cuts])
+
+
+def _walk_vb(f: Any, fmt: RecordFormat, size: int, targets: list[int]) -> Walk:
+    digest = hashlib.sha256()
+    carry, base, recno = np.empty(0, np.uint8), 0, 0
+    header = trailer = (0, 0)
+    trailer_start = 0
+    cuts: list[tuple[int, int]] = []
+    while chunk := f.read(CHUNK):
+        digest.update(chunk)
+        buf = np.concatenate([carry, np.frombuffer(chunk, np.uint8)])
+        units, used = (_frame_blocks(buf, base) if fmt.blocked else frame_vb(buf, base)[::2])
+        starts, lengths = _records_of(buf, base, units, used, fmt.blocked)
+        if len(starts):
+            if recno == 0:
+                header = (base + int(starts[0]) + 4, int(lengths[0]))
+            trailer = (base + int(starts[-1]) + 4, int(lengths[-1]))
+            trailer_start = base + int(starts[-1])
+            unit_starts = units if fmt.blocked else starts
+            # a block's first record: the first RDW at or after the block's start
+            unit_recno = (np.searchsorted(starts, units) if fmt.blocked
+                          else np.arange(len(starts)))
+            while targets and targets[0] <= base + int(unit_starts[-1]):
+                i = int(np.searchsorted(unit_starts + base, targets.pop(0)))
+                cuts.append((base + int(unit_starts[i]), recno + int(unit_recno[i])))
+        recno += len(starts)
+        carry, base = buf[used:], base + used
+    if len(carry):
+        raise InputStructureError(
+            f"the last {len(carry)} bytes (from byte offset {base}) are not a whole record: "
+            "the file looks truncated or its RDW/BDW lengths disagree with it")
+    if fmt.blocked:
+        cuts.insert(0, (0, 0))
+    return Walk(digest.hexdigest(), recno, header, trailer, trailer_start, cuts)
+
+
+def _frame_blocks(buf: np.ndarray, base: int) -> tuple[np.ndarray, int]:
+    starts, pos = [], 0
+    while pos + 4 <= len(buf):
+        length = int(buf[pos]) << 8 | int(buf[pos + 1])
+        if length < 9 or buf[pos + 2] or buf[pos + 3]:
+            raise InputStructureError(
+                f"the block descriptor word at byte offset {base + pos} is "
+                f"X'{buf[pos:pos + 4].tobytes().hex().upper()}': not a block length")
+        if pos + length > len(buf):
+            break
+        starts.append(pos)
+        pos += length
+    return np.array(starts, dtype=np.int64), pos
+
+
+def _records_of(buf: np.ndarray, base: int, units: np.ndarray, used: int,
+                blocked: bool) -> tuple[np.ndarray, np.ndarray]:
+    """RDW offsets and data lengths of the records in buf[:used]."""
+    if not blocked:
+        starts, lengths, _ = frame_vb(buf[:used], base)
+        return starts, lengths
+    all_starts, all_lengths = [], []
+    for b in units.tolist():
+        blen = int(buf[b]) << 8 | int(buf[b + 1])
+        starts, lengths, used_in = frame_vb(buf[b + 4 : b + blen], base + b + 4)
+        if used_in != blen - 4:
+            raise InputStructureError(f"the block at byte offset {base + b} is {blen} bytes "
+                                      "(its BDW) but its records do not fill it")
+        all_starts.append(starts + b + 4)
+        all_lengths.append(lengths)
+    if not all_starts:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(all_starts), np.concatenate(all_lengths)
+
+
+def read_batches(path: Path, fmt: RecordFormat, start: int, end: int, first_record: int,
+                 records: int, batch: int, record_bytes: int) -> Iterator[RecordBatch]:
+    """The records [first_record, first_record + records) of the byte range [start, end).
+
+    About ``batch`` records of ``record_bytes`` (RDW included) are read at a time; a
+    longer record or block is read whole all the same. A range that starts at byte 0
+    begins with the header record, which is skipped.
+    """
+    skip = 1 if start == 0 else 0
+    left = records
+    with open(path, "rb", buffering=0) as f:
+        f.seek(start)
+        base, carry = start, np.empty(0, np.uint8)
+        while left > 0:
+            want = batch * record_bytes
+            data = f.read(min(want, end - base - len(carry))) if base + len(carry) < end else b""
+            if not data and not len(carry):
+                raise InputStructureError(f"{path} became shorter while it was being read")
+            buf = np.concatenate([carry, np.frombuffer(data, np.uint8)])
+            starts, lengths, used, data_off = _frame(buf, base, fmt)
+            if not len(starts) and not data:
+                raise InputStructureError(f"{path} changed while it was being read")
+            dropped = min(skip, len(starts))  # the header, once it has been framed
+            starts, lengths, data_off = starts[dropped:], lengths[dropped:], data_off[dropped:]
+            skip -= dropped
+            take = min(left, len(starts))
+            if take:
+                yield _batch(buf, base, starts[:take], lengths[:take], data_off[:take],
+                             first_record + records - left)
+            left -= take
+            carry, base = buf[used:], base + used
+
+
+def _frame(buf: np.ndarray, base: int,
+           fmt: RecordFormat) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """(record offsets, data lengths, bytes used, data offsets) of whole records in buf."""
+    if fmt.kind == "fb":
+        n = len(buf) // fmt.record_length
+        starts = np.arange(n, dtype=np.int64) * fmt.record_length
+        return starts, np.full(n, fmt.record_length), n * fmt.record_length, starts
+    if fmt.blocked:
+        units, used = _frame_blocks(buf, base)
+        starts, lengths = _records_of(buf, base, units, used, True)
+    else:
+        starts, lengths, used = frame_vb(buf, base)
+    return starts, lengths, used, starts + 4
+
+
+def _batch(buf: np.ndarray, base: int, starts: np.ndarray, lengths: np.ndarray,
+           data_off: np.ndarray, first: int) -> RecordBatch:
+    width = int(lengths.max())
+    contiguous = int(data_off[-1] - data_off[0]) == (len(starts) - 1) * width
+    if contiguous and (lengths == width).all():  # FB: the records are the buffer, a view
+        rec = buf[data_off[0]: data_off[0] + len(starts) * width].reshape(-1, width)
+        return RecordBatch(rec, lengths, base + starts, first)
+    idx = data_off[:, None] + np.arange(width)
+    inside = np.arange(width) < lengths[:, None]
+    rec = np.where(inside, buf[np.minimum(idx, len(buf) - 1)], 0).astype(np.uint8)
+    return RecordBatch(rec, lengths, base + starts, first)

@@ -1,0 +1,168 @@
+"""The copybook parser: what real copybooks hold, and a one-line error for what it refuses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.layouts.copybook import CopybookError, Usage, parse_copybook
+
+pytestmark = pytest.mark.timeout(60)
+
+# fixed format: sequence numbers in 1-6, indicator in 7, code in 8-72, ids in 73-80
+REALISTIC = """\
+000100* CUSTOMER MASTER EXTRACT                                         CUSTMAST
+000200 01  CUSTOMER-RECORD.                                             CUSTMAST
+000300     05  CUST-KEY.                                                CUSTMAST
+000400         10  CUST-BRANCH         PIC X(4).                        CUSTMAST
+000500         10  CUST-NUMBER         PIC 9(8).                        CUSTMAST
+000600     05  CUST-NAME               PIC X(30).                       CUSTMAST
+000700     05  CUST-TYPE               PIC X.                           CUSTMAST
+000800         88  CUST-RETAIL         VALUE 'R'.                       CUSTMAST
+000900         88  CUST-CORPORATE      VALUE 'C'.                       CUSTMAST
+001000     05  FILLER                  PIC X(5).                        CUSTMAST
+001100     05  CUST-BALANCE            PIC S9(13)V99 COMP-3.            CUSTMAST
+001200     05  CUST-LIMIT PIC S9(7)V99 USAGE IS COMPUTATIONAL-3.          CUSTMAST
+001300     05  CUST-SCORE              PIC S9(4) COMP.                  CUSTMAST
+001400     05  CUST-COUNTER            PIC 9(9) BINARY.                 CUSTMAST
+001500     05  CUST-HUGE               PIC S9(18) COMP-5.               CUSTMAST
+001600     05  CUST-RATE               PIC SV9(5) COMP-3.               CUSTMAST
+001700     05  CUST-ADJ                PIC S9(5)V99                     CUSTMAST
+001800                                 SIGN IS LEADING SEPARATE.        CUSTMAST
+001900     05  CUST-TRAIL              PIC S9(3) SIGN TRAILING.         CUSTMAST
+002000     05  CUST-HISTORY OCCURS 3 TIMES.                             CUSTMAST
+002100         10  HIST-AMT            PIC S9(5)V99 COMP-3.             CUSTMAST
+002200         10  HIST-CODE           PIC XX.                          CUSTMAST
+002300     05  CUST-ALT REDEFINES CUST-HISTORY.                         CUSTMAST
+002400         10  FILLER              PIC X(21).                       CUSTMAST
+002500     05  CUST-THOUSANDS          PIC 9(3)PPP.                     CUSTMAST
+002600     05  CUST-OPEN-DATE          PIC 9(8) VALUE ZEROS.            CUSTMAST
+"""
+
+
+def test_realistic_copybook_offsets_and_sizes() -> None:
+    rec = parse_copybook(REALISTIC)["customer_record"]
+    got = {it.name: (it.offset, it.size) for it in rec.items}
+    assert got == {
+        "cust_branch": (0, 4), "cust_number": (4, 8), "cust_name": (12, 30),
+        "cust_type": (42, 1),  # FILLER of 5 follows
+        "cust_balance": (48, 8),  # 15 digits packed: 8 bytes
+        "cust_limit": (56, 5), "cust_score": (61, 2), "cust_counter": (63, 4),
+        "cust_huge": (67, 8), "cust_rate": (75, 3), "cust_adj": (78, 8),
+        "cust_trail": (86, 3),
+        "hist_amt_1": (89, 4), "hist_code_1": (93, 2),
+        "hist_amt_2": (95, 4), "hist_code_2": (99, 2),
+        "hist_amt_3": (101, 4), "hist_code_3": (105, 2),
+        "cust_thousands": (107, 3), "cust_open_date": (110, 8),
+    }
+    assert rec.size == 118
+    items = {it.name: it for it in rec.items}
+    assert items["cust_balance"].usage is Usage.PACKED and items["cust_balance"].scale == 2
+    assert items["cust_score"].usage is Usage.BINARY and items["cust_score"].signed
+    assert items["cust_huge"].usage is Usage.NATIVE
+    assert items["cust_rate"].scale == 5 and items["cust_rate"].digits == 5
+    adj = items["cust_adj"]
+    assert adj.sign_leading and adj.sign_separate and adj.digits == 7
+    assert not items["cust_trail"].sign_leading and not items["cust_trail"].sign_separate
+    assert items["cust_thousands"].scale == -3
+    assert items["cust_balance"].line == 11
+
+
+def test_free_format_and_several_records() -> None:
+    text = """
+      01 HDR.
+         05 REC-TYPE PIC X.
+         05 FILLER PIC X(9).
+      01 DTL.
+         05 REC-TYPE PIC X. *> the type
+         05 AMT PIC S9(5) COMP-3.
+         05 GRP USAGE COMP-3.
+            10 A PIC S9(3).
+            10 B PIC S9(3).
+    """
+    books = parse_copybook(text)
+    assert list(books) == ["hdr", "dtl"]
+    assert books["hdr"].size == 10
+    assert [(i.name, i.offset, i.size) for i in books["dtl"].items] == [
+        ("rec_type", 0, 1), ("amt", 1, 3), ("a", 4, 2), ("b", 6, 2)]
+
+
+@pytest.mark.parametrize("clause, words", [
+    ("PIC X(10) OCCURS 1 TO 5 TIMES DEPENDING ON N", "OCCURS DEPENDING ON"),
+    ("OCCURS 5 DEPENDING ON N PIC X", "OCCURS DEPENDING ON"),
+    ("COMP-1", "COMP-1"),
+    ("PIC S9(5)V99 COMP-2", "COMP-2"),
+    ("PIC ZZ,ZZ9.99", "not a supported picture"),
+    ("PIC S9(5) COMP SYNC", "SYNCHRONIZED"),
+    ("PIC S9(40) COMP-3", "31 digits"),
+    ("USAGE POINTER", "POINTER"),
+])
+def test_refused_clauses_name_the_line(clause: str, words: str) -> None:
+    text = f"       01  REC.\n           05  N PIC 9.\n           05  BAD {clause}.\n"
+    with pytest.raises(CopybookError) as err:
+        parse_copybook(text, "book.cpy")
+    assert "book.cpy line 3" in str(err.value) and words in str(err.value)
+    assert err.value.exit_code == 2
+
+
+def test_structural_errors() -> None:
+    with pytest.raises(CopybookError, match="line 1: level 05 before any 01"):
+        parse_copybook("       05  A PIC X.\n")
+    with pytest.raises(CopybookError, match="does not end with a period"):
+        parse_copybook("       01  A PIC X\n")
+    with pytest.raises(CopybookError, match="no 01-level record"):
+        parse_copybook("      * nothing\n")
+    with pytest.raises(CopybookError, match="cannot have subordinate"):
+        parse_copybook("       01  A.\n           05 B PIC X.\n              10 C PIC X.\n")
+
+
+def test_a_refused_copybook_is_exit_2_at_the_command_line(tmp_path: Path) -> None:
+    shipped = Path(__file__).parent.parent / "pipeline" / "jobs"
+    book = (shipped / "daily_transactions_ebcdic.cpy").read_text()
+    (tmp_path / "daily_transactions_ebcdic.cpy").write_text(
+        book.replace("PIC S9(11)V99 COMP-3.", "PIC S9(11)V99 COMP-2."))
+    config = (shipped / "daily_transactions_ebcdic.toml").read_text()
+    (tmp_path / "job.toml").write_text(config)
+    run = subprocess.run([sys.executable, "-m", "pipeline", "run", str(tmp_path / "job.toml"),
+                          "--input", str(tmp_path / "none.bin"),
+                          "--db", f"sqlite:///{tmp_path / 'x.db'}"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert run.returncode == 2
+    assert "line 16" in run.stderr and "COMP-2" in run.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_copybook_error_is_a_config_error() -> None:
+    assert issubclass(CopybookError, ConfigError)
+
+
+def test_clauses_in_any_order_and_names_after_indexed_by() -> None:
+    rec = parse_copybook("""
+       01 R.
+          05 A PIC S9(5) VALUE ZERO COMP-3.
+          05 B PIC X(3) VALUE 'A B'.
+          05 T OCCURS 2 TIMES INDEXED BY IX1 IX2.
+             10 C PIC S9(3)V9 VALUE -12.5
+                SIGN IS LEADING SEPARATE CHARACTER.
+          05 D PIC 9(4) USAGE IS BINARY VALUE IS 7.
+          05 E PIC X(2) VALUE ALL '*'.
+""")["r"]
+    assert [(i.name, i.offset, i.size) for i in rec.items] == [
+        ("a", 0, 3), ("b", 3, 3), ("c_1", 6, 5), ("c_2", 11, 5), ("d", 16, 2), ("e", 18, 2)]
+    assert rec.item("a").usage is Usage.PACKED and rec.item("d").usage is Usage.BINARY
+
+
+def test_an_unknown_clause_is_refused_not_guessed() -> None:
+    with pytest.raises(CopybookError, match="line 2: unknown clause 'COMP3'"):
+        parse_copybook("       01 R.\n          05 A PIC S9(5) COMP3.\n")
+
+
+def test_alphanumeric_sequence_area_and_free_format_at_column_1() -> None:
+    fixed = "CB0010 01  R.\nCB0020     05  A PIC X(2).\nCB0030*    05  B PIC X(9).\nCB0040\n"
+    assert [(i.name, i.size) for i in parse_copybook(fixed)["r"].items] == [("a", 2)]
+    free = "01 R.\n05 A   PIC X(3).\n05 B PIC 9(2).\n"
+    assert [(i.name, i.size) for i in parse_copybook(free)["r"].items] == [("a", 3), ("b", 2)]

@@ -16,11 +16,17 @@ import numpy as np
 # the offending bytes, a Python literal ('...' or "...") right after the field's name
 _QUOTED = re.compile(r"""(^|; )(\w+) (?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*") """)
 _LENGTH = re.compile(r"record is \d+ bytes long")
+# a binary record's reasons: a hex dump, the faulty byte's place and the record's offset
+_BINARY = [(re.compile(r"X'[0-9A-F]*'"), "X'..'"), (re.compile(r"\bbyte \d+ "), "byte N "),
+           (re.compile(r" \(record at byte offset \d+\)"), "")]
 
 
 def reason_group(reason: str) -> str:
     """The reason without the record's own values: what equal faults have in common."""
-    return _LENGTH.sub("record is N bytes long", _QUOTED.sub(r"\1\2 ", reason))
+    reason = _LENGTH.sub("record is N bytes long", _QUOTED.sub(r"\1\2 ", reason))
+    for pattern, placeholder in _BINARY:
+        reason = pattern.sub(placeholder, reason)
+    return reason
 
 
 def reason_counts(path: Path | None) -> list[tuple[str, int]]:

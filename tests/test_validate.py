@@ -72,3 +72,19 @@ def test_validate_takes_a_config_and_its_input(tmp_path: Path) -> None:
     done = validate(tmp_path, "job.toml", "--input", str(made.path))
     assert done.returncode == 0, done.stderr
     assert "100 read, 100 accepted, 0 rejected" in done.stdout
+
+
+def test_validate_a_copybook_job_groups_binary_reasons(tmp_path: Path) -> None:
+    from pipeline.generate_mainframe import generate_mainframe_file
+
+    made = generate_mainframe_file(tmp_path / "in.fb", 3_000, "ebcdic-fb", seed=5,
+                                   reject_rate=0.01)
+
+    done = validate(tmp_path, "daily_transactions_ebcdic", "--input", "in.fb")
+
+    assert done.returncode == 0, done.stderr
+    assert f"{made.rejects:,} rejected" in done.stdout
+    groups = [x for x in done.stdout.splitlines() if x.startswith("    ")]
+    # a hex dump and a byte offset are the record's own: equal faults count together
+    assert len(groups) <= 8 and "byte offset" not in done.stdout
+    assert sum(int(g.split()[0]) for g in groups) == made.rejects

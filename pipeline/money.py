@@ -107,6 +107,17 @@ def format_minor(minor: int | np.integer, scale: int) -> str:
     return f"{sign}{whole}.{fraction:0{scale}d}"
 
 
+def decimal_parts(text: str) -> tuple[str, str, str] | None:
+    """(sign, whole digits, fraction digits) of ``[+-]digits[.digits]``, or None if not that.
+
+    decimal_parts("-123.45") == ("-", "123", "45"); the sign and fraction may be "".
+    """
+    match = _DECIMAL_RE.fullmatch(text)
+    if match is None:
+        return None
+    return match.group(1), match.group(2), match.group(3) or ""
+
+
 def parse_decimal_to_minor(text: str, scale: int) -> int:
     """Exact decimal string to minor units: parse_decimal_to_minor("-123.45", 2) == -12345.
 
@@ -115,10 +126,10 @@ def parse_decimal_to_minor(text: str, scale: int) -> int:
     """
     if scale < 0:
         raise ValueError(f"scale must be >= 0, got {scale}")
-    match = _DECIMAL_RE.fullmatch(text.strip())
-    if match is None:
+    parts = decimal_parts(text.strip())
+    if parts is None:
         raise ValueError(f"not a decimal amount: {text!r}")
-    sign, whole, fraction = match.group(1), match.group(2), match.group(3) or ""
+    sign, whole, fraction = parts
     if len(fraction) > scale:
         raise ValueError(f"{text!r} has more than {scale} decimal places")
     minor = int(whole) * 10**scale + int(fraction.ljust(scale, "0") or "0")

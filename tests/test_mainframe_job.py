@@ -19,6 +19,7 @@ from pipeline.job import RunOutcome, run_job
 from pipeline.jobs import shipped_config
 from pipeline.layouts.codepages import code_page
 from pipeline.layouts.recfm import RecordFormat
+from tests.conftest import engine_for, final_rows, run_cli, shipped_job
 from tests.mainframe_reference import encode_packed
 
 pytestmark = pytest.mark.timeout(120)
@@ -28,8 +29,7 @@ JOB = "daily_transactions_ebcdic"
 
 @pytest.fixture
 def ebcdic_config(tmp_path: Path, db_url: str) -> JobConfig:
-    return load_config(shipped_config(JOB)).with_overrides(
-        output_dir=tmp_path / "work", database_url=db_url, heartbeat_timeout=10.0)
+    return shipped_job(tmp_path, db_url, JOB)
 
 
 def as_format(config: JobConfig, kind: str, blocked: bool = False) -> JobConfig:
@@ -39,18 +39,10 @@ def as_format(config: JobConfig, kind: str, blocked: bool = False) -> JobConfig:
                                  mainframe=dataclasses.replace(config.mainframe, fmt=fmt))
 
 
-def final_rows(config: JobConfig) -> dict[str, tuple[Any, ...]]:
-    final = job_tables(config).final
-    engine = create_engine(config.database_url)
-    try:
-        with engine.connect() as conn:
-            return {r.txn_id: (r.account_id, r.txn_date, r.amount, r.currency, r.description)
-                    for r in conn.execute(select(final))}
-    finally:
-        engine.dispose()
-
-
-# --- records built byte by byte -----------------------------------------------------
+def final_txns(config: JobConfig) -> dict[str, tuple[Any, ...]]:
+    with engine_for(config.database_url) as engine:
+        return final_rows(engine, config, "account_id", "txn_date", "amount", "currency",
+                          "description")
 
 
 def detail(txn_id: str, amount: int, *, rtype: str = "D", account: str = "0000000001",
@@ -124,7 +116,7 @@ def test_ebcdic_job_equals_the_text_job_on_the_same_data(
     assert ebcdic_run.rejects == text_run.rejects == 30
     assert ebcdic_run.metrics and ebcdic_run.metrics.total_read == 3_000
     assert ebcdic_run.duplicates_collapsed == text_run.duplicates_collapsed
-    assert final_rows(config) == final_rows(text_config)
+    assert final_txns(config) == final_txns(text_config)
 
 
 def test_blocked_vb_with_records_split_across_processors(
@@ -133,7 +125,7 @@ def test_blocked_vb_with_records_split_across_processors(
     config = as_format(ebcdic_config, "vb", blocked=True)
     outcome = run(config, tmp_path / "in.vbb", blocked(records, 3), processors=3)
     assert outcome.exit_code == 0, outcome.message
-    rows = final_rows(config)
+    rows = final_txns(config)
     assert len(rows) == 10 and sum(r[2] for r in rows.values()) == total
     staging = job_tables(config).staging
     engine = create_engine(config.database_url)
@@ -181,7 +173,7 @@ def test_structural_breaks_are_exit_2(tmp_path: Path, ebcdic_config: JobConfig, 
     outcome = run(config, tmp_path / "in.bin", data)
     assert outcome.exit_code == 2, (case, outcome.message)
     assert words in outcome.message, outcome.message
-    assert final_rows(config) == {}
+    assert final_txns(config) == {}
 
 
 # --- record-level defects: rejects ----------------------------------------------------
@@ -207,7 +199,7 @@ def test_bad_packed_amount_is_rejected_with_offset_and_hex(
     assert line == "4"
     assert "AMOUNT" in reason and "nibble" in reason and "byte offset 300" in reason
     assert dump.replace(" ", "") == bad.hex().upper()
-    assert final_rows(ebcdic_config) == {}
+    assert final_txns(ebcdic_config) == {}
 
 
 def test_rejects_keep_amounts_readable_and_the_job_balances(
@@ -222,7 +214,7 @@ def test_rejects_keep_amounts_readable_and_the_job_balances(
     assert outcome.exit_code == 0, outcome.message
     assert outcome.rejects == 4
     assert outcome.metrics and outcome.metrics.total_read == 8
-    assert len(final_rows(ebcdic_config)) == 4
+    assert len(final_txns(ebcdic_config)) == 4
 
 
 def test_vb_detail_of_the_wrong_length_is_rejected(tmp_path: Path,
@@ -365,13 +357,10 @@ def test_generate_is_deterministic_and_framed(tmp_path: Path) -> None:
 
 
 def test_generate_cli_writes_ebcdic(tmp_path: Path) -> None:
-    import subprocess
-    import sys
 
     out = tmp_path / "x.vb"
-    done = subprocess.run([sys.executable, "-m", "pipeline", "generate", "--records", "50",
-                           "--out", str(out), "--format", "ebcdic-vb", "--reject-rate", "0.1"],
-                          capture_output=True, text=True, timeout=60)
+    done = run_cli(tmp_path, "generate", "--records", "50", "--out", str(out),
+                   "--format", "ebcdic-vb", "--reject-rate", "0.1", timeout=60)
     assert done.returncode == 0, done.stderr
     assert "5 rejectable" in done.stdout
     assert out.read_bytes()[:5] == b"\x00\x68\x00\x00" + CP.encode("H")
@@ -475,7 +464,7 @@ def test_national_characters_reach_the_database(tmp_path: Path, ebcdic_config: J
             + enc("T") + enc(f"{1:010d}") + encode_packed(995, 18) + enc(" " * 79))
     outcome = run(config, tmp_path / "in.bin", data)
     assert outcome.exit_code == 0, outcome.message
-    assert final_rows(config)["UML1"][4] == "Größe Übermaß äöü ß"
+    assert final_txns(config)["UML1"][4] == "Größe Übermaß äöü ß"
 
 
 @pytest.mark.postgresql
@@ -503,7 +492,7 @@ def test_national_characters_on_a_latin1_postgresql_database(tmp_path: Path, pg_
         records[-1] = trailer(3, total + 5)
         outcome = run(config, tmp_path / "in.bin", fb(records))
         assert outcome.exit_code == 0, outcome.message
-        assert final_rows(config)["UML1"][4] == words
+        assert final_txns(config)["UML1"][4] == words
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 import numpy as np
 from rich.console import Console, RenderableType
@@ -61,6 +61,16 @@ def read_counts(snapshot: np.ndarray) -> Counts:
                       for wid, (w, n) in enumerate(zip(writer.tolist(), records.tolist(),
                                                        strict=True))),
     )
+
+
+class RunProgress(Protocol):
+    """What the CLI hands to ``run_job(on_tick=...)``."""
+
+    def __call__(self, bus: MetricsBus) -> None: ...
+
+    def expect(self, total: int) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class _Display:

@@ -25,7 +25,7 @@ def assert_plain_error(done: subprocess.CompletedProcess[str], code: int, *words
 
 def test_missing_input_file_exits_2_with_one_sentence(tmp_path: Path) -> None:
     done = run_cli(tmp_path, "run", "--input", "no_such.dat", "--db", f"sqlite:///{tmp_path}/p.db",
-               "--no-progress")
+                   "--no-progress")
     assert_plain_error(done, 2, "input file no_such.dat does not exist")
     assert "FAILED_INPUT (exit 2)" in done.stdout
 
@@ -33,7 +33,7 @@ def test_missing_input_file_exits_2_with_one_sentence(tmp_path: Path) -> None:
 def test_unreachable_database_exits_3_with_one_sentence(tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 100, seed=1)
     done = run_cli(tmp_path, "run", "--input", str(made.path), "--db", UNREACHABLE_PG,
-               "--no-progress")
+                   "--no-progress")
     assert_plain_error(done, 3, "database error", "Connection refused")
     errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1
@@ -73,7 +73,7 @@ def test_report_of_an_unknown_run_and_bad_arguments(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/p.db"
     assert run_cli(tmp_path, "run", "--input", str(made.path), "--db", db).returncode == 0
     assert_plain_error(run_cli(tmp_path, "report", "20000101T000000-00000000", "--db", db), 2,
-                       "no run 20000101T000000-00000000")
+                               "no run 20000101T000000-00000000")
     assert_plain_error(run_cli(tmp_path, "runs", "--db", db, "--limit", "0"), 2, "--limit")
     assert_plain_error(run_cli(tmp_path, "report", "a", "b", "--db", db), 2, "at most one RUN_ID")
     assert_plain_error(run_cli(tmp_path, "report", "--no-such-flag"), 2, "unrecognized arguments")

@@ -159,7 +159,7 @@ def test_html_report_of_a_passed_run_is_self_contained(
         tmp_path: Path, job_config: JobConfig) -> None:
     made = generate_file(tmp_path / "in.dat", 3_000, seed=6, reject_rate=0.01)
     done = run_cli(tmp_path, "run", "--input", str(made.path), "--db", job_config.database_url,
-               "--processors", "3")
+                   "--processors", "3")
     assert done.returncode == 0, done.stderr
     run_id = done.stdout.split()[1]
     written = tmp_path / "pipeline_work" / "runs" / run_id / "report.html"
@@ -236,7 +236,7 @@ def test_prometheus_file_of_a_run_is_valid_and_replaced_atomically(
     target.parent.mkdir()
     target.write_text("# an older run\n")
     done = run_cli(tmp_path, "run", "--input", str(made.path), "--db", job_config.database_url,
-               "--prometheus-textfile", str(target))
+                   "--prometheus-textfile", str(target))
     assert done.returncode == 0, done.stderr
 
     assert os.listdir(target.parent) == ["pipeline.prom"]  # no temp file left behind
@@ -259,7 +259,7 @@ def test_prometheus_file_of_a_failed_run_says_exit_3(tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 100, seed=3)
     target = tmp_path / "pipeline.prom"
     done = run_cli(tmp_path, "run", "--input", str(made.path), "--prometheus-textfile", str(target),
-               "--db", "postgresql+psycopg://nobody@127.0.0.1:1/nothing")
+                   "--db", "postgresql+psycopg://nobody@127.0.0.1:1/nothing")
     assert done.returncode == 3
     metrics = parse_exposition(target.read_text())
     labels = '{job="daily_transactions",status="FAILED_RUNTIME"}'

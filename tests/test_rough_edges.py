@@ -81,7 +81,7 @@ def test_3_unwritable_outputs_are_plain_errors(tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 50, seed=1)
     db = f"sqlite:///{tmp_path / 'p.db'}"
     assert run_cli(tmp_path, "run", "--input", str(made.path), "--db", db,
-               "--no-progress").returncode == 0
+                   "--no-progress").returncode == 0
     done = run_cli(tmp_path, "report", "--db", db, "--html", "/nonexistent/dir/r.html")
     assert done.returncode == 2, done.stderr
     assert "internal error" not in done.stderr and "/nonexistent/dir/r.html" in done.stderr
@@ -107,9 +107,9 @@ def test_5_report_and_runs_take_a_shipped_job_by_name(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'p.db'}"
     made = generate_file(tmp_path / "in.dat", 50, seed=1)
     assert run_cli(tmp_path, "run", "customer_balances", "--db", db,
-               "--no-progress").returncode == 0
+                   "--no-progress").returncode == 0
     assert run_cli(tmp_path, "run", "--input", str(made.path), "--db", db,
-               "--no-progress").returncode == 0
+                   "--no-progress").returncode == 0
 
     runs = run_cli(tmp_path, "runs", "customer_balances", "--db", db, "--json")
     assert runs.returncode == 0, runs.stderr
@@ -126,7 +126,7 @@ def test_5_report_and_runs_take_a_shipped_job_by_name(tmp_path: Path) -> None:
 def test_6_a_typo_in_the_database_folder_is_refused(tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 20, seed=1)
     done = run_cli(tmp_path, "run", "--input", str(made.path), "--db",
-               f"sqlite:///{tmp_path}/nonexistent/dir/p.db", "--no-progress")
+                   f"sqlite:///{tmp_path}/nonexistent/dir/p.db", "--no-progress")
     assert done.returncode == 2
     assert "nonexistent/dir does not exist" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "nonexistent").exists()
@@ -143,7 +143,7 @@ def test_7_plural_writer_and_named_layouts(tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 20, seed=1)
     # a subprocess: the job's own logging setup, whatever an earlier test configured
     done = run_cli(tmp_path, "run", "--input", str(made.path), "--processors", "1",
-               "--writers", "1", "--no-progress", "--db", f"sqlite:///{tmp_path / 'p.db'}")
+                   "--writers", "1", "--no-progress", "--db", f"sqlite:///{tmp_path / 'p.db'}")
     assert done.returncode == 0, done.stderr
     assert "1 processor, 1 writer," in done.stderr
     data = tomllib.loads(shipped_config().read_text())
@@ -194,7 +194,7 @@ def test_9_refused_and_failed_runs_get_a_folder_with_summary_and_report(
     assert (folder / "summary.txt").read_text().startswith(f"run      {run_id}")
     assert (folder / "report.html").is_file()
     unreachable = run_cli(tmp_path, "run", "--input", str(bad), "--no-progress", "--db",
-                      "postgresql+psycopg://nobody@127.0.0.1:1/nothing")
+                          "postgresql+psycopg://nobody@127.0.0.1:1/nothing")
     assert unreachable.returncode in (2, 3)
     run_id = re.search(r"run\s+(\S+)", unreachable.stdout).group(1)  # type: ignore[union-attr]
     assert (tmp_path / "pipeline_work" / "runs" / run_id / "summary.txt").is_file()
@@ -228,13 +228,13 @@ def test_rejects_by_reason_and_explain_in_report_json_and_html(
     toml = write_job(tmp_path / "job.toml",
                      ('dir = "pipeline_work"', f'dir = "{config.output_dir}"'))
     done = run_cli(tmp_path, "report", outcome.run_id, str(toml), "--db", config.database_url,
-               "--json")
+                   "--json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert sum(r["records"] for r in doc["rejects_by_reason"]) == made.rejects
     assert doc["explain"]["counts"]["accepted, not in staging"] == 1
     html = tmp_path / "r.html"
     assert run_cli(tmp_path, "report", outcome.run_id, str(toml), "--db", config.database_url,
-               "--html", str(html)).returncode == 0
+                   "--html", str(html)).returncode == 0
     page = html.read_text()
     assert "Rejects by reason" in page and "Records behind the failed checks" in page

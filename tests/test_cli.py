@@ -50,6 +50,7 @@ def test_missing_configuration_file(tmp_path: Path) -> None:
     assert_plain_error(run_cli(tmp_path, "runs", "nowhere.toml"), 2, "nowhere.toml does not exist")
 
 
+@pytest.mark.slow
 def test_report_on_a_database_without_audit_tables(tmp_path: Path) -> None:
     (tmp_path / "empty.db").touch()
     done = run_cli(tmp_path, "report", "--db", f"sqlite:///{tmp_path}/empty.db")
@@ -68,6 +69,7 @@ def test_report_on_an_unreachable_database_exits_3(tmp_path: Path) -> None:
     assert_plain_error(run_cli(tmp_path, "runs", "--db", UNREACHABLE_PG), 3, "database error")
 
 
+@pytest.mark.slow
 def test_report_of_an_unknown_run_and_bad_arguments(tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 100, seed=1)
     db = f"sqlite:///{tmp_path}/p.db"
@@ -89,6 +91,7 @@ def test_json_log_format_makes_errors_json_too(tmp_path: Path) -> None:
     assert entry["level"] == "ERROR" and "does not exist" in entry["message"]
 
 
+@pytest.mark.slow
 def test_a_piped_run_shows_no_terminal_codes_and_no_progress_flag_is_accepted(
         tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 2_000, seed=1)

@@ -193,6 +193,7 @@ def test_records_differing_in_one_key_column_are_not_duplicates(
     assert detail == "no duplicate keys (key: account_id, txn_date, seq_no)"
 
 
+@pytest.mark.slow
 def test_a_rerun_leaves_final_the_same_and_a_later_run_updates_by_key(
         tmp_path: Path, config: JobConfig, engine: Engine) -> None:
     first = run_job(config)

@@ -83,6 +83,7 @@ def final_triggers(engine: Engine) -> None:
                               "FOR EACH ROW EXECUTE FUNCTION meddle()"))
 
 
+@pytest.mark.slow
 def test_explain_names_the_keys_final_lost_or_changed_and_leaves_final_alone(
         tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
     first = generate_file(tmp_path / "first.dat", 50, seed=2)
@@ -105,6 +106,7 @@ def test_explain_names_the_keys_final_lost_or_changed_and_leaves_final_alone(
         assert conn.execute(text("SELECT * FROM transactions ORDER BY txn_id")).all() == before
 
 
+@pytest.mark.slow
 def test_explain_cli_bounds_its_output_and_writes_every_record_to_csv(
         tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
     made = generate_file(tmp_path / "in.dat", 500, seed=6)

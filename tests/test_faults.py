@@ -40,7 +40,7 @@ from pipeline.metrics.bus import Col, MetricsBus, State, WorkerType, leaked_segm
 from tests.conftest import final_rows, run_cli, seed_final, write_job
 from tests.reference import detail, expected_from_file, write_input
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # kills and hangs of 30k-record runs
 
 RECORDS = 30_000
 BATCH = 50  # 600 batches: the run lasts many supervisor ticks, so kill points spread

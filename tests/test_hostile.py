@@ -34,7 +34,7 @@ from pipeline.summary import format_summary
 from tests.conftest import final_rows, run_cli, seed_final, write_job
 from tests.test_faults import no_leaked_segments  # noqa: F401 - its held-segment-aware check
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # every hostile value runs the CLI
 
 AUDIT_TABLES = ("batch_run", "recon_audit", "recon_worker_audit")
 

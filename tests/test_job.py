@@ -89,6 +89,7 @@ def test_duplicate_across_workers_later_line_wins(
 
 @pytest.mark.parametrize("override", [{"count": 4_001}, {"amount": 1}],
                          ids=["count_off", "amount_off"])
+@pytest.mark.slow
 def test_trailer_off_fails_and_final_is_unchanged(
         tmp_path: Path, job_config: JobConfig, engine: Engine, override: dict[str, int]) -> None:
     first = generate_file(tmp_path / "first.dat", 300, seed=1)
@@ -195,6 +196,7 @@ def test_rerun_of_the_same_input_leaves_the_same_final_and_audits_both(
     assert last == len(strip)
 
 
+@pytest.mark.slow
 def test_cli_prints_the_summary_and_exits_with_the_outcome(
         tmp_path: Path, job_config: JobConfig) -> None:
     made = generate_file(tmp_path / "in.dat", 500, seed=6)
@@ -206,6 +208,7 @@ def test_cli_prints_the_summary_and_exits_with_the_outcome(
     assert "SUCCEEDED" in done.stdout and "processor" in done.stdout
 
 
+@pytest.mark.slow
 def test_staging_keeps_the_latest_runs_of_the_job_only(
         tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
     made = generate_file(tmp_path / "in.dat", 300, seed=8)

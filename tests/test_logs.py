@@ -59,6 +59,7 @@ def test_a_second_configure_replaces_the_first(installed: StderrHandler) -> None
         logging.getLogger().removeHandler(again)
 
 
+@pytest.mark.slow
 def test_a_run_logs_its_steps_as_json_with_its_run_id_on_every_line(tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 3_000, seed=2, reject_rate=0.01)
     done = run_cli(tmp_path, "run", "--input", str(made.path), "--db",

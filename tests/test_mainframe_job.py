@@ -98,6 +98,7 @@ def run(config: JobConfig, path: Path, data: bytes, processors: int = 2) -> RunO
 # --- end to end ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fb", "vb"])
 def test_ebcdic_job_equals_the_text_job_on_the_same_data(
         tmp_path: Path, db_url: str, ebcdic_config: JobConfig, kind: str) -> None:
@@ -467,6 +468,7 @@ def test_national_characters_reach_the_database(tmp_path: Path, ebcdic_config: J
     assert final_txns(config)["UML1"][4] == "Größe Übermaß äöü ß"
 
 
+@pytest.mark.slow
 @pytest.mark.postgresql
 def test_national_characters_on_a_latin1_postgresql_database(tmp_path: Path, pg_url: str) -> None:
     """The COPY payload is UTF-8 whatever the database's encoding."""

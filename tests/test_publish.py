@@ -19,6 +19,7 @@ UNREACHABLE_PG = "postgresql+psycopg://nobody@127.0.0.1:1/nothing"  # port 1: re
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.mark.slow
 def test_a_program_calling_run_job_publishes_what_the_cli_writes(
         tmp_path: Path, job_config: JobConfig) -> None:
     made = generate_file(tmp_path / "in.dat", 300, seed=3, reject_rate=0.02)

@@ -91,6 +91,7 @@ def parse_page(html: str) -> Page:
     return page
 
 
+@pytest.mark.slow
 def test_json_report_has_every_check_and_worker_with_exact_amounts(
         tmp_path: Path, job_config: JobConfig) -> None:
     path, total = big_amount_input(tmp_path)
@@ -118,6 +119,7 @@ def test_json_report_has_every_check_and_worker_with_exact_amounts(
     assert sum(int(w["amount"].replace(".", "")) for w in processors) == total
 
 
+@pytest.mark.slow
 def test_text_report_and_runs_list(tmp_path: Path, job_config: JobConfig) -> None:
     made = generate_file(tmp_path / "in.dat", 800, seed=4)
     config = job_config.with_overrides(input_path=made.path)
@@ -155,6 +157,7 @@ def test_amounts_of_an_unknown_job_show_the_fewest_exact_decimals(
     assert amounts == {format_minor(total, 2)}
 
 
+@pytest.mark.slow
 def test_html_report_of_a_passed_run_is_self_contained(
         tmp_path: Path, job_config: JobConfig) -> None:
     made = generate_file(tmp_path / "in.dat", 3_000, seed=6, reject_rate=0.01)
@@ -229,6 +232,7 @@ def parse_exposition(text: str) -> dict[str, dict[str, float]]:
     return families
 
 
+@pytest.mark.slow
 def test_prometheus_file_of_a_run_is_valid_and_replaced_atomically(
         tmp_path: Path, job_config: JobConfig) -> None:
     made = generate_file(tmp_path / "in.dat", 2_000, seed=3, reject_rate=0.01)

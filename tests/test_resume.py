@@ -72,6 +72,7 @@ def failed_merge_run(tmp_path: Path, config: JobConfig, engine: Engine) -> tuple
     return outcome.run_id, made.path
 
 
+@pytest.mark.slow
 def test_resume_after_a_failed_merge_finishes_without_the_file(
         tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
     run_id, path = failed_merge_run(tmp_path, job_config, engine)
@@ -97,6 +98,7 @@ def test_resume_after_a_failed_merge_finishes_without_the_file(
     assert all(r.passed for r in shown.results) and shown.run.status == "SUCCEEDED"
 
 
+@pytest.mark.slow
 def test_a_second_resume_says_committed_and_leaves_final_alone(
         tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
     run_id, _ = failed_merge_run(tmp_path, job_config, engine)
@@ -131,6 +133,7 @@ def test_a_merge_that_committed_without_its_audit_is_not_merged_twice(
     assert batch_run(engine, outcome.run_id)[:2] == ("SUCCEEDED", 0)
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_run_whose_staging_changed(
         tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
     run_id, _ = failed_merge_run(tmp_path, job_config, engine)
@@ -164,6 +167,7 @@ def test_resume_refuses_runs_it_cannot_finish(
         resume_run(other, refused_input.run_id)
 
 
+@pytest.mark.slow
 def test_cli_resume_prints_the_summary(tmp_path: Path, job_config: JobConfig,
                                        engine: Engine) -> None:
     run_id, _ = failed_merge_run(tmp_path, job_config, engine)

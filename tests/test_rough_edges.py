@@ -73,6 +73,7 @@ def test_2_a_check_not_evaluated_does_not_read_like_lost_data(
     assert "-1,000" not in summary
 
 
+@pytest.mark.slow
 def test_3_unwritable_outputs_are_plain_errors(tmp_path: Path) -> None:
     done = run_cli(tmp_path, "generate", "--records", "5", "--out", "/nonexistent/dir/x.dat")
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -103,6 +104,7 @@ def test_4_a_crlf_file_is_told_its_line_ends(tmp_path: Path) -> None:
         plan_input(crlf, config.header, config.trailer, 1)
 
 
+@pytest.mark.slow
 def test_5_report_and_runs_take_a_shipped_job_by_name(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'p.db'}"
     made = generate_file(tmp_path / "in.dat", 50, seed=1)
@@ -132,6 +134,7 @@ def test_6_a_typo_in_the_database_folder_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "nonexistent").exists()
 
 
+@pytest.mark.slow
 def test_6_the_default_database_is_still_created_on_the_first_run(tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 20, seed=1)
     done = run_cli(tmp_path, "run", "--input", str(made.path), "--no-progress")
@@ -139,6 +142,7 @@ def test_6_the_default_database_is_still_created_on_the_first_run(tmp_path: Path
     assert (tmp_path / "pipeline_work" / "pipeline.db").is_file()
 
 
+@pytest.mark.slow
 def test_7_plural_writer_and_named_layouts(tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 20, seed=1)
     # a subprocess: the job's own logging setup, whatever an earlier test configured
@@ -183,6 +187,7 @@ def test_8_without_the_packages_the_cli_says_what_to_do(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_9_refused_and_failed_runs_get_a_folder_with_summary_and_report(
         tmp_path: Path) -> None:
     bad = tmp_path / "bad.dat"
@@ -207,6 +212,7 @@ def test_version(tmp_path: Path) -> None:
     assert done.returncode == 0 and done.stdout.strip() == f"pipeline {pipeline.__version__}"
 
 
+@pytest.mark.slow
 def test_rejects_by_reason_and_explain_in_report_json_and_html(
         tmp_path: Path, job_config: JobConfig) -> None:
     from sqlalchemy import Engine, text

@@ -22,6 +22,7 @@ def reject_file(done: subprocess.CompletedProcess[str], cwd: Path) -> Path:
     return cwd / line.split(" -> ")[1]
 
 
+@pytest.mark.slow
 def test_validate_rejects_what_a_run_rejects_and_touches_no_database(tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 5_000, seed=4, reject_rate=0.02)
 

@@ -90,6 +90,42 @@ def sample(n: int = 7) -> tuple[list[bytes], int]:
         [trailer(n, sum(amounts))], sum(amounts)
 
 
+def copybook_job(tmp_path: Path, book: str, name: str, input_keys: str,
+                 tables: tuple[str, str, str]) -> JobConfig:
+    """A job of one copybook (records HDR, DTL, TRL told apart by REC-TYPE H, D, T; the
+    amount AMT, the trailer's CNT and TOTAL) on a SQLite file in tmp_path."""
+    staging, final, key = tables
+    (tmp_path / "b.cpy").write_text(book)
+    (tmp_path / "job.toml").write_text(f"""
+[job]
+name = "{name}"
+[input]
+{input_keys}
+[copybook]
+path = "b.cpy"
+header = "HDR"
+detail = "DTL"
+trailer = "TRL"
+record_type = "rec_type"
+header_type = "H"
+detail_type = "D"
+trailer_type = "T"
+[output]
+dir = "{tmp_path / 'work'}"
+[database]
+url = "sqlite:///{tmp_path / 'db.sqlite'}"
+[tables]
+staging = "{staging}"
+final = "{final}"
+key = "{key}"
+amount = "amt"
+[control]
+trailer_count = "cnt"
+trailer_amount = "total"
+""")
+    return load_config(tmp_path / "job.toml")
+
+
 def run(config: JobConfig, path: Path, data: bytes, processors: int = 2) -> RunOutcome:
     path.write_bytes(data)
     return run_job(config.with_overrides(input_path=path, processors=processors))
@@ -129,10 +165,8 @@ def test_blocked_vb_with_records_split_across_processors(
     rows = final_txns(config)
     assert len(rows) == 10 and sum(r[2] for r in rows.values()) == total
     staging = job_tables(config).staging
-    engine = create_engine(config.database_url)
-    with engine.connect() as conn:
+    with engine_for(config.database_url) as engine, engine.connect() as conn:
         lines = conn.execute(select(staging.c.source_line, staging.c.txn_id)).all()
-    engine.dispose()
     # SOURCE_LINE is the record number: the header is record 1
     assert sorted(lines) == [(i + 2, f"T{i:03d}") for i in range(10)]
 
@@ -238,11 +272,9 @@ def test_trailer_count_mismatch_is_exit_1(tmp_path: Path, ebcdic_config: JobConf
     outcome = run(ebcdic_config, tmp_path / "in.bin", fb(records))
     assert outcome.exit_code == 1
     assert not {r.check_name: r for r in outcome.results}["source_trailer_count"].passed
-    engine = create_engine(ebcdic_config.database_url)
-    with engine.connect() as conn:
+    with engine_for(ebcdic_config.database_url) as engine, engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(
             job_tables(ebcdic_config).final)).scalar() == 0
-    engine.dispose()
 
 
 # --- framing: every detail record read exactly once, whatever the cuts ----------------
@@ -295,36 +327,8 @@ def test_a_packed_numeric_key_is_kept_as_digits(tmp_path: Path) -> None:
            05  TOTAL    PIC S9(15)V99 COMP-3.
            05  FILLER   PIC X.
 """
-    (tmp_path / "b.cpy").write_text(book)
-    (tmp_path / "job.toml").write_text(f"""
-[job]
-name = "packed_key"
-[input]
-format = "fb"
-record_length = 13
-[copybook]
-path = "b.cpy"
-header = "HDR"
-detail = "DTL"
-trailer = "TRL"
-record_type = "rec_type"
-header_type = "H"
-detail_type = "D"
-trailer_type = "T"
-[output]
-dir = "{tmp_path / 'work'}"
-[database]
-url = "sqlite:///{tmp_path / 'db.sqlite'}"
-[tables]
-staging = "stg_acct"
-final = "acct"
-key = "acct"
-amount = "amt"
-[control]
-trailer_count = "cnt"
-trailer_amount = "total"
-""")
-    config = load_config(tmp_path / "job.toml")
+    config = copybook_job(tmp_path, book, "packed_key", 'format = "fb"\nrecord_length = 13',
+                          ("stg_acct", "acct", "acct"))
     assert config.detail.field("acct").type.value == "digits"
     h = CP.encode("H") + CP.encode(" " * 12)
     d1 = CP.encode("D") + encode_packed(42, 7, 0xF) + encode_packed(-150, 7) + b"\x40" * 4
@@ -332,11 +336,8 @@ trailer_amount = "total"
     t = CP.encode("T") + (2).to_bytes(2, "big") + encode_packed(-51, 17) + b"\x40" * 1
     outcome = run(config, tmp_path / "in.bin", h + d1 + d2 + t)
     assert outcome.exit_code == 0, outcome.message
-    final = job_tables(config).final
-    engine = create_engine(config.database_url)
-    with engine.connect() as conn:
-        rows = dict(conn.execute(select(final.c.acct, final.c.amt)).all())
-    engine.dispose()
+    with engine_for(config.database_url) as engine:
+        rows = {key: amt for key, (amt,) in final_rows(engine, config, "amt").items()}
     assert rows == {"0000042": -150, "1234567": 99}
 
 
@@ -386,36 +387,8 @@ def test_zoned_binary_and_separate_signs_end_to_end(tmp_path: Path) -> None:
            05  TOTAL    PIC S9(9)V99 SIGN TRAILING SEPARATE.
            05  FILLER   PIC X(2).
 """
-    (tmp_path / "b.cpy").write_text(book)
-    (tmp_path / "job.toml").write_text(f"""
-[job]
-name = "zoned_job"
-[input]
-format = "vb"
-encoding = "cp500"
-[copybook]
-path = "b.cpy"
-header = "HDR"
-detail = "DTL"
-trailer = "TRL"
-record_type = "rec_type"
-header_type = "H"
-detail_type = "D"
-trailer_type = "T"
-[output]
-dir = "{tmp_path / 'work'}"
-[database]
-url = "sqlite:///{tmp_path / 'db.sqlite'}"
-[tables]
-staging = "stg_zoned"
-final = "zoned"
-key = "ref"
-amount = "amt"
-[control]
-trailer_count = "cnt"
-trailer_amount = "total"
-""")
-    config = load_config(tmp_path / "job.toml")
+    config = copybook_job(tmp_path, book, "zoned_job", 'format = "vb"\nencoding = "cp500"',
+                          ("stg_zoned", "zoned", "ref"))
     cp = code_page("cp500")
 
     def dtl(ref: str, amt: str, adj: str, qty: int, big: int) -> bytes:
@@ -435,10 +408,8 @@ trailer_amount = "total"
     assert outcome.reject_file is not None
     assert "byte 6 X'E7' is not a digit" in outcome.reject_file.read_text()
     staging = job_tables(config).staging
-    engine = create_engine(config.database_url)
-    with engine.connect() as conn:
+    with engine_for(config.database_url) as engine, engine.connect() as conn:
         rows = {r.ref: (r.amt, r.adj, r.qty, r.big) for r in conn.execute(select(staging))}
-    engine.dispose()
     assert rows == {"A001": (12345, -12, -7, -2_000_000_000), "A002": (-1231, 5, 9999, 5),
                     "A003": (1000, 0, 0, 0)}
 

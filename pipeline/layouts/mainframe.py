@@ -62,9 +62,6 @@ class RecordDecoder:
     type_value: bytes = b""  # its value in this record, in the code page
     control_values: tuple[bytes, ...] = ()  # detail only: the header's and trailer's values
 
-    def column(self, name: str) -> Column:
-        return next(c for c in self.columns if c.name == name)
-
 
 @dataclass
 class Decoded:

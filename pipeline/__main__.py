@@ -81,7 +81,8 @@ def _run(args: argparse.Namespace) -> int:
         progress = progress_display(enabled=not args.no_progress)
         with progress or nullcontext():
             outcome = run_job(config, on_tick=progress)
-    published = publish_outputs(outcome, config, time.monotonic() - started)
+    duration = time.monotonic() - started
+    published = publish_outputs(outcome, config, duration)
     _emit(published.summary)
     return outcome.exit_code
 

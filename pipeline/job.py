@@ -14,7 +14,6 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,9 @@ from pipeline.db.repositories import StagingRepository
 from pipeline.db.tables import JobTables, job_tables
 from pipeline.errors import ConfigError, InputStructureError, Interrupted, PipelineError
 from pipeline.logs import run_context
-from pipeline.metrics.aggregator import AggregatedMetrics, MetricsAggregator, WorkerMetrics
+from pipeline.metrics.aggregator import MetricsAggregator
 from pipeline.metrics.bus import MetricsBus
+from pipeline.outcome import RunOutcome
 from pipeline.source import InputPlan, plan_job_input
 from pipeline.workers.context import WorkerContext
 from pipeline.workers.pool import WorkerPool, WorkerSpec
@@ -39,31 +39,12 @@ from pipeline.workers.processor import run_processor
 from pipeline.workers.writer import run_writer
 from recon import audit
 from recon.audit import AuditWriter, utc_now
-from recon.checks import ReconciliationResult, failure_summary
+from recon.checks import failure_summary
 from recon.service import ReconciliationService, TrailerTotals
 
 SAMPLE_RECORDS = 100_000
 AfterLoad = Callable[[Engine, str], None]
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunOutcome:
-    run_id: str
-    job_name: str
-    status: str
-    exit_code: int
-    message: str
-    input_path: Path
-    database: str
-    run_dir: Path
-    results: list[ReconciliationResult] = field(default_factory=list)
-    workers: list[WorkerMetrics] = field(default_factory=list)
-    metrics: AggregatedMetrics | None = None
-    duplicates_collapsed: int = 0
-    reject_file: Path | None = None
-    rejects: int = 0
-    recorded: bool = False  # BATCH_RUN holds the run: there is an audit to finish
 
 
 def new_run_id() -> str:

@@ -119,13 +119,15 @@ def _watch(reader: socket.socket, stop: threading.Event) -> None:
         ready, _, _ = select.select([reader], [], [], 0.5)
         if not ready:
             continue
-        try:
-            data = reader.recv(64)
-        except BlockingIOError:
-            continue
-        for signum in data:
-            if signum in SIGNALS:
-                _on_signal(signum)
+        data = b""
+        with suppress(BlockingIOError):
+            while chunk := reader.recv(64):
+                data += chunk
+        # signals pending together are delivered lowest number first, but their handlers
+        # nest, so the bytes come in reverse order: the lowest of a burst came first
+        received = sorted(s for s in data if s in SIGNALS)
+        if received:
+            _on_signal(received[0])
 
 
 @contextmanager

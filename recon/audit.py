@@ -91,8 +91,9 @@ class AuditWriter:
         the status BATCH_RUN holds now (SUCCEEDED if the MERGE's transaction committed)."""
         with database_errors(self.engine, "committing the audit"), self.engine.begin() as c:
             t = self.tables.batch_run
-            committed = c.execute(select(t.c.status).where(t.c.run_id == run_id)
-                                  .with_for_update()).scalar_one_or_none()
+            row = c.execute(select(t.c.status).where(t.c.run_id == run_id)
+                            .with_for_update()).first()
+            committed = row[0] if row else None
             if committed == SUCCEEDED:
                 # the MERGE's transaction, audit included, did commit (its reply was lost):
                 # that is the truth, and what FINAL holds

@@ -185,33 +185,47 @@ def _lock_byte(fd: int, offset: int) -> None:
 def _row_lock(engine: Engine, table: Table, job_name: str,
               run_id: str | None) -> Iterator[Connection]:
     with database_errors(engine, "taking the job lock"):
-        try:
-            with engine.begin() as conn:
-                conn.execute(table.insert().values(job_name=job_name))
-        except IntegrityError:
-            pass  # the row exists: the usual case after the first run
         connection = engine.connect()
     try:
-        connection.begin()  # held open: the row lock lasts as long as this transaction
-        query = select(table.c.job_name).where(table.c.job_name == job_name)
-        try:
+        # lock first, insert only if the row is missing: an INSERT of a row another run
+        # holds (and updated) would wait for that run to end instead of being refused
+        if not _lock_row(engine, connection, table, job_name, run_id):
             with database_errors(engine, "taking the job lock"):
-                connection.execute(query.with_for_update(nowait=True)).one()
-                if run_id is not None:  # the fencing token, committed with the MERGE
-                    connection.execute(table.update().where(table.c.job_name == job_name)
-                                       .values(run_id=run_id))
-        except DatabaseFailure as exc:
-            if not _lock_busy(exc.__cause__):
-                raise
-            raise JobAlreadyRunning(f"job {job_name} is already running on this database "
-                                    "(its JOB_LOCK row is locked); refusing a second run"
-                                    ) from None
+                try:
+                    with engine.begin() as conn:
+                        conn.execute(table.insert().values(job_name=job_name))
+                except IntegrityError:
+                    pass  # another first run inserted it meanwhile
+            if not _lock_row(engine, connection, table, job_name, run_id):
+                raise DatabaseFailure(f"the JOB_LOCK row of {job_name} vanished")
         yield connection
     finally:
         # the server may already have dropped the connection (and with it the lock):
         # releasing must not turn the run's own outcome into a driver traceback
         with suppress(DBAPIError):
             connection.close()
+
+
+def _lock_row(engine: Engine, connection: Connection, table: Table, job_name: str,
+              run_id: str | None) -> bool:
+    """Lock the job's row in a transaction left open; False (and none open) if it is missing."""
+    query = select(table.c.job_name).where(table.c.job_name == job_name)
+    try:
+        with database_errors(engine, "taking the job lock"):
+            connection.begin()  # held open: the row lock lasts as long as this transaction
+            if connection.execute(query.with_for_update(nowait=True)).first() is None:
+                connection.rollback()
+                return False
+            if run_id is not None:  # the fencing token, committed with the MERGE
+                connection.execute(table.update().where(table.c.job_name == job_name)
+                                   .values(run_id=run_id))
+    except DatabaseFailure as exc:
+        if not _lock_busy(exc.__cause__):
+            raise
+        raise JobAlreadyRunning(f"job {job_name} is already running on this database "
+                                "(its JOB_LOCK row is locked); refusing a second run"
+                                ) from None
+    return True
 
 
 def _first_line(exc: BaseException) -> str:

@@ -177,7 +177,7 @@ def _plan_or_record(config: JobConfig, outcome: RunOutcome, engine: Engine, tabl
     """Plan the input; the run is recorded in BATCH_RUN even when the input is refused."""
     try:
         plan: InputPlan | None = plan_job_input(config, outcome.input_path, processors)
-    except InputStructureError as exc:
+    except PipelineError as exc:  # refused, changed while hashed, interrupted: recorded
         plan, refused = None, exc
     create_missing_tables(engine, tables)
     audit_writer.start_run(outcome.run_id, config.name, outcome.input_path.resolve(), started,

@@ -27,7 +27,13 @@ from pipeline.db.engine import create_missing_tables, database_errors, make_engi
 from pipeline.db.lock import HeldLock, JobAlreadyRunning, job_lock
 from pipeline.db.repositories import StagingRepository
 from pipeline.db.tables import JobTables, job_tables
-from pipeline.errors import ConfigError, InputStructureError, Interrupted, PipelineError
+from pipeline.errors import (
+    ConfigError,
+    InputStructureError,
+    Interrupted,
+    PipelineError,
+    WorkerFailure,
+)
 from pipeline.logs import run_context
 from pipeline.metrics.aggregator import AggregatedMetrics, MetricsAggregator, WorkerMetrics
 from pipeline.metrics.bus import MetricsBus
@@ -197,7 +203,12 @@ def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTab
     n_workers = len(plan.ranges) + writers
     types = ["processor"] * len(plan.ranges) + ["writer"] * writers
     # the pid in the name tells whose segment it is; the random part keeps it unguessable
-    with MetricsBus.create(n_workers, prefix=bus_prefix(), worker_types=types) as bus:
+    try:
+        bus = MetricsBus.create(n_workers, prefix=bus_prefix(), worker_types=types)
+    except (OSError, RuntimeError) as exc:  # the resource tracker or /dev/shm refused
+        raise WorkerFailure(f"the workers' metrics bus could not be created "
+                            f"({type(exc).__name__}: {exc}); no worker started") from None
+    with bus:
         ctx = WorkerContext(
             run_id=outcome.run_id, config=config, plan=plan, bus=bus,
             loader=loader_for(tables, config.detail, config.amount, engine.dialect, batch_size),

@@ -105,8 +105,8 @@ def disagreements(engine: Engine, run_id: str | None, exit_code: int, *,
 def child(spec: dict[str, Any]) -> int:
     """Run the job once with the trial's in-process fault; exit with the run's code."""
     from pipeline.config import load_config
-    from pipeline.jobs import shipped_config
     from pipeline.job import run_job
+    from pipeline.jobs import shipped_config
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     config = load_config(shipped_config()).with_overrides(

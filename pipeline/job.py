@@ -341,8 +341,19 @@ def _record_end(outcome: RunOutcome, audit_writer: AuditWriter) -> None:
                  len(outcome.results), len(outcome.workers), outcome.status)
         return
     try:
-        status = audit_writer.finish_run(outcome.run_id, outcome.status, outcome.exit_code,
-                                         outcome.message, outcome.results, outcome.workers)
+        try:
+            status = audit_writer.finish_run(outcome.run_id, outcome.status,
+                                             outcome.exit_code, outcome.message,
+                                             outcome.results, outcome.workers)
+        except PipelineError as exc:
+            if not interrupts.requested():
+                raise
+            # the signal cancelled the audit's own statement (a cancel is one-shot): the
+            # run is INTERRUPTED, and that is written once more
+            _fail(outcome, exc)
+            status = audit_writer.finish_run(outcome.run_id, outcome.status,
+                                             outcome.exit_code, outcome.message,
+                                             outcome.results, outcome.workers)
         if status == audit.SUCCEEDED and outcome.status != audit.SUCCEEDED:
             outcome.status, outcome.exit_code = status, 0
             outcome.message = ("the MERGE and its audit had committed before the run failed "

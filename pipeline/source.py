@@ -297,7 +297,10 @@ def reading_range(plan: InputPlan, rng: ByteRange) -> Iterator[RangeReading | No
     if plan.identity is None or not rng.sha256:
         yield None
         return
-    fd = os.open(plan.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(plan.path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise InputChanged(f"{CHANGED}: {plan.path} was removed after planning") from None
     try:
         _same_file(plan, fd, "when opened")
         proc = Path(f"/proc/self/fd/{fd}")

@@ -29,6 +29,7 @@ from pipeline.db.repositories import StagingRepository
 from pipeline.db.tables import JobTables, job_tables
 from pipeline.errors import (
     ConfigError,
+    InputChanged,
     InputStructureError,
     Interrupted,
     PipelineError,
@@ -225,6 +226,13 @@ def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTab
         load_started = time.monotonic()
         try:
             pool.run()
+        except WorkerFailure as exc:
+            # a processor that found the file changed says so in its one-line cause: the
+            # operator reads that, not "processor 1 failed"
+            _, changed, cause = str(exc).partition(f"{InputChanged.__name__}: ")
+            if changed:
+                raise InputChanged(cause) from None
+            raise
         finally:
             outcome.workers = MetricsAggregator.from_snapshot(bus.snapshot(), pool.exit_codes)
             outcome.metrics = MetricsAggregator.aggregate(outcome.workers)

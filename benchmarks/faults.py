@@ -145,8 +145,9 @@ def child(spec: dict[str, Any]) -> int:
             event.listen(engine, "after_cursor_execute", report)
             event.listen(engine, "commit", report)
 
-    outcome = run_job(config, after_load=after_load)
-    print(json.dumps({"run_id": outcome.run_id, "status": outcome.status}), flush=True)
+    with interrupts.handling():  # as `pipeline run` does, until the process exits
+        outcome = run_job(config, after_load=after_load)
+        print(json.dumps({"run_id": outcome.run_id, "status": outcome.status}), flush=True)
     return outcome.exit_code
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
+from pipeline import interrupts
 from pipeline.config import JobConfig
 from pipeline.db.engine import database_errors
 from pipeline.db.lock import HeldLock, job_lock
@@ -53,6 +54,7 @@ def resume_run(config: JobConfig, run_id: str) -> RunOutcome:
 
     tables = job_tables(config)
     with run_context(run_id), open_audit(config.database_url) as engine:
+        interrupts.register_engine(engine)  # SIGTERM cancels the statement, never a commit
         row = _batch_run(engine, tables, run_id)
         if row.job_name != config.name:
             raise ResumeRefused(f"run {run_id} is a run of job {row.job_name}, not of "

@@ -104,6 +104,7 @@ def disagreements(engine: Engine, run_id: str | None, exit_code: int, *,
 
 def child(spec: dict[str, Any]) -> int:
     """Run the job once with the trial's in-process fault; exit with the run's code."""
+    from pipeline import interrupts
     from pipeline.config import load_config
     from pipeline.job import run_job
     from pipeline.jobs import shipped_config

@@ -87,6 +87,16 @@ def _run(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def _run_to_the_end(args: argparse.Namespace) -> int:
+    """``run`` with SIGTERM/SIGINT handled until the process exits: a signal after the
+    audit committed must not kill the process with an exit code the audit contradicts
+    (the run itself stops at its safe points: pipeline.interrupts)."""
+    from pipeline import interrupts
+
+    with interrupts.handling():
+        return _run(args)
+
+
 def _resume(args: argparse.Namespace, config: JobConfig) -> RunOutcome:
     from pipeline.resume import resume_run
 
@@ -281,7 +291,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--prometheus-textfile", type=Path, metavar="PATH",
                      help="write the run's metrics here for node_exporter's textfile "
                           "collector (overrides output.prometheus_textfile)")
-    run.set_defaults(command=_run)
+    run.set_defaults(command=_run_to_the_end)
 
     validate = sub.add_parser("validate", parents=common,
                               help="parse a whole input and check its trailer; no database")

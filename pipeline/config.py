@@ -187,8 +187,17 @@ def _check_roles(config: JobConfig) -> None:
     clash = reserved & {f.name for f in detail.stored_fields}
     if clash:
         raise ConfigError(f"layout.detail: field names {sorted(clash)} are reserved")
+    for key, table in (("tables.staging", config.staging_table),
+                       ("tables.final", config.final_table)):
+        if table.lower() in AUDIT_TABLES:
+            raise ConfigError(f"{key}: {table!r} is one of the job's own audit tables "
+                              f"({', '.join(sorted(AUDIT_TABLES))}); choose another name")
     if config.staging_table == config.final_table:
         raise ConfigError("tables.staging and tables.final must be different tables")
+
+
+# the shared audit tables (pipeline.db.tables.audit_tables): never a job's staging or FINAL
+AUDIT_TABLES = frozenset({"batch_run", "recon_audit", "recon_worker_audit", "job_lock"})
 
 
 def _key_columns(tables: Mapping[str, Any]) -> tuple[str, ...]:

@@ -40,3 +40,10 @@ class Interrupted(PipelineError):
     """The run was stopped by a signal (SIGTERM, SIGINT) before it finished."""
 
     exit_code = 3  # the contract has no code of its own for it: a runtime failure
+
+
+class InputChanged(PipelineError):
+    """The input file changed between planning and parsing: what was read is not what
+    was hashed, so the run cannot prove its numbers. FINAL is left untouched."""
+
+    exit_code = 3

@@ -10,24 +10,30 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import multiprocess as mp
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
+from pipeline import interrupts
 from pipeline.config import JobConfig
 from pipeline.db.bulk import loader_for
 from pipeline.db.dialects import profile_for
 from pipeline.db.engine import create_missing_tables, database_errors, make_engine, parse_url
-from pipeline.db.lock import JobAlreadyRunning, job_lock
+from pipeline.db.lock import HeldLock, JobAlreadyRunning, job_lock
 from pipeline.db.repositories import StagingRepository
 from pipeline.db.tables import JobTables, job_tables
-from pipeline.errors import ConfigError, InputStructureError, Interrupted, PipelineError
+from pipeline.errors import (
+    ConfigError,
+    InputChanged,
+    InputStructureError,
+    Interrupted,
+    PipelineError,
+    WorkerFailure,
+)
 from pipeline.logs import run_context
 from pipeline.metrics.aggregator import MetricsAggregator
 from pipeline.metrics.bus import MetricsBus
@@ -39,7 +45,7 @@ from pipeline.workers.processor import run_processor
 from pipeline.workers.writer import run_writer
 from recon import audit
 from recon.audit import AuditWriter, utc_now
-from recon.checks import failure_summary
+from recon.checks import STAGING_TO_FINAL, ReconciliationResult, failure_summary
 from recon.service import ReconciliationService, TrailerTotals
 
 SAMPLE_RECORDS = 100_000
@@ -67,7 +73,7 @@ def run_job(config: JobConfig, *, after_load: AfterLoad | None = None,
     run_dir = config.output_dir / "runs" / run_id
     outcome = RunOutcome(run_id, config.name, audit.RUNNING, 0, "", input_path,
                          config.database_url, run_dir)
-    with run_context(run_id), _signals_as_interrupts():
+    with run_context(run_id), interrupts.handling():
         log.info("run started: job %s, input %s", config.name, input_path)
         try:
             parse_url(config.database_url)
@@ -111,11 +117,13 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
     batch_size = config.batch_size or profile.batch_size
     tables = job_tables(config)
     engine = make_engine(config.database_url)
+    interrupts.register_engine(engine)  # a signal cancels the parent's statements
     audit_writer = AuditWriter(engine, tables, config.amount_field.scale)
     try:
         plan = _plan_or_record(config, outcome, engine, tables, audit_writer, started,
                                processors)
-        with job_lock(engine, tables.job_lock, config.name):
+        interrupts.check()
+        with job_lock(engine, tables.job_lock, config.name, outcome.run_id) as lock:
             abandoned = audit_writer.close_abandoned_runs(config.name, outcome.run_id)
             if abandoned:
                 log.warning("%d earlier run(s) of %s never ended: marked ABENDED", abandoned,
@@ -123,6 +131,7 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
             _purge_staging(config, engine, tables)
             outcome.run_dir.mkdir(parents=True, exist_ok=True)
             _load(config, outcome, engine, tables, plan, writers, batch_size, on_tick)
+            interrupts.check()
             if outcome.metrics and outcome.metrics.misplaced_control:
                 raise InputStructureError(
                     f"{outcome.metrics.misplaced_control} header or trailer record(s) inside "
@@ -132,7 +141,8 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
                                          outcome.metrics)
             if after_load:
                 after_load(engine, outcome.run_id)
-            _reconcile(config, outcome, engine, tables, plan)
+            interrupts.check()
+            _reconcile(config, outcome, engine, tables, plan, lock, audit_writer)
     except PipelineError as exc:
         _fail(outcome, exc)
     _record_end(outcome, audit_writer)
@@ -154,7 +164,7 @@ def _plan_or_record(config: JobConfig, outcome: RunOutcome, engine: Engine, tabl
     """Plan the input; the run is recorded in BATCH_RUN even when the input is refused."""
     try:
         plan: InputPlan | None = plan_job_input(config, outcome.input_path, processors)
-    except InputStructureError as exc:
+    except PipelineError as exc:  # refused, changed while hashed, interrupted: recorded
         plan, refused = None, exc
     create_missing_tables(engine, tables)
     audit_writer.start_run(outcome.run_id, config.name, outcome.input_path.resolve(), started,
@@ -174,7 +184,12 @@ def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTab
     n_workers = len(plan.ranges) + writers
     types = ["processor"] * len(plan.ranges) + ["writer"] * writers
     # the pid in the name tells whose segment it is; the random part keeps it unguessable
-    with MetricsBus.create(n_workers, prefix=bus_prefix(), worker_types=types) as bus:
+    try:
+        bus = MetricsBus.create(n_workers, prefix=bus_prefix(), worker_types=types)
+    except (OSError, RuntimeError) as exc:  # the resource tracker or /dev/shm refused
+        raise WorkerFailure(f"the workers' metrics bus could not be created "
+                            f"({type(exc).__name__}: {exc}); no worker started") from None
+    with bus:
         ctx = WorkerContext(
             run_id=outcome.run_id, config=config, plan=plan, bus=bus,
             loader=loader_for(tables, config.detail, config.amount, engine.dialect, batch_size),
@@ -182,8 +197,7 @@ def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTab
             parent_pid=os.getpid(), batches=ctx_mp.Queue(maxsize=2 * writers + 2),
             failures=ctx_mp.Queue())
         pool = WorkerPool(_worker_specs(ctx, writers), bus, ctx.batches, ctx.failures,
-                          config.heartbeat_timeout,
-                          on_tick=(lambda: on_tick(bus)) if on_tick else None)
+                          config.heartbeat_timeout, on_tick=lambda: _tick(bus, on_tick))
         expect = getattr(on_tick, "expect", None)  # a progress display wants the total
         if expect is not None:
             expect(plan.detail_lines)
@@ -192,11 +206,25 @@ def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTab
         load_started = time.monotonic()
         try:
             pool.run()
+        except WorkerFailure as exc:
+            # a processor that found the file changed says so in its one-line cause: the
+            # operator reads that, not "processor 1 failed"
+            _, changed, cause = str(exc).partition(f"{InputChanged.__name__}: ")
+            if changed:
+                raise InputChanged(cause) from None
+            raise
         finally:
             outcome.workers = MetricsAggregator.from_snapshot(bus.snapshot(), pool.exit_codes)
             outcome.metrics = MetricsAggregator.aggregate(outcome.workers)
             _collect_rejects(outcome, len(plan.ranges), ctx)
     _log_load_done(outcome, time.monotonic() - load_started)
+
+
+def _tick(bus: MetricsBus, on_tick: Callable[[MetricsBus], None] | None) -> None:
+    """Each wake-up of the supervisor is a safe point: an interrupt stops the workers."""
+    interrupts.check()
+    if on_tick is not None:
+        on_tick(bus)
 
 
 def _worker_specs(ctx: WorkerContext, writers: int) -> list[WorkerSpec]:
@@ -239,18 +267,28 @@ def _collect_rejects(outcome: RunOutcome, processors: int, ctx: WorkerContext) -
 
 
 def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables,
-               plan: InputPlan) -> None:
+               plan: InputPlan, lock: HeldLock, audit_writer: AuditWriter) -> None:
     assert outcome.metrics is not None
     trailer = TrailerTotals(plan.trailer[config.trailer_count],
                             plan.trailer[config.trailer_amount])
     service = ReconciliationService(engine, tables, config.key_columns, config.amount, trailer)
-    result = service.reconcile(outcome.run_id, outcome.metrics, utc_now())
+
+    def record(conn: Connection, results: list[ReconciliationResult]) -> None:
+        """The audit of a run that passed, in the MERGE's transaction (one commit)."""
+        keys = next(r.expected_count for r in results if r.check_name == STAGING_TO_FINAL)
+        outcome.status, outcome.exit_code = audit.SUCCEEDED, 0
+        outcome.message = f"all checks passed; {keys:,} keys merged into {config.final_table}"
+        audit_writer.finish_on(conn, outcome.run_id, outcome.status, outcome.exit_code,
+                               outcome.message, results, outcome.workers)
+
+    result = service.reconcile(outcome.run_id, outcome.metrics, utc_now(), record=record,
+                               lock=lock)
     outcome.results = result.results
     outcome.duplicates_collapsed = result.duplicates_collapsed
     if result.passed:
         outcome.status, outcome.exit_code = audit.SUCCEEDED, 0
+        outcome.audited = True  # committed with the MERGE
         keys = result.staged_rows - result.duplicates_collapsed
-        outcome.message = f"all checks passed; {keys:,} keys merged into {config.final_table}"
         log.info("reconciliation passed (%d checks); merge committed: %d keys into %s",
                  len(result.results), keys, config.final_table)
     else:
@@ -265,6 +303,11 @@ def _trailer(config: JobConfig, plan: InputPlan) -> tuple[int, int]:
 
 
 def _fail(outcome: RunOutcome, exc: PipelineError) -> None:
+    if interrupts.requested() and not isinstance(exc, Interrupted):
+        # a statement the signal cancelled fails with the driver's error: the cause is
+        # the signal, whatever the driver said
+        log.debug("after the interrupt: %s", exc)
+        exc = Interrupted(interrupts.message())
     outcome.exit_code = exc.exit_code
     outcome.message = str(exc)
     if isinstance(exc, Interrupted):
@@ -281,9 +324,28 @@ def _record_end(outcome: RunOutcome, audit_writer: AuditWriter) -> None:
     """Commit the audit; if the database itself failed, the run's exit code says so."""
     if not outcome.recorded:
         return  # it never reached the database: no audit to finish, no second error to tell
+    if outcome.audited:
+        log.info("audit committed with the MERGE: %d checks, %d workers, status %s",
+                 len(outcome.results), len(outcome.workers), outcome.status)
+        return
     try:
-        audit_writer.finish_run(outcome.run_id, outcome.status, outcome.exit_code, outcome.message,
-                          outcome.results, outcome.workers)
+        try:
+            status = audit_writer.finish_run(outcome.run_id, outcome.status,
+                                             outcome.exit_code, outcome.message,
+                                             outcome.results, outcome.workers)
+        except PipelineError as exc:
+            if not interrupts.requested():
+                raise
+            # the signal cancelled the audit's own statement (a cancel is one-shot): the
+            # run is INTERRUPTED, and that is written once more
+            _fail(outcome, exc)
+            status = audit_writer.finish_run(outcome.run_id, outcome.status,
+                                             outcome.exit_code, outcome.message,
+                                             outcome.results, outcome.workers)
+        if status == audit.SUCCEEDED and outcome.status != audit.SUCCEEDED:
+            outcome.status, outcome.exit_code = status, 0
+            outcome.message = ("the MERGE and its audit had committed before the run failed "
+                               f"({outcome.message}); BATCH_RUN says {status}")
         log.info("audit committed: %d checks, %d workers, status %s", len(outcome.results),
                  len(outcome.workers), outcome.status)
     except PipelineError as exc:
@@ -291,26 +353,3 @@ def _record_end(outcome: RunOutcome, audit_writer: AuditWriter) -> None:
             _fail(outcome, exc)
         else:
             outcome.message += f" (and the audit could not be written: {exc})"
-
-
-@contextmanager
-def _signals_as_interrupts() -> Iterator[None]:
-    """SIGTERM and Ctrl-C stop the run cleanly: workers stopped, audit written, INTERRUPTED."""
-
-    interrupted: list[int] = []
-
-    def interrupt(signum: int, _frame: Any) -> None:
-        # The first signal stops the run. A later one (a second Ctrl-C) must not break off
-        # the cleanup it started: stopping the workers and writing the audit are bounded.
-        if interrupted:
-            return
-        interrupted.append(signum)
-        raise Interrupted(f"interrupted by signal {signal.Signals(signum).name}")
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        with suppress(ValueError):
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)

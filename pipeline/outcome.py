@@ -33,3 +33,4 @@ class RunOutcome:
     reject_file: Path | None = None
     rejects: int = 0
     recorded: bool = False  # BATCH_RUN holds the run: there is an audit to finish
+    audited: bool = False  # its audit committed with the MERGE: nothing left to write

@@ -18,9 +18,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
+from pipeline import interrupts
 from pipeline.config import JobConfig
 from pipeline.db.engine import database_errors
-from pipeline.db.lock import job_lock
+from pipeline.db.lock import HeldLock, job_lock
 from pipeline.db.repositories import FinalRepository, StagingRepository
 from pipeline.db.tables import AUDIT_SCALE, JobTables, job_tables
 from pipeline.errors import ConfigError
@@ -53,15 +54,16 @@ def resume_run(config: JobConfig, run_id: str) -> RunOutcome:
 
     tables = job_tables(config)
     with run_context(run_id), open_audit(config.database_url) as engine:
+        interrupts.register_engine(engine)  # SIGTERM cancels the statement, never a commit
         row = _batch_run(engine, tables, run_id)
         if row.job_name != config.name:
             raise ResumeRefused(f"run {run_id} is a run of job {row.job_name}, not of "
                                 f"{config.name}: resume it with that job's config")
         outcome = RunOutcome(run_id, config.name, row.status, 0, "", Path(row.input_path),
                              config.database_url, config.output_dir / "runs" / run_id)
-        with job_lock(engine, tables.job_lock, config.name):
+        with job_lock(engine, tables.job_lock, config.name, run_id) as lock:
             row = _batch_run(engine, tables, run_id)  # as it is now that no run is alive
-            _resume(config, engine, tables, row, outcome)
+            _resume(config, engine, tables, row, outcome, lock)
     log.log(logging.INFO if outcome.exit_code == 0 else logging.ERROR,
             "resume of run %s ended %s (exit %d): %s", run_id, outcome.status,
             outcome.exit_code, outcome.message)
@@ -69,7 +71,7 @@ def resume_run(config: JobConfig, run_id: str) -> RunOutcome:
 
 
 def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
-            outcome: RunOutcome) -> None:
+            outcome: RunOutcome, lock: HeldLock) -> None:
     run_id = outcome.run_id
     if row.status == audit.SUCCEEDED:
         outcome.status, outcome.exit_code = audit.SUCCEEDED, 0
@@ -99,11 +101,24 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
         merged = "its MERGE had committed; audit finished without merging again"
     else:
         _refuse_unless_staging_matches(service, run_id, totals)
-        result = service.reconcile(run_id, totals.metrics, utc_now())
+
+        def record(conn: Connection, results: list[ReconciliationResult]) -> None:
+            """A passing resume's audit commits in the MERGE's transaction."""
+            keys = next(r.expected_count for r in results
+                        if r.check_name == checks.STAGING_TO_FINAL)
+            outcome.status, outcome.exit_code = audit.SUCCEEDED, 0
+            outcome.message = (f"resumed from staging; all checks passed; {keys:,} keys "
+                               f"merged into {config.final_table}")
+            writer.finish_on(conn, run_id, outcome.status, outcome.exit_code,
+                             outcome.message, results, [])
+
+        result = service.reconcile(run_id, totals.metrics, utc_now(), record=record,
+                                   lock=lock)
         outcome.results = result.results
         outcome.duplicates_collapsed = result.duplicates_collapsed
-        merged = f"{result.staged_rows - result.duplicates_collapsed:,} keys merged into " \
-                 f"{config.final_table}"
+        if result.passed:
+            return  # committed with its audit
+        merged = ""
     if not all(r.passed for r in outcome.results):
         outcome.status, outcome.exit_code = audit.FAILED_RECONCILIATION, 1
         outcome.message = (f"resumed from staging; reconciliation failed: "

@@ -4,6 +4,12 @@ The parent reads the header and the trailer itself and splits the details into b
 ranges on record boundaries; one streaming pass hashes the file and counts the lines of
 each range, so every processor knows the line number its range starts at. No step
 holds more than a chunk of the file in memory, whatever its size or shape.
+
+The same pass keeps a SHA-256 per range and the file's identity (device, inode, size,
+mtime): each processor hashes the bytes it parses as it reads them and checks the identity
+when it opens the file and when it is done (``reading_range``). A file rewritten in place
+or replaced under the job fails the run (InputChanged, exit 3) before anything is merged:
+what FINAL receives is what the audit's SHA-256 names.
 """
 
 from __future__ import annotations
@@ -11,13 +17,15 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.errors import InputStructureError
+from pipeline import interrupts
+from pipeline.errors import InputChanged, InputStructureError
 from pipeline.layouts.csv import CsvLayout, NotARecord, control_record
 from pipeline.layouts.fields import FieldType, Layout
 from pipeline.layouts.fixed import Reject, check_records, columns_of
@@ -30,12 +38,30 @@ MAX_LINE = 1 << 20  # a "record" longer than this is rejected without being held
 MAX_CSV_CONTROL = 64 << 10  # a CSV header or trailer line is short; more is no control record
 
 
+CHANGED = "input changed while being read"
+
+
 @dataclass(frozen=True)
 class ByteRange:
     start: int
     end: int
     first_line: int
     lines: int
+    sha256: str = ""  # of the bytes [start, end) as planned; "" when not planned (tests)
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What a file is and was when hashed: a rename or a rewrite changes one of these."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileIdentity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -46,6 +72,7 @@ class InputPlan:
     header: dict[str, Any]
     trailer: dict[str, Any]
     ranges: tuple[ByteRange, ...]
+    identity: FileIdentity | None = field(default=None, compare=False)
 
     @property
     def detail_lines(self) -> int:
@@ -64,15 +91,24 @@ def plan_job_input(config: JobConfig, path: Path, parts: int) -> InputPlan:
 def plan_input(path: Path, header: Layout, trailer: Layout, parts: int) -> InputPlan:
     """Check the control records and split the details into ``parts`` byte ranges."""
     try:
-        size = path.stat().st_size
         with open(path, "rb") as f:
-            return _plan(f, path, size, header, trailer, parts)
+            before = FileIdentity.of(os.fstat(f.fileno()))
+            plan = _plan(f, path, before.size, header, trailer, parts)
+            return with_identity(plan, before, FileIdentity.of(os.fstat(f.fileno())))
     except FileNotFoundError:
         raise InputStructureError(f"input file {path} does not exist") from None
     except IsADirectoryError:
         raise InputStructureError(f"input file {path} is a directory") from None
     except PermissionError:
         raise InputStructureError(f"input file {path} cannot be read: permission denied") from None
+
+
+def with_identity(plan: InputPlan, before: FileIdentity, after: FileIdentity) -> InputPlan:
+    """The plan with the identity its hashing saw; a change during the hashing fails."""
+    if before != after:
+        raise InputChanged(f"{CHANGED}: {plan.path} changed while it was being hashed")
+    return InputPlan(plan.path, plan.size, plan.sha256, plan.header, plan.trailer, plan.ranges,
+                     after)
 
 
 def _plan(f: Any, path: Path, size: int, header: Layout, trailer: Layout,
@@ -124,10 +160,10 @@ def _split(f: Any, path: Path, size: int, header_values: dict[str, Any],
            trailer_values: dict[str, Any], details: tuple[int, int], parts: int) -> InputPlan:
     """Hash the file and split the detail bytes [first, last) into ranges of whole lines."""
     cuts = _cut_points(f, *details, parts)
-    digest, counts = _hash_and_count(f, cuts)
+    digest, counts, digests = _hash_and_count(f, cuts)
     ranges, line = [], 2
-    for start, end, count in zip(cuts, cuts[1:], counts, strict=False):
-        ranges.append(ByteRange(start, end, line, count))
+    for start, end, count, part in zip(cuts, cuts[1:], counts, digests, strict=False):
+        ranges.append(ByteRange(start, end, line, count, part))
         line += count
     return InputPlan(path, size, digest, header_values, trailer_values, tuple(ranges))
 
@@ -195,19 +231,107 @@ def _next_line_start(f: Any, offset: int) -> int:
     return f.tell()
 
 
-def _hash_and_count(f: Any, cuts: list[int]) -> tuple[str, list[int]]:
+def _hash_and_count(f: Any, cuts: list[int]) -> tuple[str, list[int], list[str]]:
+    """The file's SHA-256, and each range's line count and SHA-256, in one pass."""
     digest = hashlib.sha256()
     counts = [0] * (len(cuts) - 1)
+    parts = [hashlib.sha256() for _ in counts]
     f.seek(0)
     pos = 0
     while chunk := f.read(CHUNK):
+        interrupts.check()  # hashing a large file is a phase of its own: stop promptly
         digest.update(chunk)
+        view = memoryview(chunk)
         for i in range(len(counts)):
             lo, hi = max(cuts[i], pos), min(cuts[i + 1], pos + len(chunk))
             if lo < hi:
                 counts[i] += chunk.count(b"\n", lo - pos, hi - pos)
+                parts[i].update(view[lo - pos:hi - pos])
         pos += len(chunk)
-    return digest.hexdigest(), counts
+    return digest.hexdigest(), counts, [p.hexdigest() for p in parts]
+
+
+def range_digests(path: Path, ranges: tuple[ByteRange, ...]) -> tuple[ByteRange, ...]:
+    """The ranges with the SHA-256 of their bytes (for a planner that cut them first)."""
+    out = []
+    with open(path, "rb", buffering=0) as f:
+        for rng in ranges:
+            part = hashlib.sha256()
+            f.seek(rng.start)
+            left = rng.end - rng.start
+            while left > 0 and (block := f.read(min(CHUNK, left))):
+                interrupts.check()
+                part.update(block)
+                left -= len(block)
+            out.append(ByteRange(rng.start, rng.end, rng.first_line, rng.lines,
+                                 part.hexdigest()))
+    return tuple(out)
+
+
+class RangeDigest:
+    """SHA-256 of the bytes a reader consumed, and how many: the reader calls update()."""
+
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.count = 0
+
+    def update(self, data: bytes) -> None:
+        self.sha256.update(data)
+        self.count += len(data)
+
+
+@dataclass
+class RangeReading:
+    """A processor's view of its range: the file as planned, and the hash of what it read."""
+
+    path: Path  # /proc/self/fd/N: the very file opened and checked, whatever its name now
+    digest: RangeDigest
+
+
+@contextmanager
+def reading_range(plan: InputPlan, rng: ByteRange) -> Iterator[RangeReading | None]:
+    """Open the planned file, check it is the one hashed, and verify the range's bytes.
+
+    Yields None (no checks) for a plan without an identity or a range without a digest.
+    """
+    if plan.identity is None or not rng.sha256:
+        yield None
+        return
+    try:
+        fd = os.open(plan.path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise InputChanged(f"{CHANGED}: {plan.path} was removed after planning") from None
+    try:
+        _same_file(plan, fd, "when opened")
+        proc = Path(f"/proc/self/fd/{fd}")
+        reading = RangeReading(proc if proc.exists() else plan.path, RangeDigest())
+        yield reading
+        _hash_rest(fd, rng, reading.digest)
+        _same_file(plan, fd, "after it was read")
+        if reading.digest.sha256.hexdigest() != rng.sha256:
+            raise InputChanged(f"{CHANGED}: bytes {rng.start}-{rng.end} of {plan.path} differ "
+                               "from those hashed when the run planned it")
+    finally:
+        os.close(fd)
+
+
+def _hash_rest(fd: int, rng: ByteRange, digest: RangeDigest) -> None:
+    """A reader that had all its records before the range's end (a blocked file's last
+    block holds the trailer) leaves bytes unread: they are part of the range's hash."""
+    position = rng.start + digest.count
+    while position < rng.end:
+        block = os.pread(fd, min(CHUNK, rng.end - position), position)
+        if not block:
+            break
+        digest.update(block)
+        position += len(block)
+
+
+def _same_file(plan: InputPlan, fd: int, when: str) -> None:
+    now = FileIdentity.of(os.fstat(fd))
+    if now != plan.identity:
+        raise InputChanged(f"{CHANGED}: {plan.path} is not the file hashed at planning "
+                           f"({when}: size, inode or modification time differ)")
 
 
 @dataclass(frozen=True)
@@ -216,12 +340,13 @@ class LineChunk:
     first_line: int
 
 
-def read_lines(path: Path, rng: ByteRange, batch_lines: int,
-               record_length: int) -> Iterator[LineChunk | Reject]:
+def read_lines(path: Path, rng: ByteRange, batch_lines: int, record_length: int,
+               digest: Any = None) -> Iterator[LineChunk | Reject]:
     """Whole lines of a byte range, about ``batch_lines`` at a time.
 
     A line longer than MAX_LINE is streamed past and yielded as a Reject, so a
-    multi-gigabyte blob without newlines never sits in memory.
+    multi-gigabyte blob without newlines never sits in memory. ``digest`` (a hashlib
+    object) is updated with every byte of the range as it is read.
     """
     want = batch_lines * (record_length + 1)
     line = rng.first_line
@@ -231,13 +356,15 @@ def read_lines(path: Path, rng: ByteRange, batch_lines: int,
         while left > 0 or carry:
             data = f.read(min(want, left)) if left > 0 else b""
             if left > 0 and not data:
-                raise InputStructureError(f"{path} became shorter while it was being read")
+                raise InputChanged(f"{CHANGED}: {path} became shorter while it was being read")
+            if digest is not None:
+                digest.update(data)
             left -= len(data)
             data = carry + data
             cut = data.rfind(b"\n") + 1
             if cut == 0:
                 if len(data) > MAX_LINE or left <= 0:
-                    reject, left = _skip_long_line(f, data, left, line)
+                    reject, left = _skip_long_line(f, data, left, line, digest)
                     yield reject
                     line += 1
                     carry = b""
@@ -250,7 +377,8 @@ def read_lines(path: Path, rng: ByteRange, batch_lines: int,
             line += chunk.count(b"\n")
 
 
-def _skip_long_line(f: Any, head: bytes, left: int, line: int) -> tuple[Reject, int]:
+def _skip_long_line(f: Any, head: bytes, left: int, line: int,
+                    digest: Any = None) -> tuple[Reject, int]:
     length = len(head)
     while left > 0:
         block = f.read(min(CHUNK, left))
@@ -261,7 +389,11 @@ def _skip_long_line(f: Any, head: bytes, left: int, line: int) -> tuple[Reject, 
             length += newline
             left -= newline + 1
             f.seek(-(len(block) - newline - 1), os.SEEK_CUR)
+            if digest is not None:  # the rest of the block is read (and hashed) again
+                digest.update(block[:newline + 1])
             break
+        if digest is not None:
+            digest.update(block)
         length += len(block)
         left -= len(block)
     reason = f"record is {length} bytes long without a newline"

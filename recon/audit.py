@@ -1,16 +1,20 @@
 """Writes RECON_AUDIT, RECON_WORKER_AUDIT and BATCH_RUN: the run's evidence.
 
-They are committed for every run that reached the database, passed or failed, in a
-transaction of their own, so a rolled-back MERGE never takes its audit with it.
+A run that passed commits them in the MERGE's own transaction (``finish_on``): FINAL and
+the audit that describes it commit together or not at all. A failed run commits them in a
+transaction of their own (``finish_run``), so a rolled-back MERGE never takes its audit
+with it.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, select
 
 from pipeline.db.engine import database_errors
 from pipeline.db.tables import AUDIT_SCALE, JobTables
@@ -42,7 +46,8 @@ class AuditWriter:
         with database_errors(self.engine, "recording the run start"), self.engine.begin() as c:
             c.execute(self.tables.batch_run.insert().values(
                 run_id=run_id, job_name=job_name, input_path=str(input_path)[:1000],
-                input_sha256=sha256, status=RUNNING, start_ts=started))
+                input_sha256=sha256, status=RUNNING, start_ts=started,
+                host=socket.gethostname()[:255], pid=os.getpid()))
 
     def record_load(self, run_id: str, trailer: tuple[int, int],
                     metrics: AggregatedMetrics) -> None:
@@ -59,33 +64,57 @@ class AuditWriter:
             c.execute(t.update().where(t.c.run_id == run_id).values(**values))
 
     def close_abandoned_runs(self, job_name: str, run_id: str) -> int:
-        """Mark the job's earlier runs still RUNNING as ABENDED.
+        """Mark the job's earlier runs still RUNNING as ABENDED, once provably dead.
 
-        Only a run holding the job's lock may call this: no other run of the job is alive
-        then, so a RUNNING row is one whose process was killed (kill -9, a crashed host).
+        Only a run holding the job's lock may call this, and the lock alone does not prove
+        the other run dead: a run whose lock session was killed lives on until it tries to
+        commit. A RUNNING row is closed when its process is gone from this host; a run of
+        another host is closed too (its lock is free, and with it the right to commit).
         """
         t = self.tables.batch_run
-        query = t.update().where(t.c.job_name == job_name, t.c.status == RUNNING,
-                                 t.c.run_id != run_id).values(
-            status=ABENDED, end_ts=utc_now(),
-            message="the run's process ended without recording its end (killed?)")
+        here = socket.gethostname()[:255]
         with database_errors(self.engine, "closing abandoned runs"), self.engine.begin() as c:
+            rows = c.execute(select(t.c.run_id, t.c.host, t.c.pid).where(
+                t.c.job_name == job_name, t.c.status == RUNNING, t.c.run_id != run_id)).all()
+            dead = [r.run_id for r in rows if not (r.host == here and _alive(r.pid))]
+            if not dead:
+                return 0
+            query = t.update().where(t.c.run_id.in_(dead), t.c.status == RUNNING).values(
+                status=ABENDED, end_ts=utc_now(),
+                message="the run's process ended without recording its end (killed?)")
             return int(c.execute(query).rowcount)
 
     def finish_run(self, run_id: str, status: str, exit_code: int, message: str,
                    results: Sequence[ReconciliationResult],
-                   workers: Sequence[WorkerMetrics]) -> None:
+                   workers: Sequence[WorkerMetrics]) -> str:
+        """Commit the end of a run that did not pass in a transaction of its own; returns
+        the status BATCH_RUN holds now (SUCCEEDED if the MERGE's transaction committed)."""
+        with database_errors(self.engine, "committing the audit"), self.engine.begin() as c:
+            t = self.tables.batch_run
+            row = c.execute(select(t.c.status).where(t.c.run_id == run_id)
+                            .with_for_update()).first()
+            committed = row[0] if row else None
+            if committed == SUCCEEDED:
+                # the MERGE's transaction, audit included, did commit (its reply was lost):
+                # that is the truth, and what FINAL holds
+                return committed
+            self.finish_on(c, run_id, status, exit_code, message, results, workers)
+            return status
+
+    def finish_on(self, c: Connection, run_id: str, status: str, exit_code: int, message: str,
+                  results: Sequence[ReconciliationResult],
+                  workers: Sequence[WorkerMetrics]) -> None:
+        """The run's end, written on ``c`` in the caller's transaction (the MERGE's)."""
         t = self.tables
         now = utc_now()
-        with database_errors(self.engine, "committing the audit"), self.engine.begin() as c:
-            if results:
-                c.execute(t.recon_audit.insert(), [self._check_row(run_id, r, now)
-                                                   for r in results])
-            if workers:
-                c.execute(t.worker_audit.insert(), [self._worker_row(run_id, w)
-                                                    for w in workers])
-            c.execute(t.batch_run.update().where(t.batch_run.c.run_id == run_id).values(
-                status=status, end_ts=now, exit_code=exit_code, message=message[:1000]))
+        if results:
+            c.execute(t.recon_audit.insert(), [self._check_row(run_id, r, now)
+                                               for r in results])
+        if workers:
+            c.execute(t.worker_audit.insert(), [self._worker_row(run_id, w)
+                                                for w in workers])
+        c.execute(t.batch_run.update().where(t.batch_run.c.run_id == run_id).values(
+            status=status, end_ts=now, exit_code=exit_code, message=message[:1000]))
 
     def _amount(self, minor: int | None) -> int | None:
         return None if minor is None else minor * self.rescale
@@ -113,3 +142,16 @@ class AuditWriter:
 
 def _naive(moment: datetime | None) -> datetime | None:
     return None if moment is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether process ``pid`` of this host still exists (unknown pid: assume gone)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    return True

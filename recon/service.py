@@ -7,18 +7,25 @@ fails the run.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from pipeline import interrupts
 from pipeline.db.engine import database_errors
+from pipeline.db.lock import FinalTransaction, HeldLock
 from pipeline.db.repositories import FinalRepository, StagingRepository
 from pipeline.db.tables import JobTables
 from pipeline.metrics.aggregator import AggregatedMetrics
 from recon import checks
 from recon.checks import ReconciliationResult, amount_check, count_check, not_evaluated
+
+# writes the audit of a run that passed on the MERGE's connection, given every check
+Record = Callable[[Connection, list[ReconciliationResult]], None]
 
 
 @dataclass(frozen=True)
@@ -45,8 +52,9 @@ class ReconciliationService:
         self.engine, self.tables = engine, tables
         self.key, self.amount, self.trailer = key, amount, trailer
 
-    def reconcile(self, run_id: str, aggregated: AggregatedMetrics,
-                  merged_at: datetime) -> ReconciliationOutcome:
+    def reconcile(self, run_id: str, aggregated: AggregatedMetrics, merged_at: datetime, *,
+                  record: Record | None = None,
+                  lock: HeldLock | None = None) -> ReconciliationOutcome:
         results = self.reconcile_counts(run_id, aggregated)
         staged = next(r for r in results if r.check_name == checks.PROCESSED_TO_STAGING_AMOUNT)
         staged_rows, staged_amount = staged.actual_count, staged.actual_amount or 0
@@ -62,14 +70,18 @@ class ReconciliationService:
         # plain MERGE proves "no duplicates" itself: it touches exactly one FINAL row per
         # staging row, or a database refuses it (PostgreSQL, Oracle) or skips the repeat
         # (SQLite), so no separate GROUP BY over staging is needed.
-        final_results = self.merge_and_verify(run_id, merged_at, staged_rows, staged_amount,
-                                              0, deduplicate=False)
+        earlier = results
+        final_results = self.merge_and_verify(
+            run_id, merged_at, staged_rows, staged_amount, 0, deduplicate=False,
+            record=(lambda c, r: record(c, [*earlier, *r])) if record else None, lock=lock)
         collapsed = 0
         if final_results is None:
             keys, survivors_amount = self._survivors(run_id)
             collapsed = staged_rows - keys
-            final_results = self.merge_and_verify(run_id, merged_at, keys, survivors_amount,
-                                                  collapsed, deduplicate=True)
+            final_results = self.merge_and_verify(
+                run_id, merged_at, keys, survivors_amount, collapsed, deduplicate=True,
+                record=(lambda c, r: record(c, [*earlier, *r])) if record else None,
+                lock=lock)
             assert final_results is not None
         merged = all(r.passed for r in [*results, *final_results])
         return ReconciliationOutcome([*results, *final_results], merged, staged_rows, collapsed)
@@ -104,45 +116,65 @@ class ReconciliationService:
         ]
 
     def merge_and_verify(self, run_id: str, merged_at: datetime, keys: int,
-                         survivors_amount: int, collapsed: int,
-                         deduplicate: bool = True) -> list[ReconciliationResult] | None:
-        """MERGE and the two checks after it in one transaction, rolled back on failure.
+                         survivors_amount: int, collapsed: int, deduplicate: bool = True, *,
+                         record: Record | None = None,
+                         lock: HeldLock | None = None) -> list[ReconciliationResult] | None:
+        """MERGE, the two checks after it and (``record``) the audit, in one transaction.
+
+        It commits only when both checks passed, together with what ``record`` writes on
+        its connection (RECON_AUDIT, RECON_WORKER_AUDIT, BATCH_RUN's final status): FINAL
+        and the audit that describes it are never committed one without the other. With
+        ``lock``, the transaction is the lock's final one, which first verifies the run
+        still holds the job lock (pipeline.db.lock). Rolled back on any failure.
 
         Without ``deduplicate``, returns None (everything rolled back) when the staging
         rows turn out to repeat a key: the caller then MERGEs with de-duplication.
         """
+        interrupts.check()  # a safe point: nothing of the MERGE has started
         key = ", ".join(self.key)  # with a composite key, a duplicate repeats all of them
         detail = (f"{collapsed} duplicate-key record(s) collapsed, the later record won "
                   f"(key: {key})" if collapsed else f"no duplicate keys (key: {key})")
         with database_errors(self.engine, "merging into the final table"), \
-                self.engine.connect() as conn:
-            transaction = conn.begin()
+                self._final_transaction(lock) as transaction:
+            conn = transaction.connection
+            final = FinalRepository(conn, self.tables, self.key, self.amount)
             try:
-                final = FinalRepository(conn, self.tables, self.key, self.amount)
-                try:
-                    touched = final.merge_run(run_id, merged_at, deduplicate)
-                except DBAPIError:
-                    if deduplicate:
-                        raise
-                    touched = -1  # refused, most likely for a key twice: retry deduplicated
-                if not deduplicate and touched != keys:
-                    transaction.rollback()
-                    return None
-                count, amount = final.count_and_amount_for_run(run_id)
-                results = [
-                    count_check(checks.STAGING_TO_FINAL, keys, count, detail),
-                    amount_check(checks.STAGING_TO_FINAL_AMOUNT, (keys, count),
-                                 survivors_amount, amount),
-                ]
-                if all(r.passed for r in results):
-                    transaction.commit()
-                else:
-                    transaction.rollback()
-                    results = [_rolled_back(r) for r in results]
-            except BaseException:
+                touched = final.merge_run(run_id, merged_at, deduplicate)
+            except DBAPIError:
+                if deduplicate or interrupts.requested():
+                    raise
+                touched = -1  # refused, most likely for a key twice: retry deduplicated
+            if not deduplicate and touched != keys:
                 transaction.rollback()
-                raise
+                return None
+            count, amount = final.count_and_amount_for_run(run_id)
+            results = [
+                count_check(checks.STAGING_TO_FINAL, keys, count, detail),
+                amount_check(checks.STAGING_TO_FINAL_AMOUNT, (keys, count),
+                             survivors_amount, amount),
+            ]
+            if all(r.passed for r in results):
+                if record is not None:
+                    record(conn, results)
+                transaction.commit()
+            else:
+                transaction.rollback()
+                results = [_rolled_back(r) for r in results]
         return results
+
+    @contextmanager
+    def _final_transaction(self, lock: HeldLock | None) -> Iterator[FinalTransaction]:
+        if lock is not None:
+            with lock.final_transaction() as transaction:
+                yield transaction
+            return
+        with self.engine.connect() as conn:
+            tx = conn.begin()
+            try:
+                yield FinalTransaction(conn, tx.commit, tx.rollback)
+            finally:
+                if tx.is_active:
+                    tx.rollback()
 
 
 def _rolled_back(result: ReconciliationResult) -> ReconciliationResult:

@@ -243,6 +243,10 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table]:
         Column("accepted_amt", money),
         Column("unreadable_cnt", BigInteger),
         Column("resumed_ts", Timestamp),  # the last `run --resume` of this run
+        # where the run's process lives: a later run marks it ABENDED only once that
+        # process is provably gone (recon.audit.AuditWriter.close_abandoned_runs)
+        Column("host", String(255)),
+        Column("pid", Integer),
         PrimaryKeyConstraint("run_id", name="pk_batch_run"),
     )
     job_lock = Table(
@@ -250,6 +254,8 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table]:
         metadata,
         # one row per job, locked FOR UPDATE by the run in progress (pipeline.db.lock)
         Column("job_name", String(50), nullable=False),
+        # the run holding the lock: the fencing token its final transaction re-reads
+        Column("run_id", String(RUN_ID_LENGTH)),
         PrimaryKeyConstraint("job_name", name="pk_job_lock"),
     )
     return recon_audit, worker_audit, batch_run, job_lock

@@ -7,6 +7,7 @@ RecordDecoders (how the bytes are read), plans the file and yields detail batche
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from pipeline.layouts.mainframe import (
     decode_details,
 )
 from pipeline.layouts.recfm import RecordFormat, read_batches, walk_file
-from pipeline.source import ByteRange, InputPlan
+from pipeline.source import ByteRange, FileIdentity, InputPlan, range_digests, with_identity
 
 ROLES = ("header", "detail", "trailer")
 MAX_CONTROL_DIGITS = 31
@@ -182,8 +183,10 @@ def _layout(decoder: RecordDecoder, type_value: str) -> Layout:
 
 
 def plan_mainframe(path: Path, mf: MainframeInput, parts: int) -> InputPlan:
-    """Walk the file once: hash, header, trailer, ranges of detail records."""
+    """Walk the file once: hash, header, trailer, ranges of detail records; then hash
+    each range (the processors verify what they read against it: pipeline.source)."""
     try:
+        before = FileIdentity.of(os.stat(path))
         walk = walk_file(path, mf.fmt, parts)
     except FileNotFoundError:
         raise InputStructureError(f"input file {path} does not exist") from None
@@ -194,8 +197,9 @@ def plan_mainframe(path: Path, mf: MainframeInput, parts: int) -> InputPlan:
     with open(path, "rb") as f:
         header = _control(f, walk.header, mf.header, "first", "header")
         trailer = _control(f, walk.trailer, mf.trailer, "last", "trailer")
-    ranges = _ranges(walk, mf.fmt, path.stat().st_size)
-    return InputPlan(path, path.stat().st_size, walk.sha256, header, trailer, ranges)
+    ranges = range_digests(path, _ranges(walk, mf.fmt, before.size))
+    plan = InputPlan(path, before.size, walk.sha256, header, trailer, ranges)
+    return with_identity(plan, before, FileIdentity.of(os.stat(path)))
 
 
 def _ranges(walk: Any, fmt: RecordFormat, size: int) -> tuple[ByteRange, ...]:
@@ -236,9 +240,9 @@ def _control(f: Any, where: tuple[int, int], spec: RecordDecoder, position: str,
 
 
 def detail_batches(mf: MainframeInput, amount: str, path: Path, rng: ByteRange,
-                   batch: int) -> Iterator[DetailBatch]:
+                   batch: int, digest: Any = None) -> Iterator[DetailBatch]:
     size = mf.fmt.record_length if mf.fmt.kind == "fb" else mf.detail.size + 4
     for b in read_batches(path, mf.fmt, rng.start, rng.end, rng.first_line, rng.lines, batch,
-                          size):
+                          size, digest):
         yield decode_details(mf.detail, amount, b.rec, b.lengths, b.offsets, b.first_record,
                              exact_length=mf.fmt.kind == "vb")

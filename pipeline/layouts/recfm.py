@@ -204,12 +204,14 @@ def _records_of(buf: np.ndarray, base: int, units: np.ndarray, used: int,
 
 
 def read_batches(path: Path, fmt: RecordFormat, start: int, end: int, first_record: int,
-                 records: int, batch: int, record_bytes: int) -> Iterator[RecordBatch]:
+                 records: int, batch: int, record_bytes: int,
+                 digest: Any = None) -> Iterator[RecordBatch]:
     """The records [first_record, first_record + records) of the byte range [start, end).
 
     About ``batch`` records of ``record_bytes`` (RDW included) are read at a time; a
     longer record or block is read whole all the same. A range that starts at byte 0
-    begins with the header record, which is skipped.
+    begins with the header record, which is skipped. ``digest`` (hashlib) is updated with
+    every byte read (pipeline.source.reading_range verifies the range).
     """
     skip = 1 if start == 0 else 0
     left = records
@@ -219,6 +221,8 @@ def read_batches(path: Path, fmt: RecordFormat, start: int, end: int, first_reco
         while left > 0:
             want = batch * record_bytes
             data = f.read(min(want, end - base - len(carry))) if base + len(carry) < end else b""
+            if digest is not None:
+                digest.update(data)
             if not data and not len(carry):
                 raise InputStructureError(f"{path} became shorter while it was being read")
             buf = np.concatenate([carry, np.frombuffer(data, np.uint8)])

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import NoReturn, Self
 
 import numpy as np
-from multiprocess import shared_memory
+from multiprocess import resource_tracker, shared_memory
 
 from pipeline.money import split_amount
 
@@ -120,7 +120,15 @@ class MetricsBus:
         # read it, and an unguessable name means nobody can pre-create it either.
         name = f"{prefix}_{secrets.token_hex(8)}"
         size = n_workers * len(Col) * _ITEM
-        bus = cls(shared_memory.SharedMemory(name=name, create=True, size=size), n_workers)
+        # the segment is registered with the resource tracker right after it is created:
+        # start the tracker first, so a tracker that cannot start leaves no segment behind
+        resource_tracker.ensure_running()
+        try:
+            shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+        except BaseException:
+            _unlink_quietly(name)  # created, then its registration failed
+            raise
+        bus = cls(shm, n_workers)
         bus._live().fill(0)
         if worker_types is not None:
             bus._prefill_types(worker_types)
@@ -257,3 +265,10 @@ def leaked_segments(prefix: str = "pipeline") -> list[str]:
     if not _SHM_DIR.is_dir():
         return []
     return sorted(p.name for p in _SHM_DIR.iterdir() if p.name.startswith(prefix))
+
+
+def _unlink_quietly(name: str) -> None:
+    try:
+        (_SHM_DIR / name).unlink()
+    except OSError:
+        pass  # never created, or not on Linux's /dev/shm

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from pipeline.layouts.csv import CsvLayout, parse_csv_details
 from pipeline.layouts.fixed import DetailBatch, Reject, parse_details
 from pipeline.layouts.mainframe_input import detail_batches
 from pipeline.metrics.bus import WorkerType
-from pipeline.source import ByteRange, LineChunk, read_lines
+from pipeline.source import ByteRange, LineChunk, read_lines, reading_range
 from pipeline.workers.context import WorkerContext, worker_main
 
 
@@ -25,8 +25,13 @@ def run_processor(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
 def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
     ctx.bus.register(worker_id, WorkerType.PROCESSOR)
     accepted_amount = read_amount = 0
-    with open(ctx.reject_path(worker_id), "w", encoding="ascii") as rejects:
-        for batch in detail_batches_of(ctx.config, ctx.plan.path, rng, ctx.batch_size):
+    with open(ctx.reject_path(worker_id), "w", encoding="ascii") as rejects, \
+            reading_range(ctx.plan, rng) as reading:
+        # the bytes parsed are hashed as they are read, and checked against the plan's
+        # hash of the range once it is done: a changed file fails the run (InputChanged)
+        path = reading.path if reading else ctx.plan.path
+        digest = reading.digest if reading else None
+        for batch in detail_batches_of(ctx.config, path, rng, ctx.batch_size, digest):
             write_rejects(rejects, batch)
             if batch.accepted:
                 staged = StagingBatch(ctx.run_id, worker_id, batch.lines, batch.columns)
@@ -40,14 +45,15 @@ def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
                               len(batch.misplaced))
 
 
-def detail_batches_of(config: JobConfig, path: Path, rng: ByteRange,
-                      batch_size: int) -> Iterator[DetailBatch]:
+def detail_batches_of(config: JobConfig, path: Path, rng: ByteRange, batch_size: int,
+                      digest: Any = None) -> Iterator[DetailBatch]:
     """The detail batches of the range, whatever the input format (also `validate`'s)."""
     if config.mainframe is not None:
-        yield from detail_batches(config.mainframe, config.amount, path, rng, batch_size)
+        yield from detail_batches(config.mainframe, config.amount, path, rng, batch_size,
+                                  digest)
         return
     parse = _parser(config)
-    for item in read_lines(path, rng, batch_size, config.detail.length):
+    for item in read_lines(path, rng, batch_size, config.detail.length, digest):
         if isinstance(item, LineChunk):
             yield parse(item.data, item.first_line)
         else:

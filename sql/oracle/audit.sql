@@ -66,6 +66,8 @@ CREATE TABLE batch_run (
     accepted_amt  NUMBER(38, 6),
     unreadable_cnt NUMBER(19),
     resumed_ts    TIMESTAMP,                -- the last `run --resume` of this run
+    host          VARCHAR2(255 CHAR),             -- where the run's process lives, and its pid:
+    pid           INTEGER,                  -- ABENDED only once that process is gone
     CONSTRAINT pk_batch_run PRIMARY KEY (run_id)
 );
 
@@ -74,5 +76,6 @@ CREATE TABLE batch_run (
 -- refused while runs of different jobs proceed. The lock dies with its session.
 CREATE TABLE job_lock (
     job_name  VARCHAR2(50 CHAR) NOT NULL,
+    run_id    VARCHAR2(50 CHAR),  -- the run holding the lock (fencing token)
     CONSTRAINT pk_job_lock PRIMARY KEY (job_name)
 );

@@ -65,6 +65,8 @@ CREATE TABLE batch_run (
     accepted_amt  NUMERIC(38, 6),
     unreadable_cnt BIGINT,
     resumed_ts    TIMESTAMP,                -- the last `run --resume` of this run
+    host          VARCHAR(255),             -- where the run's process lives, and its pid:
+    pid           INTEGER,                  -- ABENDED only once that process is gone
     CONSTRAINT pk_batch_run PRIMARY KEY (run_id)
 );
 
@@ -73,5 +75,6 @@ CREATE TABLE batch_run (
 -- refused while runs of different jobs proceed; the lock dies with its session.
 CREATE TABLE job_lock (
     job_name  VARCHAR(50) NOT NULL,
+    run_id    VARCHAR(50),  -- the run holding the lock (fencing token)
     CONSTRAINT pk_job_lock PRIMARY KEY (job_name)
 );

@@ -66,14 +66,17 @@ CREATE TABLE batch_run (
     accepted_amt  VARCHAR(40),
     unreadable_cnt BIGINT,
     resumed_ts    TIMESTAMP,                -- the last `run --resume` of this run
+    host          VARCHAR(255),             -- where the run's process lives, and its pid:
+    pid           INTEGER,                  -- ABENDED only once that process is gone
     CONSTRAINT pk_batch_run PRIMARY KEY (run_id)
 );
 
 -- One row per job name. On PostgreSQL and Oracle a run locks its job's row
 -- (SELECT ... FOR UPDATE NOWAIT) until it ends, so a second run of the same job is
--- refused. SQLite has no row locks: the job locks a file beside the database instead,
--- and this table stays empty.
+-- refused. SQLite has no row locks: the job takes a byte-range lock (one byte per job) on
+-- the database file itself instead, and this table stays empty.
 CREATE TABLE job_lock (
     job_name  VARCHAR(50) NOT NULL,
+    run_id    VARCHAR(50),  -- the run holding the lock (fencing token)
     CONSTRAINT pk_job_lock PRIMARY KEY (job_name)
 );

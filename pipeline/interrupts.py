@@ -1,0 +1,171 @@
+"""SIGTERM and Ctrl-C: a flag, cancelled statements, and a stop at the next safe point.
+
+A signal never raises inside the run's code: an exception thrown from a handler lands
+wherever the main thread happens to be, and at a COMMIT that decides the transaction's
+outcome by luck (issue 10: FINAL merged, audit saying INTERRUPTED). Instead:
+
+- the Python-level handler does nothing; the C-level handler writes the signal number to
+  a wakeup socket, which a watcher thread reads even while the main thread sits in a long
+  database statement (sqlite3 and psycopg release the GIL there);
+- the watcher sets the flag and cancels the in-flight statements of the parent's
+  connections (sqlite3 ``interrupt()``, psycopg ``cancel_safe()``, oracledb ``cancel()``)
+  unless the main thread is committing: a COMMIT is never cancelled;
+- the run calls ``check()`` at its safe points (after planning, each supervision tick of
+  the load, before the MERGE) and ``committing()`` around its final COMMIT, which refuses
+  to start a commit once the flag is set. A statement cancelled by the watcher fails with
+  the driver's error; the run reports it as INTERRUPTED because ``requested()`` is true.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import signal
+import socket
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from sqlalchemy import Engine, event
+
+from pipeline.errors import Interrupted
+
+log = logging.getLogger(__name__)
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class _State:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.signum = 0  # the first signal received; 0: none
+        self.committing = False
+        self.installed = False
+        self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+_state = _State()
+
+
+def requested() -> bool:
+    return _state.signum != 0
+
+
+def message() -> str:
+    try:
+        name = signal.Signals(_state.signum).name
+    except ValueError:
+        name = f"signal {_state.signum}"
+    return f"interrupted by signal {name}"
+
+
+def check() -> None:
+    """A safe point: stop the run here if a signal arrived."""
+    if _state.signum:
+        raise Interrupted(message())
+
+
+@contextmanager
+def committing() -> Iterator[None]:
+    """Around a COMMIT: refused once interrupted, never cancelled while it runs."""
+    with _state.lock:
+        if _state.signum:
+            raise Interrupted(message())
+        _state.committing = True
+    try:
+        yield
+    finally:
+        with _state.lock:
+            _state.committing = False
+
+
+def register_engine(engine: Engine) -> None:
+    """Every DBAPI connection the engine opens in this process can be cancelled."""
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with suppress(TypeError):  # a driver connection without weak references
+            _state.connections.add(dbapi_connection)
+
+    event.listen(engine, "connect", on_connect)
+
+
+def _cancel(connection: Any) -> None:
+    for name in ("interrupt", "cancel_safe", "cancel"):  # sqlite3, psycopg 3.2+, oracledb
+        method = getattr(connection, name, None)
+        if method is not None:
+            with suppress(Exception):  # a closed or broken connection has nothing to cancel
+                method()
+            return
+
+
+def _on_signal(signum: int) -> None:
+    with _state.lock:
+        if _state.signum:
+            return  # a second Ctrl-C: the cleanup the first started is bounded
+        _state.signum = signum
+        if _state.committing:
+            return
+        connections = list(_state.connections)
+    for connection in connections:
+        _cancel(connection)
+
+
+def _watch(reader: socket.socket, stop: threading.Event) -> None:
+    # the kernel must deliver the signals to the main thread (the pool blocks them there
+    # while it forks); this thread only reads what the C handler wrote
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    while not stop.is_set():
+        ready, _, _ = select.select([reader], [], [], 0.5)
+        if not ready:
+            continue
+        data = b""
+        with suppress(BlockingIOError):
+            while chunk := reader.recv(64):
+                data += chunk
+        # signals pending together are delivered lowest number first, but their handlers
+        # nest, so the bytes come in reverse order: the lowest of a burst came first
+        received = sorted(s for s in data if s in SIGNALS)
+        if received:
+            _on_signal(received[0])
+
+
+@contextmanager
+def handling() -> Iterator[None]:
+    """Install the flag-only handlers and the watcher for the duration of a run."""
+    if threading.current_thread() is not threading.main_thread() or _state.installed:
+        yield
+        return
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    previous = {sig: signal.signal(sig, _ignore) for sig in SIGNALS}
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(reader, stop), name="interrupts",
+                               daemon=True)
+    _state.signum, _state.committing, _state.installed = 0, False, True
+    watcher.start()
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(previous_fd)
+        stop.set()
+        with suppress(OSError):
+            writer.send(b"\0")  # wake the watcher now rather than at its next poll
+        watcher.join()
+        reader.close()
+        writer.close()
+        _state.installed = False
+        _state.connections = weakref.WeakSet()
+
+
+def _ignore(_signum: int, _frame: Any) -> None:
+    """The Python-level handler: nothing (the watcher does the work; see the docstring)."""
+
+
+def reset() -> None:
+    """Forget a signal (a new run in the same process starts uninterrupted)."""
+    _state.signum = 0

@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         progress = progress_display(enabled=not args.no_progress)
         with progress or nullcontext():
-            outcome = run_job(config, on_tick=progress)
+            outcome = run_job(config, progress=progress)
     duration = time.monotonic() - started
     # every run gets its folder and its summary.txt, refused and failed ones too
     with suppress(OSError):

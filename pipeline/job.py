@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import multiprocess as mp
 from sqlalchemy import Engine
@@ -26,13 +26,15 @@ from pipeline.db.bulk import loader_for
 from pipeline.db.dialects import profile_for
 from pipeline.db.engine import create_missing_tables, database_errors, make_engine, parse_url
 from pipeline.db.lock import JobAlreadyRunning, job_lock
-from pipeline.db.repositories import StagingRepository
+from pipeline.db.repositories import StagingRepository, record_stage_ms
 from pipeline.db.tables import JobTables, job_tables
 from pipeline.errors import ConfigError, InputStructureError, Interrupted, PipelineError
 from pipeline.logs import run_context
 from pipeline.metrics.aggregator import AggregatedMetrics, MetricsAggregator, WorkerMetrics
 from pipeline.metrics.bus import MetricsBus
+from pipeline.repeats import any_repeat, discard_spill
 from pipeline.source import InputPlan, plan_job_input
+from pipeline.stages import AUDIT, CHECKS, LOAD, PLAN, StageClock
 from pipeline.workers.context import WorkerContext
 from pipeline.workers.pool import WorkerPool, WorkerSpec
 from pipeline.workers.processor import run_processor
@@ -41,6 +43,9 @@ from recon import audit
 from recon.audit import AuditWriter, utc_now
 from recon.checks import ReconciliationResult, failure_summary
 from recon.service import ReconciliationService, TrailerTotals
+
+if TYPE_CHECKING:
+    from pipeline.progress import Progress
 
 SAMPLE_RECORDS = 100_000
 AfterLoad = Callable[[Engine, str], None]
@@ -64,6 +69,7 @@ class RunOutcome:
     reject_file: Path | None = None
     rejects: int = 0
     recorded: bool = False  # BATCH_RUN holds the run: there is an audit to finish
+    stages: dict[str, int] = field(default_factory=dict)  # stage -> milliseconds, run order
 
 
 def new_run_id() -> str:
@@ -78,8 +84,13 @@ def bus_prefix(pid: int | None = None) -> str:
 
 
 def run_job(config: JobConfig, *, after_load: AfterLoad | None = None,
-            on_tick: Callable[[MetricsBus], None] | None = None) -> RunOutcome:
-    """Run the job once. Never raises for a failed run: the outcome carries the exit code."""
+            on_tick: Callable[[MetricsBus], None] | None = None,
+            progress: Progress | None = None) -> RunOutcome:
+    """Run the job once. Never raises for a failed run: the outcome carries the exit code.
+
+    ``on_tick`` gets the metrics bus on every wake-up of the supervisor during the load;
+    ``progress`` (a display) gets it too, and the plan's total and the stages after it.
+    """
     run_id = new_run_id()
     started = utc_now()
     input_path = resolve_input(config)
@@ -90,7 +101,7 @@ def run_job(config: JobConfig, *, after_load: AfterLoad | None = None,
         log.info("run started: job %s, input %s", config.name, input_path)
         try:
             parse_url(config.database_url)
-            _run(config, outcome, started, after_load, on_tick)
+            _run(config, outcome, started, after_load, on_tick, progress)
         except PipelineError as exc:
             _fail(outcome, exc)
         # one plain sentence on stderr for a failed run; the summary on stdout says more
@@ -122,8 +133,23 @@ def resolve_input(config: JobConfig) -> Path:
     return sample
 
 
+def _ticks(on_tick: Callable[[MetricsBus], None] | None,
+           progress: Progress | None) -> Callable[[MetricsBus], None] | None:
+    """One callback for the supervisor's wake-ups: the caller's, then the display's."""
+    calls = [c for c in (on_tick, progress) if c is not None]
+    if len(calls) < 2:
+        return calls[0] if calls else None
+
+    def both(bus: MetricsBus) -> None:
+        for call in calls:
+            call(bus)
+
+    return both
+
+
 def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: AfterLoad | None,
-         on_tick: Callable[[MetricsBus], None] | None) -> None:
+         on_tick: Callable[[MetricsBus], None] | None, progress: Progress | None) -> None:
+    stages = StageClock(progress)
     profile = profile_for(parse_url(config.database_url).get_backend_name())
     processors = config.processors
     writers = config.writers or profile.default_writers
@@ -132,8 +158,11 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
     engine = make_engine(config.database_url)
     audit_writer = AuditWriter(engine, tables, config.amount_field.scale)
     try:
-        plan = _plan_or_record(config, outcome, engine, tables, audit_writer, started,
-                               processors)
+        with stages.stage(PLAN):
+            plan = _plan_or_record(config, outcome, engine, tables, audit_writer, started,
+                                   processors)
+        if progress is not None:
+            progress.total(plan.detail_lines)
         with job_lock(engine, tables.job_lock, config.name):
             abandoned = audit_writer.close_abandoned_runs(config.name, outcome.run_id)
             if abandoned:
@@ -141,7 +170,9 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
                             config.name)
             _purge_staging(config, engine, tables)
             outcome.run_dir.mkdir(parents=True, exist_ok=True)
-            _load(config, outcome, engine, tables, plan, writers, batch_size, on_tick)
+            with stages.stage(LOAD):
+                _load(config, outcome, engine, tables, plan, writers, batch_size,
+                      _ticks(on_tick, progress))
             if outcome.metrics and outcome.metrics.misplaced_control:
                 raise InputStructureError(
                     f"{outcome.metrics.misplaced_control} header or trailer record(s) inside "
@@ -151,10 +182,12 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
                                          outcome.metrics)
             if after_load:
                 after_load(engine, outcome.run_id)
-            _reconcile(config, outcome, engine, tables, plan)
+            _reconcile(config, outcome, engine, tables, plan, stages)
     except PipelineError as exc:
         _fail(outcome, exc)
-    _record_end(outcome, audit_writer)
+    finally:
+        discard_spill(outcome.run_dir)
+    _record_end(outcome, audit_writer, stages)
     engine.dispose()
 
 
@@ -203,9 +236,6 @@ def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTab
         pool = WorkerPool(_worker_specs(ctx, writers), bus, ctx.batches, ctx.failures,
                           config.heartbeat_timeout,
                           on_tick=(lambda: on_tick(bus)) if on_tick else None)
-        expect = getattr(on_tick, "expect", None)  # a progress display wants the total
-        if expect is not None:
-            expect(plan.detail_lines)
         log.info("starting workers: %s, %s, batch size %d", _count(len(plan.ranges),
                  "processor"), _count(writers, "writer"), batch_size)
         load_started = time.monotonic()
@@ -258,12 +288,17 @@ def _collect_rejects(outcome: RunOutcome, processors: int, ctx: WorkerContext) -
 
 
 def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables,
-               plan: InputPlan) -> None:
+               plan: InputPlan, stages: StageClock) -> None:
     assert outcome.metrics is not None
+    with stages.stage(CHECKS, "key repeats"):
+        repeats = any_repeat(outcome.run_dir)
+    log.info("key hashes: %s", "a key repeats, the MERGE keeps each key's last record"
+             if repeats else "no key repeats, one plain MERGE" if repeats is False
+             else "not known, the MERGE keeps each key's last record")
     trailer = TrailerTotals(plan.trailer[config.trailer_count],
                             plan.trailer[config.trailer_amount])
     service = ReconciliationService(engine, tables, config.key_columns, config.amount, trailer)
-    result = service.reconcile(outcome.run_id, outcome.metrics, utc_now())
+    result = service.reconcile(outcome.run_id, outcome.metrics, utc_now(), repeats, stages)
     outcome.results = result.results
     outcome.duplicates_collapsed = result.duplicates_collapsed
     if result.passed:
@@ -296,13 +331,20 @@ def _fail(outcome: RunOutcome, exc: PipelineError) -> None:
         outcome.status = audit.FAILED_RUNTIME
 
 
-def _record_end(outcome: RunOutcome, audit_writer: AuditWriter) -> None:
+def _record_end(outcome: RunOutcome, audit_writer: AuditWriter, stages: StageClock) -> None:
     """Commit the audit; if the database itself failed, the run's exit code says so."""
+    outcome.stages = stages.milliseconds()
     if not outcome.recorded:
         return  # it never reached the database: no audit to finish, no second error to tell
     try:
-        audit_writer.finish_run(outcome.run_id, outcome.status, outcome.exit_code, outcome.message,
-                          outcome.results, outcome.workers)
+        with stages.stage(AUDIT):
+            audit_writer.finish_run(outcome.run_id, outcome.status, outcome.exit_code,
+                                    outcome.message, outcome.results, outcome.workers,
+                                    stages=outcome.stages)
+        outcome.stages = stages.milliseconds()
+        # the audit's own duration is known only once it committed: one row, by its key
+        record_stage_ms(audit_writer.engine, audit_writer.tables.batch_run, outcome.run_id,
+                        {AUDIT: outcome.stages[AUDIT]})
         log.info("audit committed: %d checks, %d workers, status %s", len(outcome.results),
                  len(outcome.workers), outcome.status)
     except PipelineError as exc:

@@ -99,7 +99,7 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
         merged = "its MERGE had committed; audit finished without merging again"
     else:
         _refuse_unless_staging_matches(service, run_id, totals)
-        result = service.reconcile(run_id, totals.metrics, utc_now())
+        result = service.reconcile(run_id, totals.metrics, utc_now(), repeats=None)  # not known
         outcome.results = result.results
         outcome.duplicates_collapsed = result.duplicates_collapsed
         merged = f"{result.staged_rows - result.duplicates_collapsed:,} keys merged into " \

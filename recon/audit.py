@@ -6,7 +6,7 @@ transaction of their own, so a rolled-back MERGE never takes its audit with it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -74,7 +74,9 @@ class AuditWriter:
 
     def finish_run(self, run_id: str, status: str, exit_code: int, message: str,
                    results: Sequence[ReconciliationResult],
-                   workers: Sequence[WorkerMetrics]) -> None:
+                   workers: Sequence[WorkerMetrics],
+                   stages: Mapping[str, int] | None = None) -> None:
+        """``stages``: milliseconds per stage name (pipeline.stages), kept in BATCH_RUN."""
         t = self.tables
         now = utc_now()
         with database_errors(self.engine, "committing the audit"), self.engine.begin() as c:
@@ -85,7 +87,8 @@ class AuditWriter:
                 c.execute(t.worker_audit.insert(), [self._worker_row(run_id, w)
                                                     for w in workers])
             c.execute(t.batch_run.update().where(t.batch_run.c.run_id == run_id).values(
-                status=status, end_ts=now, exit_code=exit_code, message=message[:1000]))
+                status=status, end_ts=now, exit_code=exit_code, message=message[:1000],
+                **{f"{name}_ms": ms for name, ms in (stages or {}).items()}))
 
     def _amount(self, minor: int | None) -> int | None:
         return None if minor is None else minor * self.rescale

@@ -17,6 +17,7 @@ from pipeline.db.engine import database_errors
 from pipeline.db.repositories import FinalRepository, StagingRepository
 from pipeline.db.tables import JobTables
 from pipeline.metrics.aggregator import AggregatedMetrics
+from pipeline.stages import CHECKS, MERGE, StageClock, maybe
 from recon import checks
 from recon.checks import ReconciliationResult, amount_check, count_check, not_evaluated
 
@@ -30,7 +31,6 @@ class TrailerTotals:
 @dataclass(frozen=True)
 class ReconciliationOutcome:
     results: list[ReconciliationResult]
-    merged: bool
     staged_rows: int
     duplicates_collapsed: int
 
@@ -45,34 +45,41 @@ class ReconciliationService:
         self.engine, self.tables = engine, tables
         self.key, self.amount, self.trailer = key, amount, trailer
 
-    def reconcile(self, run_id: str, aggregated: AggregatedMetrics,
-                  merged_at: datetime) -> ReconciliationOutcome:
-        results = self.reconcile_counts(run_id, aggregated)
-        staged = next(r for r in results if r.check_name == checks.PROCESSED_TO_STAGING_AMOUNT)
-        staged_rows, staged_amount = staged.actual_count, staged.actual_amount or 0
-        if not all(r.passed for r in results):
-            keys, _ = self._survivors(run_id)
+    def reconcile(self, run_id: str, aggregated: AggregatedMetrics, merged_at: datetime,
+                  repeats: bool | None = None,
+                  stages: StageClock | None = None) -> ReconciliationOutcome:
+        """The checks, then exactly one MERGE if they balanced.
+
+        ``repeats`` says whether a key repeats in the run (pipeline.repeats): False MERGEs
+        the staging rows as they are; True or None (not known, e.g. `run --resume`) MERGEs
+        each key's last row, which is exact in every case.
+        """
+        with maybe(stages, CHECKS):
+            results = self.reconcile_counts(run_id, aggregated)
+            staged = next(r for r in results
+                          if r.check_name == checks.PROCESSED_TO_STAGING_AMOUNT)
+            staged_rows, staged_amount = staged.actual_count, staged.actual_amount or 0
+            passed = all(r.passed for r in results)
+            if not passed or repeats is not False:
+                keys, survivors_amount = self._survivors(run_id)
+            else:
+                keys, survivors_amount = staged_rows, staged_amount
+        if not passed:
             reason = "MERGE skipped because an earlier check failed; FINAL unchanged"
             skipped = [not_evaluated(checks.STAGING_TO_FINAL, keys, reason),
                        not_evaluated(checks.STAGING_TO_FINAL_AMOUNT, keys, reason)]
-            return ReconciliationOutcome([*results, *skipped], False, staged_rows,
-                                         staged_rows - keys)
-        # Most runs have no duplicate keys: MERGE the staging rows as they are, and only if
-        # that shows a key twice, roll it back and MERGE each key's last row instead. The
-        # plain MERGE proves "no duplicates" itself: it touches exactly one FINAL row per
-        # staging row, or a database refuses it (PostgreSQL, Oracle) or skips the repeat
-        # (SQLite), so no separate GROUP BY over staging is needed.
-        final_results = self.merge_and_verify(run_id, merged_at, staged_rows, staged_amount,
-                                              0, deduplicate=False)
-        collapsed = 0
-        if final_results is None:
-            keys, survivors_amount = self._survivors(run_id)
-            collapsed = staged_rows - keys
+            return ReconciliationOutcome([*results, *skipped], staged_rows, staged_rows - keys)
+        collapsed = staged_rows - keys
+        with maybe(stages, MERGE, f"{keys:,} keys"):
             final_results = self.merge_and_verify(run_id, merged_at, keys, survivors_amount,
-                                                  collapsed, deduplicate=True)
-            assert final_results is not None
-        merged = all(r.passed for r in [*results, *final_results])
-        return ReconciliationOutcome([*results, *final_results], merged, staged_rows, collapsed)
+                                                  collapsed, deduplicate=repeats is not False)
+        if final_results is None:
+            # the key hashes said no key repeats, yet the MERGE saw one: never expected,
+            # and FINAL is unchanged (rolled back); the run fails rather than guess
+            reason = "a key repeated although the key hashes showed none; MERGE rolled back"
+            final_results = [not_evaluated(checks.STAGING_TO_FINAL, keys, reason),
+                             not_evaluated(checks.STAGING_TO_FINAL_AMOUNT, keys, reason)]
+        return ReconciliationOutcome([*results, *final_results], staged_rows, collapsed)
 
     def _survivors(self, run_id: str) -> tuple[int, int]:
         """Distinct keys of the run and the amount total of each key's last staging row."""

@@ -82,7 +82,7 @@ def test_log_progress_writes_one_parseable_line_per_interval(
         bus: MetricsBus, job_log: Lines) -> None:
     clock = Clock()
     progress = LogProgress(interval=5.0, clock=clock)
-    progress.expect(50_000)
+    progress.total(50_000)
     progress(bus)  # the first tick only starts the clock
     bus.add_batch(0, 10_000, 3, 0)
     bus.add_batch(1, 5_000, 0, 0)
@@ -109,7 +109,7 @@ def test_rich_progress_shows_totals_rate_and_each_worker(bus: MetricsBus) -> Non
     out = io.StringIO()
     clock = Clock()
     progress = RichProgress(Console(file=out, force_terminal=True, width=140), clock=clock)
-    progress.expect(40_000)
+    progress.total(40_000)
     bus.add_batch(0, 12_345, 0, 0)
     bus.add_batch(1, 6_789, 0, 0)
     bus.add_batch(2, 10_000, 0, 0)
@@ -164,7 +164,7 @@ def test_progress_during_a_real_run_reads_the_bus_and_knows_the_total(
     made = generate_file(tmp_path / "in.dat", 30_000, seed=8, reject_rate=0.01)
     config = job_config.with_overrides(input_path=made.path, processors=2, batch_size=1_000)
     progress = LogProgress(interval=0.0)  # a line on every tick
-    outcome = run_job(config, on_tick=progress)
+    outcome = run_job(config, progress=progress)
 
     assert outcome.exit_code == 0, outcome.message
     lines = [parse_line(line) for line in job_log.lines if "progress read=" in line]

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Select, Table, func, literal, literal_column, select
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    Select,
+    Table,
+    func,
+    literal,
+    literal_column,
+    select,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from pipeline.db.dialects import profile_for
+from pipeline.db.engine import database_errors
 from pipeline.db.merge import merge_params, merge_statement, surviving_rows
 from pipeline.db.tables import JobTables
 
@@ -124,3 +136,12 @@ class FinalRepository:
                                     self.tables.business_columns, deduplicate)
         result = self.connection.execute(statement, merge_params(run_id, updated_ts))
         return int(result.rowcount)
+
+
+def record_stage_ms(engine: Engine, batch_run: Table, run_id: str,
+                    stages: Mapping[str, int]) -> None:
+    """Store stage durations (milliseconds) in the run's BATCH_RUN row, e.g. the audit's
+    own, known only once the audit committed."""
+    with database_errors(engine, "recording the stage times"), engine.begin() as conn:
+        conn.execute(batch_run.update().where(batch_run.c.run_id == run_id)
+                     .values(**{f"{name}_ms": ms for name, ms in stages.items()}))

@@ -243,6 +243,9 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table]:
         Column("accepted_amt", money),
         Column("unreadable_cnt", BigInteger),
         Column("resumed_ts", Timestamp),  # the last `run --resume` of this run
+        # how long each stage took, in milliseconds (pipeline.stages.STAGES, in order)
+        *(Column(f"{stage}_ms", BigInteger) for stage in ("plan", "load", "checks", "merge",
+                                                          "audit")),
         PrimaryKeyConstraint("run_id", name="pk_batch_run"),
     )
     job_lock = Table(

@@ -66,6 +66,12 @@ CREATE TABLE batch_run (
     accepted_amt  NUMBER(38, 6),
     unreadable_cnt NUMBER(19),
     resumed_ts    TIMESTAMP,                -- the last `run --resume` of this run
+    -- how long each stage took, in milliseconds (pipeline.stages): where a night's time went
+    plan_ms       NUMBER(19),
+    load_ms       NUMBER(19),
+    checks_ms     NUMBER(19),
+    merge_ms      NUMBER(19),
+    audit_ms      NUMBER(19),
     CONSTRAINT pk_batch_run PRIMARY KEY (run_id)
 );
 

@@ -65,6 +65,12 @@ CREATE TABLE batch_run (
     accepted_amt  NUMERIC(38, 6),
     unreadable_cnt BIGINT,
     resumed_ts    TIMESTAMP,                -- the last `run --resume` of this run
+    -- how long each stage took, in milliseconds (pipeline.stages): where a night's time went
+    plan_ms       BIGINT,
+    load_ms       BIGINT,
+    checks_ms     BIGINT,
+    merge_ms      BIGINT,
+    audit_ms      BIGINT,
     CONSTRAINT pk_batch_run PRIMARY KEY (run_id)
 );
 

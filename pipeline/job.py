@@ -24,7 +24,13 @@ from sqlalchemy import Engine
 from pipeline.config import JobConfig
 from pipeline.db.bulk import loader_for
 from pipeline.db.dialects import profile_for
-from pipeline.db.engine import create_missing_tables, database_errors, make_engine, parse_url
+from pipeline.db.engine import (
+    Timeouts,
+    create_missing_tables,
+    database_errors,
+    make_engine,
+    parse_url,
+)
 from pipeline.db.lock import JobAlreadyRunning, job_lock
 from pipeline.db.repositories import StagingRepository, record_stage_ms
 from pipeline.db.tables import JobTables, job_tables
@@ -155,7 +161,7 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
     writers = config.writers or profile.default_writers
     batch_size = config.batch_size or profile.batch_size
     tables = job_tables(config)
-    engine = make_engine(config.database_url)
+    engine = make_engine(config.database_url, Timeouts.of(config))
     audit_writer = AuditWriter(engine, tables, config.amount_field.scale)
     try:
         with stages.stage(PLAN):

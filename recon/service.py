@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 
 from pipeline.db.engine import database_errors
 from pipeline.db.repositories import FinalRepository, StagingRepository
@@ -116,7 +115,7 @@ class ReconciliationService:
         """MERGE and the two checks after it in one transaction, rolled back on failure.
 
         Without ``deduplicate``, returns None (everything rolled back) when the staging
-        rows turn out to repeat a key: the caller then MERGEs with de-duplication.
+        rows turn out to repeat a key after all: the key hashes said they would not.
         """
         key = ", ".join(self.key)  # with a composite key, a duplicate repeats all of them
         detail = (f"{collapsed} duplicate-key record(s) collapsed, the later record won "
@@ -126,12 +125,8 @@ class ReconciliationService:
             transaction = conn.begin()
             try:
                 final = FinalRepository(conn, self.tables, self.key, self.amount)
-                try:
-                    touched = final.merge_run(run_id, merged_at, deduplicate)
-                except DBAPIError:
-                    if deduplicate:
-                        raise
-                    touched = -1  # refused, most likely for a key twice: retry deduplicated
+                # a driver error (a lock timeout...) ends the run: no retry decides anything
+                touched = final.merge_run(run_id, merged_at, deduplicate)
                 if not deduplicate and touched != keys:
                     transaction.rollback()
                     return None

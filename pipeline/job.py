@@ -110,6 +110,9 @@ def run_job(config: JobConfig, *, after_load: AfterLoad | None = None,
             _run(config, outcome, started, after_load, on_tick, progress)
         except PipelineError as exc:
             _fail(outcome, exc)
+        finally:
+            if progress is not None:
+                progress.stage(None)  # the run's stages are over
         # one plain sentence on stderr for a failed run; the summary on stdout says more
         log.log(logging.INFO if outcome.exit_code == 0 else logging.ERROR,
                 "run ended %s (exit %d): %s", outcome.status, outcome.exit_code,

@@ -12,6 +12,7 @@ otherwise only waits on its workers, stays all but idle.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import threading
@@ -74,7 +75,7 @@ class Progress(Protocol):
 
     def total(self, n: int) -> None: ...
 
-    def stage(self, name: str, detail: str = "") -> None: ...
+    def stage(self, name: str | None, detail: str = "") -> None: ...
 
 
 class _Display:
@@ -96,16 +97,24 @@ class _Display:
     def __call__(self, bus: MetricsBus) -> None:
         self._safely(lambda: self.tick(bus))
 
-    def stage(self, name: str, detail: str = "") -> None:
-        """A stage after the load started: shown (redrawn by a thread) until the next one."""
+    def stage(self, name: str | None, detail: str = "") -> None:
+        """A stage after the load started: shown (redrawn by a thread) until the next one;
+        None: the run's stages are over, nothing more to show."""
+        if name is None:
+            self._stage = None
+            self._stop_thread()
+            return
         if name in ("plan", "load"):
             return  # the bus ticks show the load
         self._stage = (name, detail, self.clock())
         self._safely(self.show_stage)
         if self._stage_thread is None:
             self._stop = threading.Event()
-            self._stage_thread = threading.Thread(target=self._redraw, args=(self._stop,),
-                                                  name="progress-stage", daemon=True)
+            # the thread's log lines carry the run's id, as the parent's do (logs.RUN_ID)
+            context = contextvars.copy_context()
+            self._stage_thread = threading.Thread(
+                target=context.run, args=(self._redraw, self._stop), name="progress-stage",
+                daemon=True)
             self._stage_thread.start()
 
     def _redraw(self, stop: threading.Event) -> None:
@@ -134,11 +143,14 @@ class _Display:
     def show_stage(self) -> None:
         raise NotImplementedError
 
-    def close(self) -> None:
+    def _stop_thread(self) -> None:
         if self._stop is not None and self._stage_thread is not None:
             self._stop.set()
             self._stage_thread.join()
             self._stage_thread = self._stop = None
+
+    def close(self) -> None:
+        self._stop_thread()
 
     def __enter__(self) -> Self:
         return self
@@ -166,16 +178,16 @@ class LogProgress(_Display):
         self.stage_interval = max(interval, FRAME_INTERVAL_S)
         self._last: tuple[float, int] | None = None  # (time, records read) at the last line
 
-    def stage(self, name: str, detail: str = "") -> None:
+    def stage(self, name: str | None, detail: str = "") -> None:
         # the stage clock logs each start itself: this line follows every interval
-        self._stage = None
         super().stage(name, detail)
 
     def show_stage(self) -> None:
-        if self._stage is None or self.clock() - self._stage[2] < self.interval:
+        stage = self._stage  # the run's thread may end the stage meanwhile
+        if stage is None or self.clock() - stage[2] < self.interval:
             return
         log.info("progress stage %s", self.stage_text(), extra={
-            "stage": self._stage[0], "stage_seconds": round(self.clock() - self._stage[2], 1)})
+            "stage": stage[0], "stage_seconds": round(self.clock() - stage[2], 1)})
 
     def tick(self, bus: MetricsBus) -> None:
         now = self.clock()

@@ -23,7 +23,7 @@ STAGES = (PLAN, LOAD, CHECKS, MERGE, AUDIT)  # in run order; BATCH_RUN has a <NA
 class StageListener(Protocol):
     """Told when a stage starts (a progress display): ``detail`` is e.g. "1,000 keys"."""
 
-    def stage(self, name: str, detail: str = "") -> None: ...
+    def stage(self, name: str | None, detail: str = "") -> None: ...
 
 
 class StageClock:

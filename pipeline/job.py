@@ -32,6 +32,7 @@ from pipeline.db.engine import (
     parse_url,
 )
 from pipeline.db.lock import JobAlreadyRunning, job_lock
+from pipeline.db.partitions import create_run_partition
 from pipeline.db.repositories import StagingRepository, record_stage_ms
 from pipeline.db.tables import JobTables, job_tables
 from pipeline.errors import ConfigError, InputStructureError, Interrupted, PipelineError
@@ -177,7 +178,7 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
             if abandoned:
                 log.warning("%d earlier run(s) of %s never ended: marked ABENDED", abandoned,
                             config.name)
-            _purge_staging(config, engine, tables)
+            _purge_staging(config, engine, tables, outcome.run_id)
             outcome.run_dir.mkdir(parents=True, exist_ok=True)
             with stages.stage(LOAD):
                 _load(config, outcome, engine, tables, plan, writers, batch_size,
@@ -200,13 +201,15 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
     engine.dispose()
 
 
-def _purge_staging(config: JobConfig, engine: Engine, tables: JobTables) -> None:
-    """Keep the staging rows of the job's latest runs only (this one included)."""
+def _purge_staging(config: JobConfig, engine: Engine, tables: JobTables, run_id: str) -> None:
+    """Keep the staging rows of the job's latest runs only (this one included), and give
+    this run its own staging partition where the database has them."""
     with database_errors(engine, "purging old staging rows"), engine.begin() as conn:
         staging = StagingRepository(conn, tables, config.key_columns, config.amount)
         purged = staging.purge_older_runs(tables.batch_run, config.name, config.keep_staging_runs)
+        create_run_partition(conn, tables.staging, run_id)
     if purged:
-        log.info("purged %d staging rows of runs before the latest %d", purged,
+        log.info("purged the staging rows of %d run(s) before the latest %d", purged,
                  config.keep_staging_runs)
 
 

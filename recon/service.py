@@ -73,11 +73,16 @@ class ReconciliationService:
             final_results = self.merge_and_verify(run_id, merged_at, keys, survivors_amount,
                                                   collapsed, deduplicate=repeats is not False)
         if final_results is None:
-            # the key hashes said no key repeats, yet the MERGE saw one: never expected,
-            # and FINAL is unchanged (rolled back); the run fails rather than guess
-            reason = "a key repeated although the key hashes showed none; MERGE rolled back"
-            final_results = [not_evaluated(checks.STAGING_TO_FINAL, keys, reason),
-                             not_evaluated(checks.STAGING_TO_FINAL_AMOUNT, keys, reason)]
+            # The plain MERGE touched another number of FINAL rows than the run has keys,
+            # and rolled back. The key hashes rule out a repeated key, so something else
+            # changed FINAL's rows (a trigger, another writer): the de-duplicating MERGE,
+            # with its own checks, then tells exactly what FINAL got. Never the normal path.
+            keys, survivors_amount = self._survivors(run_id)
+            collapsed = staged_rows - keys
+            with maybe(stages, MERGE, f"{keys:,} keys, again"):
+                final_results = self.merge_and_verify(run_id, merged_at, keys,
+                                                      survivors_amount, collapsed)
+            assert final_results is not None
         return ReconciliationOutcome([*results, *final_results], staged_rows, collapsed)
 
     def _survivors(self, run_id: str) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from pipeline.db.dialects import profile_for
 from pipeline.db.engine import database_errors
 from pipeline.db.merge import merge_params, merge_statement, surviving_rows
+from pipeline.db.partitions import drop_run_partitions
 from pipeline.db.tables import JobTables
 
 _HALF = 2**32
@@ -88,10 +89,13 @@ class StagingRepository:
         return int(row[0]), sums.total(list(row[1:]))
 
     def purge_older_runs(self, batch_run: Table, job_name: str, keep: int) -> int:
-        """Delete the staging rows of the job's runs older than its ``keep`` latest.
+        """Delete the staging rows of the job's runs older than its ``keep`` latest; returns
+        how many runs were purged.
 
-        Staging has no index (it would slow every load), so each check scans it whole:
-        without a purge that scan would grow with every night's run. Only the job's own
+        SQLite's and Oracle's staging has no index (it would slow every load), so each
+        check scans it whole: without a purge that scan would grow with every night's
+        run. PostgreSQL's has a partition per run (pipeline.db.partitions), dropped here
+        instead of deleted row by row. Only the job's own
         runs are touched, so jobs that share a staging table never purge each other, and
         BATCH_RUN remembers which runs are purged: most nights there is nothing to delete,
         and staging is not touched at all.
@@ -102,12 +106,16 @@ class StagingRepository:
                   .order_by(batch_run.c.start_ts.desc()).limit(literal_column(str(int(keep)))))
         due = (batch_run.c.job_name == job_name, batch_run.c.staging_purged.is_(None),
                batch_run.c.run_id.not_in(latest))
-        runs = select(batch_run.c.run_id).where(*due)
-        if self.connection.execute(runs.limit(literal_column("1"))).first() is None:
+        runs = [r for (r,) in self.connection.execute(select(batch_run.c.run_id).where(*due))]
+        if not runs:
             return 0
-        result = self.connection.execute(self.table.delete().where(self.table.c.run_id.in_(runs)))
+        # PostgreSQL: each run's partition is dropped whole; the DELETE then finds only
+        # rows that went to the DEFAULT partition (it prunes every other partition)
+        drop_run_partitions(self.connection, self.table, runs)
+        for run in runs:
+            self.connection.execute(self.table.delete().where(self.table.c.run_id == run))
         self.connection.execute(batch_run.update().where(*due).values(staging_purged="Y"))
-        return int(result.rowcount)
+        return len(runs)
 
 
 class FinalRepository:

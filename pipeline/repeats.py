@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-BUCKETS = 16
-_SHIFT = np.uint64(64 - 4)  # log2(BUCKETS) top bits pick the bucket
+BUCKETS = 64
+_SHIFT = np.uint64(64 - 6)  # log2(BUCKETS) top bits pick the bucket
 _PRIME = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime, applied per 8-byte word
 _SEED = np.uint64(0xCBF29CE484222325)
 _COLUMN = np.uint64(0x9E3779B97F4A7C15)  # mixed in between the columns of a composite key

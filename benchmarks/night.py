@@ -201,7 +201,7 @@ def measure_one(target: Target, shape: Shape, path: Path, log: Callable[[str], N
     post_load = run_s - (stages.get("plan", 0) + stages.get("load", 0)) / 1000
     return {"backend": target.backend, "final": shape.final, "night": shape.night,
             "job_wall": job.wall, "job_run": run_s, "stages_ms": stages,
-            "post_load": post_load, "floor": floor_s,
+            "post_load": post_load, "floor": floor_s, "job_phases": job.report["phases"],
             "job_over_floor": job.wall / floor_s["floor"],
             "post_load_over_floor_merge": post_load / floor_s["merge"],
             "peak_pss": job.peak_pss}

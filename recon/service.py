@@ -7,6 +7,7 @@ fails the run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,6 +20,8 @@ from pipeline.metrics.aggregator import AggregatedMetrics
 from pipeline.stages import CHECKS, MERGE, StageClock, maybe
 from recon import checks
 from recon.checks import ReconciliationResult, amount_check, count_check, not_evaluated
+
+LINES_LOOKUP_MAX = 100_000  # repeated records read back one by one, at most (or 1% of the run)
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,15 @@ class ReconciliationService:
 
     def reconcile(self, run_id: str, aggregated: AggregatedMetrics, merged_at: datetime,
                   repeats: bool | None = None,
-                  stages: StageClock | None = None) -> ReconciliationOutcome:
+                  stages: StageClock | None = None,
+                  repeated_lines: Sequence[int] | None = None) -> ReconciliationOutcome:
         """The checks, then exactly one MERGE if they balanced.
 
         ``repeats`` says whether a key repeats in the run (pipeline.repeats): False MERGEs
         the staging rows as they are; True or None (not known, e.g. `run --resume`) MERGEs
-        each key's last row, which is exact in every case.
+        each key's last row, which is exact in every case. ``repeated_lines``, the source
+        lines of every record whose key hash repeats, lets the keys that survive be
+        counted from those few rows instead of ranking every row of the run.
         """
         with maybe(stages, CHECKS):
             results = self.reconcile_counts(run_id, aggregated)
@@ -59,7 +65,10 @@ class ReconciliationService:
                           if r.check_name == checks.PROCESSED_TO_STAGING_AMOUNT)
             staged_rows, staged_amount = staged.actual_count, staged.actual_amount or 0
             passed = all(r.passed for r in results)
-            if not passed or repeats is not False:
+            if passed and repeats and repeated_lines is not None:
+                keys, survivors_amount = self._survivors_from(
+                    run_id, repeated_lines, staged_rows, staged_amount)
+            elif not passed or repeats is not False:
                 keys, survivors_amount = self._survivors(run_id)
             else:
                 keys, survivors_amount = staged_rows, staged_amount
@@ -84,6 +93,18 @@ class ReconciliationService:
                                                       survivors_amount, collapsed)
             assert final_results is not None
         return ReconciliationOutcome([*results, *final_results], staged_rows, collapsed)
+
+    def _survivors_from(self, run_id: str, lines: Sequence[int], staged_rows: int,
+                        staged_amount: int) -> tuple[int, int]:
+        """As ``_survivors``, from the staged totals less the records a repeat drops."""
+        if len(lines) > max(LINES_LOOKUP_MAX, staged_rows // 100):
+            return self._survivors(run_id)  # a file of mostly repeats: rank them all
+        with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
+            dropped = StagingRepository(conn, self.tables, self.key,
+                                        self.amount).collapsed_at_lines(run_id, lines)
+        if dropped is None:
+            return self._survivors(run_id)
+        return staged_rows - dropped[0], staged_amount - dropped[1]
 
     def _survivors(self, run_id: str) -> tuple[int, int]:
         """Distinct keys of the run and the amount total of each key's last staging row."""

@@ -20,7 +20,7 @@ from pipeline.db.tables import job_tables
 from pipeline.generate import generate_file
 from pipeline.job import run_job
 from pipeline.jobs import shipped_config
-from pipeline.repeats import BUCKETS, HashSpill, any_repeat, key_hashes
+from pipeline.repeats import BUCKETS, HashSpill, any_repeat, key_hashes, repeated_lines
 from tests.reference import detail, expected_from_file, write_input
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,10 +44,12 @@ def test_composite_keys_hash_every_column_and_their_boundary() -> None:
     assert numbers[0] == numbers[2] != numbers[1]
 
 
-def spill(folder: Path, worker: int, keys: list[list[str]]) -> None:
+def spill(folder: Path, worker: int, keys: list[list[str]], first_line: int = 0) -> None:
+    """Batches of keys, the records numbered from ``first_line`` on."""
     out = HashSpill(folder, worker, ["k"])
     for batch in keys:
-        out.add({"k": np.array(batch)})
+        out.add({"k": np.array(batch)}, np.arange(first_line, first_line + len(batch)))
+        first_line += len(batch)
     out.close()
 
 
@@ -61,6 +63,14 @@ def test_a_repeat_is_found_across_batches_and_processors(tmp_path: Path) -> None
     spill(tmp_path, 1, [["L2"], ["K004321"]])  # a key of processor 0, in processor 1
     assert any_repeat(tmp_path) is True
     assert list(tmp_path.glob("keys.*")) == []
+
+
+def test_the_lines_of_every_record_of_a_repeated_key_are_named(tmp_path: Path) -> None:
+    spill(tmp_path, 0, [["A", "B", "C"], ["D", "A"]], first_line=10)  # lines 10-14
+    spill(tmp_path, 1, [["E", "C", "F", "A"]], first_line=100)  # lines 100-103
+    assert repeated_lines(tmp_path).tolist() == [10, 12, 14, 101, 103]
+    spill(tmp_path, 0, [["A", "B"]])
+    assert repeated_lines(tmp_path).tolist() == []
 
 
 def test_a_repeat_inside_one_batch_is_found_and_no_spill_means_unknown(tmp_path: Path) -> None:
@@ -143,3 +153,27 @@ def test_composite_key_repeat_needs_all_columns(tmp_path: Path, db_url: str,
     assert len(merges) == 1 and "row_number" in merges[0].lower()
     assert outcome.duplicates_collapsed == 1
     assert list((config.output_dir / "runs" / outcome.run_id).glob("keys.*")) == []
+
+
+def test_survivors_from_the_repeated_lines_equal_ranking_every_row(
+        tmp_path: Path, job_config: JobConfig) -> None:
+    """Lines there by a hash collision alone change nothing: here every line is passed."""
+    from pipeline.db.repositories import StagingRepository
+
+    made = generate_file(tmp_path / "in.dat", 3_000, seed=4, duplicate_rate=0.02)
+    config = job_config.with_overrides(input_path=made.path)
+    outcome = run_job(config)
+    assert outcome.exit_code == 0 and outcome.duplicates_collapsed > 10, outcome.message
+    engine = create_engine(config.database_url)
+    try:
+        with engine.connect() as conn:
+            staging = StagingRepository(conn, job_tables(config), config.key_columns,
+                                        config.amount)
+            rows, amount = staging.count_and_amount(outcome.run_id)
+            dropped = staging.collapsed_at_lines(outcome.run_id, list(range(1, 3_100)))
+            assert dropped is not None
+            assert (rows - dropped[0], amount - dropped[1]) == \
+                staging.surviving_count_and_amount(outcome.run_id)
+            assert dropped[0] == outcome.duplicates_collapsed
+    finally:
+        engine.dispose()

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     Connection,
     Engine,
     Select,
     Table,
+    any_,
+    bindparam,
     func,
     literal,
     literal_column,
@@ -87,6 +92,37 @@ class StagingRepository:
         query = select(func.count(), *sums.columns(survivors.c[self.amount]))
         row = self.connection.execute(query, {"run_id": run_id}).one()
         return int(row[0]), sums.total(list(row[1:]))
+
+    def collapsed_at_lines(self, run_id: str, lines: Sequence[int]) -> tuple[int, int] | None:
+        """(records, amount) that keeping each key's last record drops, read from the
+        run's rows at ``lines`` only: every record of a repeated key must be among them
+        (pipeline.repeats.repeated_lines). The real keys are compared here, so a line
+        there by a mere hash collision changes nothing. None where this database has no
+        one-parameter list of lines (Oracle): the caller then ranks every row instead.
+        """
+        name = self.connection.dialect.name
+        at: ColumnElement[bool]
+        if name == "sqlite":
+            values: Select[Any] = select(literal_column("value")).select_from(
+                func.json_each(bindparam("lines")))
+            at, bound = self.table.c.source_line.in_(values), json.dumps(list(lines))
+        elif name == "postgresql":
+            at = self.table.c.source_line == any_(bindparam("lines", type_=ARRAY(BigInteger)))
+            bound = list(lines)  # type: ignore[assignment]
+        else:
+            return None
+        keys = [self.table.c[k] for k in self.key]
+        query = select(*keys, self.table.c.source_line, self.table.c[self.amount]).where(
+            self.table.c.run_id == run_id, at)
+        by_key: dict[tuple[Any, ...], list[tuple[int, int]]] = defaultdict(list)
+        for row in self.connection.execute(query, {"lines": bound}):
+            by_key[tuple(row[:len(keys)])].append((int(row[-2]), int(row[-1])))
+        records = amount = 0
+        for found in by_key.values():
+            found.sort()  # by source line: the last one wins, the others are dropped
+            records += len(found) - 1
+            amount += sum(a for _, a in found[:-1])
+        return records, amount
 
     def purge_older_runs(self, batch_run: Table, job_name: str, keep: int) -> int:
         """Delete the staging rows of the job's runs older than its ``keep`` latest; returns

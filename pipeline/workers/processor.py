@@ -32,7 +32,7 @@ def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
         for batch in detail_batches_of(ctx.config, ctx.plan.path, rng, ctx.batch_size):
             write_rejects(rejects, batch)
             if batch.accepted:
-                keys.add(batch.columns)
+                keys.add(batch.columns, batch.lines)
                 staged = StagingBatch(ctx.run_id, worker_id, batch.lines, batch.columns)
                 payload = ctx.loader.encode(staged)
                 ctx.put(worker_id, (worker_id, batch.accepted, batch.accepted_amount, payload))

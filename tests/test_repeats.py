@@ -106,6 +106,7 @@ def final_rows(config: JobConfig) -> dict[str, tuple[int, str]]:
         engine.dispose()
 
 
+@pytest.mark.slow
 def test_no_repeat_one_plain_merge(tmp_path: Path, job_config: JobConfig,
                                    merges: list[str]) -> None:
     made = generate_file(tmp_path / "in.dat", 20_000, seed=3)
@@ -121,6 +122,7 @@ def test_no_repeat_one_plain_merge(tmp_path: Path, job_config: JobConfig,
         {k: t.amount for k, t in expected.final.items()}
 
 
+@pytest.mark.slow
 def test_repeats_one_deduplicating_merge_last_record_wins(tmp_path: Path,
                                                           job_config: JobConfig,
                                                           merges: list[str]) -> None:
@@ -143,6 +145,7 @@ def test_repeats_one_deduplicating_merge_last_record_wins(tmp_path: Path,
         {k: t.amount for k, t in expected_from_file(path).final.items()}
 
 
+@pytest.mark.slow
 def test_composite_key_repeat_needs_all_columns(tmp_path: Path, db_url: str,
                                                 merges: list[str]) -> None:
     shipped = shipped_config("account_postings")
@@ -155,6 +158,7 @@ def test_composite_key_repeat_needs_all_columns(tmp_path: Path, db_url: str,
     assert list((config.output_dir / "runs" / outcome.run_id).glob("keys.*")) == []
 
 
+@pytest.mark.slow
 def test_survivors_from_the_repeated_lines_equal_ranking_every_row(
         tmp_path: Path, job_config: JobConfig) -> None:
     """Lines there by a hash collision alone change nothing: here every line is passed."""

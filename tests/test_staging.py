@@ -22,7 +22,7 @@ from pipeline.generate import generate_file
 from pipeline.job import run_job
 from pipeline.jobs import shipped_config
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 
 @pytest.fixture

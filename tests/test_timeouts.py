@@ -25,7 +25,7 @@ from pipeline.generate import generate_file
 from pipeline.job import run_job
 from recon import audit
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 
 @pytest.fixture

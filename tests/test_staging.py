@@ -134,3 +134,37 @@ def test_a_staging_table_made_without_partitions_still_works(
         assert staged == [(outcomes[1].run_id, 500)]
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgresql
+def test_a_lock_on_staging_costs_the_partition_not_the_run(
+        tmp_path: Path, pg_url: str, pg_config: JobConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another session's lock on staging while the run starts: no partition, the rows go
+    to the DEFAULT partition once the lock is gone, every figure the same."""
+    from sqlalchemy import event
+
+    made = generate_file(tmp_path / "in.dat", 1_000, seed=3)
+    config = pg_config.with_overrides(input_path=made.path)
+    engine = create_engine(pg_url)
+    job_tables(config).metadata.create_all(engine)
+    blocker = engine.connect()
+    blocker.execute(text("LOCK TABLE stg_transactions IN SHARE MODE"))
+
+    def release(*_args: object) -> None:  # the partition gave up: let the load go on
+        if blocker.in_transaction():
+            blocker.rollback()
+
+    event.listen(Engine, "handle_error", release)
+    try:
+        outcome = run_job(config)
+    finally:
+        event.remove(Engine, "handle_error", release)
+        release()
+        blocker.close()
+    try:
+        assert outcome.exit_code == 0, outcome.message
+        assert "not created" in caplog.text and "DEFAULT partition" in caplog.text
+        assert partitions(engine) == {"stg_transactions_default": 1_000}
+    finally:
+        engine.dispose()

@@ -16,10 +16,17 @@ table by list the same way, the job's SQL is unchanged.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 from sqlalchemy import Connection, Table, event, text
+from sqlalchemy.exc import OperationalError
+
+log = logging.getLogger(__name__)
+# creating a partition locks the staging table: behind another session's lock (a long
+# report, a DBA's LOCK TABLE) the run goes on without one rather than wait
+PARTITION_LOCK_WAIT_MS = 2000
 
 DEFAULT_SUFFIX = "_default"
 
@@ -57,15 +64,27 @@ def is_partitioned(connection: Connection, staging: Table) -> bool:
 
 
 def create_run_partition(connection: Connection, staging: Table, run_id: str) -> bool:
-    """The run's own partition, before its load; False where staging is not partitioned."""
+    """The run's own partition, before its load; False where staging is not partitioned,
+    or when another session's lock on staging kept it from being made in time.
+
+    A partition only speeds the checks up: the run never waits long for one. Without it
+    the run's rows go to the DEFAULT partition, and every figure stays the same.
+    """
     if not is_partitioned(connection, staging):
         return False
     literal = run_id.replace("'", "''")  # a run id is [0-9T-a-f]; quoted all the same
-    connection.exec_driver_sql(
-        f"CREATE TABLE IF NOT EXISTS "
-        f"{_qualified(connection, staging, run_partition_name(staging, run_id))} "
-        f"PARTITION OF {_qualified(connection, staging, staging.name)} "
-        f"FOR VALUES IN ('{literal}')")
+    try:
+        with connection.begin_nested():
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = {PARTITION_LOCK_WAIT_MS}")
+            connection.exec_driver_sql(
+                f"CREATE TABLE IF NOT EXISTS "
+                f"{_qualified(connection, staging, run_partition_name(staging, run_id))} "
+                f"PARTITION OF {_qualified(connection, staging, staging.name)} "
+                f"FOR VALUES IN ('{literal}')")
+    except OperationalError as exc:
+        log.warning("staging partition for run %s not created (%s): its rows go to the "
+                    "DEFAULT partition", run_id, str(exc.orig).strip().splitlines()[0])
+        return False
     return True
 
 

@@ -168,3 +168,20 @@ def test_a_lock_on_staging_costs_the_partition_not_the_run(
         assert partitions(engine) == {"stg_transactions_default": 1_000}
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgresql
+def test_the_short_partition_wait_gives_the_session_its_own_lock_timeout_back(
+        pg_url: str) -> None:
+    from pipeline.db.engine import Timeouts, make_engine
+    from pipeline.db.partitions import _short_lock_wait
+
+    engine = make_engine(pg_url, Timeouts(lock=7, statement=30))
+    try:
+        with engine.begin() as conn:
+            with _short_lock_wait(conn):
+                assert conn.execute(text("SHOW lock_timeout")).scalar() == "2s"
+            # the purge's DELETE after the partitions waits as the config says
+            assert conn.execute(text("SHOW lock_timeout")).scalar() == "7s"
+    finally:
+        engine.dispose()

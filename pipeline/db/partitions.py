@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Table, event, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 log = logging.getLogger(__name__)
 # creating a partition locks the staging table: behind another session's lock (a long
@@ -65,23 +67,24 @@ def is_partitioned(connection: Connection, staging: Table) -> bool:
 
 def create_run_partition(connection: Connection, staging: Table, run_id: str) -> bool:
     """The run's own partition, before its load; False where staging is not partitioned,
-    or when another session's lock on staging kept it from being made in time.
+    or when the partition could not be made: another session's lock on staging held past
+    a short wait, or a job user with DML rights only (CREATE ... PARTITION OF needs the
+    table's owner).
 
-    A partition only speeds the checks up: the run never waits long for one. Without it
-    the run's rows go to the DEFAULT partition, and every figure stays the same.
+    A partition only speeds the checks up: the run never waits long or fails for one.
+    Without it the run's rows go to the DEFAULT partition, and every figure stays the same.
     """
     if not is_partitioned(connection, staging):
         return False
     literal = run_id.replace("'", "''")  # a run id is [0-9T-a-f]; quoted all the same
     try:
-        with connection.begin_nested():
-            connection.exec_driver_sql(f"SET LOCAL lock_timeout = {PARTITION_LOCK_WAIT_MS}")
+        with _short_lock_wait(connection):
             connection.exec_driver_sql(
                 f"CREATE TABLE IF NOT EXISTS "
                 f"{_qualified(connection, staging, run_partition_name(staging, run_id))} "
                 f"PARTITION OF {_qualified(connection, staging, staging.name)} "
                 f"FOR VALUES IN ('{literal}')")
-    except OperationalError as exc:
+    except DBAPIError as exc:
         log.warning("staging partition for run %s not created (%s): its rows go to the "
                     "DEFAULT partition", run_id, str(exc.orig).strip().splitlines()[0])
         return False
@@ -89,13 +92,32 @@ def create_run_partition(connection: Connection, staging: Table, run_id: str) ->
 
 
 def drop_run_partitions(connection: Connection, staging: Table, run_ids: list[str]) -> None:
-    """Drop the runs' partitions: a purge that costs the same for a row or a million."""
+    """Drop the runs' partitions: a purge that costs the same for a row or a million.
+
+    Where that cannot be done (a lock held past a short wait, a job user who does not own
+    staging) the partitions stay, and the caller's DELETE empties them instead.
+    """
     if not run_ids or not is_partitioned(connection, staging):
         return
-    for run_id in run_ids:
-        connection.exec_driver_sql(
-            "DROP TABLE IF EXISTS "
-            f"{_qualified(connection, staging, run_partition_name(staging, run_id))}")
+    try:
+        with _short_lock_wait(connection):
+            for run_id in run_ids:
+                connection.exec_driver_sql(
+                    "DROP TABLE IF EXISTS "
+                    f"{_qualified(connection, staging, run_partition_name(staging, run_id))}")
+    except DBAPIError as exc:
+        log.warning("old staging partitions not dropped (%s): their rows are deleted "
+                    "instead", str(exc.orig).strip().splitlines()[0])
+
+
+@contextmanager
+def _short_lock_wait(connection: Connection) -> Iterator[None]:
+    """A savepoint whose statements wait at most PARTITION_LOCK_WAIT_MS for a lock; the
+    transaction's later statements get the session's own lock_timeout back."""
+    with connection.begin_nested():
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {PARTITION_LOCK_WAIT_MS}")
+        yield
+        connection.exec_driver_sql("SET LOCAL lock_timeout TO DEFAULT")
 
 
 def _qualified(connection: Connection, table: Table, name: str) -> str:

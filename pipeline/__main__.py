@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,15 +29,10 @@ import pipeline
 from pipeline.config import JobConfig, load_config
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.jobs import shipped_config
-from pipeline.logs import FORMATS, LEVELS, configure_logging, run_context
+from pipeline.logs import FORMATS, LEVELS, configure_logging
 
 if TYPE_CHECKING:
-    from typing import Any
-
-    from sqlalchemy import Engine
-
-    from pipeline.job import RunOutcome
-    from pipeline.reporting.store import RunReport
+    from pipeline.outcome import RunOutcome
 
 log = logging.getLogger("pipeline.cli")
 DB_URL_ENV = "PIPELINE_DB_URL"
@@ -71,7 +66,7 @@ def _error(args: argparse.Namespace, message: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pipeline.job import run_job
     from pipeline.progress import progress_display
-    from pipeline.summary import format_summary
+    from pipeline.publish import publish_outputs
 
     config = _config(args)
     try:  # the run's folder, and the default database, live there
@@ -87,19 +82,8 @@ def _run(args: argparse.Namespace) -> int:
         with progress or nullcontext():
             outcome = run_job(config, progress=progress)
     duration = time.monotonic() - started
-    # every run gets its folder and its summary.txt, refused and failed ones too
-    with suppress(OSError):
-        outcome.run_dir.mkdir(parents=True, exist_ok=True)
-    with run_context(outcome.run_id):
-        report = _write_html_report(config, outcome)
-        if config.prometheus_textfile is not None:
-            _write_prometheus(config.prometheus_textfile, outcome, duration)
-    text = format_summary(outcome, config.amount_field.scale, report=report)
-    try:
-        (outcome.run_dir / "summary.txt").write_text(text + "\n", encoding="utf-8")
-    except OSError as exc:
-        log.warning("summary.txt not written: %s", exc)
-    _emit(text)
+    published = publish_outputs(outcome, config, duration)
+    _emit(published.summary)
     return outcome.exit_code
 
 
@@ -134,40 +118,6 @@ def _emit(text: str) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def _write_html_report(config: JobConfig, outcome: RunOutcome) -> Path | None:
-    """report.html beside the run's other output, read back from the audit just committed."""
-    from pipeline.reporting.htmlpage import render_html
-    from pipeline.reporting.store import load_report, open_audit
-
-    if not outcome.recorded:
-        return None  # the run never reached the database: no audit to show
-    target = outcome.run_dir / "report.html"
-    try:
-        with open_audit(config.database_url) as engine:
-            report = load_report(engine, outcome.run_id, _scales(config))
-            extras = _report_extras(config, engine, report)
-        target.write_text(render_html(report, *extras), encoding="utf-8")
-    except (PipelineError, OSError) as exc:
-        log.warning("report.html not written: %s", exc)
-        return None
-    # a failed run's last log line must stay the one that says why; stdout names the report
-    log.log(logging.INFO if outcome.exit_code == 0 else logging.DEBUG,
-            "report written: %s", target)
-    return target
-
-
-def _write_prometheus(path: Path, outcome: RunOutcome, duration: float) -> None:
-    from pipeline.metrics.prometheus import write_run_metrics
-
-    try:
-        write_run_metrics(path, outcome, duration)
-    except OSError as exc:
-        # monitoring must hear about it, but the run's own result stands
-        log.warning("prometheus textfile %s not written: %s", path, exc)
-        return
-    log.info("prometheus metrics written: %s", path)
-
-
 def _load_config(path: Path | None) -> JobConfig:
     """A TOML file, or the name of a job shipped with the package ("customer_balances")."""
     if path is None:
@@ -195,6 +145,7 @@ def _config(args: argparse.Namespace) -> JobConfig:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from pipeline.publish import job_scales, report_extras
     from pipeline.reporting.store import load_report, open_audit
 
     config_path, run_id = _config_and_run_id(args.targets)
@@ -202,8 +153,8 @@ def _report(args: argparse.Namespace) -> int:
     # `report customer_balances`: that job's latest run; with no config, any job's
     job = config.name if config_path is not None and run_id is None else None
     with open_audit(args.db or config.database_url) as engine:
-        report = load_report(engine, run_id, _scales(config), job)
-        extras = _report_extras(config, engine, report) if args.html or args.json else ([], None)
+        report = load_report(engine, run_id, job_scales(config), job)
+        extras = report_extras(config, engine, report) if args.html or args.json else ([], None)
     if args.html:
         from pipeline.reporting.htmlpage import render_html
 
@@ -243,32 +194,6 @@ def _explain(args: argparse.Namespace) -> int:
         text += f"\nwrote {written:,} records to {args.csv}"
     _emit(text)
     return 0
-
-
-def _report_extras(config: JobConfig, engine: Engine,
-                   report: RunReport) -> tuple[list[tuple[str, int]], dict[str, Any] | None]:
-    """Rejects per reason and, for a failed check, the records behind it (read-only: a
-    rolled-back MERGE is not replayed here; `pipeline explain` does that)."""
-    from pipeline.explain import explain_run, explanation_document
-    from pipeline.rejects import reason_counts
-
-    if report.run.job_name != config.name:
-        return [], None  # another job's run: its folders and tables are not this config's
-    rejects = reason_counts(config.output_dir / "runs" / report.run.run_id / "rejects.txt")
-    if not report.checks_failed:
-        return rejects, None
-    try:
-        found = explain_run(config, engine, report.run.run_id, replay=False)
-    except PipelineError as exc:
-        log.warning("records behind the failed checks not listed: %s", exc)
-        return rejects, None
-    return rejects, explanation_document(found)
-
-
-def _scales(config: JobConfig) -> dict[str, int]:
-    # Only a job's own config knows its amount scale; a run of another job is shown at the
-    # audit's exact scale rather than a guessed one.
-    return {config.name: config.amount_field.scale}
 
 
 def _runs(args: argparse.Namespace) -> int:

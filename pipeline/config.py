@@ -31,8 +31,6 @@ MAX_AMOUNT_DIGITS = 18  # 10**18 - 1 still fits int64 after parsing
 @dataclass(frozen=True)
 class JobConfig:
     name: str
-    description: str
-    source: Path  # the TOML file it was read from
     input_format: str
     input_path: Path | None
     output_dir: Path
@@ -50,7 +48,6 @@ class JobConfig:
     header: Layout
     detail: Layout
     trailer: Layout
-    delimiter: str = ","
     mainframe: MainframeInput | None = None  # input.format fb/vb: copybook and code page
     keep_staging_runs: int = 3  # the job's latest runs whose staging rows are kept
     # node_exporter textfile-collector file written at the end of each run (None: none)
@@ -102,11 +99,10 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
         raise ConfigError(f'input.format: expected "fixed", "csv", "fb" or "vb", got {fmt!r}')
     length = _get(inp, "input.record_length", int, 0 if fmt in ("csv", "vb") else None)
     path = _get(inp, "input.path", str, "")
-    delimiter = _delimiter(inp)
+    delimiter = _delimiter(inp)  # kept by the CSV layouts, the only ones that split on it
+    _get(job, "job.description", str, "")  # for people reading the file: checked, not kept
     config = JobConfig(
         name=_identifier(job, "job.name"),
-        description=_get(job, "job.description", str, ""),
-        source=source,
         input_format=fmt,
         # a config names its input relative to itself, like the sample beside a shipped job
         input_path=source.parent / path if path else None,
@@ -124,7 +120,6 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
         trailer_count=_identifier(control, "control.trailer_count"),
         trailer_amount=_identifier(control, "control.trailer_amount"),
         **_layouts(data, layout, length, fmt, delimiter, source),
-        delimiter=delimiter,
         prometheus_textfile=_optional_path(out, "output.prometheus_textfile"),
         lock_timeout=float(_get(db, "database.lock_timeout", (int, float), 60)),
         statement_timeout=float(_get(db, "database.statement_timeout", (int, float), 21600)),

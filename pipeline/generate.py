@@ -21,6 +21,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from pipeline.money import checked_sum
+
 __all__ = ["MAX_RECORDS", "GeneratedInput", "generate_file"]
 
 RECORD_LEN = 100
@@ -87,8 +89,6 @@ _ZERO_SHARE = 0.005
 # the fallback target (the first original) is always valid.
 _MAX_TARGET_DRAWS = 64
 _SCAN_STEP = 1 << 16
-# 2**19 amounts of at most 10**13 each stay below 2**63, so block sums cannot wrap.
-_SUM_BLOCK = 1 << 19
 _QUADS = np.array([np.frombuffer(f"{i:04d}".encode(), dtype=np.uint8) for i in range(10_000)])
 _POW10 = np.array([10**k for k in range(1, 10)], dtype=np.int64)
 
@@ -262,12 +262,6 @@ def _amounts(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.where(rng.random(n) < 0.5, -mag, mag)
 
 
-def _exact_sum(values: np.ndarray) -> int:
-    # numpy wraps silently on int64 overflow; blocks are small enough never to wrap and
-    # their partial sums are added as Python ints.
-    return sum(int(values[i : i + _SUM_BLOCK].sum()) for i in range(0, values.size, _SUM_BLOCK))
-
-
 def _descriptions(rng: np.random.Generator, n: int) -> np.ndarray:
     desc = _PHRASE_TABLE[rng.integers(0, len(_PHRASES), n)]
     rows = np.flatnonzero(rng.random(n) < _RANDOM_DESC_SHARE)
@@ -326,7 +320,7 @@ def _build_chunk(
     broken = arr[reject_rows]
     _break_records(rng, plan, broken)
     arr[reject_rows] = broken
-    return arr, _exact_sum(amounts), reject_rows.size, int(dup.sum())
+    return arr, checked_sum(amounts), reject_rows.size, int(dup.sum())
 
 
 def _header(business_date: datetime.date, source_system: str) -> bytes:

@@ -14,7 +14,6 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +36,9 @@ from pipeline.db.repositories import StagingRepository, record_stage_ms
 from pipeline.db.tables import JobTables, job_tables
 from pipeline.errors import ConfigError, InputStructureError, Interrupted, PipelineError
 from pipeline.logs import run_context
-from pipeline.metrics.aggregator import AggregatedMetrics, MetricsAggregator, WorkerMetrics
+from pipeline.metrics.aggregator import MetricsAggregator
 from pipeline.metrics.bus import MetricsBus
+from pipeline.outcome import RunOutcome
 from pipeline.repeats import discard_spill, repeated_lines
 from pipeline.source import InputPlan, plan_job_input
 from pipeline.stages import AUDIT, CHECKS, LOAD, PLAN, StageClock
@@ -48,7 +48,7 @@ from pipeline.workers.processor import run_processor
 from pipeline.workers.writer import run_writer
 from recon import audit
 from recon.audit import AuditWriter, utc_now
-from recon.checks import ReconciliationResult, failure_summary
+from recon.checks import failure_summary
 from recon.service import ReconciliationService, TrailerTotals
 
 if TYPE_CHECKING:
@@ -57,26 +57,6 @@ if TYPE_CHECKING:
 SAMPLE_RECORDS = 100_000
 AfterLoad = Callable[[Engine, str], None]
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunOutcome:
-    run_id: str
-    job_name: str
-    status: str
-    exit_code: int
-    message: str
-    input_path: Path
-    database: str
-    run_dir: Path
-    results: list[ReconciliationResult] = field(default_factory=list)
-    workers: list[WorkerMetrics] = field(default_factory=list)
-    metrics: AggregatedMetrics | None = None
-    duplicates_collapsed: int = 0
-    reject_file: Path | None = None
-    rejects: int = 0
-    recorded: bool = False  # BATCH_RUN holds the run: there is an audit to finish
-    stages: dict[str, int] = field(default_factory=dict)  # stage -> milliseconds, run order
 
 
 def new_run_id() -> str:

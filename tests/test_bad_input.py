@@ -299,6 +299,7 @@ def _baseline_kb(base: Base, db_url: str, tmp_path: Path) -> dict:
     return _measure(path, db_url, tmp_path / "work-baseline")
 
 
+@pytest.mark.slow
 def test_sparse_2gb_blob_is_refused_quickly_in_little_memory(base: Base, db_url: str,
                                                              tmp_path: Path) -> None:
     path = tmp_path / "blob.dat"
@@ -311,6 +312,7 @@ def test_sparse_2gb_blob_is_refused_quickly_in_little_memory(base: Base, db_url:
     assert run["self_kb"] < baseline["self_kb"] + 64 * 1024
 
 
+@pytest.mark.slow
 def test_50mb_line_is_streamed_past_in_little_memory(base: Base, db_url: str,
                                                      tmp_path: Path) -> None:
     path = tmp_path / "blob.dat"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import subprocess
-import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from pipeline.config import load_config, parse_config
 from pipeline.errors import ConfigError
 from pipeline.jobs import shipped_config
+from tests.conftest import run_cli, write_job
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -255,11 +255,6 @@ def test_overrides_of_none_keep_the_config() -> None:
 # --- the command line -----------------------------------------------------------------------
 
 
-def _run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=50)
-
-
 def _assert_one_line_error(done: subprocess.CompletedProcess[str], *needles: str) -> None:
     assert done.returncode == 2, (done.stdout, done.stderr)
     lines = done.stderr.splitlines()
@@ -290,18 +285,16 @@ CLI_BAD = [
 def test_cli_refuses_a_bad_config_in_one_line(tmp_path: Path, edit: tuple[str, str],
                                               needle: str) -> None:
     old, new = edit
-    assert SHIPPED_TEXT.count(old) == 1, old
-    bad = tmp_path / "BAD.toml"
-    bad.write_text(SHIPPED_TEXT.replace(old, new), encoding="utf-8")
-    done = _run_cli(tmp_path, "run", str(bad))
+    bad = write_job(tmp_path / "BAD.toml", (old, new))
+    done = run_cli(tmp_path, "run", str(bad))
     _assert_one_line_error(done, needle)
     assert not (tmp_path / "pipeline_work").exists()  # nothing was started
 
 
 def test_cli_missing_config(tmp_path: Path) -> None:
-    _assert_one_line_error(_run_cli(tmp_path, "run", "nowhere.toml"), "does not exist")
+    _assert_one_line_error(run_cli(tmp_path, "run", "nowhere.toml"), "does not exist")
 
 
 def test_cli_bad_processors_override(tmp_path: Path) -> None:
-    _assert_one_line_error(_run_cli(tmp_path, "run", "--processors", "0"), "workers.processors")
+    _assert_one_line_error(run_cli(tmp_path, "run", "--processors", "0"), "workers.processors")
 

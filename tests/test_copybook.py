@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.layouts.copybook import CopybookError, Usage, parse_copybook
+from tests.conftest import run_cli, write_job
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -125,12 +124,9 @@ def test_a_refused_copybook_is_exit_2_at_the_command_line(tmp_path: Path) -> Non
     book = (shipped / "daily_transactions_ebcdic.cpy").read_text()
     (tmp_path / "daily_transactions_ebcdic.cpy").write_text(
         book.replace("PIC S9(11)V99 COMP-3.", "PIC S9(11)V99 COMP-2."))
-    config = (shipped / "daily_transactions_ebcdic.toml").read_text()
-    (tmp_path / "job.toml").write_text(config)
-    run = subprocess.run([sys.executable, "-m", "pipeline", "run", str(tmp_path / "job.toml"),
-                          "--input", str(tmp_path / "none.bin"),
-                          "--db", f"sqlite:///{tmp_path / 'x.db'}"],
-                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    job = write_job(tmp_path / "job.toml", job="daily_transactions_ebcdic")
+    run = run_cli(tmp_path, "run", str(job), "--input", str(tmp_path / "none.bin"),
+                  "--db", f"sqlite:///{tmp_path / 'x.db'}", timeout=60)
     assert run.returncode == 2
     assert "line 16" in run.stderr and "COMP-2" in run.stderr
     assert not (tmp_path / "x.db").exists()

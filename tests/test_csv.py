@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine
 
 from pipeline.config import JobConfig, load_config, parse_config
-from pipeline.db.tables import job_tables
 from pipeline.errors import ConfigError, InputStructureError
 from pipeline.job import run_job
 from pipeline.jobs import shipped_config
@@ -26,6 +25,7 @@ from pipeline.layouts.fixed import DetailBatch, parse_details
 from pipeline.money import format_minor
 from pipeline.source import plan_input
 from recon import checks
+from tests.conftest import engine_for, final_rows, shipped_job
 from tests.reference import detail
 
 pytestmark = pytest.mark.timeout(120)
@@ -284,23 +284,16 @@ def test_bad_control_records_refuse_the_file(tmp_path: Path, text: str, message:
 
 @pytest.fixture
 def balances_config(tmp_path: Path, db_url: str) -> JobConfig:
-    return load_config(shipped_config("customer_balances")).with_overrides(
-        output_dir=tmp_path / "work", database_url=db_url, input_path=SAMPLE,
-        heartbeat_timeout=10.0)
+    return shipped_job(tmp_path, db_url, "customer_balances").with_overrides(input_path=SAMPLE)
 
 
 @pytest.fixture
 def engine(balances_config: JobConfig) -> Iterator[Engine]:
-    eng = create_engine(balances_config.database_url)
-    yield eng
-    eng.dispose()
+    with engine_for(balances_config.database_url) as eng:
+        yield eng
 
 
-def final_rows(engine: Engine, config: JobConfig) -> dict[str, tuple[Any, ...]]:
-    final = job_tables(config).final
-    cols = [final.c.customer_id, final.c.name, final.c.segment, final.c.balance, final.c.as_of]
-    with engine.connect() as conn:
-        return {r[0]: tuple(r[1:]) for r in conn.execute(select(*cols))}
+BALANCE = ("name", "segment", "balance", "as_of")  # FINAL's columns besides the key
 
 
 NOV24, NOV25 = dt.date(2026, 11, 24), dt.date(2026, 11, 25)
@@ -318,7 +311,7 @@ def test_customer_balances_job_balances_and_merges(
 
     assert outcome.exit_code == 0, outcome.message
     assert all(r.passed for r in outcome.results)
-    assert final_rows(engine, balances_config) == EXPECTED
+    assert final_rows(engine, balances_config, *BALANCE) == EXPECTED
     assert outcome.duplicates_collapsed == 1
     assert outcome.metrics is not None and outcome.metrics.total_read == 6
     assert outcome.reject_file is not None
@@ -339,14 +332,14 @@ def test_many_workers_and_small_batches_agree(
     outcome = run_job(balances_config.with_overrides(input_path=path, processors=4,
                                                      batch_size=33))
     assert outcome.exit_code == 0, outcome.message
-    final = final_rows(engine, balances_config)
+    final = final_rows(engine, balances_config, *BALANCE)
     assert len(final) == 499 and final["K7"] == ("later", "SME", 1200, NOV25)
 
 
 def test_trailer_mismatch_fails_and_final_is_unchanged(
         tmp_path: Path, balances_config: JobConfig, engine: Engine) -> None:
     assert run_job(balances_config).exit_code == 0
-    before = final_rows(engine, balances_config)
+    before = final_rows(engine, balances_config, *BALANCE)
     path = tmp_path / "off.csv"
     path.write_text("H,20261126,CRM\nD,C000001,Acme Trading Ltd,CRP,1.00,20261125\n"
                     "D,C000009,New Customer,RET,2.00,20261125\nT,2,3.01\n")
@@ -355,7 +348,7 @@ def test_trailer_mismatch_fails_and_final_is_unchanged(
     assert outcome.exit_code == 1
     result = {r.check_name: r.passed for r in outcome.results}
     assert result[checks.SOURCE_TRAILER_AMOUNT] is False
-    assert final_rows(engine, balances_config) == before
+    assert final_rows(engine, balances_config, *BALANCE) == before
 
 
 def test_totals_match_the_sample_file() -> None:

@@ -4,13 +4,10 @@ records (source lines, keys), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 from pipeline.config import JobConfig
 from pipeline.explain import (
@@ -24,16 +21,10 @@ from pipeline.explain import (
 )
 from pipeline.generate import generate_file
 from pipeline.job import run_job
+from tests.conftest import run_cli
 from tests.reference import detail, write_input
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def engine(job_config: JobConfig) -> Iterator[Engine]:
-    eng = create_engine(job_config.database_url)
-    yield eng
-    eng.dispose()
 
 
 def staging_losses(eng: Engine, run_id: str) -> None:
@@ -92,6 +83,7 @@ def final_triggers(engine: Engine) -> None:
                               "FOR EACH ROW EXECUTE FUNCTION meddle()"))
 
 
+@pytest.mark.slow
 def test_explain_names_the_keys_final_lost_or_changed_and_leaves_final_alone(
         tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
     first = generate_file(tmp_path / "first.dat", 50, seed=2)
@@ -114,6 +106,7 @@ def test_explain_names_the_keys_final_lost_or_changed_and_leaves_final_alone(
         assert conn.execute(text("SELECT * FROM transactions ORDER BY txn_id")).all() == before
 
 
+@pytest.mark.slow
 def test_explain_cli_bounds_its_output_and_writes_every_record_to_csv(
         tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
     made = generate_file(tmp_path / "in.dat", 500, seed=6)
@@ -126,9 +119,8 @@ def test_explain_cli_bounds_its_output_and_writes_every_record_to_csv(
     outcome = run_job(job_config.with_overrides(input_path=made.path), after_load=lose_ten)
     assert outcome.exit_code == 1
     out = tmp_path / "lost.csv"
-    done = subprocess.run([sys.executable, "-m", "pipeline", "explain", outcome.run_id,
-                           "--db", job_config.database_url, "--limit", "3", "--csv", str(out)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=100)
+    done = run_cli(tmp_path, "explain", outcome.run_id, "--db", job_config.database_url,
+                   "--limit", "3", "--csv", str(out))
     assert done.returncode == 0, done.stderr
     assert "10  accepted, not in staging" in done.stdout
     assert "first 3 shown" in done.stdout

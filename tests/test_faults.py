@@ -14,7 +14,6 @@ Rerunning an input that already ran is covered by
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import random
 import signal
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 import psutil
 import pytest
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
 from pipeline.config import JobConfig, load_config
@@ -38,9 +37,10 @@ from pipeline.generate import generate_file
 from pipeline.job import run_job
 from pipeline.jobs import shipped_config
 from pipeline.metrics.bus import Col, MetricsBus, State, WorkerType, leaked_segments
+from tests.conftest import final_rows, run_cli, seed_final, write_job
 from tests.reference import detail, expected_from_file, write_input
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # kills and hangs of 30k-record runs
 
 RECORDS = 30_000
 BATCH = 50  # 600 batches: the run lasts many supervisor ticks, so kill points spread
@@ -101,32 +101,10 @@ def engine(job_config: JobConfig) -> Iterator[Engine]:
     eng.dispose()
 
 
-def final_state(engine: Engine, config: JobConfig) -> dict[str, tuple[Any, ...]]:
-    """Every FINAL row in full, run id and timestamp included: any MERGE shows."""
-    final = job_tables(config).final
-    with engine.connect() as conn:
-        return {r.txn_id: tuple(r) for r in conn.execute(select(final))}
-
-
-def seed_final(engine: Engine, config: JobConfig, path: Path, n: int = 200) -> dict:
-    """FINAL as a previous day left it: the input's first n keys, with other values."""
-    tables = job_tables(config)
-    tables.metadata.create_all(engine)
-    with open(path, "rb") as f:
-        lines = [f.readline() for _ in range(n + 1)][1:]
-    rows = [{"txn_id": line[1:17].decode().rstrip(), "account_id": "0000000001",
-             "txn_date": dt.date(2026, 1, 2), "amount": -(i + 1), "currency": "XXX",
-             "description": "before the run", "last_run_id": "previous-day",
-             "updated_ts": dt.datetime(2026, 1, 2, 3, 4, 5)} for i, line in enumerate(lines)]
-    with engine.begin() as conn:
-        conn.execute(tables.final.insert(), rows)
-    return final_state(engine, config)
-
-
 def is_merged(engine: Engine, config: JobConfig, before: dict, path: Path, run_id: str) -> bool:
     """FINAL is ``before`` with every key of the input merged by ``run_id``."""
     expected = expected_from_file(path).final
-    now = final_state(engine, config)
+    now = final_rows(engine, config)
     if set(now) != set(before) | set(expected):
         return False
     final = job_tables(config).final
@@ -214,7 +192,7 @@ def assert_clean_failure(engine: Engine, config: JobConfig, outcome: Any, before
     assert outcome.status == "FAILED_RUNTIME", outcome.message
     run = batch_run(engine, outcome.run_id)
     assert (run.status, run.exit_code) == ("FAILED_RUNTIME", 3) and run.end_ts is not None
-    assert final_state(engine, config) == before
+    assert final_rows(engine, config) == before
     assert not merge_passed(engine, outcome.run_id)
     workers = worker_audit(engine, outcome.run_id)
     assert len(workers) == len(outcome.workers) > 0
@@ -564,11 +542,11 @@ def test_sigkill_of_the_parent_takes_the_workers_and_the_segment_with_it(
 
     run = the_run(engine)
     if point == "loading":
-        assert final_state(engine, job_config) == before
+        assert final_rows(engine, job_config) == before
         assert run.status == "RUNNING"  # nobody was left to write its end
     else:  # the MERGE is one transaction: all of it or nothing, never in between
         merged = is_merged(engine, job_config, before, fault_input, run.run_id)
-        assert merged or final_state(engine, job_config) == before, err
+        assert merged or final_rows(engine, job_config) == before, err
         assert run.status == "RUNNING" or (run.status == "SUCCEEDED" and merged), run
     # a killed run leaves no stale job lock: the next run of the job proceeds
     small = generate_file(tmp_path / "next.dat", 500, seed=5).path
@@ -596,7 +574,7 @@ def test_sigterm_or_sigint_of_the_parent_stops_the_run_cleanly(
     run = the_run(engine)
     assert (run.status, run.exit_code) == ("INTERRUPTED", 3)
     assert f"interrupted by signal {signals[0].name}" in run.message
-    assert final_state(engine, job_config) == before
+    assert final_rows(engine, job_config) == before
     workers = worker_audit(engine, run.run_id)
     assert {int(p) for p in rows[:, Col.PID]} == {w.pid for w in workers.values()}
     assert all(w.exit_code is not None for w in workers.values()), workers
@@ -609,12 +587,7 @@ def test_sigterm_or_sigint_of_the_parent_stops_the_run_cleanly(
 
 def renamed_job(tmp_path: Path, name: str) -> Path:
     """The shipped job under another name: its own lock, the SAME tables."""
-    source = shipped_config().read_text(encoding="utf-8")
-    assert 'name = "daily_transactions"' in source
-    path = tmp_path / f"{name}.toml"
-    path.write_text(source.replace('name = "daily_transactions"', f'name = "{name}"'),
-                    encoding="utf-8")
-    return path
+    return write_job(tmp_path / f"{name}.toml", ('name = "daily_transactions"', f'name = "{name}"'))
 
 
 def keyed_input(path: Path, prefix: str, n: int) -> Path:
@@ -667,10 +640,8 @@ def test_a_second_run_of_the_same_job_is_refused_while_the_first_holds_the_lock(
 
     def run_the_second(_engine: Engine, _run_id: str) -> None:
         # the first run is loaded and holds the job lock until it has merged
-        second["done"] = subprocess.run(
-            [sys.executable, "-m", "pipeline", "run", "--input", str(made.path),
-             "--db", config.database_url], capture_output=True, text=True, cwd=tmp_path,
-            timeout=180)
+        second["done"] = run_cli(tmp_path, "run", "--input", str(made.path),
+                                 "--db", config.database_url, timeout=180)
 
     first = run_job(config, after_load=run_the_second)
 

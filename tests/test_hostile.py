@@ -15,8 +15,6 @@ import os
 import re
 import secrets
 import stat
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,16 +31,12 @@ from pipeline.job import run_job
 from pipeline.jobs import shipped_config
 from pipeline.metrics.bus import MetricsBus
 from pipeline.summary import format_summary
-from tests.test_faults import final_state, no_leaked_segments, seed_final  # noqa: F401
+from tests.conftest import final_rows, run_cli, seed_final, write_job
+from tests.test_faults import no_leaked_segments  # noqa: F401 - its held-segment-aware check
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # every hostile value runs the CLI
 
 AUDIT_TABLES = ("batch_run", "recon_audit", "recon_worker_audit")
-
-
-def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline", "run", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=150)
 
 
 @pytest.fixture(scope="module")
@@ -86,16 +80,12 @@ INJECTIONS = [
 
 
 def hostile_job(tmp_path: Path, key: str, value: str) -> Path:
-    source = shipped_config().read_text(encoding="utf-8")
     line = SHIPPED_LINES[key]
-    assert source.count(line) == 1, line
     field, _, rest = line.partition(" = ")
     replacement = f"{field} = {json.dumps(value)}"  # a JSON string is a TOML basic string
     if rest.endswith(","):
         replacement += ","
-    path = tmp_path / "hostile.toml"
-    path.write_text(source.replace(line, replacement), encoding="utf-8")
-    return path
+    return write_job(tmp_path / "hostile.toml", (line, replacement))
 
 
 def database_snapshot(engine: Engine) -> dict[str, int]:
@@ -110,8 +100,8 @@ def database_snapshot(engine: Engine) -> dict[str, int]:
 def test_an_injected_identifier_is_refused_and_nothing_is_created(
         tmp_path: Path, small_input: Path, key: str, value: str) -> None:
     database = tmp_path / "db" / "victim.db"
-    done = run_cli(tmp_path, str(hostile_job(tmp_path, key, value)), "--input",
-                   str(small_input), "--db", f"sqlite:///{database}")
+    done = run_cli(tmp_path, "run", str(hostile_job(tmp_path, key, value)), "--input",
+                   str(small_input), "--db", f"sqlite:///{database}", timeout=150)
 
     assert done.returncode == 2, done.stdout + done.stderr
     assert key.split("[")[0] in done.stderr and "Traceback" not in done.stderr
@@ -127,14 +117,14 @@ def test_an_injected_identifier_changes_nothing_in_a_live_database(
     engine = create_engine(pg_url, poolclass=NullPool)
     try:
         seed_final(engine, config, small_input)
-        before, rows = database_snapshot(engine), final_state(engine, config)
+        before, rows = database_snapshot(engine), final_rows(engine, config)
         for key, value in [("tables.staging", "stg; DROP TABLE transactions"),
                            ("tables.final", 'transactions"; DROP TABLE recon_audit; --')]:
-            done = run_cli(tmp_path, str(hostile_job(tmp_path, key, value)), "--input",
-                           str(small_input), "--db", pg_url)
+            done = run_cli(tmp_path, "run", str(hostile_job(tmp_path, key, value)), "--input",
+                           str(small_input), "--db", pg_url, timeout=150)
             assert done.returncode == 2, done.stdout + done.stderr
         assert database_snapshot(engine) == before
-        assert final_state(engine, config) == rows
+        assert final_rows(engine, config) == rows
     finally:
         engine.dispose()
 
@@ -196,7 +186,7 @@ def test_a_password_in_the_url_is_never_shown_by_a_good_run(
         tmp_path: Path, small_input: Path, secret: Secret) -> None:
     work = tmp_path / "cwd"
     work.mkdir()
-    done = run_cli(work, "--input", str(small_input), "--db", secret.url)
+    done = run_cli(work, "run", "--input", str(small_input), "--db", secret.url, timeout=150)
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "***" in done.stdout  # the database is named, its password masked
@@ -226,7 +216,8 @@ def test_a_password_in_the_url_is_never_shown_when_a_writer_fails(
     secret.absent_from(outcome.message, format_summary(outcome, 2), caplog.text,
                        files_text(tmp_path / "work"), audit_text(secret.admin))
     # and through the command line, stdout and stderr included
-    done = run_cli(tmp_path, "--input", str(small_input), "--db", secret.url)
+    done = run_cli(tmp_path, "run", "--input", str(small_input), "--db", secret.url,
+                   timeout=150)
     assert done.returncode == 3 and "permission denied" in done.stdout, done.stderr
     secret.absent_from(done.stdout, done.stderr, audit_text(secret.admin))
 
@@ -235,7 +226,7 @@ def test_an_unreachable_database_is_one_plain_sentence_without_the_password(
         tmp_path: Path, small_input: Path) -> None:
     password = f"S3cr3t-{secrets.token_hex(8)}"
     url = f"postgresql+psycopg://someone:{password}@127.0.0.1:1/nowhere"
-    done = run_cli(tmp_path, "--input", str(small_input), "--db", url)
+    done = run_cli(tmp_path, "run", "--input", str(small_input), "--db", url, timeout=150)
 
     assert done.returncode == 3, done.stdout + done.stderr
     assert password not in done.stdout + done.stderr

@@ -2,53 +2,25 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, text
 
 from pipeline.config import JobConfig
 from pipeline.db.tables import AUDIT_SCALE, job_tables
 from pipeline.generate import generate_file
 from pipeline.job import RunOutcome, run_job
 from recon import checks
-from tests.reference import Expected, detail, expected_from_file, write_input
+from tests.conftest import assert_final_matches, final_rows, run_cli
+from tests.reference import detail, expected_from_file, write_input
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def final_rows(engine: Engine, config: JobConfig) -> dict[str, tuple[Any, ...]]:
-    final = job_tables(config).final
-    with engine.connect() as conn:
-        rows = conn.execute(select(final).order_by(final.c.txn_id)).all()
-    return {r.txn_id: tuple(r) for r in rows}
-
-
 def check_map(outcome: RunOutcome) -> dict[str, bool]:
     return {r.check_name: r.passed for r in outcome.results}
-
-
-def assert_final_matches(engine: Engine, config: JobConfig, expected: Expected) -> None:
-    final = job_tables(config).final
-    with engine.connect() as conn:
-        rows = {r.txn_id: r for r in conn.execute(select(final))}
-    assert set(rows) == set(expected.final)
-    for key, txn in expected.final.items():
-        row = rows[key]
-        assert (row.account_id, row.txn_date, row.amount, row.currency, row.description) == (
-            txn.account_id, txn.txn_date, txn.amount, txn.currency, txn.description), key
-
-
-@pytest.fixture
-def engine(job_config: JobConfig) -> Iterator[Engine]:
-    eng = create_engine(job_config.database_url)
-    yield eng
-    eng.dispose()
 
 
 def test_clean_input_balances_and_final_matches_the_input(
@@ -117,6 +89,7 @@ def test_duplicate_across_workers_later_line_wins(
 
 @pytest.mark.parametrize("override", [{"count": 4_001}, {"amount": 1}],
                          ids=["count_off", "amount_off"])
+@pytest.mark.slow
 def test_trailer_off_fails_and_final_is_unchanged(
         tmp_path: Path, job_config: JobConfig, engine: Engine, override: dict[str, int]) -> None:
     first = generate_file(tmp_path / "first.dat", 300, seed=1)
@@ -223,18 +196,19 @@ def test_rerun_of_the_same_input_leaves_the_same_final_and_audits_both(
     assert last == len(strip)
 
 
+@pytest.mark.slow
 def test_cli_prints_the_summary_and_exits_with_the_outcome(
         tmp_path: Path, job_config: JobConfig) -> None:
     made = generate_file(tmp_path / "in.dat", 500, seed=6)
-    cmd = [sys.executable, "-m", "pipeline", "run", "--input", str(made.path),
-           "--db", job_config.database_url, "--processors", "2"]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=100)
+    done = run_cli(tmp_path, "run", "--input", str(made.path), "--db", job_config.database_url,
+                   "--processors", "2")
     assert done.returncode == 0, done.stderr
     for name in checks.CHECK_ORDER:
         assert name in done.stdout
     assert "SUCCEEDED" in done.stdout and "processor" in done.stdout
 
 
+@pytest.mark.slow
 def test_staging_keeps_the_latest_runs_of_the_job_only(
         tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
     made = generate_file(tmp_path / "in.dat", 300, seed=8)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from pipeline.generate import generate_file
 from pipeline.logs import StderrHandler, configure_logging, run_context
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -59,11 +59,7 @@ def test_a_second_configure_replaces_the_first(installed: StderrHandler) -> None
         logging.getLogger().removeHandler(again)
 
 
-def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "pipeline", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=100)
-
-
+@pytest.mark.slow
 def test_a_run_logs_its_steps_as_json_with_its_run_id_on_every_line(tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 3_000, seed=2, reject_rate=0.01)
     done = run_cli(tmp_path, "run", "--input", str(made.path), "--db",

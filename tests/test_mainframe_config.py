@@ -10,6 +10,7 @@ from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.jobs import shipped_config
 from pipeline.layouts.fields import FieldType
+from tests.conftest import write_job
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -81,8 +82,6 @@ def test_copybook_mistakes_name_the_line(tmp_path: Path, change: tuple[str, str]
 
 
 def test_a_text_job_refuses_mainframe_keys(tmp_path: Path) -> None:
-    text = shipped_config().read_text().replace('format = "fixed"',
-                                                'format = "fixed"\nencoding = "cp037"')
-    (tmp_path / "job.toml").write_text(text)
+    write_job(tmp_path / "job.toml", ('format = "fixed"', 'format = "fixed"\nencoding = "cp037"'))
     with pytest.raises(ConfigError, match="only for input.format fb or vb"):
         load_config(tmp_path / "job.toml")

@@ -19,6 +19,7 @@ from pipeline.job import RunOutcome, run_job
 from pipeline.jobs import shipped_config
 from pipeline.layouts.codepages import code_page
 from pipeline.layouts.recfm import RecordFormat
+from tests.conftest import engine_for, final_rows, run_cli, shipped_job
 from tests.mainframe_reference import encode_packed
 
 pytestmark = pytest.mark.timeout(120)
@@ -28,8 +29,7 @@ JOB = "daily_transactions_ebcdic"
 
 @pytest.fixture
 def ebcdic_config(tmp_path: Path, db_url: str) -> JobConfig:
-    return load_config(shipped_config(JOB)).with_overrides(
-        output_dir=tmp_path / "work", database_url=db_url, heartbeat_timeout=10.0)
+    return shipped_job(tmp_path, db_url, JOB)
 
 
 def as_format(config: JobConfig, kind: str, blocked: bool = False) -> JobConfig:
@@ -39,18 +39,10 @@ def as_format(config: JobConfig, kind: str, blocked: bool = False) -> JobConfig:
                                  mainframe=dataclasses.replace(config.mainframe, fmt=fmt))
 
 
-def final_rows(config: JobConfig) -> dict[str, tuple[Any, ...]]:
-    final = job_tables(config).final
-    engine = create_engine(config.database_url)
-    try:
-        with engine.connect() as conn:
-            return {r.txn_id: (r.account_id, r.txn_date, r.amount, r.currency, r.description)
-                    for r in conn.execute(select(final))}
-    finally:
-        engine.dispose()
-
-
-# --- records built byte by byte -----------------------------------------------------
+def final_txns(config: JobConfig) -> dict[str, tuple[Any, ...]]:
+    with engine_for(config.database_url) as engine:
+        return final_rows(engine, config, "account_id", "txn_date", "amount", "currency",
+                          "description")
 
 
 def detail(txn_id: str, amount: int, *, rtype: str = "D", account: str = "0000000001",
@@ -98,6 +90,42 @@ def sample(n: int = 7) -> tuple[list[bytes], int]:
         [trailer(n, sum(amounts))], sum(amounts)
 
 
+def copybook_job(tmp_path: Path, book: str, name: str, input_keys: str,
+                 tables: tuple[str, str, str]) -> JobConfig:
+    """A job of one copybook (records HDR, DTL, TRL told apart by REC-TYPE H, D, T; the
+    amount AMT, the trailer's CNT and TOTAL) on a SQLite file in tmp_path."""
+    staging, final, key = tables
+    (tmp_path / "b.cpy").write_text(book)
+    (tmp_path / "job.toml").write_text(f"""
+[job]
+name = "{name}"
+[input]
+{input_keys}
+[copybook]
+path = "b.cpy"
+header = "HDR"
+detail = "DTL"
+trailer = "TRL"
+record_type = "rec_type"
+header_type = "H"
+detail_type = "D"
+trailer_type = "T"
+[output]
+dir = "{tmp_path / 'work'}"
+[database]
+url = "sqlite:///{tmp_path / 'db.sqlite'}"
+[tables]
+staging = "{staging}"
+final = "{final}"
+key = "{key}"
+amount = "amt"
+[control]
+trailer_count = "cnt"
+trailer_amount = "total"
+""")
+    return load_config(tmp_path / "job.toml")
+
+
 def run(config: JobConfig, path: Path, data: bytes, processors: int = 2) -> RunOutcome:
     path.write_bytes(data)
     return run_job(config.with_overrides(input_path=path, processors=processors))
@@ -106,6 +134,7 @@ def run(config: JobConfig, path: Path, data: bytes, processors: int = 2) -> RunO
 # --- end to end ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fb", "vb"])
 def test_ebcdic_job_equals_the_text_job_on_the_same_data(
         tmp_path: Path, db_url: str, ebcdic_config: JobConfig, kind: str) -> None:
@@ -124,7 +153,7 @@ def test_ebcdic_job_equals_the_text_job_on_the_same_data(
     assert ebcdic_run.rejects == text_run.rejects == 30
     assert ebcdic_run.metrics and ebcdic_run.metrics.total_read == 3_000
     assert ebcdic_run.duplicates_collapsed == text_run.duplicates_collapsed
-    assert final_rows(config) == final_rows(text_config)
+    assert final_txns(config) == final_txns(text_config)
 
 
 def test_blocked_vb_with_records_split_across_processors(
@@ -133,13 +162,11 @@ def test_blocked_vb_with_records_split_across_processors(
     config = as_format(ebcdic_config, "vb", blocked=True)
     outcome = run(config, tmp_path / "in.vbb", blocked(records, 3), processors=3)
     assert outcome.exit_code == 0, outcome.message
-    rows = final_rows(config)
+    rows = final_txns(config)
     assert len(rows) == 10 and sum(r[2] for r in rows.values()) == total
     staging = job_tables(config).staging
-    engine = create_engine(config.database_url)
-    with engine.connect() as conn:
+    with engine_for(config.database_url) as engine, engine.connect() as conn:
         lines = conn.execute(select(staging.c.source_line, staging.c.txn_id)).all()
-    engine.dispose()
     # SOURCE_LINE is the record number: the header is record 1
     assert sorted(lines) == [(i + 2, f"T{i:03d}") for i in range(10)]
 
@@ -181,7 +208,7 @@ def test_structural_breaks_are_exit_2(tmp_path: Path, ebcdic_config: JobConfig, 
     outcome = run(config, tmp_path / "in.bin", data)
     assert outcome.exit_code == 2, (case, outcome.message)
     assert words in outcome.message, outcome.message
-    assert final_rows(config) == {}
+    assert final_txns(config) == {}
 
 
 # --- record-level defects: rejects ----------------------------------------------------
@@ -207,7 +234,7 @@ def test_bad_packed_amount_is_rejected_with_offset_and_hex(
     assert line == "4"
     assert "AMOUNT" in reason and "nibble" in reason and "byte offset 300" in reason
     assert dump.replace(" ", "") == bad.hex().upper()
-    assert final_rows(ebcdic_config) == {}
+    assert final_txns(ebcdic_config) == {}
 
 
 def test_rejects_keep_amounts_readable_and_the_job_balances(
@@ -222,7 +249,7 @@ def test_rejects_keep_amounts_readable_and_the_job_balances(
     assert outcome.exit_code == 0, outcome.message
     assert outcome.rejects == 4
     assert outcome.metrics and outcome.metrics.total_read == 8
-    assert len(final_rows(ebcdic_config)) == 4
+    assert len(final_txns(ebcdic_config)) == 4
 
 
 def test_vb_detail_of_the_wrong_length_is_rejected(tmp_path: Path,
@@ -245,11 +272,9 @@ def test_trailer_count_mismatch_is_exit_1(tmp_path: Path, ebcdic_config: JobConf
     outcome = run(ebcdic_config, tmp_path / "in.bin", fb(records))
     assert outcome.exit_code == 1
     assert not {r.check_name: r for r in outcome.results}["source_trailer_count"].passed
-    engine = create_engine(ebcdic_config.database_url)
-    with engine.connect() as conn:
+    with engine_for(ebcdic_config.database_url) as engine, engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(
             job_tables(ebcdic_config).final)).scalar() == 0
-    engine.dispose()
 
 
 # --- framing: every detail record read exactly once, whatever the cuts ----------------
@@ -302,36 +327,8 @@ def test_a_packed_numeric_key_is_kept_as_digits(tmp_path: Path) -> None:
            05  TOTAL    PIC S9(15)V99 COMP-3.
            05  FILLER   PIC X.
 """
-    (tmp_path / "b.cpy").write_text(book)
-    (tmp_path / "job.toml").write_text(f"""
-[job]
-name = "packed_key"
-[input]
-format = "fb"
-record_length = 13
-[copybook]
-path = "b.cpy"
-header = "HDR"
-detail = "DTL"
-trailer = "TRL"
-record_type = "rec_type"
-header_type = "H"
-detail_type = "D"
-trailer_type = "T"
-[output]
-dir = "{tmp_path / 'work'}"
-[database]
-url = "sqlite:///{tmp_path / 'db.sqlite'}"
-[tables]
-staging = "stg_acct"
-final = "acct"
-key = "acct"
-amount = "amt"
-[control]
-trailer_count = "cnt"
-trailer_amount = "total"
-""")
-    config = load_config(tmp_path / "job.toml")
+    config = copybook_job(tmp_path, book, "packed_key", 'format = "fb"\nrecord_length = 13',
+                          ("stg_acct", "acct", "acct"))
     assert config.detail.field("acct").type.value == "digits"
     h = CP.encode("H") + CP.encode(" " * 12)
     d1 = CP.encode("D") + encode_packed(42, 7, 0xF) + encode_packed(-150, 7) + b"\x40" * 4
@@ -339,11 +336,8 @@ trailer_amount = "total"
     t = CP.encode("T") + (2).to_bytes(2, "big") + encode_packed(-51, 17) + b"\x40" * 1
     outcome = run(config, tmp_path / "in.bin", h + d1 + d2 + t)
     assert outcome.exit_code == 0, outcome.message
-    final = job_tables(config).final
-    engine = create_engine(config.database_url)
-    with engine.connect() as conn:
-        rows = dict(conn.execute(select(final.c.acct, final.c.amt)).all())
-    engine.dispose()
+    with engine_for(config.database_url) as engine:
+        rows = {key: amt for key, (amt,) in final_rows(engine, config, "amt").items()}
     assert rows == {"0000042": -150, "1234567": 99}
 
 
@@ -365,13 +359,10 @@ def test_generate_is_deterministic_and_framed(tmp_path: Path) -> None:
 
 
 def test_generate_cli_writes_ebcdic(tmp_path: Path) -> None:
-    import subprocess
-    import sys
 
     out = tmp_path / "x.vb"
-    done = subprocess.run([sys.executable, "-m", "pipeline", "generate", "--records", "50",
-                           "--out", str(out), "--format", "ebcdic-vb", "--reject-rate", "0.1"],
-                          capture_output=True, text=True, timeout=60)
+    done = run_cli(tmp_path, "generate", "--records", "50", "--out", str(out),
+                   "--format", "ebcdic-vb", "--reject-rate", "0.1", timeout=60)
     assert done.returncode == 0, done.stderr
     assert "5 rejectable" in done.stdout
     assert out.read_bytes()[:5] == b"\x00\x68\x00\x00" + CP.encode("H")
@@ -396,36 +387,8 @@ def test_zoned_binary_and_separate_signs_end_to_end(tmp_path: Path) -> None:
            05  TOTAL    PIC S9(9)V99 SIGN TRAILING SEPARATE.
            05  FILLER   PIC X(2).
 """
-    (tmp_path / "b.cpy").write_text(book)
-    (tmp_path / "job.toml").write_text(f"""
-[job]
-name = "zoned_job"
-[input]
-format = "vb"
-encoding = "cp500"
-[copybook]
-path = "b.cpy"
-header = "HDR"
-detail = "DTL"
-trailer = "TRL"
-record_type = "rec_type"
-header_type = "H"
-detail_type = "D"
-trailer_type = "T"
-[output]
-dir = "{tmp_path / 'work'}"
-[database]
-url = "sqlite:///{tmp_path / 'db.sqlite'}"
-[tables]
-staging = "stg_zoned"
-final = "zoned"
-key = "ref"
-amount = "amt"
-[control]
-trailer_count = "cnt"
-trailer_amount = "total"
-""")
-    config = load_config(tmp_path / "job.toml")
+    config = copybook_job(tmp_path, book, "zoned_job", 'format = "vb"\nencoding = "cp500"',
+                          ("stg_zoned", "zoned", "ref"))
     cp = code_page("cp500")
 
     def dtl(ref: str, amt: str, adj: str, qty: int, big: int) -> bytes:
@@ -445,10 +408,8 @@ trailer_amount = "total"
     assert outcome.reject_file is not None
     assert "byte 6 X'E7' is not a digit" in outcome.reject_file.read_text()
     staging = job_tables(config).staging
-    engine = create_engine(config.database_url)
-    with engine.connect() as conn:
+    with engine_for(config.database_url) as engine, engine.connect() as conn:
         rows = {r.ref: (r.amt, r.adj, r.qty, r.big) for r in conn.execute(select(staging))}
-    engine.dispose()
     assert rows == {"A001": (12345, -12, -7, -2_000_000_000), "A002": (-1231, 5, 9999, 5),
                     "A003": (1000, 0, 0, 0)}
 
@@ -475,9 +436,10 @@ def test_national_characters_reach_the_database(tmp_path: Path, ebcdic_config: J
             + enc("T") + enc(f"{1:010d}") + encode_packed(995, 18) + enc(" " * 79))
     outcome = run(config, tmp_path / "in.bin", data)
     assert outcome.exit_code == 0, outcome.message
-    assert final_rows(config)["UML1"][4] == "Größe Übermaß äöü ß"
+    assert final_txns(config)["UML1"][4] == "Größe Übermaß äöü ß"
 
 
+@pytest.mark.slow
 @pytest.mark.postgresql
 def test_national_characters_on_a_latin1_postgresql_database(tmp_path: Path, pg_url: str) -> None:
     """The COPY payload is UTF-8 whatever the database's encoding."""
@@ -503,7 +465,7 @@ def test_national_characters_on_a_latin1_postgresql_database(tmp_path: Path, pg_
         records[-1] = trailer(3, total + 5)
         outcome = run(config, tmp_path / "in.bin", fb(records))
         assert outcome.exit_code == 0, outcome.message
-        assert final_rows(config)["UML1"][4] == words
+        assert final_txns(config)["UML1"][4] == words
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

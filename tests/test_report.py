@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -24,16 +22,12 @@ from pipeline.reporting.jsondoc import report_document
 from pipeline.reporting.store import RunReport, list_runs, load_report, open_audit
 from pipeline.reporting.text import format_report, format_runs
 from recon import checks
+from tests.conftest import run_cli
 from tests.reference import detail, write_input
 
 pytestmark = pytest.mark.timeout(120)
 
 BIGGEST = 10**13 - 1  # the largest amount the layout holds, in minor units
-
-
-def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=100)
 
 
 def big_amount_input(tmp_path: Path, count: int | None = None) -> tuple[Path, int]:
@@ -98,6 +92,7 @@ def parse_page(html: str) -> Page:
     return page
 
 
+@pytest.mark.slow
 def test_json_report_has_every_check_and_worker_with_exact_amounts(
         tmp_path: Path, job_config: JobConfig) -> None:
     path, total = big_amount_input(tmp_path)
@@ -105,7 +100,7 @@ def test_json_report_has_every_check_and_worker_with_exact_amounts(
     outcome = run_job(config)
     assert outcome.exit_code == 0, outcome.message
 
-    done = cli(tmp_path, "report", outcome.run_id, "--db", config.database_url, "--json")
+    done = run_cli(tmp_path, "report", outcome.run_id, "--db", config.database_url, "--json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc == report_document(report_for(config, outcome))
@@ -128,6 +123,7 @@ def test_json_report_has_every_check_and_worker_with_exact_amounts(
     assert sum(int(w["amount"].replace(".", "")) for w in processors) == total
 
 
+@pytest.mark.slow
 def test_text_report_and_runs_list(tmp_path: Path, job_config: JobConfig) -> None:
     made = generate_file(tmp_path / "in.dat", 800, seed=4)
     config = job_config.with_overrides(input_path=made.path)
@@ -147,7 +143,7 @@ def test_text_report_and_runs_list(tmp_path: Path, job_config: JobConfig) -> Non
         assert name in report
     assert "processor" in report and "writer" in report
 
-    done = cli(tmp_path, "runs", "--db", config.database_url, "--limit", "1", "--json")
+    done = run_cli(tmp_path, "runs", "--db", config.database_url, "--limit", "1", "--json")
     assert done.returncode == 0, done.stderr
     assert [r["run_id"] for r in json.loads(done.stdout)] == [second.run_id]
 
@@ -165,11 +161,12 @@ def test_amounts_of_an_unknown_job_show_the_fewest_exact_decimals(
     assert amounts == {format_minor(total, 2)}
 
 
+@pytest.mark.slow
 def test_html_report_of_a_passed_run_is_self_contained(
         tmp_path: Path, job_config: JobConfig) -> None:
     made = generate_file(tmp_path / "in.dat", 3_000, seed=6, reject_rate=0.01)
-    done = cli(tmp_path, "run", "--input", str(made.path), "--db", job_config.database_url,
-               "--processors", "3")
+    done = run_cli(tmp_path, "run", "--input", str(made.path), "--db", job_config.database_url,
+                   "--processors", "3")
     assert done.returncode == 0, done.stderr
     run_id = done.stdout.split()[1]
     written = tmp_path / "pipeline_work" / "runs" / run_id / "report.html"
@@ -192,7 +189,8 @@ def test_html_report_of_a_passed_run_is_self_contained(
     assert page.external == [] and "url(" not in written.read_text()  # nothing to fetch
 
     again = tmp_path / "again.html"
-    done = cli(tmp_path, "report", run_id, "--db", job_config.database_url, "--html", str(again))
+    done = run_cli(tmp_path, "report", run_id, "--db", job_config.database_url,
+                   "--html", str(again))
     assert done.returncode == 0, done.stderr
     assert again.read_text() == written.read_text()
 
@@ -242,14 +240,15 @@ def parse_exposition(text: str) -> dict[str, dict[str, float]]:
     return families
 
 
+@pytest.mark.slow
 def test_prometheus_file_of_a_run_is_valid_and_replaced_atomically(
         tmp_path: Path, job_config: JobConfig) -> None:
     made = generate_file(tmp_path / "in.dat", 2_000, seed=3, reject_rate=0.01)
     target = tmp_path / "textfile" / "pipeline.prom"
     target.parent.mkdir()
     target.write_text("# an older run\n")
-    done = cli(tmp_path, "run", "--input", str(made.path), "--db", job_config.database_url,
-               "--prometheus-textfile", str(target))
+    done = run_cli(tmp_path, "run", "--input", str(made.path), "--db", job_config.database_url,
+                   "--prometheus-textfile", str(target))
     assert done.returncode == 0, done.stderr
 
     assert os.listdir(target.parent) == ["pipeline.prom"]  # no temp file left behind
@@ -271,8 +270,8 @@ def test_prometheus_file_of_a_run_is_valid_and_replaced_atomically(
 def test_prometheus_file_of_a_failed_run_says_exit_3(tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 100, seed=3)
     target = tmp_path / "pipeline.prom"
-    done = cli(tmp_path, "run", "--input", str(made.path), "--prometheus-textfile", str(target),
-               "--db", "postgresql+psycopg://nobody@127.0.0.1:1/nothing")
+    done = run_cli(tmp_path, "run", "--input", str(made.path), "--prometheus-textfile", str(target),
+                   "--db", "postgresql+psycopg://nobody@127.0.0.1:1/nothing")
     assert done.returncode == 3
     metrics = parse_exposition(target.read_text())
     labels = '{job="daily_transactions",status="FAILED_RUNTIME"}'

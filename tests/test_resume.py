@@ -3,13 +3,10 @@ its file, and is never merged twice; every other run is refused with a reason.""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 from pipeline.config import JobConfig
 from pipeline.errors import Interrupted
@@ -18,8 +15,8 @@ from pipeline.job import run_job
 from pipeline.reporting.store import load_report, open_audit
 from pipeline.resume import ResumeRefused, resume_run
 from recon import checks
+from tests.conftest import assert_final_matches, run_cli
 from tests.reference import expected_from_file
-from tests.test_job import assert_final_matches
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,13 +26,6 @@ PG_BREAK = ["CREATE FUNCTION break_merge() RETURNS trigger LANGUAGE plpgsql AS "
             "$$ BEGIN RAISE EXCEPTION 'injected MERGE failure'; END $$",
             "CREATE TRIGGER break_merge BEFORE INSERT ON transactions "
             "FOR EACH ROW EXECUTE FUNCTION break_merge()"]
-
-
-@pytest.fixture
-def engine(job_config: JobConfig) -> Iterator[Engine]:
-    eng = create_engine(job_config.database_url)
-    yield eng
-    eng.dispose()
 
 
 def break_merge(engine: Engine) -> None:
@@ -82,6 +72,7 @@ def failed_merge_run(tmp_path: Path, config: JobConfig, engine: Engine) -> tuple
     return outcome.run_id, made.path
 
 
+@pytest.mark.slow
 def test_resume_after_a_failed_merge_finishes_without_the_file(
         tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
     run_id, path = failed_merge_run(tmp_path, job_config, engine)
@@ -107,6 +98,7 @@ def test_resume_after_a_failed_merge_finishes_without_the_file(
     assert all(r.passed for r in shown.results) and shown.run.status == "SUCCEEDED"
 
 
+@pytest.mark.slow
 def test_a_second_resume_says_committed_and_leaves_final_alone(
         tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
     run_id, _ = failed_merge_run(tmp_path, job_config, engine)
@@ -141,6 +133,7 @@ def test_a_merge_that_committed_without_its_audit_is_not_merged_twice(
     assert batch_run(engine, outcome.run_id)[:2] == ("SUCCEEDED", 0)
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_run_whose_staging_changed(
         tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
     run_id, _ = failed_merge_run(tmp_path, job_config, engine)
@@ -174,17 +167,14 @@ def test_resume_refuses_runs_it_cannot_finish(
         resume_run(other, refused_input.run_id)
 
 
+@pytest.mark.slow
 def test_cli_resume_prints_the_summary(tmp_path: Path, job_config: JobConfig,
                                        engine: Engine) -> None:
     run_id, _ = failed_merge_run(tmp_path, job_config, engine)
-    done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--resume", run_id,
-                           "--db", job_config.database_url],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=100)
+    done = run_cli(tmp_path, "run", "--resume", run_id, "--db", job_config.database_url)
     assert done.returncode == 0, done.stderr
     assert f"run      {run_id}" in done.stdout and "resumed from staging" in done.stdout
-    refused = subprocess.run([sys.executable, "-m", "pipeline", "run", "--resume", "nope",
-                              "--db", job_config.database_url],
-                             capture_output=True, text=True, cwd=tmp_path, timeout=100)
+    refused = run_cli(tmp_path, "run", "--resume", "nope", "--db", job_config.database_url)
     assert refused.returncode == 2 and "no run nope" in refused.stderr
     assert "Traceback" not in refused.stderr
 

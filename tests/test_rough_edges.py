@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,16 +23,11 @@ from pipeline.reporting.htmlpage import render_html
 from pipeline.reporting.store import RunReport, RunRow
 from pipeline.source import plan_input
 from pipeline.summary import format_summary
+from tests.conftest import run_cli, write_job
 from tests.reference import detail, write_input
 
 pytestmark = pytest.mark.timeout(120)
 T0 = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
-
-
-def cli(cwd: Path, *args: str, python: tuple[str, ...] = (),
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *python, "-m", "pipeline", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=100, env=env)
 
 
 def ticks(html: str) -> list[str]:
@@ -80,16 +73,17 @@ def test_2_a_check_not_evaluated_does_not_read_like_lost_data(
     assert "-1,000" not in summary
 
 
+@pytest.mark.slow
 def test_3_unwritable_outputs_are_plain_errors(tmp_path: Path) -> None:
-    done = cli(tmp_path, "generate", "--records", "5", "--out", "/nonexistent/dir/x.dat")
+    done = run_cli(tmp_path, "generate", "--records", "5", "--out", "/nonexistent/dir/x.dat")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "/nonexistent/dir/x.dat" in done.stderr and ".part" not in done.stderr
 
     made = generate_file(tmp_path / "in.dat", 50, seed=1)
     db = f"sqlite:///{tmp_path / 'p.db'}"
-    assert cli(tmp_path, "run", "--input", str(made.path), "--db", db,
-               "--no-progress").returncode == 0
-    done = cli(tmp_path, "report", "--db", db, "--html", "/nonexistent/dir/r.html")
+    assert run_cli(tmp_path, "run", "--input", str(made.path), "--db", db,
+                   "--no-progress").returncode == 0
+    done = run_cli(tmp_path, "report", "--db", db, "--html", "/nonexistent/dir/r.html")
     assert done.returncode == 2, done.stderr
     assert "internal error" not in done.stderr and "/nonexistent/dir/r.html" in done.stderr
 
@@ -110,47 +104,50 @@ def test_4_a_crlf_file_is_told_its_line_ends(tmp_path: Path) -> None:
         plan_input(crlf, config.header, config.trailer, 1)
 
 
+@pytest.mark.slow
 def test_5_report_and_runs_take_a_shipped_job_by_name(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'p.db'}"
     made = generate_file(tmp_path / "in.dat", 50, seed=1)
-    assert cli(tmp_path, "run", "customer_balances", "--db", db,
-               "--no-progress").returncode == 0
-    assert cli(tmp_path, "run", "--input", str(made.path), "--db", db,
-               "--no-progress").returncode == 0
+    assert run_cli(tmp_path, "run", "customer_balances", "--db", db,
+                   "--no-progress").returncode == 0
+    assert run_cli(tmp_path, "run", "--input", str(made.path), "--db", db,
+                   "--no-progress").returncode == 0
 
-    runs = cli(tmp_path, "runs", "customer_balances", "--db", db, "--json")
+    runs = run_cli(tmp_path, "runs", "customer_balances", "--db", db, "--json")
     assert runs.returncode == 0, runs.stderr
     assert {r["job_name"] for r in json.loads(runs.stdout)} == {"customer_balances"}
-    runs = cli(tmp_path, "runs", "--job", "daily_transactions", "--db", db, "--json")
+    runs = run_cli(tmp_path, "runs", "--job", "daily_transactions", "--db", db, "--json")
     assert {r["job_name"] for r in json.loads(runs.stdout)} == {"daily_transactions"}
-    assert len(json.loads(cli(tmp_path, "runs", "--db", db, "--json").stdout)) == 2
+    assert len(json.loads(run_cli(tmp_path, "runs", "--db", db, "--json").stdout)) == 2
 
-    shown = cli(tmp_path, "report", "customer_balances", "--db", db, "--json")
+    shown = run_cli(tmp_path, "report", "customer_balances", "--db", db, "--json")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["run"]["job_name"] == "customer_balances"
 
 
 def test_6_a_typo_in_the_database_folder_is_refused(tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 20, seed=1)
-    done = cli(tmp_path, "run", "--input", str(made.path), "--db",
-               f"sqlite:///{tmp_path}/nonexistent/dir/p.db", "--no-progress")
+    done = run_cli(tmp_path, "run", "--input", str(made.path), "--db",
+                   f"sqlite:///{tmp_path}/nonexistent/dir/p.db", "--no-progress")
     assert done.returncode == 2
     assert "nonexistent/dir does not exist" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "nonexistent").exists()
 
 
+@pytest.mark.slow
 def test_6_the_default_database_is_still_created_on_the_first_run(tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 20, seed=1)
-    done = cli(tmp_path, "run", "--input", str(made.path), "--no-progress")
+    done = run_cli(tmp_path, "run", "--input", str(made.path), "--no-progress")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "pipeline_work" / "pipeline.db").is_file()
 
 
+@pytest.mark.slow
 def test_7_plural_writer_and_named_layouts(tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 20, seed=1)
     # a subprocess: the job's own logging setup, whatever an earlier test configured
-    done = cli(tmp_path, "run", "--input", str(made.path), "--processors", "1",
-               "--writers", "1", "--no-progress", "--db", f"sqlite:///{tmp_path / 'p.db'}")
+    done = run_cli(tmp_path, "run", "--input", str(made.path), "--processors", "1",
+                   "--writers", "1", "--no-progress", "--db", f"sqlite:///{tmp_path / 'p.db'}")
     assert done.returncode == 0, done.stderr
     assert "1 processor, 1 writer," in done.stderr
     data = tomllib.loads(shipped_config().read_text())
@@ -160,7 +157,7 @@ def test_7_plural_writer_and_named_layouts(tmp_path: Path) -> None:
 
 
 def test_7_generate_help_describes_every_option(tmp_path: Path) -> None:
-    done = cli(tmp_path, "generate", "--help")
+    done = run_cli(tmp_path, "generate", "--help")
     assert done.returncode == 0
     # argparse wraps help text: compare on whitespace-normalised output
     shown = " ".join(done.stdout.split())
@@ -184,24 +181,25 @@ def test_8_without_the_packages_the_cli_says_what_to_do(tmp_path: Path) -> None:
     # -S: no site-packages, as a python3 outside the virtual environment run from a
     # checkout, where the project's own code is found but not the packages it needs
     checkout = str(Path(__file__).resolve().parents[1])
-    done = cli(tmp_path, "runs", python=("-S",), env={**os.environ, "PYTHONPATH": checkout})
+    done = run_cli(tmp_path, "runs", python=("-S",), env={**os.environ, "PYTHONPATH": checkout})
     assert done.returncode != 0
     assert "not installed" in done.stderr and "virtual environment" in done.stderr
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_9_refused_and_failed_runs_get_a_folder_with_summary_and_report(
         tmp_path: Path) -> None:
     bad = tmp_path / "bad.dat"
     bad.write_text("garbage\n")
-    done = cli(tmp_path, "run", "--input", str(bad), "--no-progress")
+    done = run_cli(tmp_path, "run", "--input", str(bad), "--no-progress")
     assert done.returncode == 2
     run_id = re.search(r"run\s+(\S+)", done.stdout).group(1)  # type: ignore[union-attr]
     folder = tmp_path / "pipeline_work" / "runs" / run_id
     assert (folder / "summary.txt").read_text().startswith(f"run      {run_id}")
     assert (folder / "report.html").is_file()
-    unreachable = cli(tmp_path, "run", "--input", str(bad), "--no-progress", "--db",
-                      "postgresql+psycopg://nobody@127.0.0.1:1/nothing")
+    unreachable = run_cli(tmp_path, "run", "--input", str(bad), "--no-progress", "--db",
+                          "postgresql+psycopg://nobody@127.0.0.1:1/nothing")
     assert unreachable.returncode in (2, 3)
     run_id = re.search(r"run\s+(\S+)", unreachable.stdout).group(1)  # type: ignore[union-attr]
     assert (tmp_path / "pipeline_work" / "runs" / run_id / "summary.txt").is_file()
@@ -210,10 +208,11 @@ def test_9_refused_and_failed_runs_get_a_folder_with_summary_and_report(
 def test_version(tmp_path: Path) -> None:
     import pipeline
 
-    done = cli(tmp_path, "--version")
+    done = run_cli(tmp_path, "--version")
     assert done.returncode == 0 and done.stdout.strip() == f"pipeline {pipeline.__version__}"
 
 
+@pytest.mark.slow
 def test_rejects_by_reason_and_explain_in_report_json_and_html(
         tmp_path: Path, job_config: JobConfig) -> None:
     from sqlalchemy import Engine, text
@@ -232,17 +231,16 @@ def test_rejects_by_reason_and_explain_in_report_json_and_html(
     summary = format_summary(outcome, 2)
     assert "is not" in summary.split("rejects  ")[1]  # reasons listed under the count
 
-    toml = tmp_path / "job.toml"
-    toml.write_text(shipped_config().read_text().replace(
-        'dir = "pipeline_work"', f'dir = "{config.output_dir}"'))
-    done = cli(tmp_path, "report", outcome.run_id, str(toml), "--db", config.database_url,
-               "--json")
+    toml = write_job(tmp_path / "job.toml",
+                     ('dir = "pipeline_work"', f'dir = "{config.output_dir}"'))
+    done = run_cli(tmp_path, "report", outcome.run_id, str(toml), "--db", config.database_url,
+                   "--json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert sum(r["records"] for r in doc["rejects_by_reason"]) == made.rejects
     assert doc["explain"]["counts"]["accepted, not in staging"] == 1
     html = tmp_path / "r.html"
-    assert cli(tmp_path, "report", outcome.run_id, str(toml), "--db", config.database_url,
-               "--html", str(html)).returncode == 0
+    assert run_cli(tmp_path, "report", outcome.run_id, str(toml), "--db", config.database_url,
+                   "--html", str(html)).returncode == 0
     page = html.read_text()
     assert "Rejects by reason" in page and "Records behind the failed checks" in page

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,14 +11,10 @@ from pipeline.config import load_config
 from pipeline.generate import generate_file
 from pipeline.job import run_job
 from pipeline.jobs import shipped_config
+from tests.conftest import run_cli, write_job
 from tests.reference import detail, write_input
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def validate(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline", "validate", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=100)
 
 
 def reject_file(done: subprocess.CompletedProcess[str], cwd: Path) -> Path:
@@ -27,10 +22,11 @@ def reject_file(done: subprocess.CompletedProcess[str], cwd: Path) -> Path:
     return cwd / line.split(" -> ")[1]
 
 
+@pytest.mark.slow
 def test_validate_rejects_what_a_run_rejects_and_touches_no_database(tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 5_000, seed=4, reject_rate=0.02)
 
-    done = validate(tmp_path, "--input", "in.dat")
+    done = run_cli(tmp_path, "validate", "--input", "in.dat")
 
     assert done.returncode == 0, done.stderr
     assert "OK: the file parses and its trailer balances" in done.stdout
@@ -52,7 +48,7 @@ def test_validate_rejects_what_a_run_rejects_and_touches_no_database(tmp_path: P
 def test_validate_a_trailer_that_does_not_balance_exits_1(tmp_path: Path) -> None:
     path = write_input(tmp_path / "off.dat", [detail(f"K{i}", 100 + i) for i in range(50)],
                        count=49)
-    done = validate(tmp_path, "--input", str(path))
+    done = run_cli(tmp_path, "validate", "--input", str(path))
     assert done.returncode == 1, done.stderr
     assert "FAILED: source_trailer_count; no database was touched" in done.stdout
 
@@ -60,16 +56,15 @@ def test_validate_a_trailer_that_does_not_balance_exits_1(tmp_path: Path) -> Non
 def test_validate_a_file_without_trailer_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.dat"
     bad.write_bytes(b"H" + b" " * 99 + b"\n")
-    done = validate(tmp_path, "--input", str(bad))
+    done = run_cli(tmp_path, "validate", "--input", str(bad))
     assert done.returncode == 2
     assert "error:" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_validate_takes_a_config_and_its_input(tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 100, seed=1)
-    text = shipped_config().read_text()
-    (tmp_path / "job.toml").write_text(text)
-    done = validate(tmp_path, "job.toml", "--input", str(made.path))
+    write_job(tmp_path / "job.toml")
+    done = run_cli(tmp_path, "validate", "job.toml", "--input", str(made.path))
     assert done.returncode == 0, done.stderr
     assert "100 read, 100 accepted, 0 rejected" in done.stdout
 
@@ -80,7 +75,7 @@ def test_validate_a_copybook_job_groups_binary_reasons(tmp_path: Path) -> None:
     made = generate_mainframe_file(tmp_path / "in.fb", 3_000, "ebcdic-fb", seed=5,
                                    reject_rate=0.01)
 
-    done = validate(tmp_path, "daily_transactions_ebcdic", "--input", "in.fb")
+    done = run_cli(tmp_path, "validate", "daily_transactions_ebcdic", "--input", "in.fb")
 
     assert done.returncode == 0, done.stderr
     assert f"{made.rejects:,} rejected" in done.stdout

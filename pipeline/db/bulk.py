@@ -28,6 +28,7 @@ from sqlalchemy.engine import Dialect
 
 from pipeline.db.tables import JobTables
 from pipeline.layouts.fields import FieldType, Layout
+from pipeline.money import format_minor
 
 ORACLE_CHUNK = 50_000
 
@@ -141,7 +142,7 @@ class PostgresLoader(BulkLoader):
     @staticmethod
     def _text(field: Any, column: np.ndarray) -> list[str]:
         if field.type is FieldType.AMOUNT:
-            return format_minor_units(column, field.scale).tolist()
+            return [format_minor(v, field.scale) for v in column.tolist()]
         if field.type is FieldType.TEXT:
             # printable text (ASCII, or a code page's letters) holds no tab or newline, but a
             # backslash must be doubled
@@ -158,18 +159,6 @@ class PostgresLoader(BulkLoader):
         finally:
             cursor.close()
         return LoadResult(payload.count(b"\n"))
-
-
-def format_minor_units(minor: np.ndarray, scale: int) -> np.ndarray:
-    """Exact decimal text of int64 minor units: -12345, scale 2 -> "-123.45"."""
-    sign = np.where(minor < 0, "-", "")
-    magnitude = np.abs(minor)  # |amount| < 10**18, so no INT64_MIN here
-    if scale == 0:
-        return np.strings.add(sign, magnitude.astype(str))
-    whole, frac = np.divmod(magnitude, 10**scale)
-    text = np.strings.add(np.strings.add(whole.astype(str), "."),
-                          np.strings.zfill(frac.astype(str), scale))
-    return np.strings.add(sign, text)
 
 
 def loader_for(tables: JobTables, layout: Layout, amount: str, dialect: Dialect,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -25,13 +24,11 @@ import numpy as np
 
 from pipeline.layouts.fields import Field, FieldType, Layout
 from pipeline.layouts.fixed import CheckedRecords, DetailBatch, Reject, check_records, columns_of
-from pipeline.money import checked_sum
+from pipeline.money import checked_sum, decimal_parts
 
 CONTROL_TYPES = ("H", "T")  # as the fixed parser: a header or trailer inside the details
 SIGN_SUFFIX = ".sign"
 ZERO_PADDED = frozenset({FieldType.DIGITS, FieldType.NUMBER})
-# ASCII digits only: Python's \d also matches e.g. Arabic-Indic digits
-_DECIMAL = re.compile(r"([+-]?)([0-9]+)(?:\.([0-9]+))?", re.ASCII)
 _AMOUNT_EXAMPLE = "a decimal amount such as -1234.56"
 
 
@@ -172,11 +169,11 @@ def _put_amounts(out: VirtualRecords, twin: Layout, fld: Field, cells: Sequence[
 
 def amount_digits(cell: str, length: int, scale: int) -> tuple[str, str] | str:
     """("+" or "-", ``length`` digits with ``scale`` implied decimals), or why not."""
-    match = _DECIMAL.fullmatch(cell)
-    if match is None:
+    parts = decimal_parts(cell)
+    if parts is None:
         return f"is empty, expected {_AMOUNT_EXAMPLE}" if not cell else \
             f"{ascii(cell)} is not {_AMOUNT_EXAMPLE}"
-    sign, whole, fraction = match.group(1), match.group(2).lstrip("0"), match.group(3) or ""
+    sign, whole, fraction = parts[0], parts[1].lstrip("0"), parts[2]
     if len(fraction) > scale:
         # never rounded: money is refused rather than changed
         return f"{ascii(cell)} has more than {scale} decimals"

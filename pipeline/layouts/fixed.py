@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -26,15 +27,33 @@ class Reject:
     raw: bytes
 
 
+class Place(Protocol):
+    """Where a rule looks in a record: a layout's Field or a copybook's Item."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def end(self) -> int: ...
+
+
 @dataclass
 class RuleFailures:
-    """Which rows broke which rule; turned into text only for the rows that failed."""
+    """Which rows broke which rule; turned into text only for the rows that failed.
 
-    rules: list[tuple[np.ndarray, Field, Callable[[bytes], str]]] = field(default_factory=list)
+    ``show_bytes``: binary records, whose bytes a reader cannot see in the reject's text,
+    also name the byte range and show it in hex.
+    """
 
-    def add(self, bad: np.ndarray, fld: Field, explain: Callable[[bytes], str]) -> None:
+    show_bytes: bool = False
+    rules: list[tuple[np.ndarray, Place, Callable[[bytes], str]]] = field(default_factory=list)
+
+    def add(self, bad: np.ndarray, place: Place, explain: Callable[[bytes], str]) -> None:
         if bad.any():
-            self.rules.append((bad, fld, explain))
+            self.rules.append((bad, place, explain))
 
     def any_failed(self, rows: int) -> np.ndarray:
         failed = np.zeros(rows, dtype=bool)
@@ -42,12 +61,15 @@ class RuleFailures:
             failed |= bad
         return failed
 
-    def reason(self, row: int, record: np.ndarray) -> str:
+    def reason(self, row: int, record: bytes | np.ndarray) -> str:
         parts = []
-        for bad, fld, explain in self.rules:
+        for bad, place, explain in self.rules:
             if bad[row]:
-                raw = record[fld.offset : fld.end].tobytes()
-                parts.append(f"{fld.name.upper()} {explain(raw)}")
+                raw = record[place.offset : place.end]
+                raw = raw if isinstance(raw, bytes) else raw.tobytes()
+                where = (f" (bytes {place.offset + 1}-{place.end}) X'{raw.hex().upper()}'"
+                         if self.show_bytes else "")
+                parts.append(f"{place.name.upper()}{where} {explain(raw)}")
         return "; ".join(parts)
 
 

@@ -10,14 +10,20 @@ only for the records that are rejected.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.layouts.codepages import CodePage
 from pipeline.layouts.copybook import Item, Usage
 from pipeline.layouts.fields import FieldType
-from pipeline.layouts.fixed import DetailBatch, Reject, _as_str, _calendar_dates
+from pipeline.layouts.fixed import (
+    DetailBatch,
+    Reject,
+    RuleFailures,
+    _as_str,
+    _calendar_dates,
+)
 from pipeline.money import checked_sum
 
 INT64_DIGITS = 18  # 10**18 - 1 fits int64; wider values take the Python-int path
@@ -56,45 +62,18 @@ class RecordDecoder:
     type_value: bytes = b""  # its value in this record, in the code page
     control_values: tuple[bytes, ...] = ()  # detail only: the header's and trailer's values
 
-    def column(self, name: str) -> Column:
-        return next(c for c in self.columns if c.name == name)
-
-
-@dataclass
-class Failures:
-    rules: list[tuple[np.ndarray, Item, Callable[[bytes], str]]] = field(default_factory=list)
-
-    def add(self, bad: np.ndarray, item: Item, explain: Callable[[bytes], str]) -> None:
-        if bad.any():
-            self.rules.append((bad, item, explain))
-
-    def failed(self, rows: int) -> np.ndarray:
-        out = np.zeros(rows, dtype=bool)
-        for bad, _, _ in self.rules:
-            out |= bad
-        return out
-
-    def reason(self, row: int, record: bytes) -> str:
-        parts = []
-        for bad, item, explain in self.rules:
-            if bad[row]:
-                raw = record[item.offset:item.end]
-                parts.append(f"{item.name.upper()} (bytes {item.offset + 1}-{item.end}) "
-                             f"X'{raw.hex().upper()}' {explain(raw)}")
-        return "; ".join(parts)
-
 
 @dataclass
 class Decoded:
     ok: np.ndarray  # bool (B,)
-    failures: Failures
+    failures: RuleFailures
     values: dict[str, np.ndarray]  # int64 numbers (object for > 18 digits), str for text
     readable: dict[str, np.ndarray]  # per numeric column: the value could be decoded
 
 
 def decode(spec: RecordDecoder, rec: np.ndarray) -> Decoded:
     """Decode and validate every column of every row of ``rec`` (B, >= spec.size)."""
-    failures = Failures()
+    failures = RuleFailures(show_bytes=True)
     values: dict[str, np.ndarray] = {}
     readable: dict[str, np.ndarray] = {}
     if spec.type_item is not None:
@@ -118,7 +97,7 @@ def decode(spec: RecordDecoder, rec: np.ndarray) -> Decoded:
             if col.required:
                 failures.add(np.strings.str_len(text) == 0, col.item, lambda raw: "is blank")
             values[col.name] = text
-    return Decoded(~failures.failed(len(rec)), failures, values, readable)
+    return Decoded(~failures.any_failed(len(rec)), failures, values, readable)
 
 
 def decode_text(cols: np.ndarray, cp: CodePage) -> tuple[np.ndarray, np.ndarray]:
@@ -256,7 +235,8 @@ def digits_value(digits: np.ndarray) -> np.ndarray:
     return np.asarray(hi * 10**INT64_DIGITS + lo, dtype=object)
 
 
-def _date_rule(item: Item, value: np.ndarray, ok: np.ndarray, failures: Failures) -> np.ndarray:
+def _date_rule(item: Item, value: np.ndarray, ok: np.ndarray,
+               failures: RuleFailures) -> np.ndarray:
     good = _calendar_dates(ascii_digits(np.where(ok, value, 0), 8))
     failures.add(ok & ~good, item, lambda raw: "is not a calendar date YYYYMMDD")
     return ok & good

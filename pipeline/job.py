@@ -326,9 +326,10 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
         keys = next(r.expected_count for r in results if r.check_name == STAGING_TO_FINAL)
         outcome.status, outcome.exit_code = audit.SUCCEEDED, 0
         outcome.message = f"all checks passed; {keys:,} keys merged into {config.final_table}"
-        audit_writer.finish_on(conn, outcome.run_id, outcome.status, outcome.exit_code,
-                               outcome.message, results, outcome.workers,
-                               stages.milliseconds())
+        with stages.stage(AUDIT):
+            audit_writer.finish_on(conn, outcome.run_id, outcome.status, outcome.exit_code,
+                                   outcome.message, results, outcome.workers,
+                                   stages.milliseconds())
 
     result = service.reconcile(outcome.run_id, outcome.metrics, utc_now(), repeats, stages,
                                repeated_lines=None if lines is None else lines.tolist(),
@@ -378,7 +379,7 @@ def _record_end(outcome: RunOutcome, audit_writer: AuditWriter, stages: StageClo
     if outcome.audited:
         log.info("audit committed with the MERGE: %d checks, %d workers, status %s",
                  len(outcome.results), len(outcome.workers), outcome.status)
-        _record_stage_times(outcome, audit_writer, MERGE)
+        _record_stage_times(outcome, audit_writer, MERGE, AUDIT)
         return
     try:
         try:
@@ -412,13 +413,14 @@ def _record_end(outcome: RunOutcome, audit_writer: AuditWriter, stages: StageClo
             outcome.message += f" (and the audit could not be written: {exc})"
 
 
-def _record_stage_times(outcome: RunOutcome, audit_writer: AuditWriter, stage: str) -> None:
-    """A stage's time known only once the audit committed (the MERGE's, which wrote the
+def _record_stage_times(outcome: RunOutcome, audit_writer: AuditWriter, *names: str) -> None:
+    """Stage times known only once the audit committed (the MERGE's, which wrote the
     audit; the audit's own): best effort, a timing never changes what the audit says."""
-    if stage not in outcome.stages:
+    known = {name: outcome.stages[name] for name in names if name in outcome.stages}
+    if not known:
         return
     try:
         record_stage_ms(audit_writer.engine, audit_writer.tables.batch_run, outcome.run_id,
-                        {stage: outcome.stages[stage]})
+                        known)
     except PipelineError as exc:
-        log.warning("the %s stage's time is not in BATCH_RUN: %s", stage, exc)
+        log.warning("stage times %s not in BATCH_RUN: %s", ", ".join(known), exc)

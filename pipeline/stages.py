@@ -27,12 +27,15 @@ class StageListener(Protocol):
 
 
 class StageClock:
-    """Times the run's stages; a stage entered twice (e.g. a resume) adds up."""
+    """Times the run's stages; a stage entered twice (e.g. a resume) adds up. A stage run
+    inside another (the audit written in the MERGE's transaction) counts for itself only:
+    its time is taken out of the outer stage's."""
 
     def __init__(self, listener: StageListener | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.listener, self.clock = listener, clock
         self.seconds: dict[str, float] = {}
+        self._open: list[str] = []
 
     @contextmanager
     def stage(self, name: str, detail: str = "") -> Iterator[None]:
@@ -42,11 +45,16 @@ class StageClock:
             log.info("stage %s started%s", name, f": {detail}" if detail else "",
                      extra={"stage": name})
         started = self.clock()
+        self._open.append(name)
         try:
             yield
         finally:
+            self._open.pop()
             elapsed = self.clock() - started
             self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
+            if self._open:
+                outer = self._open[-1]
+                self.seconds[outer] = self.seconds.get(outer, 0.0) - elapsed
             if name != LOAD:
                 log.info("stage %s done in %.1f s", name, elapsed,
                          extra={"stage": name, "seconds": round(elapsed, 3)})

@@ -70,8 +70,13 @@ def make_engine(url: str | URL, timeouts: Timeouts | None = None) -> Engine:
     kwargs: dict[str, Any] = {"poolclass": NullPool}
     backend = parsed.get_backend_name()
     if backend == "postgresql" and timeouts is not None:
-        kwargs["connect_args"] = {"options": f"-c lock_timeout={_ms(timeouts.lock)} "
-                                             f"-c statement_timeout={_ms(timeouts.statement)}"}
+        # after the URL's own ``options`` (connect_args would replace them): a setting
+        # the operator put in the URL stays, ours are added
+        own = parsed.query.get("options", "")
+        own = " ".join(own) if isinstance(own, tuple) else own
+        kwargs["connect_args"] = {"options": f"{own} -c lock_timeout={_ms(timeouts.lock)} "
+                                             f"-c statement_timeout={_ms(timeouts.statement)}"
+                                  .strip()}
     if backend == "sqlite":
         folder = Path(parsed.database or ".").parent
         if parsed.database and parsed.database != ":memory:" and not folder.is_dir():

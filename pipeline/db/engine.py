@@ -13,7 +13,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from pipeline.config import JobConfig
+from pipeline.config import AUDIT_TABLES, JobConfig
 from pipeline.db.dialects import profile_for
 from pipeline.db.tables import JobTables
 from pipeline.errors import ConfigError, DatabaseFailure
@@ -135,14 +135,21 @@ def create_missing_tables(engine: Engine, tables: JobTables) -> None:
         inspector = inspect(engine)
         for table in tables.metadata.sorted_tables:
             _check_columns(table.name, {c.name for c in table.columns},
-                           {c["name"].lower() for c in inspector.get_columns(table.name)})
+                           {c["name"].lower() for c in inspector.get_columns(table.name)},
+                           engine.dialect.name)
 
 
-def _check_columns(name: str, wanted: set[str], present: set[str]) -> None:
+def _check_columns(name: str, wanted: set[str], present: set[str], dialect: str) -> None:
     missing = wanted - present
-    if missing:
-        raise ConfigError(f"table {name} exists but lacks the columns {sorted(missing)}: "
-                          f"drop it or run the DDL in sql/")
+    if not missing:
+        return
+    if name in AUDIT_TABLES:
+        # years of audit rows: never "drop it"; the upgrade script only adds columns
+        raise ConfigError(f"table {name} was created by an earlier version and lacks the "
+                          f"columns {sorted(missing)}: run sql/{dialect}/upgrade_audit.sql "
+                          "once (it adds them and keeps every row)")
+    raise ConfigError(f"table {name} exists but lacks the columns {sorted(missing)}: "
+                      f"drop it or run the DDL in sql/")
 
 
 # what each database says when a lock or statement bound ran out (see Timeouts)

@@ -322,8 +322,10 @@ def test_oracle_ddl_matches_the_code(oracle_code: Model) -> None:
 
 
 def test_every_dialect_ships_both_files() -> None:
+    # and the upgrade of an earlier version's audit tables (tests/test_upgrade.py)
     for database in ("oracle", "postgresql", "sqlite"):
-        assert sorted(p.name for p in (SQL_DIR / database).glob("*.sql")) == sorted(FILES)
+        assert sorted(p.name for p in (SQL_DIR / database).glob("*.sql")) == sorted(
+            [*FILES, "upgrade_audit.sql"])
     assert (SQL_DIR / "README.md").is_file()
 
 

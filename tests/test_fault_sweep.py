@@ -277,7 +277,13 @@ def test_a_resource_tracker_that_cannot_start_fails_the_run_cleanly(
     database = tmp_path / "pipeline.db"
     script = (
         "import sys, multiprocess\n"
+        "from multiprocess import resource_tracker\n"
         "multiprocess.set_executable('/nonexistent/python')  # the tracker cannot start\n"
+        # multiprocess never reads the exec's error pipe: the failure shows only when the
+        # dead tracker's pipe refuses a write, which under load can come after the run's
+        # registration; a closed pipe at every write is that failure without the race
+        "def closed(*_args): raise BrokenPipeError(32, 'Broken pipe')\n"
+        "resource_tracker.ResourceTracker._send = closed\n"
         "from pipeline.__main__ import main\n"
         f"sys.exit(main(['run', '--input', {str(small_input)!r}, '--db', "
         f"'sqlite:///{database}']))\n")

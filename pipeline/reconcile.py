@@ -1,5 +1,8 @@
 """ReconciliationService: run the checks in order, MERGE only when they balanced.
 
+The checks themselves are pure (recon.checks); this module reads their figures from the
+database and owns the MERGE's transaction, the one place FINAL is written.
+
 Reconciliation is a step of the job, not a hook that could swallow a failure (the lesson
 of Spring Batch's ``afterStep``): every check produces a result, and any failed result
 fails the run.
@@ -20,18 +23,11 @@ from pipeline.db.engine import database_errors
 from pipeline.db.lock import FinalTransaction, HeldLock
 from pipeline.db.repositories import FinalRepository, StagingRepository
 from pipeline.db.tables import JobTables
-from pipeline.metrics.aggregator import AggregatedMetrics
 from recon import checks
-from recon.checks import ReconciliationResult, amount_check, count_check, not_evaluated
+from recon.values import AggregatedMetrics, ReconciliationResult, TrailerTotals
 
 # writes the audit of a run that passed on the MERGE's connection, given every check
 Record = Callable[[Connection, list[ReconciliationResult]], None]
-
-
-@dataclass(frozen=True)
-class TrailerTotals:
-    count: int
-    amount: int  # minor units
 
 
 @dataclass(frozen=True)
@@ -60,10 +56,8 @@ class ReconciliationService:
         staged_rows, staged_amount = staged.actual_count, staged.actual_amount or 0
         if not all(r.passed for r in results):
             keys, _ = self._survivors(run_id)
-            reason = "MERGE skipped because an earlier check failed; FINAL unchanged"
-            skipped = [not_evaluated(checks.STAGING_TO_FINAL, keys, reason),
-                       not_evaluated(checks.STAGING_TO_FINAL_AMOUNT, keys, reason)]
-            return ReconciliationOutcome([*results, *skipped], False, staged_rows,
+            return ReconciliationOutcome([*results, *checks.merge_skipped(keys)], False,
+                                         staged_rows,
                                          staged_rows - keys)
         # Most runs have no duplicate keys: MERGE the staging rows as they are, and only if
         # that shows a key twice, roll it back and MERGE each key's last row instead. The
@@ -98,22 +92,7 @@ class ReconciliationService:
         with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
             staged, staged_amount = StagingRepository(
                 conn, self.tables, self.key, self.amount).count_and_amount(run_id)
-        a = aggregated
-        accepted = a.total_read - a.total_errors
-        unreadable = (f"{a.unreadable_amounts} rejected record(s) have an unreadable amount"
-                      if a.unreadable_amounts else "")
-        return [
-            count_check(checks.SOURCE_TRAILER_COUNT, self.trailer.count, a.total_read),
-            amount_check(checks.SOURCE_TRAILER_AMOUNT, (self.trailer.count, a.total_read),
-                         self.trailer.amount, None if unreadable else a.read_amount, unreadable),
-            count_check(checks.PROCESSED_TO_STAGING, accepted, staged,
-                        f"{a.total_read} read, {a.total_errors} rejected"),
-            amount_check(checks.PROCESSED_TO_STAGING_AMOUNT, (accepted, staged),
-                         a.accepted_amount, staged_amount),
-            count_check(checks.WRITTEN_TO_STAGING, a.total_written, staged,
-                        f"{a.writer_errors} row(s) refused by the database"
-                        if a.writer_errors else ""),
-        ]
+        return checks.load_checks(self.trailer, aggregated, staged, staged_amount)
 
     def merge_and_verify(self, run_id: str, merged_at: datetime, keys: int,
                          survivors_amount: int, collapsed: int, deduplicate: bool = True, *,
@@ -131,9 +110,6 @@ class ReconciliationService:
         rows turn out to repeat a key: the caller then MERGEs with de-duplication.
         """
         interrupts.check()  # a safe point: nothing of the MERGE has started
-        key = ", ".join(self.key)  # with a composite key, a duplicate repeats all of them
-        detail = (f"{collapsed} duplicate-key record(s) collapsed, the later record won "
-                  f"(key: {key})" if collapsed else f"no duplicate keys (key: {key})")
         with database_errors(self.engine, "merging into the final table"), \
                 self._final_transaction(lock) as transaction:
             conn = transaction.connection
@@ -148,18 +124,15 @@ class ReconciliationService:
                 transaction.rollback()
                 return None
             count, amount = final.count_and_amount_for_run(run_id)
-            results = [
-                count_check(checks.STAGING_TO_FINAL, keys, count, detail),
-                amount_check(checks.STAGING_TO_FINAL_AMOUNT, (keys, count),
-                             survivors_amount, amount),
-            ]
+            results = checks.final_checks(self.key, keys, survivors_amount, collapsed, count,
+                                          amount)
             if all(r.passed for r in results):
                 if record is not None:
                     record(conn, results)
                 transaction.commit()
             else:
                 transaction.rollback()
-                results = [_rolled_back(r) for r in results]
+                results = [checks.rolled_back(r) for r in results]
         return results
 
     @contextmanager
@@ -176,10 +149,3 @@ class ReconciliationService:
                 if tx.is_active:
                     tx.rollback()
 
-
-def _rolled_back(result: ReconciliationResult) -> ReconciliationResult:
-    note = "MERGE rolled back; FINAL unchanged"
-    detail = f"{result.detail}; {note}" if result.detail else note
-    return ReconciliationResult(result.check_name, result.expected_count, result.actual_count,
-                                result.passed, result.expected_amount, result.actual_amount,
-                                detail)

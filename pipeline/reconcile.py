@@ -57,8 +57,7 @@ class ReconciliationService:
         if not all(r.passed for r in results):
             keys, _ = self._survivors(run_id)
             return ReconciliationOutcome([*results, *checks.merge_skipped(keys)], False,
-                                         staged_rows,
-                                         staged_rows - keys)
+                                         staged_rows, staged_rows - keys)
         # Most runs have no duplicate keys: MERGE the staging rows as they are, and only if
         # that shows a key twice, roll it back and MERGE each key's last row instead. The
         # plain MERGE proves "no duplicates" itself: it touches exactly one FINAL row per

@@ -22,12 +22,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bus, compare, machine, mainframe, report, scaling
+from benchmarks import bus, compare, machine, mainframe, night, report, scaling
 from benchmarks.harness import Target, measure, pg_reachable, postmaster_pid
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_PG = "postgresql+psycopg://root@127.0.0.1:5432/postgres"
-SECTIONS = ("bus", "scaling", "compare", "mainframe")
+SECTIONS = ("bus", "scaling", "compare", "mainframe", "night")
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if "mainframe" in sections:
         log("mainframe - decoding EBCDIC records, the EBCDIC job vs the text job")
         result["mainframe"] = mainframe.measure(plan.bus_records, plan.sizes[0], reps, workdir)
+    if "night" in sections:
+        log("night - FINAL already full, 30% updates, 0.1% repeats: the job vs its floor")
+        result["night"] = night.measure_all(tgts, night.FULL if args.full else night.QUICK,
+                                            workdir, log)
     result["load_end"] = machine.load_average()
     result["elapsed"] = time.perf_counter() - started
     return result

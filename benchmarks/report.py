@@ -207,5 +207,9 @@ def render(r: dict[str, Any]) -> str:
         from benchmarks import mainframe
 
         parts.append(mainframe.render(r["mainframe"]))
+    if r.get("night"):
+        from benchmarks import night
+
+        parts.append(night.render(r["night"]))
     parts += [machine_section(r)] + [f"Skipped: {s}" for s in r.get("skipped", [])]
     return "\n\n".join(p for p in parts if p) + "\n"

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                                  - phases.get("checks_after_merge", 0.0))
     read = outcome.metrics.total_read if outcome.metrics else 0
     json.dump({"exit_code": outcome.exit_code, "message": outcome.message,
-               "records": read, "phases": phases,
+               "records": read, "phases": phases, "stages": outcome.stages,
                "cpu": dict(CPU)}, sys.stdout)
     return 0
 

@@ -80,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         progress = progress_display(enabled=not args.no_progress)
         with progress or nullcontext():
-            outcome = run_job(config, on_tick=progress)
+            outcome = run_job(config, progress=progress)
     duration = time.monotonic() - started
     published = publish_outputs(outcome, config, duration)
     _emit(published.summary)

@@ -52,6 +52,10 @@ class JobConfig:
     keep_staging_runs: int = 3  # the job's latest runs whose staging rows are kept
     # node_exporter textfile-collector file written at the end of each run (None: none)
     prometheus_textfile: Path | None = None
+    # seconds the parent waits for a lock held by another session, and lets one statement
+    # run, before the run ends with exit 3 (pipeline.db.engine.Timeouts); 0 = no limit
+    lock_timeout: float = 60.0
+    statement_timeout: float = 21600.0
 
     @property
     def amount_field(self) -> Field:
@@ -82,7 +86,7 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
     inp = _section(data, "input", {"format", "record_length", "path", "delimiter", "encoding",
                                    "blocked"})
     out = _section(data, "output", {"dir", "prometheus_textfile"})
-    db = _section(data, "database", {"url"})
+    db = _section(data, "database", {"url", "lock_timeout", "statement_timeout"})
     workers = _section(data, "workers", {"processors", "writers", "batch_size",
                                          "heartbeat_timeout"})
     tables = _section(data, "tables", {"staging", "final", "key", "amount",
@@ -117,6 +121,8 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
         trailer_amount=_identifier(control, "control.trailer_amount"),
         **_layouts(data, layout, length, fmt, delimiter, source),
         prometheus_textfile=_optional_path(out, "output.prometheus_textfile"),
+        lock_timeout=float(_get(db, "database.lock_timeout", (int, float), 60)),
+        statement_timeout=float(_get(db, "database.statement_timeout", (int, float), 21600)),
     )
     _check_workers(config)
     _check_roles(config)
@@ -162,6 +168,11 @@ def _check_workers(config: JobConfig) -> None:
     if not 1 <= config.keep_staging_runs <= 1000:
         raise ConfigError("tables.keep_staging_runs: expected 1 to 1000, got "
                           f"{config.keep_staging_runs}")
+    for name in ("lock_timeout", "statement_timeout"):
+        seconds = getattr(config, name)
+        if not (math.isfinite(seconds) and 0 <= seconds <= 7 * 86400):
+            raise ConfigError(f"database.{name}: expected 0 (no limit) to 604800 seconds, "
+                              f"got {seconds}")
     if not (math.isfinite(config.heartbeat_timeout) and config.heartbeat_timeout > 0):
         raise ConfigError("workers.heartbeat_timeout: expected a positive number of seconds")
 

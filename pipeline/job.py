@@ -13,7 +13,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import multiprocess as mp
 from sqlalchemy import Connection, Engine
@@ -24,9 +24,16 @@ from pipeline.audit.writer import AuditWriter
 from pipeline.config import JobConfig
 from pipeline.db.bulk import loader_for
 from pipeline.db.dialects import profile_for
-from pipeline.db.engine import create_missing_tables, database_errors, make_engine, parse_url
+from pipeline.db.engine import (
+    Timeouts,
+    create_missing_tables,
+    database_errors,
+    make_engine,
+    parse_url,
+)
 from pipeline.db.lock import HeldLock, JobAlreadyRunning, job_lock
-from pipeline.db.repositories import StagingRepository
+from pipeline.db.partitions import create_run_partition
+from pipeline.db.repositories import StagingRepository, record_stage_ms
 from pipeline.db.tables import JobTables, job_tables
 from pipeline.errors import (
     ConfigError,
@@ -40,7 +47,9 @@ from pipeline.logs import run_context
 from pipeline.metrics.aggregator import MetricsAggregator
 from pipeline.metrics.bus import MetricsBus
 from pipeline.reconcile import ReconciliationService
+from pipeline.repeats import discard_spill, repeated_lines
 from pipeline.source import InputPlan, plan_job_input
+from pipeline.stages import AUDIT, CHECKS, LOAD, MERGE, PLAN, StageClock
 from pipeline.workers.context import WorkerContext
 from pipeline.workers.pool import WorkerPool, WorkerSpec
 from pipeline.workers.processor import run_processor
@@ -59,6 +68,9 @@ from recon.values import (
     TrailerTotals,
 )
 
+if TYPE_CHECKING:
+    from pipeline.progress import Progress
+
 SAMPLE_RECORDS = 100_000
 AfterLoad = Callable[[Engine, str], None]
 log = logging.getLogger(__name__)
@@ -76,8 +88,13 @@ def bus_prefix(pid: int | None = None) -> str:
 
 
 def run_job(config: JobConfig, *, after_load: AfterLoad | None = None,
-            on_tick: Callable[[MetricsBus], None] | None = None) -> RunOutcome:
-    """Run the job once. Never raises for a failed run: the outcome carries the exit code."""
+            on_tick: Callable[[MetricsBus], None] | None = None,
+            progress: Progress | None = None) -> RunOutcome:
+    """Run the job once. Never raises for a failed run: the outcome carries the exit code.
+
+    ``on_tick`` gets the metrics bus on every wake-up of the supervisor during the load;
+    ``progress`` (a display) gets it too, and the plan's total and the stages after it.
+    """
     run_id = new_run_id()
     started = utc_now()
     input_path = resolve_input(config)
@@ -88,9 +105,12 @@ def run_job(config: JobConfig, *, after_load: AfterLoad | None = None,
         log.info("run started: job %s, input %s", config.name, input_path)
         try:
             parse_url(config.database_url)
-            _run(config, outcome, started, after_load, on_tick)
+            _run(config, outcome, started, after_load, on_tick, progress)
         except PipelineError as exc:
             _fail(outcome, exc)
+        finally:
+            if progress is not None:
+                progress.stage(None)  # the run's stages are over
         # one plain sentence on stderr for a failed run; the summary on stdout says more
         log.log(logging.INFO if outcome.exit_code == 0 else logging.ERROR,
                 "run ended %s (exit %d): %s", outcome.status, outcome.exit_code,
@@ -120,28 +140,48 @@ def resolve_input(config: JobConfig) -> Path:
     return sample
 
 
+def _ticks(on_tick: Callable[[MetricsBus], None] | None,
+           progress: Progress | None) -> Callable[[MetricsBus], None] | None:
+    """One callback for the supervisor's wake-ups: the caller's, then the display's."""
+    calls = [c for c in (on_tick, progress) if c is not None]
+    if len(calls) < 2:
+        return calls[0] if calls else None
+
+    def both(bus: MetricsBus) -> None:
+        for call in calls:
+            call(bus)
+
+    return both
+
+
 def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: AfterLoad | None,
-         on_tick: Callable[[MetricsBus], None] | None) -> None:
+         on_tick: Callable[[MetricsBus], None] | None, progress: Progress | None) -> None:
+    stages = StageClock(progress)
     profile = profile_for(parse_url(config.database_url).get_backend_name())
     processors = config.processors
     writers = config.writers or profile.default_writers
     batch_size = config.batch_size or profile.batch_size
     tables = job_tables(config)
-    engine = make_engine(config.database_url)
+    engine = make_engine(config.database_url, Timeouts.of(config))
     interrupts.register_engine(engine)  # a signal cancels the parent's statements
     audit_writer = AuditWriter(engine, tables, config.amount_field.scale)
     try:
-        plan = _plan_or_record(config, outcome, engine, tables, audit_writer, started,
-                               processors)
+        with stages.stage(PLAN):
+            plan = _plan_or_record(config, outcome, engine, tables, audit_writer, started,
+                                   processors)
         interrupts.check()
+        if progress is not None:
+            progress.total(plan.detail_lines)
         with job_lock(engine, tables.job_lock, config.name, outcome.run_id) as lock:
             abandoned = audit_writer.close_abandoned_runs(config.name, outcome.run_id)
             if abandoned:
                 log.warning("%d earlier run(s) of %s never ended: marked ABENDED", abandoned,
                             config.name)
-            _purge_staging(config, engine, tables)
+            _purge_staging(config, engine, tables, outcome.run_id)
             outcome.run_dir.mkdir(parents=True, exist_ok=True)
-            _load(config, outcome, engine, tables, plan, writers, batch_size, on_tick)
+            with stages.stage(LOAD):
+                _load(config, outcome, engine, tables, plan, writers, batch_size,
+                      _ticks(on_tick, progress))
             interrupts.check()
             if outcome.metrics and outcome.metrics.misplaced_control:
                 raise InputStructureError(
@@ -153,20 +193,24 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
             if after_load:
                 after_load(engine, outcome.run_id)
             interrupts.check()
-            _reconcile(config, outcome, engine, tables, plan, lock, audit_writer)
+            _reconcile(config, outcome, engine, tables, plan, stages, lock, audit_writer)
     except PipelineError as exc:
         _fail(outcome, exc)
-    _record_end(outcome, audit_writer)
+    finally:
+        discard_spill(outcome.run_dir)
+    _record_end(outcome, audit_writer, stages)
     engine.dispose()
 
 
-def _purge_staging(config: JobConfig, engine: Engine, tables: JobTables) -> None:
-    """Keep the staging rows of the job's latest runs only (this one included)."""
+def _purge_staging(config: JobConfig, engine: Engine, tables: JobTables, run_id: str) -> None:
+    """Keep the staging rows of the job's latest runs only (this one included), and give
+    this run its own staging partition where the database has them."""
     with database_errors(engine, "purging old staging rows"), engine.begin() as conn:
         staging = StagingRepository(conn, tables, config.key_columns, config.amount)
         purged = staging.purge_older_runs(tables.batch_run, config.name, config.keep_staging_runs)
+        create_run_partition(conn, tables.staging, run_id)
     if purged:
-        log.info("purged %d staging rows of runs before the latest %d", purged,
+        log.info("purged the staging rows of %d run(s) before the latest %d", purged,
                  config.keep_staging_runs)
 
 
@@ -209,9 +253,6 @@ def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTab
             failures=ctx_mp.Queue())
         pool = WorkerPool(_worker_specs(ctx, writers), bus, ctx.batches, ctx.failures,
                           config.heartbeat_timeout, on_tick=lambda: _tick(bus, on_tick))
-        expect = getattr(on_tick, "expect", None)  # a progress display wants the total
-        if expect is not None:
-            expect(plan.detail_lines)
         log.info("starting workers: %s, %s, batch size %d", _count(len(plan.ranges),
                  "processor"), _count(writers, "writer"), batch_size)
         load_started = time.monotonic()
@@ -278,8 +319,15 @@ def _collect_rejects(outcome: RunOutcome, processors: int, ctx: WorkerContext) -
 
 
 def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables,
-               plan: InputPlan, lock: HeldLock, audit_writer: AuditWriter) -> None:
+               plan: InputPlan, stages: StageClock, lock: HeldLock,
+               audit_writer: AuditWriter) -> None:
     assert outcome.metrics is not None
+    with stages.stage(CHECKS, "key repeats"):
+        lines = repeated_lines(outcome.run_dir)
+    repeats = None if lines is None else bool(len(lines))
+    log.info("key hashes: %s", "a key repeats, the MERGE keeps each key's last record"
+             if repeats else "no key repeats, one plain MERGE" if repeats is False
+             else "not known, the MERGE keeps each key's last record")
     trailer = TrailerTotals(plan.trailer[config.trailer_count],
                             plan.trailer[config.trailer_amount])
     service = ReconciliationService(engine, tables, config.key_columns, config.amount, trailer)
@@ -289,11 +337,14 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
         keys = next(r.expected_count for r in results if r.check_name == STAGING_TO_FINAL)
         outcome.status, outcome.exit_code = SUCCEEDED, 0
         outcome.message = f"all checks passed; {keys:,} keys merged into {config.final_table}"
-        audit_writer.finish_on(conn, outcome.run_id, outcome.status, outcome.exit_code,
-                               outcome.message, results, outcome.workers)
+        with stages.stage(AUDIT):
+            audit_writer.finish_on(conn, outcome.run_id, outcome.status, outcome.exit_code,
+                                   outcome.message, results, outcome.workers,
+                                   stages.milliseconds())
 
-    result = service.reconcile(outcome.run_id, outcome.metrics, utc_now(), record=record,
-                               lock=lock)
+    result = service.reconcile(outcome.run_id, outcome.metrics, utc_now(), repeats, stages,
+                               repeated_lines=None if lines is None else lines.tolist(),
+                               record=record, lock=lock)
     outcome.results = result.results
     outcome.duplicates_collapsed = result.duplicates_collapsed
     if result.passed:
@@ -331,19 +382,23 @@ def _fail(outcome: RunOutcome, exc: PipelineError) -> None:
         outcome.status = FAILED_RUNTIME
 
 
-def _record_end(outcome: RunOutcome, audit_writer: AuditWriter) -> None:
+def _record_end(outcome: RunOutcome, audit_writer: AuditWriter, stages: StageClock) -> None:
     """Commit the audit; if the database itself failed, the run's exit code says so."""
+    outcome.stages = stages.milliseconds()
     if not outcome.recorded:
         return  # it never reached the database: no audit to finish, no second error to tell
     if outcome.audited:
         log.info("audit committed with the MERGE: %d checks, %d workers, status %s",
                  len(outcome.results), len(outcome.workers), outcome.status)
+        _record_stage_times(outcome, audit_writer, MERGE, AUDIT)
         return
     try:
         try:
-            status = audit_writer.finish_run(outcome.run_id, outcome.status,
-                                             outcome.exit_code, outcome.message,
-                                             outcome.results, outcome.workers)
+            with stages.stage(AUDIT):
+                status = audit_writer.finish_run(outcome.run_id, outcome.status,
+                                                 outcome.exit_code, outcome.message,
+                                                 outcome.results, outcome.workers,
+                                                 stages=outcome.stages)
         except PipelineError as exc:
             if not interrupts.requested():
                 raise
@@ -352,11 +407,14 @@ def _record_end(outcome: RunOutcome, audit_writer: AuditWriter) -> None:
             _fail(outcome, exc)
             status = audit_writer.finish_run(outcome.run_id, outcome.status,
                                              outcome.exit_code, outcome.message,
-                                             outcome.results, outcome.workers)
+                                             outcome.results, outcome.workers,
+                                             stages=outcome.stages)
         if status == SUCCEEDED and outcome.status != SUCCEEDED:
             outcome.status, outcome.exit_code = status, 0
             outcome.message = ("the MERGE and its audit had committed before the run failed "
                                f"({outcome.message}); BATCH_RUN says {status}")
+        outcome.stages = stages.milliseconds()
+        _record_stage_times(outcome, audit_writer, AUDIT)
         log.info("audit committed: %d checks, %d workers, status %s", len(outcome.results),
                  len(outcome.workers), outcome.status)
     except PipelineError as exc:
@@ -364,3 +422,16 @@ def _record_end(outcome: RunOutcome, audit_writer: AuditWriter) -> None:
             _fail(outcome, exc)
         else:
             outcome.message += f" (and the audit could not be written: {exc})"
+
+
+def _record_stage_times(outcome: RunOutcome, audit_writer: AuditWriter, *names: str) -> None:
+    """Stage times known only once the audit committed (the MERGE's, which wrote the
+    audit; the audit's own): best effort, a timing never changes what the audit says."""
+    known = {name: outcome.stages[name] for name in names if name in outcome.stages}
+    if not known:
+        return
+    try:
+        record_stage_ms(audit_writer.engine, audit_writer.tables.batch_run, outcome.run_id,
+                        known)
+    except PipelineError as exc:
+        log.warning("stage times %s not in BATCH_RUN: %s", ", ".join(known), exc)

@@ -1,34 +1,38 @@
 """Live progress, read by the parent from the metrics bus while the workers run.
 
-``run_job`` calls the display with the bus about every 0.25 s (``on_tick``) and, once the
-input is planned, tells it the detail line count (``expect``). A tick costs one bus
-snapshot (~1 us, facts.md) and a few sums over a handful of rows. Drawing is what costs:
-a rich frame takes ~3 ms (its table layout), so a terminal gets at most 2 frames a
-second, and a log gets one line every few seconds; the parent, which otherwise only
-waits on its workers, stays all but idle.
+``run_job(progress=...)`` calls the display with the bus about every 0.25 s, tells it the
+detail line count once the input is planned (``total``) and, after the load, which stage
+runs (``stage``: checks, merge, audit), which a thread of the display then shows with its
+elapsed time until the next one, so the bar never freezes while the parent's SQL runs.
+A tick costs one bus snapshot (~1 us, facts.md) and a few sums over a handful of rows.
+Drawing is what costs: a rich frame takes ~3 ms (its table layout), so a terminal gets at
+most 2 frames a second, and a log gets one line every few seconds; the parent, which
+otherwise only waits on its workers, stays all but idle.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, runtime_checkable
 
 import numpy as np
 from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
-    Progress,
     ProgressColumn,
     Task,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.progress import Progress as Bars
 from rich.text import Text
 
 from pipeline.metrics.bus import Col, MetricsBus, WorkerType
@@ -63,31 +67,72 @@ def read_counts(snapshot: np.ndarray) -> Counts:
     )
 
 
-class RunProgress(Protocol):
-    """What the CLI hands to ``run_job(on_tick=...)``."""
+@runtime_checkable
+class Progress(Protocol):
+    """What ``run_job(progress=...)`` drives: the bus each tick, the total, the stages."""
 
     def __call__(self, bus: MetricsBus) -> None: ...
 
-    def expect(self, total: int) -> None: ...
+    def total(self, n: int) -> None: ...
 
-    def close(self) -> None: ...
+    def stage(self, name: str | None, detail: str = "") -> None: ...
 
 
 class _Display:
-    """Shared plumbing: the expected total, a context manager, and a display that turns
-    itself off rather than fail the run if drawing ever raises."""
+    """Shared plumbing: the expected total, the stage after the load and its own clock, a
+    context manager, and a display that turns itself off rather than fail the run if
+    drawing ever raises."""
 
-    total: int | None = None
+    expected: int | None = None
+    clock: Callable[[], float] = time.monotonic
+    stage_interval: float = FRAME_INTERVAL_S
     _broken = False
+    _stage: tuple[str, str, float] | None = None  # (name, detail, started)
+    _stage_thread: threading.Thread | None = None
+    _stop: threading.Event | None = None
 
-    def expect(self, total: int) -> None:
-        self.total = total
+    def total(self, n: int) -> None:
+        self.expected = n
 
     def __call__(self, bus: MetricsBus) -> None:
+        self._safely(lambda: self.tick(bus))
+
+    def stage(self, name: str | None, detail: str = "") -> None:
+        """A stage after the load started: shown (redrawn by a thread) until the next one;
+        None: the run's stages are over, nothing more to show."""
+        if name is None:
+            self._stage = None
+            self._stop_thread()
+            return
+        if name in ("plan", "load"):
+            return  # the bus ticks show the load
+        self._stage = (name, detail, self.clock())
+        self._safely(self.show_stage)
+        if self._stage_thread is None:
+            self._stop = threading.Event()
+            # the thread's log lines carry the run's id, as the parent's do (logs.RUN_ID)
+            context = contextvars.copy_context()
+            self._stage_thread = threading.Thread(
+                target=context.run, args=(self._redraw, self._stop), name="progress-stage",
+                daemon=True)
+            self._stage_thread.start()
+
+    def _redraw(self, stop: threading.Event) -> None:
+        while not stop.wait(self.stage_interval):
+            self._safely(self.show_stage)
+
+    def stage_text(self) -> str:
+        """``merge (1,000 keys) 12.3 s``: the stage that runs and for how long."""
+        if self._stage is None:
+            return ""
+        name, detail, started = self._stage
+        return f"{name}{f' ({detail})' if detail else ''} {self.clock() - started:.1f} s"
+
+    def _safely(self, draw: Callable[[], None]) -> None:
         if self._broken:
             return
         try:
-            self.tick(bus)
+            draw()
         except Exception as exc:  # noqa: BLE001 - a display must never fail the job
             self._broken = True
             log.warning("progress display turned off: %s", exc)
@@ -95,8 +140,17 @@ class _Display:
     def tick(self, bus: MetricsBus) -> None:
         raise NotImplementedError
 
+    def show_stage(self) -> None:
+        raise NotImplementedError
+
+    def _stop_thread(self) -> None:
+        if self._stop is not None and self._stage_thread is not None:
+            self._stop.set()
+            self._stage_thread.join()
+            self._stage_thread = self._stop = None
+
     def close(self) -> None:
-        pass
+        self._stop_thread()
 
     def __enter__(self) -> Self:
         return self
@@ -121,7 +175,19 @@ class LogProgress(_Display):
     def __init__(self, interval: float = LOG_INTERVAL_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.interval, self.clock = interval, clock
+        self.stage_interval = max(interval, FRAME_INTERVAL_S)
         self._last: tuple[float, int] | None = None  # (time, records read) at the last line
+
+    def stage(self, name: str | None, detail: str = "") -> None:
+        # the stage clock logs each start itself: this line follows every interval
+        super().stage(name, detail)
+
+    def show_stage(self) -> None:
+        stage = self._stage  # the run's thread may end the stage meanwhile
+        if stage is None or self.clock() - stage[2] < self.interval:
+            return
+        log.info("progress stage %s", self.stage_text(), extra={
+            "stage": stage[0], "stage_seconds": round(self.clock() - stage[2], 1)})
 
     def tick(self, bus: MetricsBus) -> None:
         now = self.clock()
@@ -134,9 +200,9 @@ class LogProgress(_Display):
         counts = read_counts(bus.snapshot())
         rate = (counts.read - read_then) / (now - since) if now > since else 0.0
         self._last = (now, counts.read)
-        log.info(format_progress_line(counts, self.total, rate), extra={
+        log.info(format_progress_line(counts, self.expected, rate), extra={
             "records_read": counts.read, "records_written": counts.written,
-            "records_rejected": counts.errors, "records_expected": self.total,
+            "records_rejected": counts.errors, "records_expected": self.expected,
             "records_per_second": round(rate), "workers": dict(counts.workers)})
 
 
@@ -152,14 +218,16 @@ class _CountColumn(ProgressColumn):
         return Text(f"{task.completed:,.0f}{total}", style="progress.download")
 
 
-class _BarsAndWorkers(Progress):
+class _BarsAndWorkers(Bars):
     """The bars, then one line of per-worker counts under them."""
 
     workers_line: Text = Text("")
+    stage_line: Text = Text("")
 
     def get_renderables(self) -> Iterable[RenderableType]:
         yield self.make_tasks_table(self.tasks)
         yield self.workers_line
+        yield self.stage_line
 
 
 class RichProgress(_Display):
@@ -194,14 +262,24 @@ class RichProgress(_Display):
         self._drawn_at = now
 
     def _update(self, counts: Counts) -> None:
-        self._bars.update(self._read, completed=counts.read, total=self.total)
-        self._bars.update(self._written, completed=counts.written, total=self.total)
+        self._bars.update(self._read, completed=counts.read, total=self.expected)
+        self._bars.update(self._written, completed=counts.written, total=self.expected)
         line = Text("workers  ", style="bold")
         for label, n in counts.workers:
             line.append(f"{label} ", style="dim").append(f"{n:,}  ")
         self._bars.workers_line = line
 
+    def show_stage(self) -> None:
+        """After the load: the stage and its elapsed time under the bars (the bars' own
+        elapsed column goes on too), redrawn by the display's thread."""
+        if self._drawn_at is None:
+            self._bars.start()
+            self._drawn_at = self.clock()
+        self._bars.stage_line = Text("stage    ", style="bold").append(self.stage_text())
+        self._bars.refresh()
+
     def close(self) -> None:
+        super().close()
         if self._drawn_at is not None:
             self._bars.stop()
             self._drawn_at = None

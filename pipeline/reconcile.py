@@ -10,30 +10,30 @@ fails the run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
 from pipeline import interrupts
 from pipeline.db.engine import database_errors
 from pipeline.db.lock import FinalTransaction, HeldLock
 from pipeline.db.repositories import FinalRepository, StagingRepository
 from pipeline.db.tables import JobTables
+from pipeline.stages import CHECKS, MERGE, StageClock, maybe
 from recon import checks
 from recon.values import AggregatedMetrics, ReconciliationResult, TrailerTotals
 
 # writes the audit of a run that passed on the MERGE's connection, given every check
 Record = Callable[[Connection, list[ReconciliationResult]], None]
+LINES_LOOKUP_MAX = 100_000  # repeated records read back one by one, at most (or 1% of the run)
 
 
 @dataclass(frozen=True)
 class ReconciliationOutcome:
     results: list[ReconciliationResult]
-    merged: bool
     staged_rows: int
     duplicates_collapsed: int
 
@@ -48,36 +48,69 @@ class ReconciliationService:
         self.engine, self.tables = engine, tables
         self.key, self.amount, self.trailer = key, amount, trailer
 
-    def reconcile(self, run_id: str, aggregated: AggregatedMetrics, merged_at: datetime, *,
+    def reconcile(self, run_id: str, aggregated: AggregatedMetrics, merged_at: datetime,
+                  repeats: bool | None = None,
+                  stages: StageClock | None = None,
+                  repeated_lines: Sequence[int] | None = None, *,
                   record: Record | None = None,
                   lock: HeldLock | None = None) -> ReconciliationOutcome:
-        results = self.reconcile_counts(run_id, aggregated)
-        staged = next(r for r in results if r.check_name == checks.PROCESSED_TO_STAGING_AMOUNT)
-        staged_rows, staged_amount = staged.actual_count, staged.actual_amount or 0
-        if not all(r.passed for r in results):
-            keys, _ = self._survivors(run_id)
-            return ReconciliationOutcome([*results, *checks.merge_skipped(keys)], False,
-                                         staged_rows, staged_rows - keys)
-        # Most runs have no duplicate keys: MERGE the staging rows as they are, and only if
-        # that shows a key twice, roll it back and MERGE each key's last row instead. The
-        # plain MERGE proves "no duplicates" itself: it touches exactly one FINAL row per
-        # staging row, or a database refuses it (PostgreSQL, Oracle) or skips the repeat
-        # (SQLite), so no separate GROUP BY over staging is needed.
+        """The checks, then exactly one MERGE if they balanced.
+
+        ``repeats`` says whether a key repeats in the run (pipeline.repeats): False MERGEs
+        the staging rows as they are; True or None (not known, e.g. `run --resume`) MERGEs
+        each key's last row, which is exact in every case. ``repeated_lines``, the source
+        lines of every record whose key hash repeats, lets the keys that survive be
+        counted from those few rows instead of ranking every row of the run. ``record``
+        and ``lock``: see ``merge_and_verify``.
+        """
+        with maybe(stages, CHECKS):
+            results = self.reconcile_counts(run_id, aggregated)
+            staged = next(r for r in results
+                          if r.check_name == checks.PROCESSED_TO_STAGING_AMOUNT)
+            staged_rows, staged_amount = staged.actual_count, staged.actual_amount or 0
+            passed = all(r.passed for r in results)
+            if passed and repeats and repeated_lines is not None:
+                keys, survivors_amount = self._survivors_from(
+                    run_id, repeated_lines, staged_rows, staged_amount)
+            elif not passed or repeats is not False:
+                keys, survivors_amount = self._survivors(run_id)
+            else:
+                keys, survivors_amount = staged_rows, staged_amount
+        if not passed:
+            return ReconciliationOutcome([*results, *checks.merge_skipped(keys)], staged_rows,
+                                         staged_rows - keys)
+        collapsed = staged_rows - keys
         earlier = results
-        final_results = self.merge_and_verify(
-            run_id, merged_at, staged_rows, staged_amount, 0, deduplicate=False,
-            record=(lambda c, r: record(c, [*earlier, *r])) if record else None, lock=lock)
-        collapsed = 0
+        audit = (lambda c, r: record(c, [*earlier, *r])) if record else None
+        with maybe(stages, MERGE, f"{keys:,} keys"):
+            final_results = self.merge_and_verify(run_id, merged_at, keys, survivors_amount,
+                                                  collapsed, deduplicate=repeats is not False,
+                                                  record=audit, lock=lock)
         if final_results is None:
+            # The plain MERGE touched another number of FINAL rows than the run has keys,
+            # and rolled back. The key hashes rule out a repeated key, so something else
+            # changed FINAL's rows (a trigger, another writer): the de-duplicating MERGE,
+            # with its own checks, then tells exactly what FINAL got. Never the normal path.
             keys, survivors_amount = self._survivors(run_id)
             collapsed = staged_rows - keys
-            final_results = self.merge_and_verify(
-                run_id, merged_at, keys, survivors_amount, collapsed, deduplicate=True,
-                record=(lambda c, r: record(c, [*earlier, *r])) if record else None,
-                lock=lock)
+            with maybe(stages, MERGE, f"{keys:,} keys, again"):
+                final_results = self.merge_and_verify(run_id, merged_at, keys,
+                                                      survivors_amount, collapsed,
+                                                      record=audit, lock=lock)
             assert final_results is not None
-        merged = all(r.passed for r in [*results, *final_results])
-        return ReconciliationOutcome([*results, *final_results], merged, staged_rows, collapsed)
+        return ReconciliationOutcome([*results, *final_results], staged_rows, collapsed)
+
+    def _survivors_from(self, run_id: str, lines: Sequence[int], staged_rows: int,
+                        staged_amount: int) -> tuple[int, int]:
+        """As ``_survivors``, from the staged totals less the records a repeat drops."""
+        if len(lines) > max(LINES_LOOKUP_MAX, staged_rows // 100):
+            return self._survivors(run_id)  # a file of mostly repeats: rank them all
+        with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
+            dropped = StagingRepository(conn, self.tables, self.key,
+                                        self.amount).collapsed_at_lines(run_id, lines)
+        if dropped is None:
+            return self._survivors(run_id)
+        return staged_rows - dropped[0], staged_amount - dropped[1]
 
     def _survivors(self, run_id: str) -> tuple[int, int]:
         """Distinct keys of the run and the amount total of each key's last staging row."""
@@ -106,19 +139,15 @@ class ReconciliationService:
         still holds the job lock (pipeline.db.lock). Rolled back on any failure.
 
         Without ``deduplicate``, returns None (everything rolled back) when the staging
-        rows turn out to repeat a key: the caller then MERGEs with de-duplication.
+        rows turn out to repeat a key after all: the key hashes said they would not.
         """
         interrupts.check()  # a safe point: nothing of the MERGE has started
         with database_errors(self.engine, "merging into the final table"), \
                 self._final_transaction(lock) as transaction:
             conn = transaction.connection
             final = FinalRepository(conn, self.tables, self.key, self.amount)
-            try:
-                touched = final.merge_run(run_id, merged_at, deduplicate)
-            except DBAPIError:
-                if deduplicate or interrupts.requested():
-                    raise
-                touched = -1  # refused, most likely for a key twice: retry deduplicated
+            # a driver error (a lock timeout...) ends the run: no retry decides anything
+            touched = final.merge_run(run_id, merged_at, deduplicate)
             if not deduplicate and touched != keys:
                 transaction.rollback()
                 return None

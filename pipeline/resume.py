@@ -119,8 +119,8 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
             writer.finish_on(conn, run_id, outcome.status, outcome.exit_code,
                              outcome.message, results, [])
 
-        result = service.reconcile(run_id, totals.metrics, utc_now(), record=record,
-                                   lock=lock)
+        result = service.reconcile(run_id, totals.metrics, utc_now(), repeats=None,  # unknown
+                                   record=record, lock=lock)
         outcome.results = result.results
         outcome.duplicates_collapsed = result.duplicates_collapsed
         if result.passed:

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pipeline.db.engine import safe_url
@@ -22,6 +22,7 @@ def format_summary(outcome: RunOutcome, scale: int, report: Path | None = None) 
         f"input    {outcome.input_path}",
         f"database {safe_url(outcome.database)}",
         f"status   {outcome.status} (exit {outcome.exit_code})",
+        *stage_lines(outcome.stages),
     ]
     lines += check_lines(outcome.results, scale)
     lines += worker_lines(outcome.workers, scale)
@@ -36,6 +37,13 @@ def format_summary(outcome: RunOutcome, scale: int, report: Path | None = None) 
         lines.append(f"report   {report}")
     lines.append(("OK: " if outcome.exit_code == 0 else "FAILED: ") + outcome.message)
     return "\n".join(lines)
+
+
+def stage_lines(stages: Mapping[str, int]) -> list[str]:
+    """``stages   plan 0.1 s, load 12.0 s, checks 0.4 s, merge 3.1 s, audit 0.1 s``."""
+    if not stages:
+        return []
+    return ["stages   " + ", ".join(f"{name} {ms / 1000:.1f} s" for name, ms in stages.items())]
 
 
 def check_lines(results: Sequence[ReconciliationResult], scale: int) -> list[str]:

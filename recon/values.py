@@ -128,3 +128,4 @@ class RunOutcome:
     rejects: int = 0
     recorded: bool = False  # BATCH_RUN holds the run: there is an audit to finish
     audited: bool = False  # its audit committed with the MERGE: nothing left to write
+    stages: dict[str, int] = field(default_factory=dict)  # stage -> milliseconds, run order

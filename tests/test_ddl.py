@@ -1,4 +1,5 @@
-"""The DDL in sql/ and the tables the code creates (pipeline/db/tables.py) agree.
+"""The DDL in sql/ and the tables the code creates (pipeline/db/tables.py,
+pipeline/audit/schema.py) agree.
 
 SQLite and PostgreSQL: the sql/ files go into one database (or schema), the code's
 ``create_all`` into another; both are reflected and compared on tables, columns (name,
@@ -341,7 +342,7 @@ SQLITE_MUTATIONS: list[Mutation] = [
     ("daily_transactions.sql", "txn_id       VARCHAR(16) NOT NULL,\n    account_id   VARCHAR(10) "
      "NOT NULL,  -- digits", "txn_id       VARCHAR(16),\n    account_id   VARCHAR(10) NOT NULL,"
      "  -- digits", "column stg_transactions.txn_id"),
-    ("daily_transactions.sql", "CREATE INDEX ix_transactions_run ON transactions (last_run_id);",
+    ("daily_transactions.sql", "CREATE INDEX ix_transactions_run ON transactions (last_run_id, amount);",
      "", "indexes of transactions"),
     ("daily_transactions.sql", "currency     CHAR(3) NOT NULL,\n    description  VARCHAR(40),",
      "currency     CHAR(4),\n    description  VARCHAR(40),", "column transactions.currency"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -78,6 +79,9 @@ class _Result:
 
     def first(self) -> tuple[str]:  # "a row exists": the code goes on to its next statement
         return ("20261125T010203-00000000",)
+
+    def __iter__(self) -> Iterator[tuple[str]]:  # one row: e.g. one staging run to purge
+        return iter([self.first()])
 
 
 class Recorder:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def test_log_progress_writes_one_parseable_line_per_interval(
         bus: MetricsBus, job_log: Lines) -> None:
     clock = Clock()
     progress = LogProgress(interval=5.0, clock=clock)
-    progress.expect(50_000)
+    progress.total(50_000)
     progress(bus)  # the first tick only starts the clock
     bus.add_batch(0, 10_000, 3, 0)
     bus.add_batch(1, 5_000, 0, 0)
@@ -109,7 +110,7 @@ def test_rich_progress_shows_totals_rate_and_each_worker(bus: MetricsBus) -> Non
     out = io.StringIO()
     clock = Clock()
     progress = RichProgress(Console(file=out, force_terminal=True, width=140), clock=clock)
-    progress.expect(40_000)
+    progress.total(40_000)
     bus.add_batch(0, 12_345, 0, 0)
     bus.add_batch(1, 6_789, 0, 0)
     bus.add_batch(2, 10_000, 0, 0)
@@ -164,7 +165,7 @@ def test_progress_during_a_real_run_reads_the_bus_and_knows_the_total(
     made = generate_file(tmp_path / "in.dat", 30_000, seed=8, reject_rate=0.01)
     config = job_config.with_overrides(input_path=made.path, processors=2, batch_size=1_000)
     progress = LogProgress(interval=0.0)  # a line on every tick
-    outcome = run_job(config, on_tick=progress)
+    outcome = run_job(config, progress=progress)
 
     assert outcome.exit_code == 0, outcome.message
     lines = [parse_line(line) for line in job_log.lines if "progress read=" in line]
@@ -177,3 +178,37 @@ def test_progress_during_a_real_run_reads_the_bus_and_knows_the_total(
         assert isinstance(workers, dict)
         assert sum(n for label, n in workers.items() if label.startswith("p")) == line["read"]
     assert all(f"run={outcome.run_id}" in line for line in job_log.lines)
+
+
+def test_after_the_load_the_bar_names_the_stage_and_its_time_and_keeps_moving() -> None:
+    out = io.StringIO()
+    clock = Clock()
+    progress = RichProgress(Console(file=out, force_terminal=True, width=140), clock=clock)
+    progress.stage_interval = 0.01
+    with progress:
+        progress.total(1_000)
+        progress.stage("merge", "1,000 keys")
+        clock.now += 2.0  # the display's own thread redraws with no tick from the run
+        deadline = time.monotonic() + 10
+        while "merge (1,000 keys) 2.0 s" not in out.getvalue():
+            assert time.monotonic() < deadline, out.getvalue()[-500:]
+            time.sleep(0.01)  # polling the screen, not synchronising the display
+        progress.stage(None)
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+    assert "stage    merge (1,000 keys) 0.0 s" in screen
+
+
+def test_a_real_run_logs_each_stage_after_the_load(
+        tmp_path: Path, job_config: JobConfig, job_log: Lines) -> None:
+    made = generate_file(tmp_path / "in.dat", 5_000, seed=9, duplicate_rate=0.01)
+    config = job_config.with_overrides(input_path=made.path, processors=2, batch_size=1_000)
+    outcome = run_job(config, progress=LogProgress(interval=0.0))
+
+    assert outcome.exit_code == 0, outcome.message
+    started = [line.split("stage ")[1] for line in job_log.lines if "started" in line
+               and " stage " in line]
+    keys = 5_000 - outcome.duplicates_collapsed
+    assert started == ["plan started", "checks started: key repeats", "checks started",
+                       f"merge started: {keys:,} keys", "audit started"]
+    assert list(outcome.stages) == ["plan", "load", "checks", "merge", "audit"]
+    assert all(ms >= 0 for ms in outcome.stages.values())

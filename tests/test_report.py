@@ -50,7 +50,8 @@ class Page(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.tables: dict[str, list[tuple[str, list[str]]]] = {}
-        self.bars: list[dict[str, str]] = []
+        self.bars: list[dict[str, str]] = []  # the workers' bars
+        self.stages: list[dict[str, str]] = []  # the run's stages' bars, above them
         self.external: list[str] = []
         self._table: str | None = None
         self._row: tuple[str, list[str]] | None = None
@@ -68,7 +69,7 @@ class Page(HTMLParser):
         elif tag == "td" and self._row is not None:
             self._cell = []
         elif tag == "rect":
-            self.bars.append(a)
+            (self.stages if "data-stage" in a else self.bars).append(a)
 
     def handle_data(self, data: str) -> None:
         if self._cell is not None:
@@ -106,6 +107,9 @@ def test_json_report_has_every_check_and_worker_with_exact_amounts(
     assert doc == report_document(report_for(config, outcome))
     assert doc["run"]["run_id"] == outcome.run_id and doc["run"]["status"] == "SUCCEEDED"
     assert doc["run"]["records_read"] == 1_500 and doc["amount_scale"] == 2
+    stages = doc["run"]["stage_seconds"]
+    assert list(stages) == ["plan", "load", "checks", "merge", "audit"]
+    assert {k: round(v * 1000) for k, v in stages.items()} == outcome.stages
     assert [c["check_name"] for c in doc["checks"]] == list(checks.CHECK_ORDER)
     exact = format_minor(total, 2)
     for check in doc["checks"]:
@@ -179,6 +183,10 @@ def test_html_report_of_a_passed_run_is_self_contained(
     assert [b["data-worker-id"] for b in page.bars] == ids and len(ids) >= 4
     assert [b["class"] for b in page.bars][:3] == ["processor"] * 3
     assert all(float(b["width"]) >= 1 for b in page.bars)
+    # the run's stages, from BATCH_RUN, drawn above the workers and named in the summary
+    assert [b["data-stage"] for b in page.stages] == ["plan", "load", "checks", "merge",
+                                                      "audit"]
+    assert "stages   plan " in done.stdout and ", audit " in done.stdout
     assert page.external == [] and "url(" not in written.read_text()  # nothing to fetch
 
     again = tmp_path / "again.html"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from pipeline.audit.schema import AUDIT_SCALE, audit_tables, aware_utc, from_aud
 from pipeline.db.engine import database_errors, make_engine, parse_url, safe_url
 from pipeline.errors import ConfigError
 from pipeline.metrics.aggregator import PROCESSOR
+from pipeline.stages import STAGES
 from recon.values import ReconciliationResult, WorkerMetrics
 
 
@@ -40,6 +41,7 @@ class RunRow:
     input_sha256: str | None = None
     message: str = ""
     records_read: int | None = None
+    stages: dict[str, int] = field(default_factory=dict)  # stage -> ms (pipeline.stages)
 
     @property
     def duration_s(self) -> float | None:
@@ -175,7 +177,9 @@ def _run_row(row: Any) -> RunRow:
                   end_ts=aware_utc(row["end_ts"]) if row["end_ts"] else None,
                   input_path=row["input_path"], input_sha256=row["input_sha256"],
                   message=row["message"] or "",
-                  records_read=None if row["records_read"] is None else int(row["records_read"]))
+                  records_read=None if row["records_read"] is None else int(row["records_read"]),
+                  stages={s: int(row[f"{s}_ms"]) for s in STAGES
+                          if row.get(f"{s}_ms") is not None})
 
 
 def _result(row: Any, scale: int) -> ReconciliationResult:

@@ -151,6 +151,9 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table]:
         # process is provably gone (pipeline.audit.writer.AuditWriter.close_abandoned_runs)
         Column("host", String(255)),
         Column("pid", Integer),
+        # how long each stage took, in milliseconds (pipeline.stages.STAGES, in order)
+        *(Column(f"{stage}_ms", BigInteger) for stage in ("plan", "load", "checks", "merge",
+                                                          "audit")),
         PrimaryKeyConstraint("run_id", name="pk_batch_run"),
     )
     job_lock = Table(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -78,9 +78,11 @@ class AuditWriter:
 
     def finish_run(self, run_id: str, status: str, exit_code: int, message: str,
                    results: Sequence[ReconciliationResult],
-                   workers: Sequence[WorkerMetrics]) -> str:
+                   workers: Sequence[WorkerMetrics],
+                   stages: Mapping[str, int] | None = None) -> str:
         """Commit the end of a run that did not pass in a transaction of its own; returns
-        the status BATCH_RUN holds now (SUCCEEDED if the MERGE's transaction committed)."""
+        the status BATCH_RUN holds now (SUCCEEDED if the MERGE's transaction committed).
+        ``stages``: milliseconds per stage name (pipeline.stages), kept in BATCH_RUN."""
         with database_errors(self.engine, "committing the audit"), self.engine.begin() as c:
             t = self.tables.batch_run
             row = c.execute(select(t.c.status).where(t.c.run_id == run_id)
@@ -90,12 +92,13 @@ class AuditWriter:
                 # the MERGE's transaction, audit included, did commit (its reply was lost):
                 # that is the truth, and what FINAL holds
                 return committed
-            self.finish_on(c, run_id, status, exit_code, message, results, workers)
+            self.finish_on(c, run_id, status, exit_code, message, results, workers, stages)
             return status
 
     def finish_on(self, c: Connection, run_id: str, status: str, exit_code: int, message: str,
                   results: Sequence[ReconciliationResult],
-                  workers: Sequence[WorkerMetrics]) -> None:
+                  workers: Sequence[WorkerMetrics],
+                  stages: Mapping[str, int] | None = None) -> None:
         """The run's end, written on ``c`` in the caller's transaction (the MERGE's)."""
         t = self.tables
         now = utc_now()
@@ -106,7 +109,8 @@ class AuditWriter:
             c.execute(t.worker_audit.insert(), [self._worker_row(run_id, w)
                                                 for w in workers])
         c.execute(t.batch_run.update().where(t.batch_run.c.run_id == run_id).values(
-            status=status, end_ts=now, exit_code=exit_code, message=message[:1000]))
+            status=status, end_ts=now, exit_code=exit_code, message=message[:1000],
+            **{f"{name}_ms": ms for name, ms in (stages or {}).items()}))
 
     def _amount(self, minor: int | None) -> int | None:
         return to_audit(minor, self.scale)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from pipeline.config import AUDIT_TABLES, JobConfig
 from pipeline.db.dialects import profile_for
 from pipeline.db.tables import JobTables
 from pipeline.errors import ConfigError, DatabaseFailure
@@ -42,11 +44,39 @@ def safe_url(url: str | URL) -> str:
         return "<unparseable database URL>"
 
 
-def make_engine(url: str | URL) -> Engine:
-    """An engine for one process; never carried across a fork (NullPool, made per process)."""
+@dataclass(frozen=True)
+class Timeouts:
+    """Bounds on the parent's own SQL, in seconds (0 = no limit): how long it waits for a
+    lock another session holds, and how long one statement may run. A run that hits one
+    ends with exit 3 and says which (``database_errors``), instead of hanging."""
+
+    lock: float
+    statement: float
+
+    @classmethod
+    def of(cls, config: JobConfig) -> Timeouts:
+        return cls(config.lock_timeout, config.statement_timeout)
+
+
+def make_engine(url: str | URL, timeouts: Timeouts | None = None) -> Engine:
+    """An engine for one process; never carried across a fork (NullPool, made per process).
+
+    ``timeouts`` bound every statement of the engine's sessions, each database its own way:
+    PostgreSQL ``lock_timeout``/``statement_timeout`` (session settings at connect), SQLite
+    its busy timeout (a lock only: a statement runs unbounded), Oracle the driver's
+    ``call_timeout`` (one bound for both: Oracle has no session lock timeout for DML).
+    """
     parsed = parse_url(str(url)) if isinstance(url, str) else url
     kwargs: dict[str, Any] = {"poolclass": NullPool}
     backend = parsed.get_backend_name()
+    if backend == "postgresql" and timeouts is not None:
+        # after the URL's own ``options`` (connect_args would replace them): a setting
+        # the operator put in the URL stays, ours are added
+        own = parsed.query.get("options", "")
+        own = " ".join(own) if isinstance(own, tuple) else own
+        kwargs["connect_args"] = {"options": f"{own} -c lock_timeout={_ms(timeouts.lock)} "
+                                             f"-c statement_timeout={_ms(timeouts.statement)}"
+                                  .strip()}
     if backend == "sqlite":
         folder = Path(parsed.database or ".").parent
         if parsed.database and parsed.database != ":memory:" and not folder.is_dir():
@@ -54,7 +84,8 @@ def make_engine(url: str | URL) -> Engine:
             # creates the job's output folder, where the default database lives, first)
             raise ConfigError(f"database file {parsed.database}: folder {folder} does not "
                               "exist (check --db or database.url)")
-        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+        busy = SQLITE_BUSY_TIMEOUT_S if timeouts is None or not timeouts.lock else timeouts.lock
+        kwargs["connect_args"] = {"timeout": busy}
     elif backend == "oracle":
         kwargs["thick_mode"] = None  # python-oracledb thin mode: no Instant Client needed
     try:
@@ -63,7 +94,15 @@ def make_engine(url: str | URL) -> Engine:
         raise ConfigError(f"no driver for {safe_url(parsed)}: {exc}") from None
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    if backend == "oracle" and timeouts is not None:
+        bound = max(timeouts.lock, timeouts.statement) if timeouts.statement else 0
+        event.listen(engine, "connect", lambda dbapi, _record: setattr(
+            dbapi, "call_timeout", _ms(bound)))
     return engine
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -96,14 +135,39 @@ def create_missing_tables(engine: Engine, tables: JobTables) -> None:
         inspector = inspect(engine)
         for table in tables.metadata.sorted_tables:
             _check_columns(table.name, {c.name for c in table.columns},
-                           {c["name"].lower() for c in inspector.get_columns(table.name)})
+                           {c["name"].lower() for c in inspector.get_columns(table.name)},
+                           engine.dialect.name)
 
 
-def _check_columns(name: str, wanted: set[str], present: set[str]) -> None:
+def _check_columns(name: str, wanted: set[str], present: set[str], dialect: str) -> None:
     missing = wanted - present
-    if missing:
-        raise ConfigError(f"table {name} exists but lacks the columns {sorted(missing)}: "
-                          f"drop it or run the DDL in sql/")
+    if not missing:
+        return
+    if name in AUDIT_TABLES:
+        # years of audit rows: never "drop it"; the upgrade script only adds columns
+        raise ConfigError(f"table {name} was created by an earlier version and lacks the "
+                          f"columns {sorted(missing)}: run sql/{dialect}/upgrade_audit.sql "
+                          "once (it adds them and keeps every row)")
+    raise ConfigError(f"table {name} exists but lacks the columns {sorted(missing)}: "
+                      f"drop it or run the DDL in sql/")
+
+
+# what each database says when a lock or statement bound ran out (see Timeouts)
+_TIMEOUTS = (
+    ("lock timeout", "a lock held by another session was not released in time "
+                     "(database.lock_timeout)"),
+    ("database is locked", "a lock held by another connection was not released in time "
+                           "(database.lock_timeout)"),
+    ("statement timeout", "the statement ran longer than database.statement_timeout"),
+    ("DPI-1067", "the call ran longer than database.lock_timeout/statement_timeout"),
+)
+
+
+def _timeout_named(cause: str) -> str:
+    for said, meaning in _TIMEOUTS:
+        if said in cause:
+            return f"{meaning}: {cause}"
+    return cause
 
 
 @contextmanager
@@ -113,7 +177,7 @@ def database_errors(engine: Engine | URL | str, doing: str) -> Iterator[None]:
         yield
     except SQLAlchemyError as exc:
         target = engine.url if isinstance(engine, Engine) else engine
-        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        cause = _timeout_named(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0])
         password = make_url(target).password if not isinstance(target, URL) else target.password
         if password:
             cause = cause.replace(str(password), "***")

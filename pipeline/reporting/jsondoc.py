@@ -44,6 +44,8 @@ def run_document(run: RunRow) -> dict[str, Any]:
         "duration_seconds": None if duration is None else round(duration, 3),
         "records_read": run.records_read, "input_path": run.input_path,
         "input_sha256": run.input_sha256, "message": run.message,
+        # where the run's time went: plan, load, checks, merge, audit (absent: not reached)
+        "stage_seconds": {name: ms / 1000 for name, ms in run.stages.items()},
     }
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pipeline.audit.reader import RunReport, RunRow
-from pipeline.summary import check_lines, worker_lines
+from pipeline.summary import check_lines, stage_lines, worker_lines
 
 
 def format_report(report: RunReport) -> str:
@@ -19,6 +19,7 @@ def format_report(report: RunReport) -> str:
         f"started  {format_ts(run.start_ts)}",
         f"ended    {format_ts(run.end_ts)}  ({format_duration(run.duration_s)})",
         f"status   {run.status} (exit {format_exit(run.exit_code)})",
+        *stage_lines(run.stages),
     ]
     lines += check_lines(report.results, report.scale)
     lines += worker_lines(report.workers, report.scale)

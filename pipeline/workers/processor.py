@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -14,6 +15,7 @@ from pipeline.layouts.csv import CsvLayout, parse_csv_details
 from pipeline.layouts.fixed import DetailBatch, Reject, parse_details
 from pipeline.layouts.mainframe_input import detail_batches
 from pipeline.metrics.bus import WorkerType
+from pipeline.repeats import HashSpill
 from pipeline.source import ByteRange, LineChunk, read_lines, reading_range
 from pipeline.workers.context import WorkerContext, worker_main
 
@@ -26,7 +28,7 @@ def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
     ctx.bus.register(worker_id, WorkerType.PROCESSOR)
     accepted_amount = read_amount = 0
     with open(ctx.reject_path(worker_id), "w", encoding="ascii") as rejects, \
-            reading_range(ctx.plan, rng) as reading:
+            reading_range(ctx.plan, rng) as reading, key_spill(ctx, worker_id) as keys:
         # the bytes parsed are hashed as they are read, and checked against the plan's
         # hash of the range once it is done: a changed file fails the run (InputChanged)
         path = reading.path if reading else ctx.plan.path
@@ -34,6 +36,7 @@ def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
         for batch in detail_batches_of(ctx.config, path, rng, ctx.batch_size, digest):
             write_rejects(rejects, batch)
             if batch.accepted:
+                keys.add(batch.columns, batch.lines)
                 staged = StagingBatch(ctx.run_id, worker_id, batch.lines, batch.columns)
                 payload = ctx.loader.encode(staged)
                 ctx.put(worker_id, (worker_id, batch.accepted, batch.accepted_amount, payload))
@@ -43,6 +46,17 @@ def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
             ctx.bus.add_batch(worker_id, batch.records_read, len(batch.rejects),
                               accepted_amount, read_amount, batch.unreadable_amounts,
                               len(batch.misplaced))
+
+
+@contextmanager
+def key_spill(ctx: WorkerContext, worker_id: int) -> Iterator[HashSpill]:
+    """The key hashes of the accepted records, spilled for the parent's repeat check
+    (pipeline.repeats): one MERGE per run, de-duplicating only when a key repeats."""
+    spill = HashSpill(ctx.run_dir, worker_id, ctx.config.key_columns)
+    try:
+        yield spill
+    finally:
+        spill.close()
 
 
 def detail_batches_of(config: JobConfig, path: Path, rng: ByteRange, batch_size: int,

@@ -68,6 +68,12 @@ CREATE TABLE batch_run (
     resumed_ts    TIMESTAMP,                -- the last `run --resume` of this run
     host          VARCHAR2(255 CHAR),             -- where the run's process lives, and its pid:
     pid           INTEGER,                  -- ABENDED only once that process is gone
+    -- how long each stage took, in milliseconds (pipeline.stages): where a night's time went
+    plan_ms       NUMBER(19),
+    load_ms       NUMBER(19),
+    checks_ms     NUMBER(19),
+    merge_ms      NUMBER(19),
+    audit_ms      NUMBER(19),
     CONSTRAINT pk_batch_run PRIMARY KEY (run_id)
 );
 

@@ -67,6 +67,12 @@ CREATE TABLE batch_run (
     resumed_ts    TIMESTAMP,                -- the last `run --resume` of this run
     host          VARCHAR(255),             -- where the run's process lives, and its pid:
     pid           INTEGER,                  -- ABENDED only once that process is gone
+    -- how long each stage took, in milliseconds (pipeline.stages): where a night's time went
+    plan_ms       BIGINT,
+    load_ms       BIGINT,
+    checks_ms     BIGINT,
+    merge_ms      BIGINT,
+    audit_ms      BIGINT,
     CONSTRAINT pk_batch_run PRIMARY KEY (run_id)
 );
 

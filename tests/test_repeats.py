@@ -1,0 +1,183 @@
+"""Key repeats are known before the MERGE: exactly one MERGE per run, last record wins.
+
+The hashes are checked on their own (equal keys hash equal whatever the array's width,
+repeats found across processors, composite keys), then whole runs on SQLite and
+PostgreSQL count the MERGE statements the parent sends (a SQLAlchemy cursor event).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine, create_engine, event, select
+
+from pipeline.config import JobConfig, load_config
+from pipeline.db.tables import job_tables
+from pipeline.generate import generate_file
+from pipeline.job import run_job
+from pipeline.jobs import shipped_config
+from pipeline.repeats import BUCKETS, HashSpill, any_repeat, key_hashes, repeated_lines
+from tests.reference import detail, expected_from_file, write_input
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_equal_keys_hash_equal_whatever_the_array_width() -> None:
+    narrow = np.array(["AB", "ABC", "X"], dtype="U3")
+    wide = np.array(["AB", "ABC", "X"], dtype="U12")
+    assert (key_hashes({"k": narrow}, ["k"]) == key_hashes({"k": wide}, ["k"])).all()
+    assert len(set(key_hashes({"k": narrow}, ["k"]).tolist())) == 3
+
+
+def test_composite_keys_hash_every_column_and_their_boundary() -> None:
+    a = np.array(["AB", "A", "AB"])
+    b = np.array(["C", "BC", "D"])
+    hashes = key_hashes({"a": a, "b": b}, ["a", "b"]).tolist()
+    assert len(set(hashes)) == 3  # ("AB","C") is not ("A","BC"), nor ("AB","D")
+    same = key_hashes({"a": np.array(["AB"], "U9"), "b": np.array(["C"], "U2")}, ["a", "b"])
+    assert same[0] == hashes[0]
+    numbers = key_hashes({"n": np.array([1, 2, 1], np.int64)}, ["n"]).tolist()
+    assert numbers[0] == numbers[2] != numbers[1]
+
+
+def spill(folder: Path, worker: int, keys: list[list[str]], first_line: int = 0) -> None:
+    """Batches of keys, the records numbered from ``first_line`` on."""
+    out = HashSpill(folder, worker, ["k"])
+    for batch in keys:
+        out.add({"k": np.array(batch)}, np.arange(first_line, first_line + len(batch)))
+        first_line += len(batch)
+    out.close()
+
+
+def test_a_repeat_is_found_across_batches_and_processors(tmp_path: Path) -> None:
+    spill(tmp_path, 0, [[f"K{i:06d}" for i in range(0, 5000)], ["L1", "L2"]])
+    spill(tmp_path, 1, [[f"K{i:06d}" for i in range(5000, 9000)], ["L3"]])
+    assert any_repeat(tmp_path) is False
+    assert list(tmp_path.glob("keys.*")) == []  # read once, then removed
+
+    spill(tmp_path, 0, [[f"K{i:06d}" for i in range(0, 5000)], ["L1"]])
+    spill(tmp_path, 1, [["L2"], ["K004321"]])  # a key of processor 0, in processor 1
+    assert any_repeat(tmp_path) is True
+    assert list(tmp_path.glob("keys.*")) == []
+
+
+def test_the_lines_of_every_record_of_a_repeated_key_are_named(tmp_path: Path) -> None:
+    spill(tmp_path, 0, [["A", "B", "C"], ["D", "A"]], first_line=10)  # lines 10-14
+    spill(tmp_path, 1, [["E", "C", "F", "A"]], first_line=100)  # lines 100-103
+    assert repeated_lines(tmp_path).tolist() == [10, 12, 14, 101, 103]
+    spill(tmp_path, 0, [["A", "B"]])
+    assert repeated_lines(tmp_path).tolist() == []
+
+
+def test_a_repeat_inside_one_batch_is_found_and_no_spill_means_unknown(tmp_path: Path) -> None:
+    assert any_repeat(tmp_path) is None  # e.g. a resumed run: nothing was hashed
+    spill(tmp_path, 0, [["A", "B", "A"]])
+    assert len(list(tmp_path.glob("keys.000.*"))) == BUCKETS
+    assert any_repeat(tmp_path) is True
+
+
+@pytest.fixture
+def merges() -> Iterator[list[str]]:
+    """Every MERGE (SQL:2003 MERGE, or SQLite's INSERT ... ON CONFLICT) this process sends."""
+    sent: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().startswith("MERGE INTO") or "ON CONFLICT" in statement:
+            sent.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", count)
+    yield sent
+    event.remove(Engine, "before_cursor_execute", count)
+
+
+def final_rows(config: JobConfig) -> dict[str, tuple[int, str]]:
+    final = job_tables(config).final
+    engine = create_engine(config.database_url)
+    try:
+        with engine.connect() as conn:
+            return {r.txn_id: (r.amount, r.last_run_id)
+                    for r in conn.execute(select(final.c.txn_id, final.c.amount,
+                                                 final.c.last_run_id))}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_no_repeat_one_plain_merge(tmp_path: Path, job_config: JobConfig,
+                                   merges: list[str]) -> None:
+    made = generate_file(tmp_path / "in.dat", 20_000, seed=3)
+    config = job_config.with_overrides(input_path=made.path, processors=2, batch_size=1_000)
+    outcome = run_job(config)
+
+    assert outcome.exit_code == 0, outcome.message
+    assert len(merges) == 1
+    assert "row_number" not in merges[0].lower()  # the plain MERGE: no ranking of repeats
+    assert outcome.duplicates_collapsed == 0
+    expected = expected_from_file(made.path)
+    assert {k: v[0] for k, v in final_rows(config).items()} == \
+        {k: t.amount for k, t in expected.final.items()}
+
+
+@pytest.mark.slow
+def test_repeats_one_deduplicating_merge_last_record_wins(tmp_path: Path,
+                                                          job_config: JobConfig,
+                                                          merges: list[str]) -> None:
+    # the repeats sit in different ranges (processors) and different batches
+    details = [detail(f"T{i:07d}", 100 + i) for i in range(3_000)]
+    details[2_500] = detail("T0000007", -4242)  # repeats T0000007 of the first range
+    details[2_900] = detail("T0000007", 777)  # ... and again: this one wins
+    details[1_600] = detail("T0001500", 5)  # a repeat in the next batch
+    path = write_input(tmp_path / "in.dat", details)
+    config = job_config.with_overrides(input_path=path, processors=2, batch_size=500)
+    outcome = run_job(config)
+
+    assert outcome.exit_code == 0, outcome.message
+    assert len(merges) == 1
+    assert "row_number" in merges[0].lower()
+    assert outcome.duplicates_collapsed == 3
+    final = final_rows(config)
+    assert final["T0000007"][0] == 777 and final["T0001500"][0] == 5
+    assert {k: v[0] for k, v in final.items()} == \
+        {k: t.amount for k, t in expected_from_file(path).final.items()}
+
+
+@pytest.mark.slow
+def test_composite_key_repeat_needs_all_columns(tmp_path: Path, db_url: str,
+                                                merges: list[str]) -> None:
+    shipped = shipped_config("account_postings")
+    config = load_config(shipped).with_overrides(
+        output_dir=tmp_path / "work", database_url=db_url, heartbeat_timeout=10.0)
+    outcome = run_job(config)  # its sample repeats one full key, and keys differing in one
+    assert outcome.exit_code == 0, outcome.message
+    assert len(merges) == 1 and "row_number" in merges[0].lower()
+    assert outcome.duplicates_collapsed == 1
+    assert list((config.output_dir / "runs" / outcome.run_id).glob("keys.*")) == []
+
+
+@pytest.mark.slow
+def test_survivors_from_the_repeated_lines_equal_ranking_every_row(
+        tmp_path: Path, job_config: JobConfig) -> None:
+    """Lines there by a hash collision alone change nothing: here every line is passed."""
+    from pipeline.db.repositories import StagingRepository
+
+    made = generate_file(tmp_path / "in.dat", 3_000, seed=4, duplicate_rate=0.02)
+    config = job_config.with_overrides(input_path=made.path)
+    outcome = run_job(config)
+    assert outcome.exit_code == 0 and outcome.duplicates_collapsed > 10, outcome.message
+    engine = create_engine(config.database_url)
+    try:
+        with engine.connect() as conn:
+            staging = StagingRepository(conn, job_tables(config), config.key_columns,
+                                        config.amount)
+            rows, amount = staging.count_and_amount(outcome.run_id)
+            dropped = staging.collapsed_at_lines(outcome.run_id, list(range(1, 3_100)))
+            assert dropped is not None
+            assert (rows - dropped[0], amount - dropped[1]) == \
+                staging.surviving_count_and_amount(outcome.run_id)
+            assert dropped[0] == outcome.duplicates_collapsed
+    finally:
+        engine.dispose()

@@ -1,0 +1,187 @@
+"""The checks touch tonight's rows only, and a purge is cheap.
+
+PostgreSQL: staging is list-partitioned by run (a partition per run, a DEFAULT one); the
+queries of a run read its partition only, and a purge drops old partitions. SQLite: the
+FINAL checks read the (LAST_RUN_ID, AMOUNT) index alone. Plans are read with EXPLAIN from
+the real databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, select, text
+
+from pipeline.config import JobConfig, load_config
+from pipeline.db.partitions import run_partition_name
+from pipeline.db.repositories import FinalRepository, StagingRepository
+from pipeline.db.tables import job_tables
+from pipeline.generate import generate_file
+from pipeline.job import run_job
+from pipeline.jobs import shipped_config
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
+
+
+@pytest.fixture
+def pg_config(tmp_path: Path, pg_url: str) -> JobConfig:
+    return load_config(shipped_config()).with_overrides(
+        output_dir=tmp_path / "work", database_url=pg_url, heartbeat_timeout=10.0)
+
+
+@pytest.fixture
+def engine(job_config: JobConfig) -> Iterator[Engine]:
+    eng = create_engine(job_config.database_url)
+    yield eng
+    eng.dispose()
+
+
+def partitions(engine: Engine) -> dict[str, int]:
+    """{partition: rows} of stg_transactions."""
+    with engine.connect() as conn:
+        names = conn.execute(text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'stg_transactions'::regclass")).scalars().all()
+        return {n: conn.execute(text(f"SELECT count(*) FROM {n}")).scalar_one() for n in names}
+
+
+@pytest.mark.postgresql
+def test_each_run_loads_into_its_own_partition_and_a_purge_drops_it(
+        tmp_path: Path, pg_url: str, pg_config: JobConfig) -> None:
+    made = generate_file(tmp_path / "in.dat", 2_000, seed=5, reject_rate=0.01)
+    config = pg_config.with_overrides(input_path=made.path, keep_staging_runs=1)
+    tables = job_tables(config)
+    first = run_job(config)
+    assert first.exit_code == 0, first.message
+    engine = create_engine(pg_url)
+    try:
+        accepted = first.metrics.total_read - first.metrics.total_errors  # type: ignore[union-attr]
+        assert partitions(engine) == {"stg_transactions_default": 0,
+                                      run_partition_name(tables.staging, first.run_id): accepted}
+        second = run_job(config)
+        assert second.exit_code == 0, second.message
+        # the first run's partition is gone: dropped, not emptied row by row
+        assert partitions(engine) == {"stg_transactions_default": 0,
+                                      run_partition_name(tables.staging, second.run_id): accepted}
+        with engine.connect() as conn:
+            purged = conn.execute(select(tables.batch_run.c.staging_purged).where(
+                tables.batch_run.c.run_id == first.run_id)).scalar_one()
+        assert purged == "Y"
+    finally:
+        engine.dispose()
+
+
+def plan_of(engine: Engine, sql: str, run_id: str) -> str:
+    prefix = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
+    with engine.connect() as conn:
+        rows = conn.execute(text(prefix + sql), {"run_id": run_id}).all()
+    return "\n".join(str(r[-1]) for r in rows)
+
+
+def test_the_checks_read_tonights_rows_only(tmp_path: Path, job_config: JobConfig,
+                                            engine: Engine) -> None:
+    made = generate_file(tmp_path / "in.dat", 1_000, seed=6)
+    config = job_config.with_overrides(input_path=made.path, keep_staging_runs=3)
+    tables = job_tables(config)
+    runs = [run_job(config) for _ in range(2)]
+    assert [r.exit_code for r in runs] == [0, 0]
+    tonight = runs[-1].run_id
+
+    with engine.connect() as conn:
+        staged = StagingRepository(conn, tables, config.key_columns, config.amount)
+        final = FinalRepository(conn, tables, config.key_columns, config.amount)
+        assert staged.count_and_amount(tonight)[0] == 1_000
+        assert final.count_and_amount_for_run(tonight)[0] == 1_000
+    final_plan = plan_of(engine, "SELECT count(*), sum(amount) FROM transactions "
+                                 "WHERE last_run_id = :run_id", tonight)
+    if engine.dialect.name == "sqlite":
+        assert "COVERING INDEX ix_transactions_run" in final_plan, final_plan
+        return
+    staging_plan = plan_of(engine, "SELECT count(*), sum(amount) FROM stg_transactions "
+                                   "WHERE run_id = :run_id", tonight)
+    assert run_partition_name(tables.staging, tonight) in staging_plan, staging_plan
+    earlier = run_partition_name(tables.staging, runs[0].run_id)
+    assert earlier not in staging_plan and "stg_transactions_default" not in staging_plan
+    with engine.begin() as conn:  # with no statistics yet a planner may still scan FINAL
+        conn.execute(text("ANALYZE transactions"))
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(r[0] for r in conn.execute(text(
+            "EXPLAIN SELECT count(*), sum(amount) FROM transactions WHERE last_run_id = "
+            ":run_id"), {"run_id": tonight}))
+    assert "ix_transactions_run" in plan, plan
+
+
+@pytest.mark.postgresql
+def test_a_staging_table_made_without_partitions_still_works(
+        tmp_path: Path, pg_url: str, pg_config: JobConfig) -> None:
+    """A staging table an earlier version created (not partitioned): runs share it."""
+    tables = job_tables(pg_config)
+    engine = create_engine(pg_url)
+    try:
+        with engine.begin() as conn:
+            columns = ", ".join(
+                f"{c.name} {c.type.compile(dialect=engine.dialect)}" for c in tables.staging.c)
+            conn.execute(text(f"CREATE TABLE stg_transactions ({columns})"))
+        made = generate_file(tmp_path / "in.dat", 500, seed=7)
+        config = pg_config.with_overrides(input_path=made.path, keep_staging_runs=1)
+        outcomes = [run_job(config) for _ in range(2)]
+        assert [o.exit_code for o in outcomes] == [0, 0], outcomes[-1].message
+        with engine.connect() as conn:
+            staged = conn.execute(text("SELECT run_id, count(*) FROM stg_transactions "
+                                       "GROUP BY run_id")).all()
+        assert staged == [(outcomes[1].run_id, 500)]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgresql
+def test_a_lock_on_staging_costs_the_partition_not_the_run(
+        tmp_path: Path, pg_url: str, pg_config: JobConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another session's lock on staging while the run starts: no partition, the rows go
+    to the DEFAULT partition once the lock is gone, every figure the same."""
+    from sqlalchemy import event
+
+    made = generate_file(tmp_path / "in.dat", 1_000, seed=3)
+    config = pg_config.with_overrides(input_path=made.path)
+    engine = create_engine(pg_url)
+    job_tables(config).metadata.create_all(engine)
+    blocker = engine.connect()
+    blocker.execute(text("LOCK TABLE stg_transactions IN SHARE MODE"))
+
+    def release(*_args: object) -> None:  # the partition gave up: let the load go on
+        if blocker.in_transaction():
+            blocker.rollback()
+
+    event.listen(Engine, "handle_error", release)
+    try:
+        outcome = run_job(config)
+    finally:
+        event.remove(Engine, "handle_error", release)
+        release()
+        blocker.close()
+    try:
+        assert outcome.exit_code == 0, outcome.message
+        assert "not created" in caplog.text and "DEFAULT partition" in caplog.text
+        assert partitions(engine) == {"stg_transactions_default": 1_000}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgresql
+def test_the_short_partition_wait_gives_the_session_its_own_lock_timeout_back(
+        pg_url: str) -> None:
+    from pipeline.db.engine import Timeouts, make_engine
+    from pipeline.db.partitions import _short_lock_wait
+
+    engine = make_engine(pg_url, Timeouts(lock=7, statement=30))
+    try:
+        with engine.begin() as conn:
+            with _short_lock_wait(conn):
+                assert conn.execute(text("SHOW lock_timeout")).scalar() == "2s"
+            # the purge's DELETE after the partitions waits as the config says
+            assert conn.execute(text("SHOW lock_timeout")).scalar() == "7s"
+    finally:
+        engine.dispose()

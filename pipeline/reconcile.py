@@ -10,8 +10,8 @@ fails the run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine
 
 from pipeline import interrupts
 from pipeline.db.engine import database_errors
-from pipeline.db.lock import FinalTransaction, HeldLock
+from pipeline.db.lock import FinalTransaction, HeldLock, own_transaction
 from pipeline.db.repositories import FinalRepository, StagingRepository
 from pipeline.db.tables import JobTables
 from pipeline.stages import CHECKS, MERGE, StageClock, maybe
@@ -163,17 +163,7 @@ class ReconciliationService:
                 results = [checks.rolled_back(r) for r in results]
         return results
 
-    @contextmanager
-    def _final_transaction(self, lock: HeldLock | None) -> Iterator[FinalTransaction]:
-        if lock is not None:
-            with lock.final_transaction() as transaction:
-                yield transaction
-            return
-        with self.engine.connect() as conn:
-            tx = conn.begin()
-            try:
-                yield FinalTransaction(conn, tx.commit, tx.rollback)
-            finally:
-                if tx.is_active:
-                    tx.rollback()
+    def _final_transaction(self, lock: HeldLock | None
+                           ) -> AbstractContextManager[FinalTransaction]:
+        return lock.final_transaction() if lock is not None else own_transaction(self.engine)
 

@@ -34,6 +34,7 @@ from pipeline.errors import Interrupted
 
 log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+BURST_S = 0.05  # signals this close together are one burst (see _watch)
 
 
 class _State:
@@ -119,15 +120,24 @@ def _watch(reader: socket.socket, stop: threading.Event) -> None:
         ready, _, _ = select.select([reader], [], [], 0.5)
         if not ready:
             continue
-        data = b""
-        with suppress(BlockingIOError):
-            while chunk := reader.recv(64):
-                data += chunk
+        data = _drain(reader)
         # signals pending together are delivered lowest number first, but their handlers
-        # nest, so the bytes come in reverse order: the lowest of a burst came first
+        # nest, so the bytes come in reverse order: the lowest of a burst came first. The
+        # nested writes are microseconds apart, yet this thread can wake between them: a
+        # burst is what arrives until the socket stays quiet for BURST_S
+        while select.select([reader], [], [], BURST_S)[0]:
+            data += _drain(reader)
         received = sorted(s for s in data if s in SIGNALS)
         if received:
             _on_signal(received[0])
+
+
+def _drain(reader: socket.socket) -> bytes:
+    data = b""
+    with suppress(BlockingIOError):
+        while chunk := reader.recv(64):
+            data += chunk
+    return data
 
 
 @contextmanager

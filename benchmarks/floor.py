@@ -96,8 +96,8 @@ def _load_postgres(engine: Any, copy_sql: str, chunks: list[bytes]) -> None:
 
 
 def _merge(engine: Any, config: Any, tables: Any) -> int:
+    from pipeline.audit.schema import utc_now
     from pipeline.db.merge import merge_params, merge_statement
-    from recon.audit import utc_now
 
     statement = merge_statement(tables.staging, tables.final, config.key_columns,
                                 tables.business_columns, deduplicate=False)

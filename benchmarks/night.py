@@ -150,10 +150,10 @@ def copy_of(target: Target, base: str) -> Iterator[str]:
 def floor(url: str, prepared: Path) -> dict[str, float]:
     """Bulk load + one de-duplicating MERGE into the filled FINAL, timed here."""
     from benchmarks.floor import RUN_ID, _job, _load_postgres, _load_sqlite
+    from pipeline.audit.schema import utc_now
     from pipeline.db.engine import make_engine
     from pipeline.db.merge import merge_params, merge_statement
     from pipeline.db.partitions import create_run_partition
-    from recon.audit import utc_now
 
     config, tables = _job()
     engine = make_engine(url)

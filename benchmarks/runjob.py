@@ -50,9 +50,9 @@ def _timed(owner: Any, name: str, phase: str) -> None:
 def instrument() -> None:
     """Phase timers: plan (hash + split), load (workers), MERGE, checks, audit."""
     from pipeline import job
+    from pipeline.audit.writer import AuditWriter
     from pipeline.db.repositories import FinalRepository, StagingRepository
-    from recon.audit import AuditWriter
-    from recon.service import ReconciliationService
+    from pipeline.reconcile import ReconciliationService
 
     _timed(job, "plan_input", "plan")
     _timed(job, "create_missing_tables", "ddl")

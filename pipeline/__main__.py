@@ -32,7 +32,7 @@ from pipeline.jobs import shipped_config
 from pipeline.logs import FORMATS, LEVELS, configure_logging
 
 if TYPE_CHECKING:
-    from pipeline.outcome import RunOutcome
+    from recon.values import RunOutcome
 
 log = logging.getLogger("pipeline.cli")
 DB_URL_ENV = "PIPELINE_DB_URL"
@@ -155,8 +155,8 @@ def _config(args: argparse.Namespace) -> JobConfig:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from pipeline.audit.reader import load_report, open_audit
     from pipeline.publish import job_scales, report_extras
-    from pipeline.reporting.store import load_report, open_audit
 
     config_path, run_id = _config_and_run_id(args.targets)
     config = _load_config(config_path)
@@ -185,8 +185,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from pipeline.audit.reader import open_audit
     from pipeline.explain import explain_run, format_explanation, write_csv
-    from pipeline.reporting.store import open_audit
 
     config_path, run_id = _config_and_run_id(args.targets)
     config = _load_config(config_path)
@@ -207,7 +207,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from pipeline.reporting.store import list_runs, open_audit
+    from pipeline.audit.reader import list_runs, open_audit
 
     if args.limit < 1:
         raise ConfigError(f"--limit: expected a positive number, got {args.limit}")

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, and_, or_, select
 
+from pipeline.audit.reader import RunReport, load_report
+from pipeline.audit.schema import utc_now
 from pipeline.config import JobConfig
 from pipeline.db.engine import database_errors
 from pipeline.db.lock import job_lock
@@ -36,9 +38,7 @@ from pipeline.db.tables import JobTables, job_tables
 from pipeline.layouts.csv import CsvLayout
 from pipeline.metrics.aggregator import PROCESSOR
 from pipeline.rejects import rejected_lines
-from pipeline.reporting.store import RunReport, load_report
 from recon import checks
-from recon.audit import utc_now
 from recon.checks import failure_summary
 
 FIRST_LINE = 2  # line 1 is the header

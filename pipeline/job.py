@@ -19,6 +19,8 @@ import multiprocess as mp
 from sqlalchemy import Connection, Engine
 
 from pipeline import interrupts
+from pipeline.audit.schema import utc_now
+from pipeline.audit.writer import AuditWriter
 from pipeline.config import JobConfig
 from pipeline.db.bulk import loader_for
 from pipeline.db.dialects import profile_for
@@ -44,7 +46,7 @@ from pipeline.errors import (
 from pipeline.logs import run_context
 from pipeline.metrics.aggregator import MetricsAggregator
 from pipeline.metrics.bus import MetricsBus
-from pipeline.outcome import RunOutcome
+from pipeline.reconcile import ReconciliationService
 from pipeline.repeats import discard_spill, repeated_lines
 from pipeline.source import InputPlan, plan_job_input
 from pipeline.stages import AUDIT, CHECKS, LOAD, MERGE, PLAN, StageClock
@@ -52,10 +54,19 @@ from pipeline.workers.context import WorkerContext
 from pipeline.workers.pool import WorkerPool, WorkerSpec
 from pipeline.workers.processor import run_processor
 from pipeline.workers.writer import run_writer
-from recon import audit
-from recon.audit import AuditWriter, utc_now
-from recon.checks import STAGING_TO_FINAL, ReconciliationResult, failure_summary
-from recon.service import ReconciliationService, TrailerTotals
+from recon.checks import STAGING_TO_FINAL, failure_summary
+from recon.values import (
+    FAILED_INPUT,
+    FAILED_RECONCILIATION,
+    FAILED_RUNTIME,
+    INTERRUPTED,
+    REFUSED,
+    RUNNING,
+    SUCCEEDED,
+    ReconciliationResult,
+    RunOutcome,
+    TrailerTotals,
+)
 
 if TYPE_CHECKING:
     from pipeline.progress import Progress
@@ -88,7 +99,7 @@ def run_job(config: JobConfig, *, after_load: AfterLoad | None = None,
     started = utc_now()
     input_path = resolve_input(config)
     run_dir = config.output_dir / "runs" / run_id
-    outcome = RunOutcome(run_id, config.name, audit.RUNNING, 0, "", input_path,
+    outcome = RunOutcome(run_id, config.name, RUNNING, 0, "", input_path,
                          config.database_url, run_dir)
     with run_context(run_id), interrupts.handling():
         log.info("run started: job %s, input %s", config.name, input_path)
@@ -324,7 +335,7 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
     def record(conn: Connection, results: list[ReconciliationResult]) -> None:
         """The audit of a run that passed, in the MERGE's transaction (one commit)."""
         keys = next(r.expected_count for r in results if r.check_name == STAGING_TO_FINAL)
-        outcome.status, outcome.exit_code = audit.SUCCEEDED, 0
+        outcome.status, outcome.exit_code = SUCCEEDED, 0
         outcome.message = f"all checks passed; {keys:,} keys merged into {config.final_table}"
         with stages.stage(AUDIT):
             audit_writer.finish_on(conn, outcome.run_id, outcome.status, outcome.exit_code,
@@ -337,14 +348,14 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
     outcome.results = result.results
     outcome.duplicates_collapsed = result.duplicates_collapsed
     if result.passed:
-        outcome.status, outcome.exit_code = audit.SUCCEEDED, 0
+        outcome.status, outcome.exit_code = SUCCEEDED, 0
         outcome.audited = True  # committed with the MERGE
         keys = result.staged_rows - result.duplicates_collapsed
         log.info("reconciliation passed (%d checks); merge committed: %d keys into %s",
                  len(result.results), keys, config.final_table)
     else:
         failed = failure_summary(result.results)
-        outcome.status, outcome.exit_code = audit.FAILED_RECONCILIATION, 1
+        outcome.status, outcome.exit_code = FAILED_RECONCILIATION, 1
         outcome.message = f"reconciliation failed: {failed}; FINAL unchanged"
         log.warning("reconciliation failed: %s; no merge", failed)
 
@@ -362,13 +373,13 @@ def _fail(outcome: RunOutcome, exc: PipelineError) -> None:
     outcome.exit_code = exc.exit_code
     outcome.message = str(exc)
     if isinstance(exc, Interrupted):
-        outcome.status = audit.INTERRUPTED
+        outcome.status = INTERRUPTED
     elif isinstance(exc, JobAlreadyRunning):
-        outcome.status = audit.REFUSED
+        outcome.status = REFUSED
     elif exc.exit_code == 2:
-        outcome.status = audit.FAILED_INPUT
+        outcome.status = FAILED_INPUT
     else:
-        outcome.status = audit.FAILED_RUNTIME
+        outcome.status = FAILED_RUNTIME
 
 
 def _record_end(outcome: RunOutcome, audit_writer: AuditWriter, stages: StageClock) -> None:
@@ -398,7 +409,7 @@ def _record_end(outcome: RunOutcome, audit_writer: AuditWriter, stages: StageClo
                                              outcome.exit_code, outcome.message,
                                              outcome.results, outcome.workers,
                                              stages=outcome.stages)
-        if status == audit.SUCCEEDED and outcome.status != audit.SUCCEEDED:
+        if status == SUCCEEDED and outcome.status != SUCCEEDED:
             outcome.status, outcome.exit_code = status, 0
             outcome.message = ("the MERGE and its audit had committed before the run failed "
                                f"({outcome.message}); BATCH_RUN says {status}")

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 from pipeline.config import JobConfig
 from pipeline.errors import PipelineError
 from pipeline.logs import run_context
-from pipeline.outcome import RunOutcome
+from recon.values import RunOutcome
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from pipeline.reporting.store import RunReport
+    from pipeline.audit.reader import RunReport
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ def publish_outputs(outcome: RunOutcome, config: JobConfig, duration_s: float) -
 
 def write_html_report(config: JobConfig, outcome: RunOutcome) -> Path | None:
     """report.html beside the run's other output, read back from the audit just committed."""
+    from pipeline.audit.reader import load_report, open_audit
     from pipeline.reporting.htmlpage import render_html
-    from pipeline.reporting.store import load_report, open_audit
 
     if not outcome.recorded:
         return None  # the run never reached the database: no audit to show

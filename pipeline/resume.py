@@ -19,19 +19,26 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from pipeline import interrupts
+from pipeline.audit.schema import from_audit, utc_now
+from pipeline.audit.writer import AuditWriter
 from pipeline.config import JobConfig
 from pipeline.db.engine import database_errors
 from pipeline.db.lock import HeldLock, job_lock
 from pipeline.db.repositories import FinalRepository, StagingRepository
-from pipeline.db.tables import AUDIT_SCALE, JobTables, job_tables
+from pipeline.db.tables import JobTables, job_tables
 from pipeline.errors import ConfigError
-from pipeline.job import RunOutcome
 from pipeline.logs import run_context
-from pipeline.metrics.aggregator import AggregatedMetrics
-from recon import audit, checks
-from recon.audit import AuditWriter, utc_now
-from recon.checks import ReconciliationResult, amount_check, count_check, failure_summary
-from recon.service import ReconciliationService, TrailerTotals
+from pipeline.reconcile import ReconciliationService
+from recon import checks
+from recon.checks import amount_check, count_check, failure_summary
+from recon.values import (
+    FAILED_RECONCILIATION,
+    SUCCEEDED,
+    AggregatedMetrics,
+    ReconciliationResult,
+    RunOutcome,
+    TrailerTotals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +57,7 @@ class LoadTotals:
 
 def resume_run(config: JobConfig, run_id: str) -> RunOutcome:
     """Finish ``run_id`` from staging. Raises ResumeRefused when it cannot be resumed."""
-    from pipeline.reporting.store import open_audit  # refuses a database no job ran on
+    from pipeline.audit.reader import open_audit  # refuses a database no job ran on
 
     tables = job_tables(config)
     with run_context(run_id), open_audit(config.database_url) as engine:
@@ -73,10 +80,10 @@ def resume_run(config: JobConfig, run_id: str) -> RunOutcome:
 def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
             outcome: RunOutcome, lock: HeldLock) -> None:
     run_id = outcome.run_id
-    if row.status == audit.SUCCEEDED:
-        outcome.status, outcome.exit_code = audit.SUCCEEDED, 0
+    if row.status == SUCCEEDED:
+        outcome.status, outcome.exit_code = SUCCEEDED, 0
         outcome.message = (f"run {run_id} had already committed its MERGE (its audit says "
-                           f"{audit.SUCCEEDED}); nothing to resume, {config.final_table} "
+                           f"{SUCCEEDED}); nothing to resume, {config.final_table} "
                            "untouched")
         return
     totals = load_totals(row, config.amount_field.scale)
@@ -106,7 +113,7 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
             """A passing resume's audit commits in the MERGE's transaction."""
             keys = next(r.expected_count for r in results
                         if r.check_name == checks.STAGING_TO_FINAL)
-            outcome.status, outcome.exit_code = audit.SUCCEEDED, 0
+            outcome.status, outcome.exit_code = SUCCEEDED, 0
             outcome.message = (f"resumed from staging; all checks passed; {keys:,} keys "
                                f"merged into {config.final_table}")
             writer.finish_on(conn, run_id, outcome.status, outcome.exit_code,
@@ -120,11 +127,11 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
             return  # committed with its audit
         merged = ""
     if not all(r.passed for r in outcome.results):
-        outcome.status, outcome.exit_code = audit.FAILED_RECONCILIATION, 1
+        outcome.status, outcome.exit_code = FAILED_RECONCILIATION, 1
         outcome.message = (f"resumed from staging; reconciliation failed: "
                            f"{failure_summary(outcome.results)}; FINAL unchanged")
     else:
-        outcome.status, outcome.exit_code = audit.SUCCEEDED, 0
+        outcome.status, outcome.exit_code = SUCCEEDED, 0
         outcome.message = f"resumed from staging; all checks passed; {merged}"
     writer.finish_run(run_id, outcome.status, outcome.exit_code, outcome.message,
                       outcome.results, [])
@@ -145,10 +152,9 @@ def load_totals(row: Any, scale: int) -> LoadTotals | None:
     """The stored load totals of a BATCH_RUN row at the job's scale, or None (not loaded)."""
     if row.read_cnt is None:
         return None
-    step = 10 ** (AUDIT_SCALE - scale)
 
     def minor(audit_amount: int | None) -> int:
-        return int(audit_amount or 0) // step
+        return from_audit(int(audit_amount or 0), scale) or 0
 
     metrics = AggregatedMetrics(
         total_read=int(row.read_cnt), total_written=int(row.written_cnt),

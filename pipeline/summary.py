@@ -10,11 +10,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pipeline.db.engine import safe_url
-from pipeline.metrics.aggregator import WorkerMetrics
 from pipeline.money import format_minor
-from pipeline.outcome import RunOutcome
 from pipeline.rejects import reason_counts, reason_lines
-from recon.checks import ReconciliationResult
+from recon.values import ReconciliationResult, RunOutcome, WorkerMetrics
 
 
 def format_summary(outcome: RunOutcome, scale: int, report: Path | None = None) -> str:

@@ -19,7 +19,8 @@ from pipeline.errors import InputStructureError
 from pipeline.source import InputPlan, plan_job_input
 from pipeline.workers.processor import detail_batches_of, write_rejects
 from recon import checks
-from recon.checks import ReconciliationResult, amount_check, count_check
+from recon.checks import amount_check, count_check
+from recon.values import ReconciliationResult
 
 log = logging.getLogger(__name__)
 

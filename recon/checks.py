@@ -1,8 +1,13 @@
-"""Each check: an expected and an actual figure in, a ReconciliationResult out."""
+"""Each check: an expected and an actual figure in, a ReconciliationResult out.
+
+Pure: the figures come from the caller (pipeline.reconcile reads them from the database).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+
+from recon.values import NOT_EVALUATED, AggregatedMetrics, ReconciliationResult, TrailerTotals
 
 SOURCE_TRAILER_COUNT = "source_trailer_count"
 SOURCE_TRAILER_AMOUNT = "source_trailer_amount"
@@ -12,43 +17,9 @@ WRITTEN_TO_STAGING = "written_to_staging"
 STAGING_TO_FINAL = "staging_to_final"
 STAGING_TO_FINAL_AMOUNT = "staging_to_final_amount"
 
-NOT_EVALUATED = "not evaluated"
-
 CHECK_ORDER = (SOURCE_TRAILER_COUNT, SOURCE_TRAILER_AMOUNT, PROCESSED_TO_STAGING,
                PROCESSED_TO_STAGING_AMOUNT, WRITTEN_TO_STAGING, STAGING_TO_FINAL,
                STAGING_TO_FINAL_AMOUNT)
-
-
-@dataclass(frozen=True)
-class ReconciliationResult:
-    """One line of RECON_AUDIT. Amounts are exact integer minor units; None = not known."""
-
-    check_name: str
-    expected_count: int
-    actual_count: int
-    passed: bool
-    expected_amount: int | None = None
-    actual_amount: int | None = None
-    detail: str = ""
-
-    @property
-    def discrepancy(self) -> int:
-        return self.actual_count - self.expected_count
-
-    @property
-    def amount_discrepancy(self) -> int | None:
-        if self.expected_amount is None or self.actual_amount is None:
-            return None
-        return self.actual_amount - self.expected_amount
-
-    @property
-    def evaluated(self) -> bool:
-        """False for a check that could not run (recorded as failed, see not_evaluated)."""
-        return not self.detail.startswith(NOT_EVALUATED)
-
-    @property
-    def is_amount_check(self) -> bool:
-        return self.check_name.endswith("_amount")
 
 
 def count_check(name: str, expected: int, actual: int, detail: str = "") -> ReconciliationResult:
@@ -82,3 +53,56 @@ def failure_summary(results: list[ReconciliationResult]) -> str:
     skipped = [r.check_name for r in results if not r.evaluated]
     text = ", ".join(failed)
     return f"{text} ({', '.join(skipped)} not evaluated)" if skipped else text
+
+
+def load_checks(trailer: TrailerTotals, a: AggregatedMetrics, staged: int,
+                staged_amount: int) -> list[ReconciliationResult]:
+    """The checks before the MERGE: trailer -> read -> staging, counts and amounts.
+
+    ``staged`` and ``staged_amount``: the run's rows in staging and their amount total.
+    """
+    accepted = a.total_read - a.total_errors
+    unreadable = (f"{a.unreadable_amounts} rejected record(s) have an unreadable amount"
+                  if a.unreadable_amounts else "")
+    return [
+        count_check(SOURCE_TRAILER_COUNT, trailer.count, a.total_read),
+        amount_check(SOURCE_TRAILER_AMOUNT, (trailer.count, a.total_read),
+                     trailer.amount, None if unreadable else a.read_amount, unreadable),
+        count_check(PROCESSED_TO_STAGING, accepted, staged,
+                    f"{a.total_read} read, {a.total_errors} rejected"),
+        amount_check(PROCESSED_TO_STAGING_AMOUNT, (accepted, staged),
+                     a.accepted_amount, staged_amount),
+        count_check(WRITTEN_TO_STAGING, a.total_written, staged,
+                    f"{a.writer_errors} row(s) refused by the database"
+                    if a.writer_errors else ""),
+    ]
+
+
+def merge_skipped(keys: int) -> list[ReconciliationResult]:
+    """The checks after the MERGE, when an earlier check failed and no MERGE ran."""
+    reason = "MERGE skipped because an earlier check failed; FINAL unchanged"
+    return [not_evaluated(STAGING_TO_FINAL, keys, reason),
+            not_evaluated(STAGING_TO_FINAL_AMOUNT, keys, reason)]
+
+
+def final_checks(key: Sequence[str], keys: int, survivors_amount: int, collapsed: int,
+                 final_count: int, final_amount: int | None) -> list[ReconciliationResult]:
+    """The checks after the MERGE: the run's ``keys`` distinct keys (``collapsed`` records
+    dropped as earlier duplicates) against the FINAL rows the MERGE left for the run."""
+    names = ", ".join(key)  # with a composite key, a duplicate repeats all of them
+    detail = (f"{collapsed} duplicate-key record(s) collapsed, the later record won "
+              f"(key: {names})" if collapsed else f"no duplicate keys (key: {names})")
+    return [
+        count_check(STAGING_TO_FINAL, keys, final_count, detail),
+        amount_check(STAGING_TO_FINAL_AMOUNT, (keys, final_count), survivors_amount,
+                     final_amount),
+    ]
+
+
+def rolled_back(result: ReconciliationResult) -> ReconciliationResult:
+    """A check after a MERGE that failed it, and so was rolled back."""
+    note = "MERGE rolled back; FINAL unchanged"
+    detail = f"{result.detail}; {note}" if result.detail else note
+    return ReconciliationResult(result.check_name, result.expected_count, result.actual_count,
+                                result.passed, result.expected_amount, result.actual_amount,
+                                detail)

@@ -22,7 +22,8 @@ from sqlalchemy.pool import NullPool
 
 from pipeline.config import JobConfig
 from pipeline.generate import generate_file
-from pipeline.job import RunOutcome, run_job
+from pipeline.job import run_job
+from recon.values import RunOutcome
 
 pytestmark = pytest.mark.timeout(120)
 

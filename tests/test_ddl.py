@@ -1,4 +1,5 @@
-"""The DDL in sql/ and the tables the code creates (pipeline/db/tables.py) agree.
+"""The DDL in sql/ and the tables the code creates (pipeline/db/tables.py,
+pipeline/audit/schema.py) agree.
 
 SQLite and PostgreSQL: the sql/ files go into one database (or schema), the code's
 ``create_all`` into another; both are reflected and compared on tables, columns (name,

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from pipeline.audit.schema import AUDIT_SCALE
 from pipeline.config import JobConfig
-from pipeline.db.tables import AUDIT_SCALE, job_tables
+from pipeline.db.tables import job_tables
 from pipeline.generate import generate_file
 from pipeline.job import RunOutcome, run_job
 from recon import checks

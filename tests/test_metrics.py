@@ -23,16 +23,15 @@ import numpy as np
 import pytest
 
 from pipeline.metrics import (
-    AggregatedMetrics,
     BusClosedError,
     Col,
     MetricsAggregator,
     MetricsBus,
     State,
-    WorkerMetrics,
     WorkerType,
     leaked_segments,
 )
+from recon.values import AggregatedMetrics, WorkerMetrics
 
 pytestmark = pytest.mark.timeout(30)
 

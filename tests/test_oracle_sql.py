@@ -30,18 +30,19 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import ExecutableDDLElement
 from sqlglot import exp
 
+from pipeline.audit.schema import AUDIT_PRECISION, AUDIT_SCALE
+from pipeline.audit.writer import AuditWriter
 from pipeline.config import JobConfig, load_config
 from pipeline.db.bulk import loader_for
 from pipeline.db.lock import job_lock
 from pipeline.db.merge import merge_statement
 from pipeline.db.repositories import FinalRepository, StagingRepository
-from pipeline.db.tables import AUDIT_PRECISION, AUDIT_SCALE, JobTables, Money, job_tables
+from pipeline.db.tables import JobTables, job_tables
+from pipeline.db.types import Money
 from pipeline.generate import generate_file
 from pipeline.job import run_job
 from pipeline.jobs import shipped_config
-from pipeline.metrics.aggregator import WorkerMetrics
-from recon.audit import AuditWriter
-from recon.checks import ReconciliationResult
+from recon.values import ReconciliationResult, WorkerMetrics
 
 ORACLE_ENV = "PIPELINE_TEST_ORACLE_URL"
 MAX_IDENTIFIER_BYTES = 30  # Oracle before 12.2; identifiers and bind variable names

@@ -12,16 +12,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from pipeline.audit.reader import RunReport, list_runs, load_report, open_audit
 from pipeline.config import JobConfig
 from pipeline.generate import generate_file
-from pipeline.job import RunOutcome, run_job
+from pipeline.job import run_job
 from pipeline.metrics.prometheus import exposition, run_families, write_textfile
 from pipeline.money import format_minor
 from pipeline.reporting.htmlpage import render_html
 from pipeline.reporting.jsondoc import report_document
-from pipeline.reporting.store import RunReport, list_runs, load_report, open_audit
 from pipeline.reporting.text import format_report, format_runs
 from recon import checks
+from recon.values import RunOutcome
 from tests.conftest import run_cli
 from tests.reference import detail, write_input
 

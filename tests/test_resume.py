@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from pipeline.audit.reader import load_report, open_audit
 from pipeline.config import JobConfig
 from pipeline.errors import Interrupted
 from pipeline.generate import generate_file
 from pipeline.job import run_job
-from pipeline.reporting.store import load_report, open_audit
 from pipeline.resume import ResumeRefused, resume_run
 from recon import checks
 from tests.conftest import assert_final_matches, run_cli

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.audit.reader import RunReport, RunRow
 from pipeline.config import JobConfig, load_config, parse_config
 from pipeline.errors import ConfigError, InputStructureError
 from pipeline.generate import generate_file
 from pipeline.job import run_job
 from pipeline.jobs import shipped_config
-from pipeline.metrics.aggregator import WorkerMetrics
 from pipeline.metrics.prometheus import exposition, run_families
 from pipeline.reporting.htmlpage import render_html
-from pipeline.reporting.store import RunReport, RunRow
 from pipeline.source import plan_input
 from pipeline.summary import format_summary
+from recon.values import WorkerMetrics
 from tests.conftest import run_cli, write_job
 from tests.reference import detail, write_input
 

@@ -23,7 +23,7 @@ from pipeline.db.tables import job_tables
 from pipeline.errors import ConfigError
 from pipeline.generate import generate_file
 from pipeline.job import run_job
-from recon import audit
+from recon.values import FAILED_RUNTIME
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -71,7 +71,7 @@ def test_a_lock_held_elsewhere_ends_the_run_with_exit_3(
     outcome = run_job(config, after_load=hold_lock(config, release_on_error))
 
     assert outcome.exit_code == 3, outcome.message
-    assert outcome.status == audit.FAILED_RUNTIME
+    assert outcome.status == FAILED_RUNTIME
     assert "not released in time (database.lock_timeout)" in outcome.message
     assert "merging into the final table" in outcome.message
     tables = job_tables(config)
@@ -81,7 +81,7 @@ def test_a_lock_held_elsewhere_ends_the_run_with_exit_3(
             assert conn.execute(select(func.count()).select_from(tables.final)).scalar() == 0
             row = conn.execute(select(tables.batch_run).where(
                 tables.batch_run.c.run_id == outcome.run_id)).one()
-        assert row.status == audit.FAILED_RUNTIME and row.exit_code == 3
+        assert row.status == FAILED_RUNTIME and row.exit_code == 3
     finally:
         engine.dispose()
 

@@ -72,6 +72,18 @@ class FinalTransaction:
         self._rollback()
 
 
+@contextmanager
+def own_transaction(engine: Engine) -> Iterator[FinalTransaction]:
+    """A final transaction on a connection of its own, rolled back unless committed."""
+    with engine.connect() as conn:
+        tx = conn.begin()
+        try:
+            yield FinalTransaction(conn, tx.commit, tx.rollback)
+        finally:
+            if tx.is_active:
+                tx.rollback()
+
+
 @dataclass
 class HeldLock:
     """The job lock a run holds; ``final_transaction`` is where it may change FINAL."""
@@ -85,13 +97,8 @@ class HeldLock:
     @contextmanager
     def final_transaction(self) -> Iterator[FinalTransaction]:
         if self.connection is None:  # SQLite: the file lock cannot be lost by the process
-            with self.engine.connect() as conn:
-                tx = conn.begin()
-                try:
-                    yield FinalTransaction(conn, tx.commit, tx.rollback)
-                finally:
-                    if tx.is_active:
-                        tx.rollback()
+            with own_transaction(self.engine) as transaction:
+                yield transaction
             return
         conn = self.connection
         root = conn.get_transaction()

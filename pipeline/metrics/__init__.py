@@ -1,6 +1,6 @@
 """The metrics bus (shared-memory counters per worker) and its aggregator."""
 
-from pipeline.metrics.aggregator import AggregatedMetrics, MetricsAggregator, WorkerMetrics
+from pipeline.metrics.aggregator import MetricsAggregator
 from pipeline.metrics.bus import (
     BusClosedError,
     Col,
@@ -11,13 +11,11 @@ from pipeline.metrics.bus import (
 )
 
 __all__ = [
-    "AggregatedMetrics",
     "BusClosedError",
     "Col",
     "MetricsAggregator",
     "MetricsBus",
     "State",
-    "WorkerMetrics",
     "WorkerType",
     "leaked_segments",
 ]

@@ -1,4 +1,5 @@
-"""Turn a bus snapshot plus the workers' exit codes into the designers' metrics values.
+"""Turn a bus snapshot plus the workers' exit codes into the designers' metrics values
+(``recon.values.WorkerMetrics`` and ``AggregatedMetrics``).
 
 How a worker ended (``WorkerMetrics.state``) combines its row's STATE with the exit code
 of its process (``process.exitcode``: 0 ok, >0 error exit, <0 killed by signal -N, None
@@ -20,58 +21,17 @@ None                   RUNNING/DONE         'running' (no exit code yet)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
 from pipeline.metrics.bus import Col, State, WorkerType
 from pipeline.money import checked_sum, join_amount, split_amount, sum_split
+from recon.values import AggregatedMetrics, WorkerMetrics
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PROCESSOR = WorkerType.PROCESSOR.label
 WRITER = WorkerType.WRITER.label
-
-
-@dataclass(frozen=True)
-class WorkerMetrics:
-    """One worker's counters. Amounts are exact integer minor units."""
-
-    worker_id: int
-    worker_type: str  # 'processor' | 'writer'
-    records_processed: int
-    errors_count: int
-    start_time: datetime | None
-    end_time: datetime | None
-    amount: int = 0
-    read_amount: int = 0
-    unreadable_amounts: int = 0
-    misplaced_control: int = 0
-    batches: int = 0
-    state: str = "not_started"  # see the module docstring
-    exit_code: int | None = None
-    pid: int = 0
-
-
-@dataclass(frozen=True)
-class AggregatedMetrics:
-    """Run totals: reads, errors and amounts over processors; writes over writers."""
-
-    total_read: int
-    total_written: int
-    total_errors: int
-    accepted_amount: int
-    read_amount: int
-    written_amount: int
-    unreadable_amounts: int
-    misplaced_control: int
-    writer_errors: int
-    workers: tuple[WorkerMetrics, ...]
-
-    @property
-    def failed_workers(self) -> tuple[WorkerMetrics, ...]:
-        """Every worker that did not end 'done' (killed, failed, lost, never started...)."""
-        return tuple(w for w in self.workers if w.state != "done")
 
 
 def _utc(ns: int) -> datetime | None:

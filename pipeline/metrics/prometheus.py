@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.outcome import RunOutcome
+from recon.values import RunOutcome
 
 PREFIX = "pipeline"
 

@@ -8,11 +8,10 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import Any
 
-from pipeline.metrics.aggregator import WorkerMetrics
+from pipeline.audit.reader import RunReport
 from pipeline.money import format_minor
-from pipeline.reporting.store import RunReport
 from pipeline.reporting.text import format_duration, format_exit, format_ts
-from recon.checks import ReconciliationResult
+from recon.values import ReconciliationResult, WorkerMetrics
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#1d2330}

@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pipeline.metrics.aggregator import WorkerMetrics
+from pipeline.audit.reader import RunReport, RunRow
 from pipeline.money import format_minor
-from pipeline.reporting.store import RunReport, RunRow
-from recon.checks import ReconciliationResult
+from recon.values import ReconciliationResult, WorkerMetrics
 
 
 def report_document(report: RunReport, rejects: list[tuple[str, int]] | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from pipeline.reporting.store import RunReport, RunRow
+from pipeline.audit.reader import RunReport, RunRow
 from pipeline.summary import check_lines, stage_lines, worker_lines
 
 

@@ -9,18 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, Table, func, inspect, select
 
+from pipeline.audit.schema import AUDIT_SCALE, audit_tables, aware_utc, from_audit
 from pipeline.db.engine import database_errors, make_engine, parse_url, safe_url
-from pipeline.db.tables import AUDIT_SCALE, audit_tables
 from pipeline.errors import ConfigError
-from pipeline.metrics.aggregator import PROCESSOR, WorkerMetrics
+from pipeline.metrics.aggregator import PROCESSOR
 from pipeline.stages import STAGES
-from recon.checks import ReconciliationResult
+from recon.values import ReconciliationResult, WorkerMetrics
 
 
 class AuditNotFound(ConfigError):
@@ -171,14 +171,10 @@ def _exact_scale(amounts: list[int | None], wanted: int) -> int:
     return AUDIT_SCALE
 
 
-def _rescale(amount: int | None, scale: int) -> int | None:
-    return None if amount is None else amount // 10 ** (AUDIT_SCALE - scale)
-
-
 def _run_row(row: Any) -> RunRow:
     return RunRow(run_id=row["run_id"], job_name=row["job_name"], status=row["status"],
-                  exit_code=row["exit_code"], start_ts=_utc(row["start_ts"]),
-                  end_ts=_utc(row["end_ts"]) if row["end_ts"] else None,
+                  exit_code=row["exit_code"], start_ts=aware_utc(row["start_ts"]),
+                  end_ts=aware_utc(row["end_ts"]) if row["end_ts"] else None,
                   input_path=row["input_path"], input_sha256=row["input_sha256"],
                   message=row["message"] or "",
                   records_read=None if row["records_read"] is None else int(row["records_read"]),
@@ -190,20 +186,16 @@ def _result(row: Any, scale: int) -> ReconciliationResult:
     return ReconciliationResult(
         check_name=row.check_name, expected_count=row.expected_cnt,
         actual_count=row.actual_cnt, passed=row.passed == "Y",
-        expected_amount=_rescale(row.expected_amt, scale),
-        actual_amount=_rescale(row.actual_amt, scale), detail=row.detail or "")
+        expected_amount=from_audit(row.expected_amt, scale),
+        actual_amount=from_audit(row.actual_amt, scale), detail=row.detail or "")
 
 
 def _worker(row: Any, scale: int) -> WorkerMetrics:
     return WorkerMetrics(
         worker_id=row.worker_id, worker_type=row.worker_type,
         records_processed=row.records_processed, errors_count=row.errors_count,
-        start_time=_utc(row.start_ts) if row.start_ts else None,
-        end_time=_utc(row.end_ts) if row.end_ts else None,
-        amount=_rescale(row.amount, scale) or 0, state=row.state, exit_code=row.exit_code,
+        start_time=aware_utc(row.start_ts) if row.start_ts else None,
+        end_time=aware_utc(row.end_ts) if row.end_ts else None,
+        amount=from_audit(row.amount, scale) or 0, state=row.state, exit_code=row.exit_code,
         pid=row.pid or 0)
 
-
-def _utc(moment: datetime) -> datetime:
-    """The audit's TIMESTAMPs are naive UTC (recon.audit.utc_now)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

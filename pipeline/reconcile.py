@@ -1,5 +1,8 @@
 """ReconciliationService: run the checks in order, MERGE only when they balanced.
 
+The checks themselves are pure (recon.checks); this module reads their figures from the
+database and owns the MERGE's transaction, the one place FINAL is written.
+
 Reconciliation is a step of the job, not a hook that could swallow a failure (the lesson
 of Spring Batch's ``afterStep``): every check produces a result, and any failed result
 fails the run.
@@ -7,8 +10,8 @@ fails the run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,23 +19,16 @@ from sqlalchemy import Connection, Engine
 
 from pipeline import interrupts
 from pipeline.db.engine import database_errors
-from pipeline.db.lock import FinalTransaction, HeldLock
+from pipeline.db.lock import FinalTransaction, HeldLock, own_transaction
 from pipeline.db.repositories import FinalRepository, StagingRepository
 from pipeline.db.tables import JobTables
-from pipeline.metrics.aggregator import AggregatedMetrics
 from pipeline.stages import CHECKS, MERGE, StageClock, maybe
 from recon import checks
-from recon.checks import ReconciliationResult, amount_check, count_check, not_evaluated
+from recon.values import AggregatedMetrics, ReconciliationResult, TrailerTotals
 
 # writes the audit of a run that passed on the MERGE's connection, given every check
 Record = Callable[[Connection, list[ReconciliationResult]], None]
 LINES_LOOKUP_MAX = 100_000  # repeated records read back one by one, at most (or 1% of the run)
-
-
-@dataclass(frozen=True)
-class TrailerTotals:
-    count: int
-    amount: int  # minor units
 
 
 @dataclass(frozen=True)
@@ -81,10 +77,8 @@ class ReconciliationService:
             else:
                 keys, survivors_amount = staged_rows, staged_amount
         if not passed:
-            reason = "MERGE skipped because an earlier check failed; FINAL unchanged"
-            skipped = [not_evaluated(checks.STAGING_TO_FINAL, keys, reason),
-                       not_evaluated(checks.STAGING_TO_FINAL_AMOUNT, keys, reason)]
-            return ReconciliationOutcome([*results, *skipped], staged_rows, staged_rows - keys)
+            return ReconciliationOutcome([*results, *checks.merge_skipped(keys)], staged_rows,
+                                         staged_rows - keys)
         collapsed = staged_rows - keys
         earlier = results
         audit = (lambda c, r: record(c, [*earlier, *r])) if record else None
@@ -130,22 +124,7 @@ class ReconciliationService:
         with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
             staged, staged_amount = StagingRepository(
                 conn, self.tables, self.key, self.amount).count_and_amount(run_id)
-        a = aggregated
-        accepted = a.total_read - a.total_errors
-        unreadable = (f"{a.unreadable_amounts} rejected record(s) have an unreadable amount"
-                      if a.unreadable_amounts else "")
-        return [
-            count_check(checks.SOURCE_TRAILER_COUNT, self.trailer.count, a.total_read),
-            amount_check(checks.SOURCE_TRAILER_AMOUNT, (self.trailer.count, a.total_read),
-                         self.trailer.amount, None if unreadable else a.read_amount, unreadable),
-            count_check(checks.PROCESSED_TO_STAGING, accepted, staged,
-                        f"{a.total_read} read, {a.total_errors} rejected"),
-            amount_check(checks.PROCESSED_TO_STAGING_AMOUNT, (accepted, staged),
-                         a.accepted_amount, staged_amount),
-            count_check(checks.WRITTEN_TO_STAGING, a.total_written, staged,
-                        f"{a.writer_errors} row(s) refused by the database"
-                        if a.writer_errors else ""),
-        ]
+        return checks.load_checks(self.trailer, aggregated, staged, staged_amount)
 
     def merge_and_verify(self, run_id: str, merged_at: datetime, keys: int,
                          survivors_amount: int, collapsed: int, deduplicate: bool = True, *,
@@ -163,9 +142,6 @@ class ReconciliationService:
         rows turn out to repeat a key after all: the key hashes said they would not.
         """
         interrupts.check()  # a safe point: nothing of the MERGE has started
-        key = ", ".join(self.key)  # with a composite key, a duplicate repeats all of them
-        detail = (f"{collapsed} duplicate-key record(s) collapsed, the later record won "
-                  f"(key: {key})" if collapsed else f"no duplicate keys (key: {key})")
         with database_errors(self.engine, "merging into the final table"), \
                 self._final_transaction(lock) as transaction:
             conn = transaction.connection
@@ -176,38 +152,18 @@ class ReconciliationService:
                 transaction.rollback()
                 return None
             count, amount = final.count_and_amount_for_run(run_id)
-            results = [
-                count_check(checks.STAGING_TO_FINAL, keys, count, detail),
-                amount_check(checks.STAGING_TO_FINAL_AMOUNT, (keys, count),
-                             survivors_amount, amount),
-            ]
+            results = checks.final_checks(self.key, keys, survivors_amount, collapsed, count,
+                                          amount)
             if all(r.passed for r in results):
                 if record is not None:
                     record(conn, results)
                 transaction.commit()
             else:
                 transaction.rollback()
-                results = [_rolled_back(r) for r in results]
+                results = [checks.rolled_back(r) for r in results]
         return results
 
-    @contextmanager
-    def _final_transaction(self, lock: HeldLock | None) -> Iterator[FinalTransaction]:
-        if lock is not None:
-            with lock.final_transaction() as transaction:
-                yield transaction
-            return
-        with self.engine.connect() as conn:
-            tx = conn.begin()
-            try:
-                yield FinalTransaction(conn, tx.commit, tx.rollback)
-            finally:
-                if tx.is_active:
-                    tx.rollback()
+    def _final_transaction(self, lock: HeldLock | None
+                           ) -> AbstractContextManager[FinalTransaction]:
+        return lock.final_transaction() if lock is not None else own_transaction(self.engine)
 
-
-def _rolled_back(result: ReconciliationResult) -> ReconciliationResult:
-    note = "MERGE rolled back; FINAL unchanged"
-    detail = f"{result.detail}; {note}" if result.detail else note
-    return ReconciliationResult(result.check_name, result.expected_count, result.actual_count,
-                                result.passed, result.expected_amount, result.actual_amount,
-                                detail)

@@ -11,35 +11,27 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, select
 
+from pipeline.audit.schema import naive_utc, to_audit, utc_now
 from pipeline.db.engine import database_errors
-from pipeline.db.tables import AUDIT_SCALE, JobTables
-from pipeline.metrics.aggregator import AggregatedMetrics, WorkerMetrics
-from recon.checks import ReconciliationResult
-
-RUNNING = "RUNNING"
-SUCCEEDED = "SUCCEEDED"
-FAILED_RECONCILIATION = "FAILED_RECON"
-FAILED_INPUT = "FAILED_INPUT"
-FAILED_RUNTIME = "FAILED_RUNTIME"
-INTERRUPTED = "INTERRUPTED"
-REFUSED = "REFUSED"  # another run of the same job held the job lock
-ABENDED = "ABENDED"  # its process was killed before it could record its end
-
-
-def utc_now() -> datetime:
-    """Naive UTC: TIMESTAMP columns hold UTC on every database."""
-    return datetime.now(UTC).replace(tzinfo=None)
+from pipeline.db.tables import JobTables
+from recon.values import (
+    ABENDED,
+    RUNNING,
+    SUCCEEDED,
+    AggregatedMetrics,
+    ReconciliationResult,
+    WorkerMetrics,
+)
 
 
 class AuditWriter:
     def __init__(self, engine: Engine, tables: JobTables, amount_scale: int) -> None:
-        self.engine, self.tables = engine, tables
-        self.rescale = 10 ** (AUDIT_SCALE - amount_scale)
+        self.engine, self.tables, self.scale = engine, tables, amount_scale
 
     def start_run(self, run_id: str, job_name: str, input_path: Path, started: datetime,
                   sha256: str | None) -> None:
@@ -121,7 +113,7 @@ class AuditWriter:
             **{f"{name}_ms": ms for name, ms in (stages or {}).items()}))
 
     def _amount(self, minor: int | None) -> int | None:
-        return None if minor is None else minor * self.rescale
+        return to_audit(minor, self.scale)
 
     def _check_row(self, run_id: str, r: ReconciliationResult, now: datetime) -> dict:
         return {
@@ -138,14 +130,10 @@ class AuditWriter:
         return {
             "run_id": run_id, "worker_id": w.worker_id, "worker_type": w.worker_type,
             "records_processed": w.records_processed, "errors_count": w.errors_count,
-            "amount": self._amount(w.amount), "start_ts": _naive(w.start_time),
-            "end_ts": _naive(w.end_time), "state": w.state, "exit_code": w.exit_code,
+            "amount": self._amount(w.amount), "start_ts": naive_utc(w.start_time),
+            "end_ts": naive_utc(w.end_time), "state": w.state, "exit_code": w.exit_code,
             "pid": w.pid,
         }
-
-
-def _naive(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def _alive(pid: int | None) -> bool:

@@ -1,0 +1,131 @@
+"""The values the packages exchange: a worker's and a run's metrics, a check's result, a
+run's status and outcome.
+
+Plain frozen data, importing nothing else of the project: ``recon`` computes with them,
+``pipeline`` produces, stores and prints them, and neither needs the other to name them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+# a run's status, as BATCH_RUN holds it
+RUNNING = "RUNNING"
+SUCCEEDED = "SUCCEEDED"
+FAILED_RECONCILIATION = "FAILED_RECON"
+FAILED_INPUT = "FAILED_INPUT"
+FAILED_RUNTIME = "FAILED_RUNTIME"
+INTERRUPTED = "INTERRUPTED"
+REFUSED = "REFUSED"  # another run of the same job held the job lock
+ABENDED = "ABENDED"  # its process was killed before it could record its end
+
+NOT_EVALUATED = "not evaluated"  # how a check that could not run begins its detail
+
+
+@dataclass(frozen=True)
+class WorkerMetrics:
+    """One worker's counters. Amounts are exact integer minor units.
+
+    ``state`` says how the worker ended (pipeline.metrics.aggregator tells the rules).
+    """
+
+    worker_id: int
+    worker_type: str  # 'processor' | 'writer'
+    records_processed: int
+    errors_count: int
+    start_time: datetime | None
+    end_time: datetime | None
+    amount: int = 0
+    read_amount: int = 0
+    unreadable_amounts: int = 0
+    misplaced_control: int = 0
+    batches: int = 0
+    state: str = "not_started"
+    exit_code: int | None = None
+    pid: int = 0
+
+
+@dataclass(frozen=True)
+class AggregatedMetrics:
+    """Run totals: reads, errors and amounts over processors; writes over writers."""
+
+    total_read: int
+    total_written: int
+    total_errors: int
+    accepted_amount: int
+    read_amount: int
+    written_amount: int
+    unreadable_amounts: int
+    misplaced_control: int
+    writer_errors: int
+    workers: tuple[WorkerMetrics, ...]
+
+    @property
+    def failed_workers(self) -> tuple[WorkerMetrics, ...]:
+        """Every worker that did not end 'done' (killed, failed, lost, never started...)."""
+        return tuple(w for w in self.workers if w.state != "done")
+
+
+@dataclass(frozen=True)
+class ReconciliationResult:
+    """One line of RECON_AUDIT. Amounts are exact integer minor units; None = not known."""
+
+    check_name: str
+    expected_count: int
+    actual_count: int
+    passed: bool
+    expected_amount: int | None = None
+    actual_amount: int | None = None
+    detail: str = ""
+
+    @property
+    def discrepancy(self) -> int:
+        return self.actual_count - self.expected_count
+
+    @property
+    def amount_discrepancy(self) -> int | None:
+        if self.expected_amount is None or self.actual_amount is None:
+            return None
+        return self.actual_amount - self.expected_amount
+
+    @property
+    def evaluated(self) -> bool:
+        """False for a check that could not run (recorded as failed, see not_evaluated)."""
+        return not self.detail.startswith(NOT_EVALUATED)
+
+    @property
+    def is_amount_check(self) -> bool:
+        return self.check_name.endswith("_amount")
+
+
+@dataclass(frozen=True)
+class TrailerTotals:
+    """What the input's trailer declares: the records and their amount (minor units)."""
+
+    count: int
+    amount: int
+
+
+@dataclass
+class RunOutcome:
+    """What a run ends with: the value ``run_job`` returns and every output is written from."""
+
+    run_id: str
+    job_name: str
+    status: str
+    exit_code: int
+    message: str
+    input_path: Path
+    database: str
+    run_dir: Path
+    results: list[ReconciliationResult] = field(default_factory=list)
+    workers: list[WorkerMetrics] = field(default_factory=list)
+    metrics: AggregatedMetrics | None = None
+    duplicates_collapsed: int = 0
+    reject_file: Path | None = None
+    rejects: int = 0
+    recorded: bool = False  # BATCH_RUN holds the run: there is an audit to finish
+    audited: bool = False  # its audit committed with the MERGE: nothing left to write
+    stages: dict[str, int] = field(default_factory=dict)  # stage -> milliseconds, run order

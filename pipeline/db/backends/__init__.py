@@ -78,11 +78,20 @@ class Backend(Protocol):
 
 def backend_for(name: str) -> Backend:
     """The module of the database ``name`` (a SQLAlchemy backend name, e.g. ``sqlite``)."""
+    return _loaded[name] if name in _loaded else _load(name)
+
+
+# Money's conversions ask for every value they bind or read: one dict lookup then
+_loaded: dict[str, Backend] = {}
+
+
+def _load(name: str) -> Backend:
     try:
         module = _MODULES[name]
     except KeyError:
         raise ValueError(f"unsupported database {name!r}: expected {sorted(_MODULES)}") from None
-    return cast(Backend, import_module(module))
+    _loaded[name] = cast(Backend, import_module(module))
+    return _loaded[name]
 
 
 if TYPE_CHECKING:  # mypy checks every registered module against Backend

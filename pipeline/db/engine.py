@@ -1,4 +1,5 @@
-"""Engines: one place that knows how to connect to each database and how to say so safely."""
+"""Engines: one place that connects to a database (each one's options in its module in
+pipeline.db.backends) and says so safely."""
 
 from __future__ import annotations
 

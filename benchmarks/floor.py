@@ -73,7 +73,7 @@ def prepare(path: Path, backend: str, out: Path) -> None:
 
 
 def _load_sqlite(database: str, insert_sql: str, rows: list[Any]) -> None:
-    from pipeline.db.engine import SQLITE_CACHE_KIB
+    from pipeline.db.backends.sqlite import SQLITE_CACHE_KIB
 
     connection = sqlite3.connect(database)
     connection.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")  # as the job's connections

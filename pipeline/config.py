@@ -36,7 +36,7 @@ class JobConfig:
     output_dir: Path
     database_url: str
     processors: int
-    writers: int | None  # None: the database's default (pipeline.db.dialects)
+    writers: int | None  # None: the database's default (its profile, pipeline.db.backends)
     batch_size: int | None
     heartbeat_timeout: float
     staging_table: str

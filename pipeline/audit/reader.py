@@ -78,11 +78,12 @@ def _tables() -> AuditTables:
 def open_audit(url: str) -> Iterator[Engine]:
     """An engine on an existing audit database, disposed on leaving; refuses a database
     no job has run against."""
+    from pipeline.db.backends import backend_for
+
     parsed = parse_url(url)
-    db_file = parsed.database
+    db_file = backend_for(parsed.get_backend_name()).database_file(parsed)
     # SQLite would quietly create an empty file and then report "no tables"
-    if parsed.get_backend_name() == "sqlite" and db_file and db_file != ":memory:" \
-            and not Path(db_file).exists():
+    if db_file is not None and not Path(db_file).exists():
         raise AuditNotFound(f"database file {db_file} does not exist "
                             "(check --db or the job config's database.url)")
     engine = make_engine(parsed)

@@ -6,7 +6,10 @@ hands that payload to the driver's bulk path. Payloads are bytes because
 ``multiprocess.Queue`` pickles with dill's pure-Python pickler (~10 us per small
 object, facts.md): one bytes object per batch crosses the queue at memcpy speed.
 
-- SQLite: stdlib ``executemany`` in one transaction per batch (2.6x SQLAlchemy's insert).
+The generic loader here is the stdlib ``executemany`` of row tuples; each database's
+module in ``pipeline.db.backends`` chooses its loader:
+
+- SQLite: this one, in one transaction per batch (2.6x SQLAlchemy's insert).
 - PostgreSQL: ``COPY ... FROM STDIN`` with text pre-formatted by the processors
   (~10x executemany; formatting costs ~1.5 s per 1M rows, so not in the writer).
 - Oracle: python-oracledb array ``executemany`` with ``batcherrors=True``: a refused
@@ -15,10 +18,8 @@ object, facts.md): one bytes object per batch crosses the queue at memcpy speed.
 
 from __future__ import annotations
 
-import datetime as dt
 import pickle
 from dataclasses import dataclass
-from decimal import Decimal
 from itertools import repeat
 from typing import Any
 
@@ -26,11 +27,9 @@ import numpy as np
 from sqlalchemy import insert
 from sqlalchemy.engine import Dialect
 
+from pipeline.db.backends import backend_for
 from pipeline.db.tables import JobTables
 from pipeline.layouts.fields import FieldType, Layout
-from pipeline.money import format_minor
-
-ORACLE_CHUNK = 50_000
 
 
 @dataclass(frozen=True)
@@ -82,89 +81,6 @@ class BulkLoader:
         return LoadResult(len(rows))
 
 
-class SqliteLoader(BulkLoader):
-    """Integer minor units and ISO date strings bind to SQLite as they are."""
-
-
-class OracleLoader(BulkLoader):
-    def __init__(self, tables: JobTables, layout: Layout, dialect: Dialect, amount: str,
-                 batch_size: int) -> None:
-        super().__init__(tables, layout, dialect)
-        # getbatcherrors() reports at most 65,535 errors per call: stay below it
-        self.chunk = min(batch_size, ORACLE_CHUNK)
-        self.amount_scale = layout.field(amount).scale
-        self.amount_index = 3 + tables.business_columns.index(amount)
-
-    def _values(self, field: Any, column: np.ndarray) -> list[Any]:
-        if field.type is FieldType.AMOUNT:
-            return [Decimal(v).scaleb(-field.scale) for v in column.tolist()]
-        if field.type is FieldType.DATE:
-            return [dt.date.fromisoformat(v) for v in column.tolist()]
-        return super()._values(field, column)
-
-    def load(self, connection: Any, payload: bytes) -> LoadResult:
-        rows = pickle.loads(payload)
-        refused: list[int] = []
-        cursor = connection.cursor()
-        try:
-            for start in range(0, len(rows), self.chunk):
-                cursor.executemany(self.insert_sql, rows[start : start + self.chunk],
-                                   batcherrors=True)
-                refused += [start + e.offset for e in cursor.getbatcherrors()]
-        finally:
-            cursor.close()
-        refused_amount = sum(int(rows[i][self.amount_index].scaleb(self.amount_scale))
-                             for i in refused)
-        return LoadResult(len(rows) - len(refused), len(refused), refused_amount)
-
-
-class PostgresLoader(BulkLoader):
-    def __init__(self, tables: JobTables, layout: Layout, dialect: Dialect) -> None:
-        super().__init__(tables, layout, dialect)
-        names = ", ".join(dialect.identifier_preparer.quote(c.name) for c in self.table.columns)
-        self.copy_sql = f"COPY {dialect.identifier_preparer.format_table(self.table)} " \
-                        f"({names}) FROM STDIN"
-
-    def encode(self, batch: StagingBatch) -> bytes:
-        """COPY text format: one line per row, tab-separated, \\N for NULL.
-
-        Joined by str.join over column lists (C loops): twice as fast as chaining numpy
-        string additions, which copy ever-wider arrays once per column.
-        """
-        n = len(batch.lines)
-        if n == 0:
-            return b""
-        columns = [[batch.run_id] * n, list(map(str, batch.lines.tolist())),
-                   [str(batch.worker_id)] * n]
-        columns += [self._text(f, batch.columns[f.name]) for f in self.fields]
-        return ("\n".join(map("\t".join, zip(*columns, strict=True))) + "\n").encode("utf-8")
-
-    @staticmethod
-    def _text(field: Any, column: np.ndarray) -> list[str]:
-        if field.type is FieldType.AMOUNT:
-            return [format_minor(v, field.scale) for v in column.tolist()]
-        if field.type is FieldType.TEXT:
-            # printable text (ASCII, or a code page's letters) holds no tab or newline, but a
-            # backslash must be doubled
-            return [v.replace("\\", "\\\\") if v else "\\N" for v in column.tolist()]
-        return column.tolist()
-
-    def load(self, connection: Any, payload: bytes) -> LoadResult:
-        cursor = connection.cursor()
-        try:
-            if cursor.connection.info.encoding != "utf-8":  # the payload is UTF-8 (encode)
-                cursor.execute("SET client_encoding TO 'UTF8'")
-            with cursor.copy(self.copy_sql) as copy:
-                copy.write(payload)
-        finally:
-            cursor.close()
-        return LoadResult(payload.count(b"\n"))
-
-
 def loader_for(tables: JobTables, layout: Layout, amount: str, dialect: Dialect,
                batch_size: int) -> BulkLoader:
-    if dialect.name == "postgresql":
-        return PostgresLoader(tables, layout, dialect)
-    if dialect.name == "oracle":
-        return OracleLoader(tables, layout, dialect, amount, batch_size)
-    return SqliteLoader(tables, layout, dialect)
+    return backend_for(dialect.name).loader(tables, layout, amount, dialect, batch_size)

@@ -13,34 +13,30 @@ URL) can bypass it:
   checks, audit, status -- runs on the *same* connection as a savepoint and re-reads the
   row ``FOR UPDATE`` before it commits: a run whose lock session died (terminated, idle
   timeout) cannot commit anything, it ends exit 3 with FINAL untouched.
-- SQLite: an open-file-description byte-range lock (``F_OFD_SETLK``) on the database file
-  itself, one byte per job far beyond anything SQLite locks (its lock bytes sit at 1 GiB);
-  the kernel keys it on the file's inode. Not Linux: ``flock`` on the resolved path.
+- SQLite: an open-file-description byte-range lock on the database file itself
+  (pipeline.db.backends.sqlite).
+
+Each database's module in ``pipeline.db.backends`` provides its ``job_lock``; the row
+lock here is shared by those that lock a row, each telling its own "lock busy" error.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
-import struct
-import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from pipeline import interrupts
+from pipeline.db.backends import backend_for
 from pipeline.db.engine import database_errors
 from pipeline.errors import DatabaseFailure, PipelineError
 
-PG_LOCK_NOT_AVAILABLE = "55P03"
-ORA_RESOURCE_BUSY = 54  # ORA-00054: resource busy and acquire with NOWAIT specified
-# SQLite's own locks are bytes 0x40000000..0x400001FF; the job's byte is at 2**40 + crc32
-JOB_LOCK_BASE = 1 << 40
+# whether a driver error says "locked by someone else", not any other failure
+LockBusy = Callable[[BaseException | None], bool]
 
 
 class JobAlreadyRunning(PipelineError):
@@ -136,74 +132,36 @@ class HeldLock:
                            f"{self.run_id}; FINAL untouched")
 
 
-@contextmanager
 def job_lock(engine: Engine, lock_table: Table, job_name: str,
-             run_id: str | None = None) -> Iterator[HeldLock]:
-    if engine.dialect.name == "sqlite":
-        with _file_lock(engine, job_name):
-            yield HeldLock(engine, lock_table, job_name, run_id)
-    else:
-        with _row_lock(engine, lock_table, job_name, run_id) as connection:
-            yield HeldLock(engine, lock_table, job_name, run_id, connection)
-
-
-def database_identity(path: Path) -> Path:
-    """The file every spelling of the database resolves to (symlinks followed)."""
-    return path.resolve()
+             run_id: str | None = None) -> AbstractContextManager[HeldLock]:
+    return backend_for(engine.dialect.name).job_lock(engine, lock_table, job_name, run_id)
 
 
 @contextmanager
-def _file_lock(engine: Engine, job_name: str) -> Iterator[None]:
-    database = engine.url.database
-    if not database or database == ":memory:":
-        yield
-        return
-    path = database_identity(Path(database))
-    # the database exists by now (the run created its tables); never create it here
-    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        try:
-            _lock_byte(fd, JOB_LOCK_BASE + zlib.crc32(job_name.encode()))
-        except (BlockingIOError, PermissionError):
-            raise JobAlreadyRunning(f"job {job_name} is already running on this database "
-                                    f"({path} is locked for it); refusing a second run"
-                                    ) from None
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
-def _lock_byte(fd: int, offset: int) -> None:
-    ofd = getattr(fcntl, "F_OFD_SETLK", None)
-    if ofd is None:  # not Linux: one lock per database file, whatever the job
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return
-    # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for an OFD lock)
-    request = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
-    try:
-        fcntl.fcntl(fd, ofd, request)
-    except OSError as exc:
-        if exc.errno in (11, 13):  # EAGAIN, EACCES: held by another open file
-            raise BlockingIOError from None
-        raise
+def row_lock(engine: Engine, table: Table, job_name: str, run_id: str | None,
+             lock_busy: LockBusy) -> Iterator[HeldLock]:
+    """The job lock as a row lock (PostgreSQL, Oracle); ``lock_busy`` tells the database's
+    "locked by someone else" error from any other failure."""
+    with _row_lock(engine, table, job_name, run_id, lock_busy) as connection:
+        yield HeldLock(engine, table, job_name, run_id, connection)
 
 
 @contextmanager
-def _row_lock(engine: Engine, table: Table, job_name: str,
-              run_id: str | None) -> Iterator[Connection]:
+def _row_lock(engine: Engine, table: Table, job_name: str, run_id: str | None,
+              lock_busy: LockBusy) -> Iterator[Connection]:
     with database_errors(engine, "taking the job lock"):
         connection = engine.connect()
     try:
         # lock first, insert only if the row is missing: an INSERT of a row another run
         # holds (and updated) would wait for that run to end instead of being refused
-        if not _lock_row(engine, connection, table, job_name, run_id):
+        if not _lock_row(engine, connection, table, job_name, run_id, lock_busy):
             with database_errors(engine, "taking the job lock"):
                 try:
                     with engine.begin() as conn:
                         conn.execute(table.insert().values(job_name=job_name))
                 except IntegrityError:
                     pass  # another first run inserted it meanwhile
-            if not _lock_row(engine, connection, table, job_name, run_id):
+            if not _lock_row(engine, connection, table, job_name, run_id, lock_busy):
                 raise DatabaseFailure(f"the JOB_LOCK row of {job_name} vanished")
         yield connection
     finally:
@@ -214,7 +172,7 @@ def _row_lock(engine: Engine, table: Table, job_name: str,
 
 
 def _lock_row(engine: Engine, connection: Connection, table: Table, job_name: str,
-              run_id: str | None) -> bool:
+              run_id: str | None, lock_busy: LockBusy) -> bool:
     """Lock the job's row in a transaction left open; False (and none open) if it is missing."""
     query = select(table.c.job_name).where(table.c.job_name == job_name)
     try:
@@ -227,7 +185,7 @@ def _lock_row(engine: Engine, connection: Connection, table: Table, job_name: st
                 connection.execute(table.update().where(table.c.job_name == job_name)
                                    .values(run_id=run_id))
     except DatabaseFailure as exc:
-        if not _lock_busy(exc.__cause__):
+        if not lock_busy(exc.__cause__):
             raise
         raise JobAlreadyRunning(f"job {job_name} is already running on this database "
                                 "(its JOB_LOCK row is locked); refusing a second run"
@@ -239,10 +197,6 @@ def _first_line(exc: BaseException) -> str:
     return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
 
 
-def _lock_busy(exc: BaseException | None) -> bool:
-    """Whether a driver error says "locked by someone else", not any other failure."""
-    orig = getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else None
-    if getattr(orig, "sqlstate", None) == PG_LOCK_NOT_AVAILABLE:
-        return True
-    error = orig.args[0] if orig is not None and orig.args else None
-    return getattr(error, "code", None) == ORA_RESOURCE_BUSY
+def driver_error(exc: BaseException | None) -> Any:
+    """The driver's own exception under SQLAlchemy's (None if there is none)."""
+    return getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else None

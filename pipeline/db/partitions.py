@@ -25,6 +25,8 @@ from typing import Any
 from sqlalchemy import Connection, Table, event, text
 from sqlalchemy.exc import DBAPIError
 
+from pipeline.db.dialects import profile_for
+
 log = logging.getLogger(__name__)
 # creating a partition locks the staging table: behind another session's lock (a long
 # report, a DBA's LOCK TABLE) the run goes on without one rather than wait
@@ -43,7 +45,7 @@ def with_default_partition(staging: Table) -> Table:
 
 
 def _create_default_partition(table: Table, connection: Connection, **_kw: Any) -> None:
-    if connection.dialect.name != "postgresql":
+    if not profile_for(connection.dialect).staging_partitions:
         return
     connection.exec_driver_sql(
         f"CREATE TABLE {_qualified(connection, table, table.name + DEFAULT_SUFFIX)} "
@@ -58,7 +60,7 @@ def run_partition_name(staging: Table, run_id: str) -> str:
 def is_partitioned(connection: Connection, staging: Table) -> bool:
     """True on PostgreSQL when the staging table is list-partitioned (a table created by
     an earlier version of the job is not: its runs share it, as on SQLite)."""
-    if connection.dialect.name != "postgresql":
+    if not profile_for(connection.dialect).staging_partitions:
         return False
     query = text("SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(:name)")
     return connection.execute(

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
     BigInteger,
     Connection,
     Engine,
     Select,
     Table,
-    any_,
-    bindparam,
     func,
     literal,
     literal_column,
@@ -24,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
+from pipeline.db.backends import backend_for
 from pipeline.db.dialects import profile_for
 from pipeline.db.engine import database_errors
 from pipeline.db.merge import merge_params, merge_statement, surviving_rows
@@ -100,17 +97,11 @@ class StagingRepository:
         there by a mere hash collision changes nothing. None where this database has no
         one-parameter list of lines (Oracle): the caller then ranks every row instead.
         """
-        name = self.connection.dialect.name
-        at: ColumnElement[bool]
-        if name == "sqlite":
-            values: Select[Any] = select(literal_column("value")).select_from(
-                func.json_each(bindparam("lines")))
-            at, bound = self.table.c.source_line.in_(values), json.dumps(list(lines))
-        elif name == "postgresql":
-            at = self.table.c.source_line == any_(bindparam("lines", type_=ARRAY(BigInteger)))
-            bound = list(lines)  # type: ignore[assignment]
-        else:
+        lines_in = backend_for(self.connection.dialect.name).lines_in(
+            self.table.c.source_line, list(lines))
+        if lines_in is None:
             return None
+        at, bound = lines_in
         keys = [self.table.c[k] for k in self.key]
         query = select(*keys, self.table.c.source_line, self.table.c[self.amount]).where(
             self.table.c.run_id == run_id, at)

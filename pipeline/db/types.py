@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import TIMESTAMP, BigInteger, Numeric
+from sqlalchemy import TIMESTAMP, Numeric
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -31,13 +31,10 @@ class Money(TypeDecorator[int]):
         self.precision, self.scale = precision, scale
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if profile_for(dialect).money_as_minor_units:
-            return dialect.type_descriptor(BigInteger())
-        if dialect.name == "oracle":  # what a DBA reads in Oracle's own dictionary
-            from sqlalchemy.dialects.oracle import NUMBER  # only Oracle runs pay the import
+        from pipeline.db.backends import backend_for
 
-            return NUMBER(self.precision, self.scale, asdecimal=True)
-        return dialect.type_descriptor(Numeric(self.precision, self.scale, asdecimal=True))
+        # each database's own (pipeline.db.backends), e.g. Oracle's NUMBER(p, s)
+        return backend_for(dialect.name).money_type(dialect, self.precision, self.scale)
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None or profile_for(dialect).money_as_minor_units:

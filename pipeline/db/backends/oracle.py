@@ -1,0 +1,131 @@
+"""Oracle: python-oracledb in thin mode, NUMBER money, array ``executemany`` with
+``batcherrors``, a row lock for the job, and the driver's ``call_timeout``.
+
+Its list partitioning is a licensed option (Partitioning, Enterprise Edition), so Oracle
+keeps a plain staging table, purged as SQLite's (pipeline.db.partitions).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+from contextlib import AbstractContextManager
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, Table, event
+from sqlalchemy.dialects.oracle import NUMBER
+from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import TypeEngine
+
+from pipeline.db.bulk import BulkLoader, LoadResult
+from pipeline.db.dialects import DialectProfile
+from pipeline.db.engine import milliseconds, timeout_named
+from pipeline.db.lock import HeldLock, driver_error, row_lock
+from pipeline.layouts.fields import FieldType
+
+if TYPE_CHECKING:
+    from pipeline.db.engine import Timeouts
+    from pipeline.db.tables import JobTables
+    from pipeline.layouts.fields import Layout
+
+# python-oracledb's batcherrors returns at most 65,535 errors per call: stay below it;
+# 30-byte identifiers still apply before Oracle 12.2.
+profile = DialectProfile("oracle", parallel_writers=True, batch_size=50_000,
+                         max_identifier_length=30, money_as_minor_units=False,
+                         split_money_sums=False)
+
+ORACLE_CHUNK = 50_000
+ORA_RESOURCE_BUSY = 54  # ORA-00054: resource busy and acquire with NOWAIT specified
+
+# what python-oracledb says when its call_timeout ran out (see engine.Timeouts)
+TIMEOUTS = (
+    ("DPI-1067", "the call ran longer than database.lock_timeout/statement_timeout"),
+)
+
+
+def database_file(url: URL) -> str | None:
+    return None
+
+
+def engine_kwargs(url: URL, timeouts: Timeouts | None) -> dict[str, Any]:
+    return {"thick_mode": None}  # python-oracledb thin mode: no Instant Client needed
+
+
+def on_engine(engine: Engine, timeouts: Timeouts | None) -> None:
+    if timeouts is None:
+        return
+    bound = max(timeouts.lock, timeouts.statement) if timeouts.statement else 0
+    event.listen(engine, "connect", lambda dbapi, _record: setattr(
+        dbapi, "call_timeout", milliseconds(bound)))
+
+
+def before_create_tables(connection: Connection) -> None:
+    """Nothing: only PostgreSQL serialises two first runs' DDL (its DDL is transactional)."""
+
+
+def classify(cause: str) -> str:
+    return timeout_named(cause, TIMEOUTS)
+
+
+def loader(tables: JobTables, layout: Layout, amount: str, dialect: Dialect,
+           batch_size: int) -> BulkLoader:
+    return OracleLoader(tables, layout, dialect, amount, batch_size)
+
+
+def job_lock(engine: Engine, table: Table, job_name: str,
+             run_id: str | None) -> AbstractContextManager[HeldLock]:
+    return row_lock(engine, table, job_name, run_id, lock_busy)
+
+
+def lock_busy(exc: BaseException | None) -> bool:
+    orig = driver_error(exc)
+    error = orig.args[0] if orig is not None and orig.args else None
+    return getattr(error, "code", None) == ORA_RESOURCE_BUSY
+
+
+def money_type(dialect: Dialect, precision: int, scale: int) -> TypeEngine[Any]:
+    # NUMBER(p, s): what a DBA reads in Oracle's own dictionary
+    return NUMBER(precision, scale, asdecimal=True)
+
+
+def lines_in(column: ColumnElement[Any],
+             lines: list[int]) -> tuple[ColumnElement[bool], Any] | None:
+    return None  # no one-parameter list of lines: the caller ranks every row instead
+
+
+class OracleLoader(BulkLoader):
+    """python-oracledb array ``executemany`` with ``batcherrors=True``: a refused row is
+    counted, not fatal, and the reconciliation shows it."""
+
+    def __init__(self, tables: JobTables, layout: Layout, dialect: Dialect, amount: str,
+                 batch_size: int) -> None:
+        super().__init__(tables, layout, dialect)
+        # getbatcherrors() reports at most 65,535 errors per call: stay below it
+        self.chunk = min(batch_size, ORACLE_CHUNK)
+        self.amount_scale = layout.field(amount).scale
+        self.amount_index = 3 + tables.business_columns.index(amount)
+
+    def _values(self, field: Any, column: np.ndarray) -> list[Any]:
+        if field.type is FieldType.AMOUNT:
+            return [Decimal(v).scaleb(-field.scale) for v in column.tolist()]
+        if field.type is FieldType.DATE:
+            return [dt.date.fromisoformat(v) for v in column.tolist()]
+        return super()._values(field, column)
+
+    def load(self, connection: Any, payload: bytes) -> LoadResult:
+        rows = pickle.loads(payload)
+        refused: list[int] = []
+        cursor = connection.cursor()
+        try:
+            for start in range(0, len(rows), self.chunk):
+                cursor.executemany(self.insert_sql, rows[start : start + self.chunk],
+                                   batcherrors=True)
+                refused += [start + e.offset for e in cursor.getbatcherrors()]
+        finally:
+            cursor.close()
+        refused_amount = sum(int(rows[i][self.amount_index].scaleb(self.amount_scale))
+                             for i in refused)
+        return LoadResult(len(rows) - len(refused), len(refused), refused_amount)

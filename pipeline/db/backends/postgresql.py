@@ -1,0 +1,150 @@
+"""PostgreSQL: exact NUMERIC money, COPY for the load, a row lock for the job, session
+timeouts, and a staging partition per run (pipeline.db.partitions)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Connection,
+    Engine,
+    Numeric,
+    Table,
+    any_,
+    bindparam,
+    func,
+    select,
+)
+from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import TypeEngine
+
+from pipeline.db.bulk import BulkLoader, LoadResult, StagingBatch
+from pipeline.db.dialects import DialectProfile
+from pipeline.db.engine import milliseconds, timeout_named
+from pipeline.db.lock import HeldLock, driver_error, row_lock
+from pipeline.layouts.fields import FieldType
+from pipeline.money import format_minor
+
+if TYPE_CHECKING:
+    from pipeline.db.engine import Timeouts
+    from pipeline.db.tables import JobTables
+    from pipeline.layouts.fields import Layout
+
+# COPY from two processes measured 1.04M rows/s against 616k from one (facts.md)
+profile = DialectProfile("postgresql", parallel_writers=True, batch_size=10_000,
+                         max_identifier_length=63, money_as_minor_units=False,
+                         split_money_sums=False, staging_partitions=True)
+
+CREATE_TABLES_LOCK = 0x706970656C696E65  # "pipeline": the advisory lock key for DDL
+PG_LOCK_NOT_AVAILABLE = "55P03"
+
+# what PostgreSQL says when a lock or statement bound ran out (see engine.Timeouts)
+TIMEOUTS = (
+    ("lock timeout", "a lock held by another session was not released in time "
+                     "(database.lock_timeout)"),
+    ("statement timeout", "the statement ran longer than database.statement_timeout"),
+)
+
+
+def database_file(url: URL) -> str | None:
+    return None
+
+
+def engine_kwargs(url: URL, timeouts: Timeouts | None) -> dict[str, Any]:
+    if timeouts is None:
+        return {}
+    # after the URL's own ``options`` (connect_args would replace them): a setting
+    # the operator put in the URL stays, ours are added
+    own = url.query.get("options", "")
+    own = " ".join(own) if isinstance(own, tuple) else own
+    return {"connect_args": {"options": f"{own} -c lock_timeout={milliseconds(timeouts.lock)} "
+                                        f"-c statement_timeout="
+                                        f"{milliseconds(timeouts.statement)}".strip()}}
+
+
+def on_engine(engine: Engine, timeouts: Timeouts | None) -> None:
+    """Nothing: the timeouts are session settings given at connect (engine_kwargs)."""
+
+
+def before_create_tables(connection: Connection) -> None:
+    # two first runs at once would both try to create the tables; PostgreSQL's
+    # DDL is transactional, so a transaction-scoped lock serialises them
+    connection.execute(select(func.pg_advisory_xact_lock(CREATE_TABLES_LOCK)))
+
+
+def classify(cause: str) -> str:
+    return timeout_named(cause, TIMEOUTS)
+
+
+def loader(tables: JobTables, layout: Layout, amount: str, dialect: Dialect,
+           batch_size: int) -> BulkLoader:
+    return PostgresLoader(tables, layout, dialect)
+
+
+def job_lock(engine: Engine, table: Table, job_name: str,
+             run_id: str | None) -> AbstractContextManager[HeldLock]:
+    return row_lock(engine, table, job_name, run_id, lock_busy)
+
+
+def lock_busy(exc: BaseException | None) -> bool:
+    return getattr(driver_error(exc), "sqlstate", None) == PG_LOCK_NOT_AVAILABLE
+
+
+def money_type(dialect: Dialect, precision: int, scale: int) -> TypeEngine[Any]:
+    return dialect.type_descriptor(Numeric(precision, scale, asdecimal=True))
+
+
+def lines_in(column: ColumnElement[Any],
+             lines: list[int]) -> tuple[ColumnElement[bool], Any] | None:
+    return column == any_(bindparam("lines", type_=ARRAY(BigInteger))), list(lines)
+
+
+class PostgresLoader(BulkLoader):
+    """``COPY ... FROM STDIN`` with text pre-formatted by the processors (~10x
+    executemany; formatting costs ~1.5 s per 1M rows, so not in the writer)."""
+
+    def __init__(self, tables: JobTables, layout: Layout, dialect: Dialect) -> None:
+        super().__init__(tables, layout, dialect)
+        names = ", ".join(dialect.identifier_preparer.quote(c.name) for c in self.table.columns)
+        self.copy_sql = f"COPY {dialect.identifier_preparer.format_table(self.table)} " \
+                        f"({names}) FROM STDIN"
+
+    def encode(self, batch: StagingBatch) -> bytes:
+        """COPY text format: one line per row, tab-separated, \\N for NULL.
+
+        Joined by str.join over column lists (C loops): twice as fast as chaining numpy
+        string additions, which copy ever-wider arrays once per column.
+        """
+        n = len(batch.lines)
+        if n == 0:
+            return b""
+        columns = [[batch.run_id] * n, list(map(str, batch.lines.tolist())),
+                   [str(batch.worker_id)] * n]
+        columns += [self._text(f, batch.columns[f.name]) for f in self.fields]
+        return ("\n".join(map("\t".join, zip(*columns, strict=True))) + "\n").encode("utf-8")
+
+    @staticmethod
+    def _text(field: Any, column: np.ndarray) -> list[str]:
+        if field.type is FieldType.AMOUNT:
+            return [format_minor(v, field.scale) for v in column.tolist()]
+        if field.type is FieldType.TEXT:
+            # printable text (ASCII, or a code page's letters) holds no tab or newline, but a
+            # backslash must be doubled
+            return [v.replace("\\", "\\\\") if v else "\\N" for v in column.tolist()]
+        return column.tolist()
+
+    def load(self, connection: Any, payload: bytes) -> LoadResult:
+        cursor = connection.cursor()
+        try:
+            if cursor.connection.info.encoding != "utf-8":  # the payload is UTF-8 (encode)
+                cursor.execute("SET client_encoding TO 'UTF8'")
+            with cursor.copy(self.copy_sql) as copy:
+                copy.write(payload)
+        finally:
+            cursor.close()
+        return LoadResult(payload.count(b"\n"))

@@ -1,0 +1,170 @@
+"""SQLite: a database file, one writer at a time, no exact decimal type.
+
+- Money is integer minor units (no exact decimal type); its SUM() raises on int64
+  overflow, so sums are taken in two halves (pipeline.db.repositories).
+- The bulk load is the stdlib ``executemany`` in one transaction per batch (2.6x
+  SQLAlchemy's insert), the generic loader of pipeline.db.bulk.
+- The job lock is an open-file-description byte-range lock (``F_OFD_SETLK``) on the
+  database file itself, one byte per job far beyond anything SQLite locks (its lock bytes
+  sit at 1 GiB); the kernel keys it on the file's inode, so no other spelling of the
+  database (a symlink, a hard link) bypasses it. Not Linux: ``flock`` on the resolved path.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    Select,
+    Table,
+    bindparam,
+    event,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import TypeEngine
+
+from pipeline.db.bulk import BulkLoader
+from pipeline.db.dialects import DialectProfile
+from pipeline.db.engine import timeout_named
+from pipeline.db.lock import HeldLock, JobAlreadyRunning
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.db.engine import Timeouts
+    from pipeline.db.tables import JobTables
+    from pipeline.layouts.fields import Layout
+
+profile = DialectProfile("sqlite", parallel_writers=False, batch_size=10_000,
+                         max_identifier_length=128, money_as_minor_units=True,
+                         split_money_sums=True)
+
+SQLITE_BUSY_TIMEOUT_S = 60
+SQLITE_CACHE_KIB = 64 * 1024
+# SQLite's own locks are bytes 0x40000000..0x400001FF; the job's byte is at 2**40 + crc32
+JOB_LOCK_BASE = 1 << 40
+
+# what SQLite says when a lock bound ran out (see pipeline.db.engine.Timeouts)
+TIMEOUTS = (
+    ("database is locked", "a lock held by another connection was not released in time "
+                           "(database.lock_timeout)"),
+)
+
+
+def database_file(url: URL) -> str | None:
+    return url.database if url.database and url.database != ":memory:" else None
+
+
+def engine_kwargs(url: URL, timeouts: Timeouts | None) -> dict[str, Any]:
+    folder = Path(url.database or ".").parent
+    if database_file(url) and not folder.is_dir():
+        # a typo'd path must not quietly start an empty FINAL somewhere new (the CLI
+        # creates the job's output folder, where the default database lives, first)
+        raise ConfigError(f"database file {url.database}: folder {folder} does not "
+                          "exist (check --db or database.url)")
+    busy = SQLITE_BUSY_TIMEOUT_S if timeouts is None or not timeouts.lock else timeouts.lock
+    return {"connect_args": {"timeout": busy}}
+
+
+def on_engine(engine: Engine, timeouts: Timeouts | None) -> None:
+    event.listen(engine, "connect", _sqlite_pragmas)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # A rollback journal, not WAL: the MERGE is one transaction over every row of the run,
+    # and WAL wrote it twice (log, then checkpoint): 1M rows merged 25% slower. Only one
+    # process writes at a time anyway (the job lock, a single writer).
+    cursor.execute("PRAGMA journal_mode=DELETE")
+    # 64 MiB of page cache (the default is 2 MiB): the MERGE updates FINAL's key and
+    # LAST_RUN_ID indexes in key order, not insert order; measured 1M rows 3.3 s -> 2.3 s
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def before_create_tables(connection: Connection) -> None:
+    """Nothing: SQLite's writers are serialised by its own database lock."""
+
+
+def classify(cause: str) -> str:
+    return timeout_named(cause, TIMEOUTS)
+
+
+def loader(tables: JobTables, layout: Layout, amount: str, dialect: Dialect,
+           batch_size: int) -> BulkLoader:
+    # integer minor units and ISO date strings bind to SQLite as they are
+    return BulkLoader(tables, layout, dialect)
+
+
+def money_type(dialect: Dialect, precision: int, scale: int) -> TypeEngine[Any]:
+    return dialect.type_descriptor(BigInteger())
+
+
+def lines_in(column: ColumnElement[Any],
+             lines: list[int]) -> tuple[ColumnElement[bool], Any] | None:
+    values: Select[Any] = select(literal_column("value")).select_from(
+        func.json_each(bindparam("lines")))
+    return column.in_(values), json.dumps(list(lines))
+
+
+@contextmanager
+def job_lock(engine: Engine, table: Table, job_name: str,
+             run_id: str | None) -> Iterator[HeldLock]:
+    with _file_lock(engine, job_name):
+        yield HeldLock(engine, table, job_name, run_id)
+
+
+def database_identity(path: Path) -> Path:
+    """The file every spelling of the database resolves to (symlinks followed)."""
+    return path.resolve()
+
+
+@contextmanager
+def _file_lock(engine: Engine, job_name: str) -> Iterator[None]:
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    path = database_identity(Path(database))
+    # the database exists by now (the run created its tables); never create it here
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        try:
+            _lock_byte(fd, JOB_LOCK_BASE + zlib.crc32(job_name.encode()))
+        except (BlockingIOError, PermissionError):
+            raise JobAlreadyRunning(f"job {job_name} is already running on this database "
+                                    f"({path} is locked for it); refusing a second run"
+                                    ) from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _lock_byte(fd: int, offset: int) -> None:
+    ofd = getattr(fcntl, "F_OFD_SETLK", None)
+    if ofd is None:  # not Linux: one lock per database file, whatever the job
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for an OFD lock)
+    request = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
+    try:
+        fcntl.fcntl(fd, ofd, request)
+    except OSError as exc:
+        if exc.errno in (11, 13):  # EAGAIN, EACCES: held by another open file
+            raise BlockingIOError from None
+        raise

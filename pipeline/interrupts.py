@@ -23,6 +23,7 @@ import select
 import signal
 import socket
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -34,13 +35,14 @@ from pipeline.errors import Interrupted
 
 log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-BURST_S = 0.05  # signals this close together are one burst (see _watch)
+BURST_S = 0.05  # signals this close together are one burst (see _on_signal)
 
 
 class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.signum = 0  # the first signal received; 0: none
+        self.since = 0.0  # when it was received (time.monotonic)
         self.committing = False
         self.installed = False
         self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -101,10 +103,18 @@ def _cancel(connection: Any) -> None:
 
 
 def _on_signal(signum: int) -> None:
+    now = time.monotonic()
     with _state.lock:
         if _state.signum:
-            return  # a second Ctrl-C: the cleanup the first started is bounded
-        _state.signum = signum
+            # A second Ctrl-C: the cleanup the first started is bounded. Only the name
+            # may change: signals pending together are delivered lowest number first but
+            # their handlers nest, so their bytes come in reverse order, microseconds
+            # apart, and this thread can wake between them: within a burst, the lowest
+            # number is the signal that came first
+            if signum < _state.signum and now - _state.since < BURST_S:
+                _state.signum = signum
+            return
+        _state.signum, _state.since = signum, now
         if _state.committing:
             return
         connections = list(_state.connections)
@@ -120,16 +130,8 @@ def _watch(reader: socket.socket, stop: threading.Event) -> None:
         ready, _, _ = select.select([reader], [], [], 0.5)
         if not ready:
             continue
-        data = _drain(reader)
-        # signals pending together are delivered lowest number first, but their handlers
-        # nest, so the bytes come in reverse order: the lowest of a burst came first. The
-        # nested writes are microseconds apart, yet this thread can wake between them: a
-        # burst is what arrives until the socket stays quiet for BURST_S
-        while select.select([reader], [], [], BURST_S)[0]:
-            data += _drain(reader)
-        received = sorted(s for s in data if s in SIGNALS)
-        if received:
-            _on_signal(received[0])
+        for signum in sorted(s for s in _drain(reader) if s in SIGNALS):
+            _on_signal(signum)
 
 
 def _drain(reader: socket.socket) -> bytes:

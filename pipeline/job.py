@@ -328,9 +328,8 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
     log.info("key hashes: %s", "a key repeats, the MERGE keeps each key's last record"
              if repeats else "no key repeats, one plain MERGE" if repeats is False
              else "not known, the MERGE keeps each key's last record")
-    trailer = TrailerTotals(plan.trailer[config.trailer_count],
-                            plan.trailer[config.trailer_amount])
-    service = ReconciliationService(engine, tables, config.key_columns, config.amount, trailer)
+    service = ReconciliationService(engine, tables, config.key_columns, config.amount,
+                                    TrailerTotals(*_trailer(config, plan)))
 
     def record(conn: Connection, results: list[ReconciliationResult]) -> None:
         """The audit of a run that passed, in the MERGE's transaction (one commit)."""
@@ -347,9 +346,8 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
                                record=record, lock=lock)
     outcome.results = result.results
     outcome.duplicates_collapsed = result.duplicates_collapsed
-    if result.passed:
-        outcome.status, outcome.exit_code = SUCCEEDED, 0
-        outcome.audited = True  # committed with the MERGE
+    if result.passed:  # ``record`` set the outcome and committed it with the MERGE
+        outcome.audited = True
         keys = result.staged_rows - result.duplicates_collapsed
         log.info("reconciliation passed (%d checks); merge committed: %d keys into %s",
                  len(result.results), keys, config.final_table)

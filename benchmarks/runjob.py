@@ -54,7 +54,7 @@ def instrument() -> None:
     from pipeline.db.repositories import FinalRepository, StagingRepository
     from pipeline.reconcile import ReconciliationService
 
-    _timed(job, "plan_input", "plan")
+    _timed(job, "plan_job_input", "plan")
     _timed(job, "create_missing_tables", "ddl")
     _timed(job.WorkerPool, "run", "load")
     _timed(ReconciliationService, "reconcile_counts", "checks_before_merge")

@@ -2,10 +2,12 @@
 
 Each processor hashes the key of every accepted record to a uint64 (numpy, vectorized),
 splits each batch's hashes (with the records' source lines) by their top bits into
-``BUCKETS`` files of its own in the run folder, and the parent then reads one bucket at a
+bucket files of its own in the run folder, and the parent then reads one bucket at a
 time (every processor's part of it), sorts it and looks for equal neighbours. Memory in
-the parent is one bucket: about ``16 * records / BUCKETS`` bytes (x3 while sorting),
-whatever the file's size; measured at 10M records: 4 MB, 0.7 s.
+the parent is one bucket: about 16 bytes a record of it (x3 while sorting). The number
+of buckets grows with the file (``buckets_for``): up to 262,144 records a bucket, 64
+buckets from 16M records on (10M records: 64 buckets, 8 MB of memory at most, 1 s), so a
+small run writes one file per processor instead of 64.
 
 The lines of the repeated hashes let the reconciliation count the keys that survive
 (last record wins) from those few staging rows instead of ranking every row of the run.
@@ -22,12 +24,20 @@ from pathlib import Path
 
 import numpy as np
 
-BUCKETS = 64
-_SHIFT = np.uint64(64 - 6)  # log2(BUCKETS) top bits pick the bucket
+MAX_BUCKETS = 64
+BUCKET_RECORDS = 1 << 18  # records a bucket is meant to hold, below MAX_BUCKETS buckets
 _PRIME = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime, applied per 8-byte word
 _SEED = np.uint64(0xCBF29CE484222325)
 _COLUMN = np.uint64(0x9E3779B97F4A7C15)  # mixed in between the columns of a composite key
 _PART = "keys.{worker:03d}.{bucket:02d}.u64"
+
+
+def buckets_for(records: int) -> int:
+    """Buckets for a file of ``records`` detail records: a power of two, 1 to 64."""
+    buckets = 1
+    while buckets < MAX_BUCKETS and buckets * BUCKET_RECORDS < records:
+        buckets *= 2
+    return buckets
 
 
 def key_hashes(columns: Mapping[str, np.ndarray], key: Sequence[str]) -> np.ndarray:
@@ -75,17 +85,21 @@ class HashSpill:
     """A processor's key hashes, each with its record's source line, spilled to its
     bucket files as it goes (sorted by hash within each batch)."""
 
-    def __init__(self, folder: Path, worker_id: int, key: Sequence[str]) -> None:
+    def __init__(self, folder: Path, worker_id: int, key: Sequence[str],
+                 buckets: int = MAX_BUCKETS) -> None:
         self.key = tuple(key)
+        # the top log2(buckets) bits of a hash pick its bucket (one bucket: no bit)
+        self.bits = np.uint64(buckets.bit_length() - 1)
         self.files = [open(folder / _PART.format(worker=worker_id, bucket=b), "wb")  # noqa: SIM115
-                      for b in range(BUCKETS)]
+                      for b in range(buckets)]
 
     def add(self, columns: Mapping[str, np.ndarray], lines: np.ndarray) -> None:
         entries = np.empty(len(lines), _ENTRY)
         entries["hash"], entries["line"] = key_hashes(columns, self.key), lines
         entries = entries[np.argsort(entries["hash"], kind="stable")]
-        bounds = np.searchsorted(entries["hash"] >> _SHIFT,
-                                 np.arange(BUCKETS + 1, dtype=np.uint64))
+        # shifted in two steps: a uint64 shifted by 64 is undefined (x86 leaves it as is)
+        top = (entries["hash"] >> np.uint64(32)) >> (np.uint64(32) - self.bits)
+        bounds = np.searchsorted(top, np.arange(len(self.files) + 1, dtype=np.uint64))
         for b, out in enumerate(self.files):
             if bounds[b + 1] > bounds[b]:
                 out.write(entries[bounds[b]:bounds[b + 1]].tobytes())
@@ -102,14 +116,14 @@ def repeated_lines(folder: Path) -> np.ndarray | None:
     Every record of a repeated key is among them (a hash collision may add a few more:
     the caller compares the real keys). The spill files are removed as they are read.
     """
-    parts = sorted(folder.glob("keys.*.u64"))
-    if not parts:
+    by_bucket: dict[str, list[Path]] = {}
+    for part in sorted(folder.glob("keys.*.u64")):
+        by_bucket.setdefault(part.name.split(".")[2], []).append(part)
+    if not by_bucket:
         return None
     found: list[np.ndarray] = []
-    for b in range(BUCKETS):
-        files = [p for p in parts if p.name.endswith(f".{b:02d}.u64")]
-        bucket = np.concatenate([np.fromfile(p, dtype=_ENTRY) for p in files]
-                                or [np.empty(0, _ENTRY)])
+    for files in by_bucket.values():
+        bucket = np.concatenate([np.fromfile(p, dtype=_ENTRY) for p in files])
         bucket = bucket[np.argsort(bucket["hash"], kind="stable")]
         same = bucket["hash"][1:] == bucket["hash"][:-1]
         if same.any():

@@ -20,7 +20,14 @@ from pipeline.db.tables import job_tables
 from pipeline.generate import generate_file
 from pipeline.job import run_job
 from pipeline.jobs import shipped_config
-from pipeline.repeats import BUCKETS, HashSpill, any_repeat, key_hashes, repeated_lines
+from pipeline.repeats import (
+    MAX_BUCKETS,
+    HashSpill,
+    any_repeat,
+    buckets_for,
+    key_hashes,
+    repeated_lines,
+)
 from tests.reference import detail, expected_from_file, write_input
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,9 +51,10 @@ def test_composite_keys_hash_every_column_and_their_boundary() -> None:
     assert numbers[0] == numbers[2] != numbers[1]
 
 
-def spill(folder: Path, worker: int, keys: list[list[str]], first_line: int = 0) -> None:
+def spill(folder: Path, worker: int, keys: list[list[str]], first_line: int = 0,
+          buckets: int = MAX_BUCKETS) -> None:
     """Batches of keys, the records numbered from ``first_line`` on."""
-    out = HashSpill(folder, worker, ["k"])
+    out = HashSpill(folder, worker, ["k"], buckets)
     for batch in keys:
         out.add({"k": np.array(batch)}, np.arange(first_line, first_line + len(batch)))
         first_line += len(batch)
@@ -76,8 +84,26 @@ def test_the_lines_of_every_record_of_a_repeated_key_are_named(tmp_path: Path) -
 def test_a_repeat_inside_one_batch_is_found_and_no_spill_means_unknown(tmp_path: Path) -> None:
     assert any_repeat(tmp_path) is None  # e.g. a resumed run: nothing was hashed
     spill(tmp_path, 0, [["A", "B", "A"]])
-    assert len(list(tmp_path.glob("keys.000.*"))) == BUCKETS
+    assert len(list(tmp_path.glob("keys.000.*"))) == MAX_BUCKETS
     assert any_repeat(tmp_path) is True
+
+
+@pytest.mark.parametrize("buckets", [1, 2, 16, MAX_BUCKETS])
+def test_every_bucket_count_finds_the_same_repeats(tmp_path: Path, buckets: int) -> None:
+    keys = [f"K{i:06d}" for i in range(20_000)]
+    spill(tmp_path, 0, [keys[:9_000], ["K012345", *keys[9_000:12_000]]], buckets=buckets)
+    spill(tmp_path, 1, [[*keys[12_000:], "K000007"]], first_line=50_000, buckets=buckets)
+    assert len(list(tmp_path.glob("keys.001.*"))) == buckets
+    # K012345: line 9,000 and processor 1's line 50,345; K000007: line 7 and 58,000
+    assert repeated_lines(tmp_path).tolist() == [7, 9_000, 50_345, 58_000]
+    assert list(tmp_path.glob("keys.*")) == []
+
+
+def test_the_buckets_grow_with_the_file_and_stop_at_the_maximum() -> None:
+    assert [buckets_for(n) for n in (0, 200_000, 1 << 18, (1 << 18) + 1, 1_000_000)] == \
+        [1, 1, 1, 2, 4]
+    assert buckets_for(10_000_000) == MAX_BUCKETS  # about 156k records a bucket
+    assert buckets_for(10**9) == MAX_BUCKETS
 
 
 @pytest.fixture

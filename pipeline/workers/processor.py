@@ -15,7 +15,7 @@ from pipeline.layouts.csv import CsvLayout, parse_csv_details
 from pipeline.layouts.fixed import DetailBatch, Reject, parse_details
 from pipeline.layouts.mainframe_input import detail_batches
 from pipeline.metrics.bus import WorkerType
-from pipeline.repeats import HashSpill
+from pipeline.repeats import HashSpill, buckets_for
 from pipeline.source import ByteRange, LineChunk, read_lines, reading_range
 from pipeline.workers.context import WorkerContext, worker_main
 
@@ -52,7 +52,8 @@ def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
 def key_spill(ctx: WorkerContext, worker_id: int) -> Iterator[HashSpill]:
     """The key hashes of the accepted records, spilled for the parent's repeat check
     (pipeline.repeats): one MERGE per run, de-duplicating only when a key repeats."""
-    spill = HashSpill(ctx.run_dir, worker_id, ctx.config.key_columns)
+    spill = HashSpill(ctx.run_dir, worker_id, ctx.config.key_columns,
+                      buckets_for(ctx.plan.detail_lines))
     try:
         yield spill
     finally:

@@ -344,7 +344,7 @@ SQLITE_MUTATIONS: list[Mutation] = [
     ("daily_transactions.sql", "txn_id       VARCHAR(16) NOT NULL,\n    account_id   VARCHAR(10) "
      "NOT NULL,  -- digits", "txn_id       VARCHAR(16),\n    account_id   VARCHAR(10) NOT NULL,"
      "  -- digits", "column stg_transactions.txn_id"),
-    ("daily_transactions.sql", "CREATE INDEX ix_transactions_run ON transactions (last_run_id, amount);",
+    ("daily_transactions.sql", "CREATE INDEX ix_transactions_run ON transactions (last_run_id);",
      "", "indexes of transactions"),
     ("daily_transactions.sql", "currency     CHAR(3) NOT NULL,\n    description  VARCHAR(40),",
      "currency     CHAR(4),\n    description  VARCHAR(40),", "column transactions.currency"),

@@ -81,8 +81,12 @@ def job_tables(config: JobConfig) -> JobTables:
         PrimaryKeyConstraint(*key, name=f"pk_{config.final_table}"[:30]),
     )
     # the staging_to_final checks count and sum the FINAL rows of one run among millions:
-    # with the amount in the index that is a range scan of the index alone
-    Index(f"ix_{config.final_table}_run"[:30], final.c.last_run_id, final.c[config.amount])
+    # a range of this index. Not (LAST_RUN_ID, AMOUNT), which let SQLite read the amounts
+    # from the index alone: ordered by amount, every row the MERGE writes went to a random
+    # place in it. Ordered by row, the run's entries are appended; the check reads the
+    # rows instead. 10M rows into a 40M-row FINAL: the MERGE 208 -> 99 s (SQLite),
+    # 216 -> 83 s (PostgreSQL); the check after it 1.2 -> 6.8 s (SQLite)
+    Index(f"ix_{config.final_table}_run"[:30], final.c.last_run_id)
     return JobTables(metadata, staging, final, *audit_tables(metadata))
 
 

@@ -38,5 +38,6 @@ CREATE TABLE transactions (
 );
 
 -- The staging_to_final checks count and sum the FINAL rows of one run among millions:
--- with the amount in the index, a range scan of the index alone.
-CREATE INDEX ix_transactions_run ON transactions (last_run_id, amount);
+-- a range of this index (not of (last_run_id, amount): ordered by amount, each row
+-- the MERGE writes lands at a random place in it, twice the MERGE's time).
+CREATE INDEX ix_transactions_run ON transactions (last_run_id);

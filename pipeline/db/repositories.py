@@ -159,10 +159,8 @@ class FinalRepository:
         return self.count_and_amount_for_run(run_id)[1]
 
     def count_and_amount_for_run(self, run_id: str) -> tuple[int, int]:
-        """FINAL's rows stamped with the run: a range of its run index, tonight's rows only."""
-        with backend_for(self.connection.dialect.name).scanning_run_rows(self.connection):
-            return _count_and_sum(self.connection, self.table, self.amount,
-                                  self.table.c.last_run_id == run_id)
+        return _count_and_sum(self.connection, self.table, self.amount,
+                              self.table.c.last_run_id == run_id)
 
     def merge_run(self, run_id: str, updated_ts: datetime, deduplicate: bool = True) -> int:
         """Apply the run's surviving staging rows; the caller owns the transaction.

@@ -75,10 +75,6 @@ class Backend(Protocol):
         """``column`` among ``lines`` with one bound parameter ``lines`` and its value;
         None where the database has no one-parameter list."""
 
-    def scanning_run_rows(self, connection: Connection) -> AbstractContextManager[None]:
-        """Around the count of FINAL's rows stamped with one run, in the MERGE's
-        transaction: the plan that reads just-merged rows fastest."""
-
 
 def backend_for(name: str) -> Backend:
     """The module of the database ``name`` (a SQLAlchemy backend name, e.g. ``sqlite``)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import pickle
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -94,12 +94,6 @@ def money_type(dialect: Dialect, precision: int, scale: int) -> TypeEngine[Any]:
 def lines_in(column: ColumnElement[Any],
              lines: list[int]) -> tuple[ColumnElement[bool], Any] | None:
     return None  # no one-parameter list of lines: the caller ranks every row instead
-
-
-def scanning_run_rows(connection: Connection) -> AbstractContextManager[None]:
-    # a range scan of FINAL's run index (amount included) never visits the table's
-    # blocks: Oracle keeps no per-row visibility to check (undo does that job)
-    return nullcontext()
 
 
 class OracleLoader(BulkLoader):

@@ -3,8 +3,7 @@ timeouts, and a staging partition per run (pipeline.db.partitions)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -103,28 +102,6 @@ def money_type(dialect: Dialect, precision: int, scale: int) -> TypeEngine[Any]:
 def lines_in(column: ColumnElement[Any],
              lines: list[int]) -> tuple[ColumnElement[bool], Any] | None:
     return column == any_(bindparam("lines", type_=ARRAY(BigInteger))), list(lines)
-
-
-# Just-merged rows are not yet "all-visible" (only VACUUM marks them), so an index-only
-# scan of FINAL's run index fetches every row's heap tuple in amount order, i.e. at
-# random: 10M merged rows of a 47M-row FINAL took 38.5 s. A bitmap heap scan reads the
-# same tuples in page order: 3.6 s. The planner cannot know (the run id is new, so its
-# statistics promise one row), hence the plan is chosen here, for this one query.
-_RUN_ROWS_PLAN = {"enable_indexonlyscan": "off", "enable_indexscan": "off",
-                  "enable_seqscan": "off"}
-
-
-@contextmanager
-def scanning_run_rows(connection: Connection) -> Iterator[None]:
-    names = list(_RUN_ROWS_PLAN)
-    before = connection.execute(select(*(func.current_setting(n) for n in names))).one()
-    connection.execute(select(*(func.set_config(n, v, True)
-                                for n, v in _RUN_ROWS_PLAN.items())))
-    yield
-    # transaction-local settings, put back for the rest of the transaction (the audit);
-    # after an error the rollback undoes them
-    connection.execute(select(*(func.set_config(n, v, True)
-                                for n, v in zip(names, before, strict=True))))
 
 
 class PostgresLoader(BulkLoader):

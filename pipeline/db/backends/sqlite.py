@@ -18,7 +18,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,10 +120,6 @@ def lines_in(column: ColumnElement[Any],
     values: Select[Any] = select(literal_column("value")).select_from(
         func.json_each(bindparam("lines")))
     return column.in_(values), json.dumps(list(lines))
-
-
-def scanning_run_rows(connection: Connection) -> AbstractContextManager[None]:
-    return nullcontext()  # FINAL's run index holds the amount: read alone, in order
 
 
 @contextmanager

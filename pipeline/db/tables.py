@@ -85,7 +85,7 @@ def job_tables(config: JobConfig) -> JobTables:
     # from the index alone: ordered by amount, every row the MERGE writes went to a random
     # place in it. Ordered by row, the run's entries are appended; the check reads the
     # rows instead. 10M rows into a 40M-row FINAL: the MERGE 208 -> 99 s (SQLite),
-    # 216 -> 83 s (PostgreSQL); the check after it 1.2 -> 6.8 s (SQLite)
+    # 216 -> 83 s (PostgreSQL); the check after it 1.2 -> 6.3-6.8 s (SQLite)
     Index(f"ix_{config.final_table}_run"[:30], final.c.last_run_id)
     return JobTables(metadata, staging, final, *audit_tables(metadata))
 

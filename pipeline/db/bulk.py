@@ -5,11 +5,15 @@ batch of parsed columns into one ``bytes`` payload; ``load`` runs in the writer 
 hands that payload to the driver's bulk path. Payloads are bytes because
 ``multiprocess.Queue`` pickles with dill's pure-Python pickler (~10 us per small
 object, facts.md): one bytes object per batch crosses the queue at memcpy speed.
+Row tuples of str, int and None travel as ``marshal`` (both ends are the same forked
+interpreter): 2.5x faster to write than pickle, as fast to read; 1M rows on SQLite, whose
+single writer is the load's bottleneck: load 3.6 -> 3.2 s, its CPU 6.2 -> 5.3 s.
 
 The generic loader here is the stdlib ``executemany`` of row tuples; each database's
 module in ``pipeline.db.backends`` chooses its loader:
 
-- SQLite: this one, in one transaction per batch (2.6x SQLAlchemy's insert).
+- SQLite: this one (2.6x SQLAlchemy's insert); the writer commits every 100k rows
+  or when it has nothing waiting (pipeline.workers.writer).
 - PostgreSQL: ``COPY ... FROM STDIN`` with text pre-formatted by the processors
   (~10x executemany; formatting costs ~1.5 s per 1M rows, so not in the writer).
 - Oracle: python-oracledb array ``executemany`` with ``batcherrors=True``: a refused
@@ -18,7 +22,7 @@ module in ``pipeline.db.backends`` chooses its loader:
 
 from __future__ import annotations
 
-import pickle
+import marshal
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
@@ -69,10 +73,14 @@ class BulkLoader:
         return values
 
     def encode(self, batch: StagingBatch) -> bytes:
-        return pickle.dumps(self.rows(batch), protocol=pickle.HIGHEST_PROTOCOL)
+        return marshal.dumps(self.rows(batch))
+
+    def decode(self, payload: bytes) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = marshal.loads(payload)
+        return rows
 
     def load(self, connection: Any, payload: bytes) -> LoadResult:
-        rows = pickle.loads(payload)
+        rows = self.decode(payload)
         cursor = connection.cursor()
         try:
             cursor.executemany(self.insert_sql, rows)

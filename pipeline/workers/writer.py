@@ -1,13 +1,17 @@
-"""The writer: bulk-load batches into staging, one transaction per batch.
+"""The writer: bulk-load batches into staging, committing once the queue runs dry or
+every ``COMMIT_ROWS`` rows.
 
 Rows are counted on the bus only after the transaction holding them has committed, so
-the bus never claims a row the database could still roll back.
+the bus never claims a row the database could still roll back. A commit per batch cost
+SQLite 0.4-0.6 s per 1M rows (100 journal syncs) with the writer the load's bottleneck;
+while the writer waits for the processors, each batch still commits at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -15,6 +19,8 @@ from sqlalchemy.exc import DBAPIError
 from pipeline.db.engine import database_errors, make_engine
 from pipeline.metrics.bus import WorkerType
 from pipeline.workers.context import WorkerContext, worker_main
+
+COMMIT_ROWS = 100_000
 
 
 def run_writer(ctx: WorkerContext, worker_id: int) -> None:
@@ -24,7 +30,7 @@ def run_writer(ctx: WorkerContext, worker_id: int) -> None:
 def _write(ctx: WorkerContext, worker_id: int) -> None:
     ctx.bus.register(worker_id, WorkerType.WRITER)
     engine = make_engine(ctx.database_url)
-    written_amount = 0
+    written_amount = loaded = refused = 0  # loaded and refused: not yet committed
     with database_errors(engine, "loading staging"):
         connection = engine.raw_connection()
     try:
@@ -32,12 +38,23 @@ def _write(ctx: WorkerContext, worker_id: int) -> None:
             _source, _rows, amount, payload = item
             with _loading(engine):
                 result = ctx.loader.load(connection, payload)
-                connection.commit()
+            loaded, refused = loaded + result.loaded, refused + result.refused
             written_amount += amount - result.refused_amount
-            ctx.bus.add_batch(worker_id, result.loaded, result.refused, written_amount)
+            if loaded + refused >= COMMIT_ROWS or ctx.batches.empty():
+                _commit(engine, connection)
+                ctx.bus.add_batch(worker_id, loaded, refused, written_amount)
+                loaded = refused = 0
+        if loaded + refused:
+            _commit(engine, connection)
+            ctx.bus.add_batch(worker_id, loaded, refused, written_amount)
     finally:
         connection.close()
         engine.dispose()
+
+
+def _commit(engine: Engine, connection: Any) -> None:
+    with _loading(engine):
+        connection.commit()
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
-from pipeline.db.bulk import BulkLoader, LoadResult
+from pipeline.db.bulk import BulkLoader, LoadResult, StagingBatch
 from pipeline.db.dialects import DialectProfile
 from pipeline.db.engine import milliseconds, timeout_named
 from pipeline.db.lock import HeldLock, driver_error, row_lock
@@ -115,8 +115,16 @@ class OracleLoader(BulkLoader):
             return [dt.date.fromisoformat(v) for v in column.tolist()]
         return super()._values(field, column)
 
+    def encode(self, batch: StagingBatch) -> bytes:
+        # Decimal and date values, which marshal cannot carry
+        return pickle.dumps(self.rows(batch), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def decode(self, payload: bytes) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = pickle.loads(payload)
+        return rows
+
     def load(self, connection: Any, payload: bytes) -> LoadResult:
-        rows = pickle.loads(payload)
+        rows = self.decode(payload)
         refused: list[int] = []
         cursor = connection.cursor()
         try:

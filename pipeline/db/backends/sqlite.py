@@ -2,8 +2,8 @@
 
 - Money is integer minor units (no exact decimal type); its SUM() raises on int64
   overflow, so sums are taken in two halves (pipeline.db.repositories).
-- The bulk load is the stdlib ``executemany`` in one transaction per batch (2.6x
-  SQLAlchemy's insert), the generic loader of pipeline.db.bulk.
+- The bulk load is the stdlib ``executemany`` (2.6x SQLAlchemy's insert), the generic
+  loader of pipeline.db.bulk.
 - The job lock is an open-file-description byte-range lock (``F_OFD_SETLK``) on the
   database file itself, one byte per job far beyond anything SQLite locks (its lock bytes
   sit at 1 GiB); the kernel keys it on the file's inode, so no other spelling of the

@@ -1,0 +1,61 @@
+"""The loaders' two halves: what a processor encodes is what the writer binds."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from sqlalchemy.dialects import oracle, sqlite
+
+from pipeline.config import JobConfig, load_config
+from pipeline.db.bulk import StagingBatch, loader_for
+from pipeline.db.tables import JobTables, job_tables
+from pipeline.jobs import shipped_config
+
+
+@pytest.fixture(scope="module")
+def job() -> tuple[JobConfig, JobTables]:
+    config = load_config(shipped_config())
+    return config, job_tables(config)
+
+
+def batch() -> StagingBatch:
+    """Three rows: a blank description, a code page's letters, an amount past 2**53."""
+    return StagingBatch("run-1", 4, np.array([2, 3, 9], dtype=np.int64), {
+        "txn_id": np.array(["T1", "T2", "T3"]),
+        "account_id": np.array(["A", "B", "C"]),
+        "txn_date": np.array(["2026-11-24", "2026-11-25", "2026-11-26"]),
+        "amount": np.array([-5, 9_007_199_254_740_993, 0], dtype=np.int64),
+        "currency": np.array(["EUR", "EUR", "USD"]),
+        "description": np.array(["", "CAFÉ crème", "x"]),
+    })
+
+
+def test_the_writer_binds_exactly_the_rows_the_processor_encoded(
+        job: tuple[JobConfig, JobTables]) -> None:
+    config, tables = job
+    loader = loader_for(tables, config.detail, config.amount, sqlite.dialect(), 10_000)
+    rows = loader.decode(loader.encode(batch()))
+    assert rows == [
+        ("run-1", 2, 4, "T1", "A", "2026-11-24", -5, "EUR", None),  # blank text is NULL
+        ("run-1", 3, 4, "T2", "B", "2026-11-25", 9_007_199_254_740_993, "EUR", "CAFÉ crème"),
+        ("run-1", 9, 4, "T3", "C", "2026-11-26", 0, "USD", "x"),
+    ]
+    assert all(type(v) in (str, int, type(None)) for row in rows for v in row)
+
+    connection = sqlite3.connect(":memory:")
+    connection.execute(f"CREATE TABLE stg_transactions ({', '.join(tables.staging.c.keys())})")
+    assert loader.load(connection, loader.encode(batch())).loaded == 3
+    assert connection.execute("SELECT sum(amount), count(description) "
+                              "FROM stg_transactions").fetchone() == (9_007_199_254_740_988, 2)
+
+
+def test_the_oracle_loader_carries_decimals_and_dates(job: tuple[JobConfig, JobTables]) -> None:
+    config, tables = job
+    loader = loader_for(tables, config.detail, config.amount, oracle.dialect(), 10_000)
+    rows = loader.decode(loader.encode(batch()))
+    assert rows[1][5:8] == (dt.date(2026, 11, 25), Decimal("90071992547409.93"), "EUR")
+    assert rows[0][-1] is None and rows[1][-1] == "CAFÉ crème"

@@ -5,8 +5,8 @@ ranges on record boundaries; one streaming pass hashes the file and counts the l
 each range, so every processor knows the line number its range starts at. No step
 holds more than a chunk of the file in memory, whatever its size or shape.
 
-The same pass keeps a SHA-256 per range and the file's identity (device, inode, size,
-mtime): each processor hashes the bytes it parses as it reads them and checks the identity
+The same pass keeps a CRC-32 per range and the file's identity (device, inode, size,
+mtime): each processor checksums the bytes it parses as it reads them and checks the identity
 when it opens the file and when it is done (``reading_range``). A file rewritten in place
 or replaced under the job fails the run (InputChanged, exit 3) before anything is merged:
 what FINAL receives is what the audit's SHA-256 names.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -47,7 +48,8 @@ class ByteRange:
     end: int
     first_line: int
     lines: int
-    sha256: str = ""  # of the bytes [start, end) as planned; "" when not planned (tests)
+    # CRC-32 of the bytes [start, end) as planned; None when not planned (tests)
+    crc32: int | None = None
 
 
 @dataclass(frozen=True)
@@ -231,11 +233,11 @@ def _next_line_start(f: Any, offset: int) -> int:
     return f.tell()
 
 
-def _hash_and_count(f: Any, cuts: list[int]) -> tuple[str, list[int], list[str]]:
-    """The file's SHA-256, and each range's line count and SHA-256, in one pass."""
+def _hash_and_count(f: Any, cuts: list[int]) -> tuple[str, list[int], list[int]]:
+    """The file's SHA-256, and each range's line count and CRC-32, in one pass."""
     digest = hashlib.sha256()
     counts = [0] * (len(cuts) - 1)
-    parts = [hashlib.sha256() for _ in counts]
+    parts = [RangeDigest() for _ in counts]
     f.seek(0)
     pos = 0
     while chunk := f.read(CHUNK):
@@ -248,15 +250,15 @@ def _hash_and_count(f: Any, cuts: list[int]) -> tuple[str, list[int], list[str]]
                 counts[i] += chunk.count(b"\n", lo - pos, hi - pos)
                 parts[i].update(view[lo - pos:hi - pos])
         pos += len(chunk)
-    return digest.hexdigest(), counts, [p.hexdigest() for p in parts]
+    return digest.hexdigest(), counts, [p.crc32 for p in parts]
 
 
 def range_digests(path: Path, ranges: tuple[ByteRange, ...]) -> tuple[ByteRange, ...]:
-    """The ranges with the SHA-256 of their bytes (for a planner that cut them first)."""
+    """The ranges with the CRC-32 of their bytes (for a planner that cut them first)."""
     out = []
     with open(path, "rb", buffering=0) as f:
         for rng in ranges:
-            part = hashlib.sha256()
+            part = RangeDigest()
             f.seek(rng.start)
             left = rng.end - rng.start
             while left > 0 and (block := f.read(min(CHUNK, left))):
@@ -264,19 +266,26 @@ def range_digests(path: Path, ranges: tuple[ByteRange, ...]) -> tuple[ByteRange,
                 part.update(block)
                 left -= len(block)
             out.append(ByteRange(rng.start, rng.end, rng.first_line, rng.lines,
-                                 part.hexdigest()))
+                                 part.crc32))
     return tuple(out)
 
 
 class RangeDigest:
-    """SHA-256 of the bytes a reader consumed, and how many: the reader calls update()."""
+    """CRC-32 of the bytes a reader consumed, and how many: the reader calls update().
+
+    Each range's bytes are checked twice (planned, then read by its processor), so the
+    check costs two passes over the file besides the file's own SHA-256 for BATCH_RUN.
+    It guards against a file changed under the job, not against forgery: the size, inode
+    and modification time are checked too (FileIdentity), and CRC-32 misses a change
+    with odds of 2**-32 at 4.5 GB/s, where SHA-256 runs at 1.7 GB/s here.
+    """
 
     def __init__(self) -> None:
-        self.sha256 = hashlib.sha256()
+        self.crc32 = 0
         self.count = 0
 
-    def update(self, data: bytes) -> None:
-        self.sha256.update(data)
+    def update(self, data: bytes | memoryview) -> None:
+        self.crc32 = zlib.crc32(data, self.crc32)
         self.count += len(data)
 
 
@@ -294,7 +303,7 @@ def reading_range(plan: InputPlan, rng: ByteRange) -> Iterator[RangeReading | No
 
     Yields None (no checks) for a plan without an identity or a range without a digest.
     """
-    if plan.identity is None or not rng.sha256:
+    if plan.identity is None or rng.crc32 is None:
         yield None
         return
     try:
@@ -308,7 +317,7 @@ def reading_range(plan: InputPlan, rng: ByteRange) -> Iterator[RangeReading | No
         yield reading
         _hash_rest(fd, rng, reading.digest)
         _same_file(plan, fd, "after it was read")
-        if reading.digest.sha256.hexdigest() != rng.sha256:
+        if reading.digest.crc32 != rng.crc32:
             raise InputChanged(f"{CHANGED}: bytes {rng.start}-{rng.end} of {plan.path} differ "
                                "from those hashed when the run planned it")
     finally:

@@ -29,8 +29,8 @@ def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
     accepted_amount = read_amount = 0
     with open(ctx.reject_path(worker_id), "w", encoding="ascii") as rejects, \
             reading_range(ctx.plan, rng) as reading, key_spill(ctx, worker_id) as keys:
-        # the bytes parsed are hashed as they are read, and checked against the plan's
-        # hash of the range once it is done: a changed file fails the run (InputChanged)
+        # the bytes parsed are checksummed as they are read, and checked against the plan's
+        # CRC-32 of the range once it is done: a changed file fails the run (InputChanged)
         path = reading.path if reading else ctx.plan.path
         digest = reading.digest if reading else None
         for batch in detail_batches_of(ctx.config, path, rng, ctx.batch_size, digest):

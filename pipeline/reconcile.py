@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from pipeline import interrupts
 from pipeline.db.engine import database_errors
@@ -60,9 +61,12 @@ class ReconciliationService:
         the staging rows as they are; True or None (not known, e.g. `run --resume`) MERGEs
         each key's last row, which is exact in every case. ``repeated_lines``, the source
         lines of every record whose key hash repeats, lets the keys that survive be
-        counted from those few rows instead of ranking every row of the run. ``record``
-        and ``lock``: see ``merge_and_verify``.
+        counted from those few rows instead of ranking every row of the run, and names the
+        records a later one supersedes: the plain MERGE then leaves those out instead of
+        ranking every row (SQLite, 1M rows into 4M: 5.2-5.9 s against 6.9-8.0 s).
+        ``record`` and ``lock``: see ``merge_and_verify``.
         """
+        superseded: list[int] | None = []  # None: not known, every row is ranked
         with maybe(stages, CHECKS):
             results = self.reconcile_counts(run_id, aggregated)
             staged = next(r for r in results
@@ -70,10 +74,11 @@ class ReconciliationService:
             staged_rows, staged_amount = staged.actual_count, staged.actual_amount or 0
             passed = all(r.passed for r in results)
             if passed and repeats and repeated_lines is not None:
-                keys, survivors_amount = self._survivors_from(
+                keys, survivors_amount, superseded = self._survivors_from(
                     run_id, repeated_lines, staged_rows, staged_amount)
             elif not passed or repeats is not False:
                 keys, survivors_amount = self._survivors(run_id)
+                superseded = None
             else:
                 keys, survivors_amount = staged_rows, staged_amount
         if not passed:
@@ -84,13 +89,15 @@ class ReconciliationService:
         audit = (lambda c, r: record(c, [*earlier, *r])) if record else None
         with maybe(stages, MERGE, f"{keys:,} keys"):
             final_results = self.merge_and_verify(run_id, merged_at, keys, survivors_amount,
-                                                  collapsed, deduplicate=repeats is not False,
+                                                  collapsed, deduplicate=superseded is None,
+                                                  superseded=superseded or (),
                                                   record=audit, lock=lock)
         if final_results is None:
             # The plain MERGE touched another number of FINAL rows than the run has keys,
-            # and rolled back. The key hashes rule out a repeated key, so something else
-            # changed FINAL's rows (a trigger, another writer): the de-duplicating MERGE,
-            # with its own checks, then tells exactly what FINAL got. Never the normal path.
+            # and rolled back. The key hashes rule out any other repeated key, so something
+            # else changed FINAL's rows (a trigger, another writer): the de-duplicating
+            # MERGE, with its own checks, then tells exactly what FINAL got. Never the
+            # normal path.
             keys, survivors_amount = self._survivors(run_id)
             collapsed = staged_rows - keys
             with maybe(stages, MERGE, f"{keys:,} keys, again"):
@@ -101,16 +108,18 @@ class ReconciliationService:
         return ReconciliationOutcome([*results, *final_results], staged_rows, collapsed)
 
     def _survivors_from(self, run_id: str, lines: Sequence[int], staged_rows: int,
-                        staged_amount: int) -> tuple[int, int]:
-        """As ``_survivors``, from the staged totals less the records a repeat drops."""
+                        staged_amount: int) -> tuple[int, int, list[int] | None]:
+        """As ``_survivors``, from the staged totals less the records a repeat drops, and
+        the source lines of those records (None when every row had to be ranked)."""
         if len(lines) > max(LINES_LOOKUP_MAX, staged_rows // 100):
-            return self._survivors(run_id)  # a file of mostly repeats: rank them all
+            return *self._survivors(run_id), None  # a file of mostly repeats: rank them all
         with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
             dropped = StagingRepository(conn, self.tables, self.key,
                                         self.amount).collapsed_at_lines(run_id, lines)
         if dropped is None:
-            return self._survivors(run_id)
-        return staged_rows - dropped[0], staged_amount - dropped[1]
+            return *self._survivors(run_id), None
+        records, amount, superseded = dropped
+        return staged_rows - records, staged_amount - amount, superseded
 
     def _survivors(self, run_id: str) -> tuple[int, int]:
         """Distinct keys of the run and the amount total of each key's last staging row."""
@@ -128,6 +137,7 @@ class ReconciliationService:
 
     def merge_and_verify(self, run_id: str, merged_at: datetime, keys: int,
                          survivors_amount: int, collapsed: int, deduplicate: bool = True, *,
+                         superseded: Sequence[int] = (),
                          record: Record | None = None,
                          lock: HeldLock | None = None) -> list[ReconciliationResult] | None:
         """MERGE, the two checks after it and (``record``) the audit, in one transaction.
@@ -138,16 +148,24 @@ class ReconciliationService:
         ``lock``, the transaction is the lock's final one, which first verifies the run
         still holds the job lock (pipeline.db.lock). Rolled back on any failure.
 
-        Without ``deduplicate``, returns None (everything rolled back) when the staging
-        rows turn out to repeat a key after all: the key hashes said they would not.
+        Without ``deduplicate``, the staging rows at the ``superseded`` source lines are
+        left out, and None is returned (everything rolled back) when the rest turn out to
+        repeat a key after all: the key hashes said they would not.
         """
         interrupts.check()  # a safe point: nothing of the MERGE has started
         with database_errors(self.engine, "merging into the final table"), \
                 self._final_transaction(lock) as transaction:
             conn = transaction.connection
             final = FinalRepository(conn, self.tables, self.key, self.amount)
-            # a driver error (a lock timeout...) ends the run: no retry decides anything
-            touched = final.merge_run(run_id, merged_at, deduplicate)
+            # a driver error (a lock timeout...) ends the run: no retry decides anything,
+            # but for a repeated key in the plain MERGE's source, which PostgreSQL and
+            # Oracle refuse outright where SQLite touches one row fewer
+            try:
+                touched = final.merge_run(run_id, merged_at, deduplicate, superseded)
+            except DBAPIError as exc:
+                if deduplicate or not _repeated_key(exc):
+                    raise
+                touched = -1
             if not deduplicate and touched != keys:
                 transaction.rollback()
                 return None
@@ -167,3 +185,9 @@ class ReconciliationService:
                            ) -> AbstractContextManager[FinalTransaction]:
         return lock.final_transaction() if lock is not None else own_transaction(self.engine)
 
+
+
+def _repeated_key(exc: DBAPIError) -> bool:
+    """A MERGE refused for a key its source holds twice: a unique violation (the key
+    inserted twice) or SQLSTATE 21000, a cardinality violation (a row updated twice)."""
+    return isinstance(exc, IntegrityError) or getattr(exc.orig, "sqlstate", None) == "21000"

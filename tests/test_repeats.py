@@ -120,14 +120,14 @@ def merges() -> Iterator[list[str]]:
     event.remove(Engine, "before_cursor_execute", count)
 
 
-def final_rows(config: JobConfig) -> dict[str, tuple[int, str]]:
+def final_rows(config: JobConfig) -> dict[str, tuple[int, str, str | None]]:
     final = job_tables(config).final
     engine = create_engine(config.database_url)
     try:
         with engine.connect() as conn:
-            return {r.txn_id: (r.amount, r.last_run_id)
+            return {r.txn_id: (r.amount, r.last_run_id, r.description)
                     for r in conn.execute(select(final.c.txn_id, final.c.amount,
-                                                 final.c.last_run_id))}
+                                                 final.c.last_run_id, final.c.description))}
     finally:
         engine.dispose()
 
@@ -149,26 +149,64 @@ def test_no_repeat_one_plain_merge(tmp_path: Path, job_config: JobConfig,
 
 
 @pytest.mark.slow
-def test_repeats_one_deduplicating_merge_last_record_wins(tmp_path: Path,
-                                                          job_config: JobConfig,
-                                                          merges: list[str]) -> None:
+def test_repeats_one_merge_that_leaves_out_the_superseded_records(
+        tmp_path: Path, job_config: JobConfig, merges: list[str]) -> None:
     # the repeats sit in different ranges (processors) and different batches
     details = [detail(f"T{i:07d}", 100 + i) for i in range(3_000)]
-    details[2_500] = detail("T0000007", -4242)  # repeats T0000007 of the first range
-    details[2_900] = detail("T0000007", 777)  # ... and again: this one wins
-    details[1_600] = detail("T0001500", 5)  # a repeat in the next batch
+    details[2_500] = detail("T0000007", 777, description="second")  # repeats line 9's key
+    details[2_900] = detail("T0000007", 777, description="third")  # same amount: this wins
+    details[1_600] = detail("T0001500", 5, description="later")  # a repeat in the next batch
     path = write_input(tmp_path / "in.dat", details)
     config = job_config.with_overrides(input_path=path, processors=2, batch_size=500)
     outcome = run_job(config)
 
     assert outcome.exit_code == 0, outcome.message
     assert len(merges) == 1
-    assert "row_number" in merges[0].lower()
+    # the records a later one supersedes are named and left out: no ranking of every row
+    assert "row_number" not in merges[0].lower() and "source_line" in merges[0]
     assert outcome.duplicates_collapsed == 3
     final = final_rows(config)
-    assert final["T0000007"][0] == 777 and final["T0001500"][0] == 5
+    # the last record wins whole, not only its amount (the checks compare amounts)
+    assert final["T0000007"][::2] == (777, "third")
+    assert final["T0001500"][::2] == (5, "later")
     assert {k: v[0] for k, v in final.items()} == \
         {k: t.amount for k, t in expected_from_file(path).final.items()}
+
+
+@pytest.mark.slow
+def test_a_repeat_the_hashes_missed_rolls_the_plain_merge_back_and_ranks_every_row(
+        tmp_path: Path, job_config: JobConfig, merges: list[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Impossible unless the hashes lie: the plain MERGE touches a key fewer than the run
+    has keys (SQLite) or is refused (PostgreSQL: a key inserted twice, then a row updated
+    twice), rolls back, and the de-duplicating MERGE decides what FINAL gets."""
+    import pipeline.job
+    from pipeline.repeats import repeated_lines
+
+    hidden = {1_500 + 2, 1_600 + 2}  # T0001500's two records (line 1 is the header)
+
+    def missing_one(folder: Path) -> np.ndarray | None:
+        lines = repeated_lines(folder)
+        return None if lines is None else lines[~np.isin(lines, list(hidden))]
+
+    monkeypatch.setattr(pipeline.job, "repeated_lines", missing_one)
+    for night in (1, 2):  # T0001500: a new key the first night, FINAL's the second
+        details = [detail(f"T{i:07d}", 100 + i + night) for i in range(3_000)]
+        details[2_900] = detail("T0000007", 777 + night, description=f"later {night}")
+        details[1_600] = detail("T0001500", 5 + night, description=f"later {night}")
+        path = write_input(tmp_path / f"in{night}.dat", details)
+        config = job_config.with_overrides(input_path=path, processors=2, batch_size=500)
+        merges.clear()
+        outcome = run_job(config)
+
+        assert outcome.exit_code == 0, outcome.message
+        assert len(merges) == 2
+        assert "row_number" not in merges[0].lower() and "row_number" in merges[1].lower()
+        assert outcome.duplicates_collapsed == 2
+        final = final_rows(config)
+        assert final["T0000007"][::2] == (777 + night, f"later {night}")
+        assert final["T0001500"][::2] == (5 + night, f"later {night}")
+        assert final["T0000010"][:2] == (110 + night, outcome.run_id)
 
 
 @pytest.mark.slow
@@ -179,7 +217,7 @@ def test_composite_key_repeat_needs_all_columns(tmp_path: Path, db_url: str,
         output_dir=tmp_path / "work", database_url=db_url, heartbeat_timeout=10.0)
     outcome = run_job(config)  # its sample repeats one full key, and keys differing in one
     assert outcome.exit_code == 0, outcome.message
-    assert len(merges) == 1 and "row_number" in merges[0].lower()
+    assert len(merges) == 1 and "row_number" not in merges[0].lower()
     assert outcome.duplicates_collapsed == 1
     assert list((config.output_dir / "runs" / outcome.run_id).glob("keys.*")) == []
 
@@ -204,6 +242,6 @@ def test_survivors_from_the_repeated_lines_equal_ranking_every_row(
             assert dropped is not None
             assert (rows - dropped[0], amount - dropped[1]) == \
                 staging.surviving_count_and_amount(outcome.run_id)
-            assert dropped[0] == outcome.duplicates_collapsed
+            assert dropped[0] == outcome.duplicates_collapsed == len(dropped[2])
     finally:
         engine.dispose()

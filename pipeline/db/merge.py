@@ -15,19 +15,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, func, literal_column, select
+from sqlalchemy import Select, Table, bindparam, func, literal_column, not_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 from sqlalchemy.sql.expression import Executable
 
 from pipeline.db.tables import key_of
 
 
-def staged_rows(staging: Table, columns: list[str]) -> Select[Any]:
-    """Every staging row of the run bound as ``:run_id``: the source when no key repeats."""
-    return select(*(staging.c[c] for c in columns)).where(
+def staged_rows(staging: Table, columns: list[str],
+                skip: ColumnElement[bool] | None = None) -> Select[Any]:
+    """Every staging row of the run bound as ``:run_id``, but those ``skip`` names: the
+    source when no key repeats, or none once the records a later one supersedes are out."""
+    rows = select(*(staging.c[c] for c in columns)).where(
         staging.c.run_id == bindparam("run_id"))
+    return rows if skip is None else rows.where(not_(skip))
 
 
 def surviving_rows(staging: Table, key: tuple[str, ...], columns: list[str]) -> Select[Any]:
@@ -57,10 +60,11 @@ class Merge(Executable, ClauseElement):
 
 
 def merge_statement(staging: Table, final: Table, key: tuple[str, ...], columns: list[str],
-                    deduplicate: bool = True) -> Merge:
-    """The MERGE for ``:run_id``, setting LAST_RUN_ID and ``:updated_ts``."""
+                    deduplicate: bool = True, skip: ColumnElement[bool] | None = None) -> Merge:
+    """The MERGE for ``:run_id``, setting LAST_RUN_ID and ``:updated_ts``; the plain one
+    leaves out the staging rows ``skip`` names."""
     source = (surviving_rows(staging, key, columns) if deduplicate
-              else staged_rows(staging, columns))
+              else staged_rows(staging, columns, skip))
     return Merge(final, source, key, columns, deduplicate)
 
 

@@ -90,12 +90,14 @@ class StagingRepository:
         row = self.connection.execute(query, {"run_id": run_id}).one()
         return int(row[0]), sums.total(list(row[1:]))
 
-    def collapsed_at_lines(self, run_id: str, lines: Sequence[int]) -> tuple[int, int] | None:
-        """(records, amount) that keeping each key's last record drops, read from the
-        run's rows at ``lines`` only: every record of a repeated key must be among them
-        (pipeline.repeats.repeated_lines). The real keys are compared here, so a line
-        there by a mere hash collision changes nothing. None where this database has no
-        one-parameter list of lines (Oracle): the caller then ranks every row instead.
+    def collapsed_at_lines(self, run_id: str, lines: Sequence[int]
+                           ) -> tuple[int, int, list[int]] | None:
+        """(records, amount, their source lines) that keeping each key's last record
+        drops, read from the run's rows at ``lines`` only: every record of a repeated key
+        must be among them (pipeline.repeats.repeated_lines). The real keys are compared
+        here, so a line there by a mere hash collision changes nothing. None where this
+        database has no one-parameter list of lines (Oracle): the caller then ranks every
+        row instead.
         """
         lines_in = backend_for(self.connection.dialect.name).lines_in(
             self.table.c.source_line, list(lines))
@@ -108,12 +110,12 @@ class StagingRepository:
         by_key: dict[tuple[Any, ...], list[tuple[int, int]]] = defaultdict(list)
         for row in self.connection.execute(query, {"lines": bound}):
             by_key[tuple(row[:len(keys)])].append((int(row[-2]), int(row[-1])))
-        records = amount = 0
+        amount, dropped = 0, []
         for found in by_key.values():
             found.sort()  # by source line: the last one wins, the others are dropped
-            records += len(found) - 1
             amount += sum(a for _, a in found[:-1])
-        return records, amount
+            dropped += [line for line, _ in found[:-1]]
+        return len(dropped), amount, sorted(dropped)
 
     def purge_older_runs(self, batch_run: Table, job_name: str, keep: int) -> int:
         """Delete the staging rows of the job's runs older than its ``keep`` latest; returns
@@ -162,15 +164,25 @@ class FinalRepository:
         return _count_and_sum(self.connection, self.table, self.amount,
                               self.table.c.last_run_id == run_id)
 
-    def merge_run(self, run_id: str, updated_ts: datetime, deduplicate: bool = True) -> int:
+    def merge_run(self, run_id: str, updated_ts: datetime, deduplicate: bool = True,
+                  superseded: Sequence[int] = ()) -> int:
         """Apply the run's surviving staging rows; the caller owns the transaction.
 
-        ``deduplicate=False`` is only correct when no key repeats in the run.
+        ``deduplicate=False`` is only correct when no key repeats in the run once the
+        staging rows at the ``superseded`` source lines (``collapsed_at_lines``) are left
+        out: then the plain MERGE applies each key's last record without ranking them.
         """
-        statement = merge_statement(self.tables.staging, self.table, self.key,
-                                    self.tables.business_columns, deduplicate)
-        result = self.connection.execute(statement, merge_params(run_id, updated_ts))
-        return int(result.rowcount)
+        staging, params = self.tables.staging, merge_params(run_id, updated_ts)
+        skip = None
+        if superseded:
+            lines_in = backend_for(self.connection.dialect.name).lines_in(
+                staging.c.source_line, list(superseded))
+            if lines_in is None:
+                raise ValueError("this database takes no list of lines: deduplicate instead")
+            skip, params["lines"] = lines_in
+        statement = merge_statement(staging, self.table, self.key,
+                                    self.tables.business_columns, deduplicate, skip)
+        return int(self.connection.execute(statement, params).rowcount)
 
 
 def record_stage_ms(engine: Engine, batch_run: Table, run_id: str,

@@ -9,6 +9,7 @@ the real databases.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -183,5 +184,41 @@ def test_the_short_partition_wait_gives_the_session_its_own_lock_timeout_back(
                 assert conn.execute(text("SHOW lock_timeout")).scalar() == "2s"
             # the purge's DELETE after the partitions waits as the config says
             assert conn.execute(text("SHOW lock_timeout")).scalar() == "7s"
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgresql
+def test_the_merge_probes_finals_primary_key_in_key_order(tmp_path: Path,
+                                                          pg_config: JobConfig) -> None:
+    """Not a hash join or a merge join over all of FINAL: an index probe per row, in key
+    order, whatever FINAL holds; the planner's settings are back once the MERGE is done."""
+    from pipeline.db.backends.postgresql import merging
+    from pipeline.db.merge import merge_params, merge_statement
+
+    made = generate_file(tmp_path / "in.dat", 3_000, seed=8)
+    outcome = run_job(pg_config.with_overrides(input_path=made.path))
+    assert outcome.exit_code == 0, outcome.message
+    tables = job_tables(pg_config)
+    engine = create_engine(pg_config.database_url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            conn.execute(text("ANALYZE"))
+            for deduplicate in (False, True):
+                statement = merge_statement(tables.staging, tables.final,
+                                            pg_config.key_columns, tables.business_columns,
+                                            deduplicate)
+                compiled = statement.compile(dialect=conn.dialect)
+                with merging(conn):
+                    plan = "\n".join(conn.exec_driver_sql(
+                        f"EXPLAIN {compiled}", merge_params(outcome.run_id, datetime.now(UTC)))
+                        .scalars())
+                assert "Hash" not in plan and "Merge Join" not in plan \
+                    and "Merge Left Join" not in plan, plan
+                assert "Index Scan using pk_transactions on transactions" in plan, plan
+                assert "Sort Key: stg_transactions.txn_id" in plan, plan  # key order
+            assert conn.execute(text("SELECT current_setting('enable_hashjoin'), "
+                                     "current_setting('enable_mergejoin')")).one() == \
+                ("on", "on")
     finally:
         engine.dispose()

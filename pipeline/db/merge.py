@@ -94,9 +94,7 @@ def _merge_sqlite(element: Merge, compiler: SQLCompiler, **kw: Any) -> str:
     # SQLite walks FINAL's B-trees row by row: in key order, the plain MERGE of 500k rows
     # into 2M took 3.0-4.0 s instead of 7.7-10.9 s. The de-duplicating source is already
     # in key order (its window is partitioned by key); sorting it again only cost time.
-    ordered = element.source if element.deduplicate else element.source.order_by(
-        *(element.source.selected_columns[k] for k in element.key))
-    source, names, values = _stamped(element, compiler, ordered, **kw)
+    source, names, values = _stamped(element, compiler, _in_key_order(element), **kw)
     quote = compiler.preparer.quote
     updates = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in _non_key(element))
     target = compiler.preparer.format_table(element.target)
@@ -111,10 +109,21 @@ def _merge_sqlite(element: Merge, compiler: SQLCompiler, **kw: Any) -> str:
     )
 
 
+@compiles(Merge, "postgresql")
+def _merge_postgresql(element: Merge, compiler: SQLCompiler, **kw: Any) -> str:
+    # In key order, as on SQLite, and probed row by row (the plan
+    # pipeline.db.backends.postgresql asks for): FINAL's primary key is read and extended
+    # in order. The plain MERGE of 1M rows (30% updates) into 4M: 8.3 s, against 15.1 s
+    # unordered (a hash join over all of FINAL). The de-duplicating source is in key
+    # order already (its window is partitioned by key).
+    return _merge_standard(element, compiler, _in_key_order(element), **kw)
+
+
 @compiles(Merge)
-def _merge_standard(element: Merge, compiler: SQLCompiler, **kw: Any) -> str:
+def _merge_standard(element: Merge, compiler: SQLCompiler, ordered: Select[Any] | None = None,
+                    **kw: Any) -> str:
     """SQL:2003 MERGE, as PostgreSQL 15+ and Oracle both take it."""
-    source, names, values = _stamped(element, compiler, **kw)
+    source, names, values = _stamped(element, compiler, ordered, **kw)
     quote = compiler.preparer.quote
     on = " AND ".join(f"f.{quote(k)} = s.{quote(k)}" for k in element.key)
     updates = ", ".join(f"{quote(n)} = s.{quote(n)}" for n in _non_key(element))
@@ -124,6 +133,12 @@ def _merge_standard(element: Merge, compiler: SQLCompiler, **kw: Any) -> str:
         f"WHEN MATCHED THEN UPDATE SET {updates} "
         f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})"
     )
+
+
+def _in_key_order(element: Merge) -> Select[Any]:
+    if element.deduplicate:
+        return element.source
+    return element.source.order_by(*(element.source.selected_columns[k] for k in element.key))
 
 
 def _non_key(element: Merge) -> list[str]:

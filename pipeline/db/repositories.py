@@ -182,7 +182,8 @@ class FinalRepository:
             skip, params["lines"] = lines_in
         statement = merge_statement(staging, self.table, self.key,
                                     self.tables.business_columns, deduplicate, skip)
-        return int(self.connection.execute(statement, params).rowcount)
+        with backend_for(self.connection.dialect.name).merging(self.connection):
+            return int(self.connection.execute(statement, params).rowcount)
 
 
 def record_stage_ms(engine: Engine, batch_run: Table, run_id: str,

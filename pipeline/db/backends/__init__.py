@@ -75,6 +75,9 @@ class Backend(Protocol):
         """``column`` among ``lines`` with one bound parameter ``lines`` and its value;
         None where the database has no one-parameter list."""
 
+    def merging(self, connection: Connection) -> AbstractContextManager[None]:
+        """Around the MERGE statement, in its transaction: the plan it must take."""
+
 
 def backend_for(name: str) -> Backend:
     """The module of the database ``name`` (a SQLAlchemy backend name, e.g. ``sqlite``)."""

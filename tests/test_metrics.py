@@ -397,14 +397,14 @@ def test_register_beat_batch_finish_write_the_expected_cells(prefix: str) -> Non
         t0, m0 = time.time_ns(), time.monotonic_ns()
         bus.register(1, "writer")
         bus.add_batch(1, 10, 2, 2**63 + 5, 7, unreadable=1, misplaced=3)
-        bus.add_batch(1, 1, 0, -3)
+        bus.add_batch(1, 1, 0, -3, batches=4)  # a writer's four batches, committed together
         bus.beat(1)
         bus.finish(1, State.DONE)
         t1, m1 = time.time_ns(), time.monotonic_ns()
         row = bus.row(1).tolist()
         assert not bus.row(0).any()
     assert row[Col.PID] == os.getpid() and row[Col.WORKER_TYPE] == W
-    assert row[Col.STATE] == State.DONE and row[Col.BATCHES] == 2
+    assert row[Col.STATE] == State.DONE and row[Col.BATCHES] == 5
     assert t0 <= row[Col.START_NS] <= row[Col.END_NS] <= t1
     assert m0 <= row[Col.HEARTBEAT_NS] <= m1
     assert (row[Col.RECORDS], row[Col.ERRORS], row[Col.UNREADABLE], row[Col.MISPLACED]) == (

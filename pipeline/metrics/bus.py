@@ -233,8 +233,10 @@ class MetricsBus:
         read_amount_total_so_far: int = 0,
         unreadable: int = 0,
         misplaced: int = 0,
+        batches: int = 1,
     ) -> None:
-        """Publish one batch: counts are added, amounts overwritten from running totals.
+        """Publish one batch (or ``batches``, committed together): counts are added,
+        amounts overwritten from running totals.
 
         Workers keep exact Python-int running totals and pass them here, so a lost or
         repeated call can never corrupt the amount; the int64 cells cannot overflow.
@@ -249,7 +251,7 @@ class MetricsBus:
         row[Col.MISPLACED] += misplaced
         row[Col.AMOUNT_HI], row[Col.AMOUNT_LO] = amount
         row[Col.READ_AMOUNT_HI], row[Col.READ_AMOUNT_LO] = read_amount
-        row[Col.BATCHES] += 1
+        row[Col.BATCHES] += batches
         row[Col.HEARTBEAT_NS] = time.monotonic_ns()
 
     def finish(self, worker_id: int, state: State | int) -> None:

@@ -30,7 +30,7 @@ def run_writer(ctx: WorkerContext, worker_id: int) -> None:
 def _write(ctx: WorkerContext, worker_id: int) -> None:
     ctx.bus.register(worker_id, WorkerType.WRITER)
     engine = make_engine(ctx.database_url)
-    written_amount = loaded = refused = 0  # loaded and refused: not yet committed
+    written_amount = batches = loaded = refused = 0  # the last three: not yet committed
     with database_errors(engine, "loading staging"):
         connection = engine.raw_connection()
     try:
@@ -38,15 +38,16 @@ def _write(ctx: WorkerContext, worker_id: int) -> None:
             _source, _rows, amount, payload = item
             with _loading(engine):
                 result = ctx.loader.load(connection, payload)
-            loaded, refused = loaded + result.loaded, refused + result.refused
+            batches, loaded, refused = batches + 1, loaded + result.loaded, \
+                refused + result.refused
             written_amount += amount - result.refused_amount
             if loaded + refused >= COMMIT_ROWS or ctx.batches.empty():
                 _commit(engine, connection)
-                ctx.bus.add_batch(worker_id, loaded, refused, written_amount)
-                loaded = refused = 0
-        if loaded + refused:
+                ctx.bus.add_batch(worker_id, loaded, refused, written_amount, batches=batches)
+                batches = loaded = refused = 0
+        if batches:
             _commit(engine, connection)
-            ctx.bus.add_batch(worker_id, loaded, refused, written_amount)
+            ctx.bus.add_batch(worker_id, loaded, refused, written_amount, batches=batches)
     finally:
         connection.close()
         engine.dispose()

@@ -243,6 +243,10 @@ def measure_all(targets: list[Target], shape: Shape, workdir: Path,
     return [measure_one(t, shape, path, log, reps) for t in targets]
 
 
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
 def render(rows: list[dict[str, Any]]) -> str:
     from benchmarks.report import table, verdict
 
@@ -262,7 +266,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     return ("## A real night: FINAL already full, 30% updates, 0.1% repeated keys\n\n"
             "The job against its floor on copies of the same database (bulk load + one "
             "de-duplicating MERGE into the same FINAL), alternating, "
-            f"{rows[0]['reps'] if rows else 0} runs each: medians of the times and of the "
+            f"{_runs(rows[0]['reps'] if rows else 0)} each: medians of the times and of the "
             "ratios of each job run to the floor run beside it; the stages are those of the "
             "median job run. Post-load: the job's time after the "
             f"last row reached staging. Goals: job/floor <= {JOB_GOAL}x, post-load / floor "

@@ -93,11 +93,11 @@ class ReconciliationService:
                                                   superseded=superseded or (),
                                                   record=audit, lock=lock)
         if final_results is None:
-            # The plain MERGE touched another number of FINAL rows than the run has keys,
-            # and rolled back. The key hashes rule out any other repeated key, so something
-            # else changed FINAL's rows (a trigger, another writer): the de-duplicating
-            # MERGE, with its own checks, then tells exactly what FINAL got. Never the
-            # normal path.
+            # The plain MERGE touched another number of FINAL rows than the run has keys
+            # (or the database refused it for a key met twice), and rolled back. The key
+            # hashes rule out any other repeated key, so something else changed FINAL's
+            # rows (a trigger, another writer): the de-duplicating MERGE, with its own
+            # checks, then tells exactly what FINAL got. Never the normal path.
             keys, survivors_amount = self._survivors(run_id)
             collapsed = staged_rows - keys
             with maybe(stages, MERGE, f"{keys:,} keys, again"):

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 
 from pipeline import interrupts
+from pipeline.db.backends import backend_for
 from pipeline.db.engine import database_errors
 from pipeline.db.lock import FinalTransaction, HeldLock, own_transaction
 from pipeline.db.repositories import FinalRepository, StagingRepository
@@ -163,7 +164,7 @@ class ReconciliationService:
             try:
                 touched = final.merge_run(run_id, merged_at, deduplicate, superseded)
             except DBAPIError as exc:
-                if deduplicate or not _repeated_key(exc):
+                if deduplicate or not backend_for(conn.dialect.name).repeated_key(exc):
                     raise
                 touched = -1
             if not deduplicate and touched != keys:
@@ -184,10 +185,3 @@ class ReconciliationService:
     def _final_transaction(self, lock: HeldLock | None
                            ) -> AbstractContextManager[FinalTransaction]:
         return lock.final_transaction() if lock is not None else own_transaction(self.engine)
-
-
-
-def _repeated_key(exc: DBAPIError) -> bool:
-    """A MERGE refused for a key its source holds twice: a unique violation (the key
-    inserted twice) or SQLSTATE 21000, a cardinality violation (a row updated twice)."""
-    return isinstance(exc, IntegrityError) or getattr(exc.orig, "sqlstate", None) == "21000"

@@ -12,6 +12,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import DBAPIError
 
 from pipeline.db.backends import _MODULES, Backend, backend_for
 from pipeline.db.dialects import profile_for
@@ -63,3 +64,28 @@ def test_each_registered_module_provides_the_whole_backend(name: str) -> None:
 def test_an_unknown_database_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="unsupported database 'db2'"):
         backend_for("db2")
+
+
+class _DriverError(Exception):
+    """A driver's error as each driver shapes it: psycopg's sqlstate, oracledb's code."""
+
+    def __init__(self, sqlstate: str | None = None, code: int | None = None) -> None:
+        super().__init__(type("Detail", (), {"code": code})())
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(("name", "refused", "other"), [
+    ("postgresql", [_DriverError("23505"), _DriverError("21000")], _DriverError("55P03")),
+    ("oracle", [_DriverError(code=1), _DriverError(code=30926)], _DriverError(code=54)),
+])
+def test_a_merge_refused_for_a_repeated_key_is_told_from_any_other_error(
+        name: str, refused: list[_DriverError], other: _DriverError) -> None:
+    """The plain MERGE's fallback (pipeline.reconcile) ranks every row after these only."""
+    def wrapped(orig: Exception) -> DBAPIError:
+        return DBAPIError.instance("MERGE ...", None, orig, Exception)
+
+    backend = backend_for(name)
+    assert all(backend.repeated_key(wrapped(e)) for e in refused)
+    assert not backend.repeated_key(wrapped(other))
+    assert not backend.repeated_key(ValueError("not a driver error"))
+    assert not backend_for("sqlite").repeated_key(wrapped(refused[0]))  # never refuses

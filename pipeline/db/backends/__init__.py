@@ -78,6 +78,9 @@ class Backend(Protocol):
     def merging(self, connection: Connection) -> AbstractContextManager[None]:
         """Around the MERGE statement, in its transaction: the plan it must take."""
 
+    def repeated_key(self, exc: BaseException) -> bool:
+        """The MERGE was refused because its source holds a key twice."""
+
 
 def backend_for(name: str) -> Backend:
     """The module of the database ``name`` (a SQLAlchemy backend name, e.g. ``sqlite``)."""

@@ -39,6 +39,8 @@ profile = DialectProfile("oracle", parallel_writers=True, batch_size=50_000,
 
 ORACLE_CHUNK = 50_000
 ORA_RESOURCE_BUSY = 54  # ORA-00054: resource busy and acquire with NOWAIT specified
+ORA_UNIQUE_CONSTRAINT = 1  # ORA-00001: unique constraint violated (a key inserted twice)
+ORA_UNSTABLE_ROWS = 30926  # ORA-30926: unable to get a stable set of rows (updated twice)
 
 # what python-oracledb says when its call_timeout ran out (see engine.Timeouts)
 TIMEOUTS = (
@@ -84,6 +86,12 @@ def lock_busy(exc: BaseException | None) -> bool:
     orig = driver_error(exc)
     error = orig.args[0] if orig is not None and orig.args else None
     return getattr(error, "code", None) == ORA_RESOURCE_BUSY
+
+
+def repeated_key(exc: BaseException) -> bool:
+    orig = driver_error(exc)
+    error = orig.args[0] if orig is not None and orig.args else None
+    return getattr(error, "code", None) in (ORA_UNIQUE_CONSTRAINT, ORA_UNSTABLE_ROWS)
 
 
 def money_type(dialect: Dialect, precision: int, scale: int) -> TypeEngine[Any]:

@@ -43,6 +43,7 @@ profile = DialectProfile("postgresql", parallel_writers=True, batch_size=10_000,
 
 CREATE_TABLES_LOCK = 0x706970656C696E65  # "pipeline": the advisory lock key for DDL
 PG_LOCK_NOT_AVAILABLE = "55P03"
+PG_UNIQUE_VIOLATION, PG_CARDINALITY_VIOLATION = "23505", "21000"
 
 # what PostgreSQL says when a lock or statement bound ran out (see engine.Timeouts)
 TIMEOUTS = (
@@ -94,6 +95,12 @@ def job_lock(engine: Engine, table: Table, job_name: str,
 
 def lock_busy(exc: BaseException | None) -> bool:
     return getattr(driver_error(exc), "sqlstate", None) == PG_LOCK_NOT_AVAILABLE
+
+
+def repeated_key(exc: BaseException) -> bool:
+    # a key inserted twice, or a row the MERGE would update twice
+    return getattr(driver_error(exc), "sqlstate", None) in (PG_UNIQUE_VIOLATION,
+                                                             PG_CARDINALITY_VIOLATION)
 
 
 def money_type(dialect: Dialect, precision: int, scale: int) -> TypeEngine[Any]:

@@ -119,6 +119,10 @@ def merging(connection: Connection) -> AbstractContextManager[None]:
     return nullcontext()  # its plan walks FINAL's primary key in the source's key order
 
 
+def repeated_key(exc: BaseException) -> bool:
+    return False  # never refused: the MERGE's guard skips the repeat (pipeline.db.merge)
+
+
 def lines_in(column: ColumnElement[Any],
              lines: list[int]) -> tuple[ColumnElement[bool], Any] | None:
     values: Select[Any] = select(literal_column("value")).select_from(

@@ -215,7 +215,9 @@ KILL_SEEDS = [3, 36, 5, 15, 23, 11, 7, 13]
 class Killer(Watcher):
     """Kills one worker with SIGKILL once it has published ``after`` batches.
 
-    ``after == 0``: at the first sight of the worker, before or early into its first batch.
+    ``after == 0``: at the first sight of the worker, before or just after its first batch.
+    A run of small batches can outpace the supervisor's ticks, so ``hold`` makes the victim
+    stop itself (SIGSTOP) once it has published them, until the SIGKILL comes.
     """
 
     kind: WorkerType = WorkerType.PROCESSOR
@@ -224,14 +226,30 @@ class Killer(Watcher):
     killed_at: float = 0.0
     missed: str = ""
 
+    def target(self, snap: np.ndarray) -> tuple[int, int]:
+        """(worker id, after how many batches), the same in the parent and every child."""
+        rng = random.Random(self.seed)
+        candidates = rows_of(snap, self.kind)
+        wid = candidates[rng.randrange(len(candidates))]
+        return wid, 0 if rng.random() < 0.25 else rng.randint(1, 120)
+
+    def hold(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Patched before the fork, so every worker inherits it."""
+        publish = MetricsBus.add_batch
+
+        def add_batch(bus: MetricsBus, worker_id: int, *args: Any, **kwargs: Any) -> None:
+            publish(bus, worker_id, *args, **kwargs)
+            wid, after = self.target(bus.snapshot())
+            if worker_id == wid and bus.row(wid)[Col.BATCHES] >= max(after, 1):
+                os.kill(os.getpid(), signal.SIGSTOP)
+
+        monkeypatch.setattr(MetricsBus, "add_batch", add_batch)
+
     def __call__(self, bus: MetricsBus) -> None:
         snap = self.observe(bus)
         if self.victim or self.missed:
             return
-        rng = random.Random(self.seed)
-        candidates = rows_of(snap, self.kind)
-        wid = candidates[rng.randrange(len(candidates))]
-        after = 0 if rng.random() < 0.25 else rng.randint(1, 120)
+        wid, after = self.target(snap)
         row = snap[wid]
         if row[Col.STATE] == State.DONE:
             self.missed = f"worker {wid} finished before it published {after} batches"
@@ -246,11 +264,12 @@ class Killer(Watcher):
                          ids=["processor", "writer"])
 def test_sigkill_of_a_worker_fails_the_run_within_seconds(
         kind: WorkerType, seed: int, fault_input: Path, job_config: JobConfig,
-        engine: Engine) -> None:
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     config = job_config.with_overrides(input_path=fault_input, processors=PROCESSORS,
                                        batch_size=BATCH, heartbeat_timeout=SLOW_BEAT)
     before = seed_final(engine, config, fault_input)
     killer = Killer(kind=kind, seed=seed)
+    killer.hold(monkeypatch)
 
     outcome = run_job(config, on_tick=killer)
     ended = time.monotonic()

@@ -181,7 +181,6 @@ def test_a_repeat_the_hashes_missed_rolls_the_plain_merge_back_and_ranks_every_r
     has keys (SQLite) or is refused (PostgreSQL: a key inserted twice, then a row updated
     twice), rolls back, and the de-duplicating MERGE decides what FINAL gets."""
     import pipeline.job
-    from pipeline.repeats import repeated_lines
 
     hidden = {1_500 + 2, 1_600 + 2}  # T0001500's two records (line 1 is the header)
 

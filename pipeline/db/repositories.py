@@ -173,16 +173,15 @@ class FinalRepository:
         out: then the plain MERGE applies each key's last record without ranking them.
         """
         staging, params = self.tables.staging, merge_params(run_id, updated_ts)
-        skip = None
+        backend, skip = backend_for(self.connection.dialect.name), None
         if superseded:
-            lines_in = backend_for(self.connection.dialect.name).lines_in(
-                staging.c.source_line, list(superseded))
+            lines_in = backend.lines_in(staging.c.source_line, list(superseded))
             if lines_in is None:
                 raise ValueError("this database takes no list of lines: deduplicate instead")
             skip, params["lines"] = lines_in
         statement = merge_statement(staging, self.table, self.key,
                                     self.tables.business_columns, deduplicate, skip)
-        with backend_for(self.connection.dialect.name).merging(self.connection):
+        with backend.merging(self.connection):
             return int(self.connection.execute(statement, params).rowcount)
 
 

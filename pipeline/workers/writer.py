@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -34,28 +33,26 @@ def _write(ctx: WorkerContext, worker_id: int) -> None:
     with database_errors(engine, "loading staging"):
         connection = engine.raw_connection()
     try:
-        while (item := ctx.get(worker_id)) is not None:
-            _source, _rows, amount, payload = item
-            with _loading(engine):
-                result = ctx.loader.load(connection, payload)
-            batches, loaded, refused = batches + 1, loaded + result.loaded, \
-                refused + result.refused
-            written_amount += amount - result.refused_amount
-            if loaded + refused >= COMMIT_ROWS or ctx.batches.empty():
-                _commit(engine, connection)
+        while True:
+            item = ctx.get(worker_id)  # None: no batch will come
+            if item is not None:
+                _source, _rows, amount, payload = item
+                with _loading(engine):
+                    result = ctx.loader.load(connection, payload)
+                batches, loaded, refused = batches + 1, loaded + result.loaded, \
+                    refused + result.refused
+                written_amount += amount - result.refused_amount
+            if batches and (item is None or loaded + refused >= COMMIT_ROWS
+                            or ctx.batches.empty()):
+                with _loading(engine):
+                    connection.commit()
                 ctx.bus.add_batch(worker_id, loaded, refused, written_amount, batches=batches)
                 batches = loaded = refused = 0
-        if batches:
-            _commit(engine, connection)
-            ctx.bus.add_batch(worker_id, loaded, refused, written_amount, batches=batches)
+            if item is None:
+                return
     finally:
         connection.close()
         engine.dispose()
-
-
-def _commit(engine: Engine, connection: Any) -> None:
-    with _loading(engine):
-        connection.commit()
 
 
 @contextmanager

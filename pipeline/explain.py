@@ -12,6 +12,9 @@
   as set differences in the database. A failed MERGE was rolled back, so explain replays
   it in a transaction it always rolls back (under the job's lock), and compares inside it.
 - source_trailer_count / _amount: the per-range counts and totals of the processors.
+- processed_to_staging_columns / staging_to_final_columns: the rows, columns and both
+  values, as the run kept them in RECON_EVIDENCE when the check failed (its cause, a
+  trigger or another writer, may be gone by now; nothing is replayed).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, and_, or_, select
 
-from pipeline.audit.reader import RunReport, load_report
+from pipeline.audit.reader import RunReport, load_evidence, load_report
 from pipeline.audit.schema import utc_now
 from pipeline.config import JobConfig
 from pipeline.db.engine import database_errors
@@ -40,6 +43,7 @@ from pipeline.metrics.aggregator import PROCESSOR
 from pipeline.rejects import rejected_lines
 from recon import checks
 from recon.checks import failure_summary
+from recon.values import Evidence
 
 FIRST_LINE = 2  # line 1 is the header
 STAGING_CHECKS = (checks.PROCESSED_TO_STAGING, checks.PROCESSED_TO_STAGING_AMOUNT,
@@ -88,6 +92,8 @@ class Explanation:
     ranges: list[RangeRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     full: list[Finding] | None = None  # every finding, when a CSV was asked for
+    evidence: list[Evidence] = field(default_factory=list)  # behind failed column checks
+    limit: int = 20  # rows shown per section in text
 
     @property
     def failed_checks(self) -> list[str]:
@@ -103,7 +109,7 @@ def explain_run(config: JobConfig, engine: Engine, run_id: str | None, *, limit:
     """
     report = load_report(engine, run_id, {config.name: config.amount_field.scale},
                          None if run_id else config.name)
-    found = Explanation(report, config.amount_field.scale)
+    found = Explanation(report, config.amount_field.scale, limit=limit)
     if report.run.job_name != config.name:
         found.notes.append(f"run of job {report.run.job_name}: explain it with that job's "
                            "config to see its records")
@@ -117,6 +123,8 @@ def explain_run(config: JobConfig, engine: Engine, run_id: str | None, *, limit:
         _explain_staging(found, engine, tables, config, run_dir, limit, sink)
     if failed & set(FINAL_CHECKS) and not _not_evaluated(report, FINAL_CHECKS):
         _explain_final(found, engine, tables, config, limit, sink, replay)
+    if failed & set(checks.COLUMN_CHECKS):
+        found.evidence = load_evidence(engine, report.run.run_id)
     found.full = sink
     return found
 
@@ -386,9 +394,34 @@ def format_explanation(found: Explanation) -> str:
             lines.append(f"  {r.worker_id:>6} {span:>23} {r.read:>12,} {r.rejected:>9,} "
                          f"{money(r.accepted_amount):>20}  {r.state}")
         lines += _trailer_lines(found, money)
+    lines += _evidence_lines(found)
     if found.notes:
         lines += ["", *(f"note: {n}" for n in found.notes)]
     return "\n".join(lines)
+
+
+def _evidence_lines(found: Explanation) -> list[str]:
+    """The differing values of the failed column checks, per check, as kept at the time."""
+    out = []
+    for name in checks.COLUMN_CHECKS:
+        rows = [e for e in found.evidence if e.check_name == name]
+        if not rows:
+            continue
+        side = "staging" if name == checks.PROCESSED_TO_STAGING_COLUMNS else "FINAL"
+        out += ["", f"{name}: the values that differ (kept when the check failed)",
+                f"  {'line':>12}  {'key':<20} {'column':<16} {'expected':<24} {side}"]
+        for e in rows[:found.limit]:
+            line = "" if e.source_line is None else f"{e.source_line:,}"
+            out.append(f"  {line:>12}  {e.key:<20} {e.column:<16} {_value(e.expected):<24} "
+                       f"{_value(e.actual)}")
+        if len(rows) > found.limit:
+            out.append(f"  (first {found.limit} of {len(rows):,} shown; "
+                       "--limit N shows more)")
+    return out
+
+
+def _value(text: str | None) -> str:
+    return "NULL" if text is None else repr(text)
 
 
 def _trailer_lines(found: Explanation, money: Any) -> list[str]:
@@ -425,5 +458,8 @@ def explanation_document(found: Explanation) -> dict[str, Any]:
                     "last_line": r.last_line, "read": r.read, "rejected": r.rejected,
                     "accepted_amount": money(r.accepted_amount), "state": r.state}
                    for r in found.ranges],
+        "evidence": [{"check_name": e.check_name, "source_line": e.source_line,
+                      "key": e.key, "column": e.column, "expected": e.expected,
+                      "actual": e.actual} for e in found.evidence],
         "notes": found.notes,
     }

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine
 from pipeline import interrupts
 from pipeline.audit.schema import utc_now
 from pipeline.audit.writer import AuditWriter
+from pipeline.column_proof import InputRows
 from pipeline.config import JobConfig
 from pipeline.db.bulk import loader_for
 from pipeline.db.dialects import profile_for
@@ -328,8 +329,12 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
     log.info("key hashes: %s", "a key repeats, the MERGE keeps each key's last record"
              if repeats else "no key repeats, one plain MERGE" if repeats is False
              else "not known, the MERGE keeps each key's last record")
-    service = ReconciliationService(engine, tables, config.key_columns, config.amount,
-                                    TrailerTotals(*_trailer(config, plan)))
+    loader = loader_for(tables, config.detail, config.amount, engine.dialect, 1)
+    rows = InputRows(config, outcome.input_path, plan.sha256, outcome.run_id, loader)
+    service = ReconciliationService(
+        engine, tables, config.key_columns, config.amount,
+        TrailerTotals(*_trailer(config, plan)), rows,
+        on_proven=lambda: audit_writer.record_staging_proven(outcome.run_id))
 
     def record(conn: Connection, results: list[ReconciliationResult]) -> None:
         """The audit of a run that passed, in the MERGE's transaction (one commit)."""
@@ -344,7 +349,7 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
     result = service.reconcile(outcome.run_id, outcome.metrics, utc_now(), repeats, stages,
                                repeated_lines=None if lines is None else lines.tolist(),
                                record=record, lock=lock)
-    outcome.results = result.results
+    outcome.results, outcome.evidence = result.results, result.evidence
     outcome.duplicates_collapsed = result.duplicates_collapsed
     if result.passed:  # ``record`` set the outcome and committed it with the MERGE
         outcome.audited = True
@@ -396,7 +401,8 @@ def _record_end(outcome: RunOutcome, audit_writer: AuditWriter, stages: StageClo
                 status = audit_writer.finish_run(outcome.run_id, outcome.status,
                                                  outcome.exit_code, outcome.message,
                                                  outcome.results, outcome.workers,
-                                                 stages=outcome.stages)
+                                                 stages=outcome.stages,
+                                                 evidence=outcome.evidence)
         except PipelineError as exc:
             if not interrupts.requested():
                 raise
@@ -406,7 +412,8 @@ def _record_end(outcome: RunOutcome, audit_writer: AuditWriter, stages: StageClo
             status = audit_writer.finish_run(outcome.run_id, outcome.status,
                                              outcome.exit_code, outcome.message,
                                              outcome.results, outcome.workers,
-                                             stages=outcome.stages)
+                                             stages=outcome.stages,
+                                             evidence=outcome.evidence)
         if status == SUCCEEDED and outcome.status != SUCCEEDED:
             outcome.status, outcome.exit_code = status, 0
             outcome.message = ("the MERGE and its audit had committed before the run failed "

@@ -14,11 +14,13 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from pipeline import interrupts
+from pipeline.column_proof import EVIDENCE_ROWS, ColumnFinding, InputRows, compare_staging, shown
 from pipeline.db.backends import backend_for
 from pipeline.db.engine import database_errors
 from pipeline.db.lock import FinalTransaction, HeldLock, own_transaction
@@ -26,7 +28,7 @@ from pipeline.db.repositories import FinalRepository, StagingRepository
 from pipeline.db.tables import JobTables
 from pipeline.stages import CHECKS, MERGE, StageClock, maybe
 from recon import checks
-from recon.values import AggregatedMetrics, ReconciliationResult, TrailerTotals
+from recon.values import ROW, AggregatedMetrics, Evidence, ReconciliationResult, TrailerTotals
 
 # writes the audit of a run that passed on the MERGE's connection, given every check
 Record = Callable[[Connection, list[ReconciliationResult]], None]
@@ -38,6 +40,7 @@ class ReconciliationOutcome:
     results: list[ReconciliationResult]
     staged_rows: int
     duplicates_collapsed: int
+    evidence: list[Evidence]
 
     @property
     def passed(self) -> bool:
@@ -46,9 +49,17 @@ class ReconciliationOutcome:
 
 class ReconciliationService:
     def __init__(self, engine: Engine, tables: JobTables, key: tuple[str, ...], amount: str,
-                 trailer: TrailerTotals) -> None:
+                 trailer: TrailerTotals, input_rows: InputRows | None = None, *,
+                 on_proven: Callable[[], None] | None = None,
+                 proven_at: datetime | None = None) -> None:
+        """``input_rows``: the input file again, to name the rows a column check finds
+        changed, and to derive the processors' digests on `run --resume`. ``on_proven``
+        is called once staging is proven to hold the processors' rows (the job notes it
+        in BATCH_RUN); ``proven_at``, on a resume, is when the run proved it."""
         self.engine, self.tables = engine, tables
         self.key, self.amount, self.trailer = key, amount, trailer
+        self.input_rows, self.on_proven, self.proven_at = input_rows, on_proven, proven_at
+        self.evidence: list[Evidence] = []  # behind the failed column checks, so far
 
     def reconcile(self, run_id: str, aggregated: AggregatedMetrics, merged_at: datetime,
                   repeats: bool | None = None,
@@ -84,7 +95,7 @@ class ReconciliationService:
                 keys, survivors_amount = staged_rows, staged_amount
         if not passed:
             return ReconciliationOutcome([*results, *checks.merge_skipped(keys)], staged_rows,
-                                         staged_rows - keys)
+                                         staged_rows - keys, self.evidence)
         collapsed = staged_rows - keys
         earlier = results
         audit = (lambda c, r: record(c, [*earlier, *r])) if record else None
@@ -106,7 +117,8 @@ class ReconciliationService:
                                                       survivors_amount, collapsed,
                                                       record=audit, lock=lock)
             assert final_results is not None
-        return ReconciliationOutcome([*results, *final_results], staged_rows, collapsed)
+        return ReconciliationOutcome([*results, *final_results], staged_rows, collapsed,
+                                     self.evidence)
 
     def _survivors_from(self, run_id: str, lines: Sequence[int], staged_rows: int,
                         staged_amount: int) -> tuple[int, int, list[int] | None]:
@@ -130,11 +142,48 @@ class ReconciliationService:
 
     def reconcile_counts(self, run_id: str,
                          aggregated: AggregatedMetrics) -> list[ReconciliationResult]:
-        """The checks before the MERGE: trailer -> read -> staging, counts and amounts."""
+        """The checks before the MERGE: trailer -> read -> staging, counts, amounts and
+        every stored column."""
         with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
             staged, staged_amount = StagingRepository(
                 conn, self.tables, self.key, self.amount).count_and_amount(run_id)
-        return checks.load_checks(self.trailer, aggregated, staged, staged_amount)
+            columns = self._staging_columns(conn, run_id, aggregated)
+        return checks.in_order([*checks.load_checks(self.trailer, aggregated, staged,
+                                                    staged_amount), columns])
+
+    def _staging_columns(self, conn: Connection, run_id: str,
+                         aggregated: AggregatedMetrics) -> ReconciliationResult:
+        """processed_to_staging_columns: the processors' digest sum against staging's
+        (pipeline.db.digests); on a mismatch, or without the processors' sum (a resume),
+        the rows compared one by one against the input file."""
+        accepted = aggregated.total_read - aggregated.total_errors
+        if aggregated.row_digest is not None:
+            rows, digest = backend_for(conn.dialect.name).staging_digest_total(
+                conn, self.tables.staging, run_id)
+            if rows == accepted and digest == aggregated.row_digest:
+                if self.on_proven is not None:
+                    self.on_proven()
+                return checks.columns_check(checks.PROCESSED_TO_STAGING_COLUMNS, accepted,
+                                            accepted)
+        why = ("the input file is not known" if self.input_rows is None
+               else self.input_rows.unavailable())
+        if why and self.proven_at is not None and aggregated.row_digest is None:
+            when = f"{self.proven_at:%Y-%m-%d %H:%M:%S}"
+            return checks.columns_check(
+                checks.PROCESSED_TO_STAGING_COLUMNS, accepted, accepted,
+                note=f"proven against the processors' rows by the run at {when} UTC; "
+                     f"not again now: {why}")
+        if why:
+            reason = ("staging's row digests differ from the processors'" if
+                      aggregated.row_digest is not None else
+                      "the processors' row digests live only as long as their run")
+            return checks.not_provable_columns(checks.PROCESSED_TO_STAGING_COLUMNS, accepted,
+                                               f"{reason}, and {why}")
+        assert self.input_rows is not None
+        finding = compare_staging(conn, self.tables.staging, self.key, run_id,
+                                  self.input_rows, accepted)
+        self.evidence += finding.evidence
+        return finding.result(checks.PROCESSED_TO_STAGING_COLUMNS)
 
     def merge_and_verify(self, run_id: str, merged_at: datetime, keys: int,
                          survivors_amount: int, collapsed: int, deduplicate: bool = True, *,
@@ -173,6 +222,7 @@ class ReconciliationService:
             count, amount = final.count_and_amount_for_run(run_id)
             results = checks.final_checks(self.key, keys, survivors_amount, collapsed, count,
                                           amount)
+            results.append(self._final_columns(final, run_id, keys, deduplicate, superseded))
             if all(r.passed for r in results):
                 if record is not None:
                     record(conn, results)
@@ -181,6 +231,44 @@ class ReconciliationService:
                 transaction.rollback()
                 results = [checks.rolled_back(r) for r in results]
         return results
+
+    def _final_columns(self, final: FinalRepository, run_id: str, keys: int,
+                       deduplicate: bool, superseded: Sequence[int]) -> ReconciliationResult:
+        """staging_to_final_columns, in the MERGE's transaction: every surviving staging
+        row against the FINAL row the MERGE left, in SQL (NULL-safe); the differing rows'
+        values are kept as evidence before any rollback can take them."""
+        source, params = final.survivors(run_id, deduplicate, superseded)
+        equal = final.columns_equal_count(source, params)
+        finding = ColumnFinding(keys, equal)
+        if equal != keys:
+            rows = final.columns_differing(source, params, EVIDENCE_ROWS)
+            finding.evidence = self._final_evidence(rows)
+            if keys - equal > len(rows):
+                finding.note = (f"{keys - equal:,} row(s) differ; the first {len(rows):,} "
+                                "are in the evidence")
+        self.evidence += finding.evidence
+        return finding.result(checks.STAGING_TO_FINAL_COLUMNS)
+
+    def _final_evidence(self, rows: list[Any]) -> list[Evidence]:
+        """(key..., line, staging values..., FINAL values..., present) -> evidence."""
+        name, nkey = checks.STAGING_TO_FINAL_COLUMNS, len(self.key)
+        compared = [self.tables.final.c[c] for c in self.tables.business_columns
+                    if c not in self.key]
+        found = []
+        for row in rows:
+            key = "|".join(str(v) for v in row[:nkey])
+            line = int(row[nkey])
+            staged = row[nkey + 1: nkey + 1 + len(compared)]
+            final = row[nkey + 1 + len(compared): nkey + 1 + 2 * len(compared)]
+            if not row[-1]:
+                found.append(Evidence(name, key, ROW, "1 row", "no FINAL row of the run",
+                                      line))
+                continue
+            for column, want, got in zip(compared, staged, final, strict=True):
+                if shown(column, want) != shown(column, got):
+                    found.append(Evidence(name, key, column.name, shown(column, want),
+                                          shown(column, got), line))
+        return found
 
     def _final_transaction(self, lock: HeldLock | None
                            ) -> AbstractContextManager[FinalTransaction]:

@@ -21,7 +21,9 @@ from sqlalchemy import Connection, Engine, select
 from pipeline import interrupts
 from pipeline.audit.schema import from_audit, utc_now
 from pipeline.audit.writer import AuditWriter
+from pipeline.column_proof import InputRows
 from pipeline.config import JobConfig
+from pipeline.db.bulk import loader_for
 from pipeline.db.engine import database_errors
 from pipeline.db.lock import HeldLock, job_lock
 from pipeline.db.repositories import FinalRepository, StagingRepository
@@ -96,8 +98,11 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
     outcome.rejects = totals.metrics.total_errors
     if (outcome.run_dir / "rejects.txt").exists():
         outcome.reject_file = outcome.run_dir / "rejects.txt"
+    # the processors' row digests died with their run: the input file gives them again
+    rows = InputRows(config, Path(row.input_path), row.input_sha256, run_id,
+                     loader_for(tables, config.detail, config.amount, engine.dialect, 1))
     service = ReconciliationService(engine, tables, config.key_columns, config.amount,
-                                    totals.trailer)
+                                    totals.trailer, rows, proven_at=row.staging_proven_ts)
     writer = AuditWriter(engine, tables, config.amount_field.scale)
     _record_resume(engine, tables, run_id)  # before the checks: the report shows theirs
     merged_rows = _final_count(engine, tables, config, run_id)
@@ -121,7 +126,7 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
 
         result = service.reconcile(run_id, totals.metrics, utc_now(), repeats=None,  # unknown
                                    record=record, lock=lock)
-        outcome.results = result.results
+        outcome.results, outcome.evidence = result.results, result.evidence
         outcome.duplicates_collapsed = result.duplicates_collapsed
         if result.passed:
             return  # committed with its audit
@@ -134,7 +139,7 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
         outcome.status, outcome.exit_code = SUCCEEDED, 0
         outcome.message = f"resumed from staging; all checks passed; {merged}"
     writer.finish_run(run_id, outcome.status, outcome.exit_code, outcome.message,
-                      outcome.results, [])
+                      outcome.results, [], evidence=outcome.evidence)
 
 
 def _refuse_unless_staging_matches(service: ReconciliationService, run_id: str,
@@ -185,10 +190,12 @@ def _final_checks(engine: Engine, tables: JobTables, config: JobConfig,
     """The checks after the MERGE, against FINAL as it is (no MERGE)."""
     with database_errors(engine, "reconciling the final table"), engine.connect() as conn:
         keys, amount = _staging(conn, tables, config).surviving_count_and_amount(run_id)
-        count, final_amount = FinalRepository(conn, tables, config.key_columns,
-                                              config.amount).count_and_amount_for_run(run_id)
+        final = FinalRepository(conn, tables, config.key_columns, config.amount)
+        count, final_amount = final.count_and_amount_for_run(run_id)
+        equal = final.columns_equal_count(*final.survivors(run_id, deduplicate=True))
     return [count_check(checks.STAGING_TO_FINAL, keys, count),
-            amount_check(checks.STAGING_TO_FINAL_AMOUNT, (keys, count), amount, final_amount)]
+            amount_check(checks.STAGING_TO_FINAL_AMOUNT, (keys, count), amount, final_amount),
+            checks.columns_check(checks.STAGING_TO_FINAL_COLUMNS, keys, equal)]
 
 
 def _staging(conn: Connection, tables: JobTables, config: JobConfig) -> StagingRepository:

@@ -5,7 +5,7 @@ Pure: the figures come from the caller (pipeline.reconcile reads them from the d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from recon.values import NOT_EVALUATED, AggregatedMetrics, ReconciliationResult, TrailerTotals
 
@@ -13,13 +13,18 @@ SOURCE_TRAILER_COUNT = "source_trailer_count"
 SOURCE_TRAILER_AMOUNT = "source_trailer_amount"
 PROCESSED_TO_STAGING = "processed_to_staging"
 PROCESSED_TO_STAGING_AMOUNT = "processed_to_staging_amount"
+PROCESSED_TO_STAGING_COLUMNS = "processed_to_staging_columns"
 WRITTEN_TO_STAGING = "written_to_staging"
 STAGING_TO_FINAL = "staging_to_final"
 STAGING_TO_FINAL_AMOUNT = "staging_to_final_amount"
+STAGING_TO_FINAL_COLUMNS = "staging_to_final_columns"
 
 CHECK_ORDER = (SOURCE_TRAILER_COUNT, SOURCE_TRAILER_AMOUNT, PROCESSED_TO_STAGING,
-               PROCESSED_TO_STAGING_AMOUNT, WRITTEN_TO_STAGING, STAGING_TO_FINAL,
-               STAGING_TO_FINAL_AMOUNT)
+               PROCESSED_TO_STAGING_AMOUNT, PROCESSED_TO_STAGING_COLUMNS, WRITTEN_TO_STAGING,
+               STAGING_TO_FINAL, STAGING_TO_FINAL_AMOUNT, STAGING_TO_FINAL_COLUMNS)
+# the checks that compare rows column by column: expected = rows compared, actual = rows
+# equal in every column (pipeline.db.digests and the MERGE's join prove them)
+COLUMN_CHECKS = (PROCESSED_TO_STAGING_COLUMNS, STAGING_TO_FINAL_COLUMNS)
 
 
 def count_check(name: str, expected: int, actual: int, detail: str = "") -> ReconciliationResult:
@@ -38,6 +43,37 @@ def amount_check(name: str, counts: tuple[int, int], expected: int | None, actua
                                     f"not provable: {reason}")
     return ReconciliationResult(name, counts[0], counts[1], expected == actual, expected, actual,
                                 detail)
+
+
+def columns_check(name: str, compared: int, equal: int,
+                  differing: Mapping[str, int] | None = None,
+                  note: str = "") -> ReconciliationResult:
+    """Passes only when every compared row is equal in every column.
+
+    ``differing`` counts, per column, the differing rows it was told of (the first ones
+    found: ``note`` says how many were looked at); the DETAIL names them.
+    """
+    parts = []
+    if differing:
+        parts.append("differing columns: " + ", ".join(
+            f"{column} ({n:,} row{'s' if n != 1 else ''})" for column, n in differing.items()))
+    if note:
+        parts.append(note)
+    if equal == compared and not differing:
+        parts.insert(0, "every stored column equal")
+    return ReconciliationResult(name, compared, equal, equal == compared and not differing,
+                                detail="; ".join(parts))
+
+
+def not_provable_columns(name: str, compared: int, reason: str) -> ReconciliationResult:
+    """A column check whose rows could not be compared: failed, never passed."""
+    return ReconciliationResult(name, compared, 0, False, detail=f"not provable: {reason}")
+
+
+def in_order(results: Sequence[ReconciliationResult]) -> list[ReconciliationResult]:
+    """The results in CHECK_ORDER (a check it does not name goes last, as it came)."""
+    rank = {name: i for i, name in enumerate(CHECK_ORDER)}
+    return sorted(results, key=lambda r: rank.get(r.check_name, len(rank)))
 
 
 def not_evaluated(name: str, expected_count: int, reason: str) -> ReconciliationResult:
@@ -82,7 +118,8 @@ def merge_skipped(keys: int) -> list[ReconciliationResult]:
     """The checks after the MERGE, when an earlier check failed and no MERGE ran."""
     reason = "MERGE skipped because an earlier check failed; FINAL unchanged"
     return [not_evaluated(STAGING_TO_FINAL, keys, reason),
-            not_evaluated(STAGING_TO_FINAL_AMOUNT, keys, reason)]
+            not_evaluated(STAGING_TO_FINAL_AMOUNT, keys, reason),
+            not_evaluated(STAGING_TO_FINAL_COLUMNS, keys, reason)]
 
 
 def final_checks(key: Sequence[str], keys: int, survivors_amount: int, collapsed: int,

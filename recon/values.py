@@ -42,6 +42,7 @@ class WorkerMetrics:
     unreadable_amounts: int = 0
     misplaced_control: int = 0
     batches: int = 0
+    row_digest: int = 0  # processor: exact sum of its accepted rows' digests
     state: str = "not_started"
     exit_code: int | None = None
     pid: int = 0
@@ -61,6 +62,8 @@ class AggregatedMetrics:
     misplaced_control: int
     writer_errors: int
     workers: tuple[WorkerMetrics, ...]
+    # Σ of the accepted rows' digests (pipeline.db.digests); None: not known (a resume)
+    row_digest: int | None = None
 
     @property
     def failed_workers(self) -> tuple[WorkerMetrics, ...]:
@@ -101,6 +104,23 @@ class ReconciliationResult:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """One differing value behind a failed column check, as found when it failed: the
+    record (its key, its source line where known), the column, and both values as text
+    (None for NULL). Column ``(row)``: the whole row is missing on one side."""
+
+    check_name: str
+    key: str
+    column: str
+    expected: str | None
+    actual: str | None
+    source_line: int | None = None
+
+
+ROW = "(row)"  # Evidence.column when a row is missing on one side
+
+
+@dataclass(frozen=True)
 class TrailerTotals:
     """What the input's trailer declares: the records and their amount (minor units)."""
 
@@ -121,6 +141,7 @@ class RunOutcome:
     database: str
     run_dir: Path
     results: list[ReconciliationResult] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)  # behind failed column checks
     workers: list[WorkerMetrics] = field(default_factory=list)
     metrics: AggregatedMetrics | None = None
     duplicates_collapsed: int = 0

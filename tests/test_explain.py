@@ -142,6 +142,6 @@ def test_explain_of_a_trailer_mismatch_shows_each_range(
     assert sum(r.accepted_amount for r in found.ranges) == sum(10 + i for i in range(90))
     shown = format_explanation(found)
     assert "trailer count 91, read 90 (-1)" in shown
-    assert "failed   source_trailer_count (staging_to_final, staging_to_final_amount not " \
-           "evaluated)" in shown
+    assert "failed   source_trailer_count (staging_to_final, staging_to_final_amount, " \
+           "staging_to_final_columns not evaluated)" in shown
     assert not found.counts  # nothing lost between the processors and staging

@@ -66,7 +66,8 @@ def test_2_a_check_not_evaluated_does_not_read_like_lost_data(
     outcome = run_job(job_config.with_overrides(input_path=path))
     assert outcome.exit_code == 1
     assert outcome.message == ("reconciliation failed: source_trailer_count (staging_to_final, "
-                               "staging_to_final_amount not evaluated); FINAL unchanged")
+                               "staging_to_final_amount, staging_to_final_columns not "
+                               "evaluated); FINAL unchanged")
     summary = format_summary(outcome, 2)
     line = next(x for x in summary.splitlines() if x.startswith("staging_to_final "))
     assert line.split()[1:] == ["1,000", "-", "-", "N"]

@@ -20,7 +20,7 @@ from pipeline.db.engine import database_errors, make_engine, parse_url, safe_url
 from pipeline.errors import ConfigError
 from pipeline.metrics.aggregator import PROCESSOR
 from pipeline.stages import STAGES
-from recon.values import ReconciliationResult, WorkerMetrics
+from recon.values import Evidence, ReconciliationResult, WorkerMetrics
 
 
 class AuditNotFound(ConfigError):
@@ -67,11 +67,12 @@ class AuditTables:
     batch_run: Table
     recon_audit: Table
     worker_audit: Table
+    recon_evidence: Table
 
 
 def _tables() -> AuditTables:
-    recon_audit, worker_audit, batch_run, _lock = audit_tables(MetaData())
-    return AuditTables(batch_run, recon_audit, worker_audit)
+    recon_audit, worker_audit, batch_run, _lock, evidence = audit_tables(MetaData())
+    return AuditTables(batch_run, recon_audit, worker_audit, evidence)
 
 
 @contextmanager
@@ -103,6 +104,19 @@ def _require_audit_tables(engine: Engine) -> None:
     if missing:
         raise AuditNotFound(f"{safe_url(engine.url)} has no audit tables ({', '.join(missing)} "
                             "missing): no run was recorded there (check --db or the job config)")
+
+
+def load_evidence(engine: Engine, run_id: str) -> list[Evidence]:
+    """The values behind the run's failed column checks, as kept when they failed (none
+    in a database whose audit predates RECON_EVIDENCE)."""
+    t = _tables().recon_evidence
+    with database_errors(engine, "reading the evidence"):
+        if not inspect(engine).has_table(t.name):
+            return []
+        with engine.connect() as conn:
+            rows = conn.execute(select(t).where(t.c.run_id == run_id).order_by(t.c.seq))
+            return [Evidence(r.check_name, r.key_value or "", r.column_name, r.expected_value,
+                             r.actual_value, r.source_line) for r in rows]
 
 
 def list_runs(engine: Engine, limit: int = 20, job_name: str | None = None) -> list[RunRow]:

@@ -84,7 +84,7 @@ class AuditMoney(Money):
         return super().process_result_value(value, dialect)
 
 
-def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table]:
+def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table, Table]:
     money = AuditMoney(AUDIT_PRECISION, AUDIT_SCALE)
     recon_audit = Table(
         "recon_audit",
@@ -147,6 +147,9 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table]:
         Column("accepted_amt", money),
         Column("unreadable_cnt", BigInteger),
         Column("resumed_ts", Timestamp),  # the last `run --resume` of this run
+        # when processed_to_staging_columns proved staging held the processors' rows: a
+        # resume without the input file can say so, not prove it again
+        Column("staging_proven_ts", Timestamp),
         # where the run's process lives: a later run marks it ABENDED only once that
         # process is provably gone (pipeline.audit.writer.AuditWriter.close_abandoned_runs)
         Column("host", String(255)),
@@ -165,4 +168,19 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table]:
         Column("run_id", String(RUN_ID_LENGTH)),
         PrimaryKeyConstraint("job_name", name="pk_job_lock"),
     )
-    return recon_audit, worker_audit, batch_run, job_lock
+    recon_evidence = Table(
+        "recon_evidence",
+        metadata,
+        # the rows behind a failed column check, kept as found when it failed: a trigger
+        # since dropped, a concurrent writer or a lock is gone by the time anyone looks
+        Column("run_id", String(RUN_ID_LENGTH), nullable=False),
+        Column("seq", Integer, nullable=False),  # the order they were found in
+        Column("check_name", String(50), nullable=False),
+        Column("source_line", BigInteger),
+        Column("key_value", String(200)),
+        Column("column_name", String(128), nullable=False),
+        Column("expected_value", String(1000)),  # NULL: the value is NULL
+        Column("actual_value", String(1000)),
+        PrimaryKeyConstraint("run_id", "seq", name="pk_recon_evidence"),
+    )
+    return recon_audit, worker_audit, batch_run, job_lock, recon_evidence

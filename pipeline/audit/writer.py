@@ -24,6 +24,7 @@ from recon.values import (
     RUNNING,
     SUCCEEDED,
     AggregatedMetrics,
+    Evidence,
     ReconciliationResult,
     WorkerMetrics,
 )
@@ -55,6 +56,15 @@ class AuditWriter:
         with database_errors(self.engine, "recording the load totals"), self.engine.begin() as c:
             c.execute(t.update().where(t.c.run_id == run_id).values(**values))
 
+    def record_staging_proven(self, run_id: str) -> None:
+        """Staging holds the processors' rows, proven now: a `run --resume` without the
+        input file can only say so (pipeline.reconcile)."""
+        t = self.tables.batch_run
+        with database_errors(self.engine, "recording the staging proof"), \
+                self.engine.begin() as c:
+            c.execute(t.update().where(t.c.run_id == run_id).values(
+                staging_proven_ts=utc_now()))
+
     def close_abandoned_runs(self, job_name: str, run_id: str) -> int:
         """Mark the job's earlier runs still RUNNING as ABENDED, once provably dead.
 
@@ -79,7 +89,8 @@ class AuditWriter:
     def finish_run(self, run_id: str, status: str, exit_code: int, message: str,
                    results: Sequence[ReconciliationResult],
                    workers: Sequence[WorkerMetrics],
-                   stages: Mapping[str, int] | None = None) -> str:
+                   stages: Mapping[str, int] | None = None,
+                   evidence: Sequence[Evidence] = ()) -> str:
         """Commit the end of a run that did not pass in a transaction of its own; returns
         the status BATCH_RUN holds now (SUCCEEDED if the MERGE's transaction committed).
         ``stages``: milliseconds per stage name (pipeline.stages), kept in BATCH_RUN."""
@@ -93,6 +104,9 @@ class AuditWriter:
                 # that is the truth, and what FINAL holds
                 return committed
             self.finish_on(c, run_id, status, exit_code, message, results, workers, stages)
+            if evidence:
+                c.execute(self.tables.recon_evidence.insert(),
+                          [_evidence_row(run_id, i, e) for i, e in enumerate(evidence)])
             return status
 
     def finish_on(self, c: Connection, run_id: str, status: str, exit_code: int, message: str,
@@ -134,6 +148,14 @@ class AuditWriter:
             "end_ts": naive_utc(w.end_time), "state": w.state, "exit_code": w.exit_code,
             "pid": w.pid,
         }
+
+
+def _evidence_row(run_id: str, seq: int, e: Evidence) -> dict:
+    return {"run_id": run_id, "seq": seq, "check_name": e.check_name,
+            "source_line": e.source_line, "key_value": e.key[:200],
+            "column_name": e.column[:128],
+            "expected_value": None if e.expected is None else e.expected[:1000],
+            "actual_value": None if e.actual is None else e.actual[:1000]}
 
 
 def _alive(pid: int | None) -> bool:

@@ -32,6 +32,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Dialect
 
 from pipeline.db.backends import backend_for
+from pipeline.db.digests import row_digests
 from pipeline.db.tables import JobTables
 from pipeline.layouts.fields import FieldType, Layout
 
@@ -74,6 +75,14 @@ class BulkLoader:
 
     def encode(self, batch: StagingBatch) -> bytes:
         return marshal.dumps(self.rows(batch))
+
+    def encode_digested(self, batch: StagingBatch) -> tuple[bytes, np.ndarray]:
+        """The payload and each row's digest (pipeline.db.digests), from one set of rows."""
+        rows = self.rows(batch)
+        return self.encode_rows(rows), row_digests(rows)
+
+    def encode_rows(self, rows: list[tuple[Any, ...]]) -> bytes:
+        return marshal.dumps(rows)
 
     def decode(self, payload: bytes) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = marshal.loads(payload)

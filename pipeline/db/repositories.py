@@ -13,9 +13,13 @@ from sqlalchemy import (
     Engine,
     Select,
     Table,
+    and_,
+    bindparam,
     func,
     literal,
     literal_column,
+    not_,
+    or_,
     select,
 )
 from sqlalchemy.sql.elements import ColumnElement
@@ -23,7 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from pipeline.db.backends import backend_for
 from pipeline.db.dialects import profile_for
 from pipeline.db.engine import database_errors
-from pipeline.db.merge import merge_params, merge_statement, surviving_rows
+from pipeline.db.merge import merge_params, merge_statement, staged_rows, surviving_rows
 from pipeline.db.partitions import drop_run_partitions
 from pipeline.db.tables import JobTables
 
@@ -172,17 +176,70 @@ class FinalRepository:
         staging rows at the ``superseded`` source lines (``collapsed_at_lines``) are left
         out: then the plain MERGE applies each key's last record without ranking them.
         """
-        staging, params = self.tables.staging, merge_params(run_id, updated_ts)
-        backend, skip = backend_for(self.connection.dialect.name), None
-        if superseded:
-            lines_in = backend.lines_in(staging.c.source_line, list(superseded))
-            if lines_in is None:
-                raise ValueError("this database takes no list of lines: deduplicate instead")
-            skip, params["lines"] = lines_in
-        statement = merge_statement(staging, self.table, self.key,
+        skip, params = self._skipping(run_id, superseded)
+        params |= merge_params(run_id, updated_ts)
+        statement = merge_statement(self.tables.staging, self.table, self.key,
                                     self.tables.business_columns, deduplicate, skip)
-        with backend.merging(self.connection):
+        with backend_for(self.connection.dialect.name).merging(self.connection):
             return int(self.connection.execute(statement, params).rowcount)
+
+    def _skipping(self, run_id: str, superseded: Sequence[int]
+                  ) -> tuple[ColumnElement[bool] | None, dict[str, Any]]:
+        """The staging rows at the ``superseded`` lines, and the statement's parameters."""
+        params: dict[str, Any] = {"run_id": run_id}
+        if not superseded:
+            return None, params
+        lines_in = backend_for(self.connection.dialect.name).lines_in(
+            self.tables.staging.c.source_line, list(superseded))
+        if lines_in is None:
+            raise ValueError("this database takes no list of lines: deduplicate instead")
+        skip, params["lines"] = lines_in
+        return skip, params
+
+    def survivors(self, run_id: str, deduplicate: bool, superseded: Sequence[int] = ()
+                  ) -> tuple[Any, dict[str, Any]]:
+        """The run's surviving staging rows as the MERGE's source took them (source line
+        included), and the parameters to bind."""
+        staging, columns = self.tables.staging, [*self.tables.business_columns, "source_line"]
+        skip, params = self._skipping(run_id, superseded)
+        rows = (surviving_rows(staging, self.key, columns) if deduplicate
+                else staged_rows(staging, columns, skip))
+        return rows.subquery("s"), params
+
+
+    def columns_equal_count(self, source: Any, params: dict[str, Any]) -> int:
+        """FINAL rows of the run (bound as ``:run_id``) equal, in every stored column
+        (NULL-safe), to their key's surviving staging row in ``source``."""
+        final = self.table
+        query = (select(func.count()).select_from(final.join(source, self._on(source)))
+                 .where(final.c.last_run_id == bindparam("run_id"), self._same(source)))
+        return int(self.connection.execute(query, params).scalar_one())
+
+    def columns_differing(self, source: Any, params: dict[str, Any], limit: int) -> list[Any]:
+        """Up to ``limit`` surviving staging rows whose FINAL row of the run differs in a
+        column or is missing: (key..., source line, staging values..., FINAL values...,
+        whether FINAL has the row), in source-line order."""
+        final, names = self.table, self._compared
+        on = and_(self._on(source), final.c.last_run_id == bindparam("run_id"))
+        present = final.c[self.key[0]].is_not(None)
+        query = (select(*(source.c[k] for k in self.key), source.c.source_line,
+                        *(source.c[c] for c in names), *(final.c[c] for c in names),
+                        present.label("present"))
+                 .select_from(source.outerjoin(final, on))
+                 .where(or_(~present, not_(self._same(source))))
+                 .order_by(source.c.source_line).limit(literal_column(str(int(limit)))))
+        return list(self.connection.execute(query, params))
+
+    @property
+    def _compared(self) -> list[str]:
+        return [c for c in self.tables.business_columns if c not in self.key]
+
+    def _on(self, source: Any) -> ColumnElement[bool]:
+        return and_(*(self.table.c[k] == source.c[k] for k in self.key))
+
+    def _same(self, source: Any) -> ColumnElement[bool]:
+        return and_(*(self.table.c[c].is_not_distinct_from(source.c[c])
+                      for c in self._compared))
 
 
 def record_stage_ms(engine: Engine, batch_run: Table, run_id: str,

@@ -40,6 +40,7 @@ class JobTables:
     worker_audit: Table
     batch_run: Table
     job_lock: Table
+    recon_evidence: Table
 
     @property
     def key_columns(self) -> tuple[str, ...]:

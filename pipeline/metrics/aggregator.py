@@ -62,6 +62,7 @@ def _worker(worker_id: int, row: Sequence[int], exit_code: int | None) -> Worker
         unreadable_amounts=row[Col.UNREADABLE],
         misplaced_control=row[Col.MISPLACED],
         batches=row[Col.BATCHES],
+        row_digest=row[Col.ROW_DIGEST],
         state=_state(row[Col.STATE], exit_code),
         exit_code=exit_code,
         pid=row[Col.PID],
@@ -112,4 +113,5 @@ class MetricsAggregator:
             misplaced_control=_count_total(procs, "misplaced_control"),
             writer_errors=_count_total(writers, "errors_count"),
             workers=tuple(worker_metrics),
+            row_digest=sum(w.row_digest for w in procs),  # Python ints: exact
         )

@@ -53,6 +53,7 @@ class Col(IntEnum):
     UNREADABLE = 12  # processor: rejected records whose amount could not be read
     BATCHES = 13
     MISPLACED = 14  # processor: header/trailer records found inside the detail range
+    ROW_DIGEST = 15  # processor: exact sum of its accepted rows' digests (pipeline.db.digests)
 
 
 class State(IntEnum):
@@ -234,9 +235,10 @@ class MetricsBus:
         unreadable: int = 0,
         misplaced: int = 0,
         batches: int = 1,
+        digest_total_so_far: int = 0,
     ) -> None:
         """Publish one batch (or ``batches``, committed together): counts are added,
-        amounts overwritten from running totals.
+        amounts (and a processor's row digest) overwritten from running totals.
 
         Workers keep exact Python-int running totals and pass them here, so a lost or
         repeated call can never corrupt the amount; the int64 cells cannot overflow.
@@ -245,12 +247,14 @@ class MetricsBus:
         # Split first: an OverflowError must leave the row untouched.
         amount = split_amount(amount_total_so_far)
         read_amount = split_amount(read_amount_total_so_far)
+        digest = np.int64(digest_total_so_far)  # 2**31 rows of 32-bit digests fit
         row[Col.RECORDS] += records
         row[Col.ERRORS] += errors
         row[Col.UNREADABLE] += unreadable
         row[Col.MISPLACED] += misplaced
         row[Col.AMOUNT_HI], row[Col.AMOUNT_LO] = amount
         row[Col.READ_AMOUNT_HI], row[Col.READ_AMOUNT_LO] = read_amount
+        row[Col.ROW_DIGEST] = digest
         row[Col.BATCHES] += batches
         row[Col.HEARTBEAT_NS] = time.monotonic_ns()
 

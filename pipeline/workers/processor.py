@@ -11,6 +11,7 @@ import numpy as np
 
 from pipeline.config import JobConfig
 from pipeline.db.bulk import StagingBatch
+from pipeline.db.digests import total
 from pipeline.layouts.csv import CsvLayout, parse_csv_details
 from pipeline.layouts.fixed import DetailBatch, Reject, parse_details
 from pipeline.layouts.mainframe_input import detail_batches
@@ -26,7 +27,7 @@ def run_processor(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
 
 def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
     ctx.bus.register(worker_id, WorkerType.PROCESSOR)
-    accepted_amount = read_amount = 0
+    accepted_amount = read_amount = rows_digest = 0
     with open(ctx.reject_path(worker_id), "w", encoding="ascii") as rejects, \
             reading_range(ctx.plan, rng) as reading, key_spill(ctx, worker_id) as keys:
         # the bytes parsed are checksummed as they are read, and checked against the plan's
@@ -38,14 +39,16 @@ def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
             if batch.accepted:
                 keys.add(batch.columns, batch.lines)
                 staged = StagingBatch(ctx.run_id, worker_id, batch.lines, batch.columns)
-                payload = ctx.loader.encode(staged)
+                # the rows' digests prove, column by column, what staging must hold
+                payload, digests = ctx.loader.encode_digested(staged)
+                rows_digest += total(digests)
                 ctx.put(worker_id, (worker_id, batch.accepted, batch.accepted_amount, payload))
             accepted_amount += batch.accepted_amount
             read_amount += batch.read_amount
             # the bus is updated once per batch, after the batch is on its way
             ctx.bus.add_batch(worker_id, batch.records_read, len(batch.rejects),
                               accepted_amount, read_amount, batch.unreadable_amounts,
-                              len(batch.misplaced))
+                              len(batch.misplaced), digest_total_so_far=rows_digest)
 
 
 @contextmanager

@@ -66,6 +66,7 @@ CREATE TABLE batch_run (
     accepted_amt  NUMBER(38, 6),
     unreadable_cnt NUMBER(19),
     resumed_ts    TIMESTAMP,                -- the last `run --resume` of this run
+    staging_proven_ts TIMESTAMP,          -- when the run proved staging held the processors' rows
     host          VARCHAR2(255 CHAR),             -- where the run's process lives, and its pid:
     pid           INTEGER,                  -- ABENDED only once that process is gone
     -- how long each stage took, in milliseconds (pipeline.stages): where a night's time went
@@ -84,4 +85,20 @@ CREATE TABLE job_lock (
     job_name  VARCHAR2(50 CHAR) NOT NULL,
     run_id    VARCHAR2(50 CHAR),  -- the run holding the lock (fencing token)
     CONSTRAINT pk_job_lock PRIMARY KEY (job_name)
+);
+
+-- The rows behind a failed column check (processed_to_staging_columns,
+-- staging_to_final_columns), as found when it failed: the first 1,000 differing rows per
+-- check, one row per differing column, with both values as text (NULL: the value is
+-- NULL; column '(row)': the row is missing on one side). `pipeline explain` shows them.
+CREATE TABLE recon_evidence (
+    run_id          VARCHAR2(50 CHAR) NOT NULL,
+    seq             INTEGER NOT NULL,
+    check_name      VARCHAR2(50 CHAR) NOT NULL,
+    source_line     NUMBER(19),
+    key_value       VARCHAR2(200 CHAR),
+    column_name     VARCHAR2(128 CHAR) NOT NULL,
+    expected_value  VARCHAR2(1000 CHAR),
+    actual_value    VARCHAR2(1000 CHAR),
+    CONSTRAINT pk_recon_evidence PRIMARY KEY (run_id, seq)
 );

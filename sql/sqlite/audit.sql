@@ -66,6 +66,7 @@ CREATE TABLE batch_run (
     accepted_amt  VARCHAR(40),
     unreadable_cnt BIGINT,
     resumed_ts    TIMESTAMP,                -- the last `run --resume` of this run
+    staging_proven_ts TIMESTAMP,          -- when the run proved staging held the processors' rows
     host          VARCHAR(255),             -- where the run's process lives, and its pid:
     pid           INTEGER,                  -- ABENDED only once that process is gone
     -- how long each stage took, in milliseconds (pipeline.stages): where a night's time went
@@ -85,4 +86,20 @@ CREATE TABLE job_lock (
     job_name  VARCHAR(50) NOT NULL,
     run_id    VARCHAR(50),  -- the run holding the lock (fencing token)
     CONSTRAINT pk_job_lock PRIMARY KEY (job_name)
+);
+
+-- The rows behind a failed column check (processed_to_staging_columns,
+-- staging_to_final_columns), as found when it failed: the first 1,000 differing rows per
+-- check, one row per differing column, with both values as text (NULL: the value is
+-- NULL; column '(row)': the row is missing on one side). `pipeline explain` shows them.
+CREATE TABLE recon_evidence (
+    run_id          VARCHAR(50) NOT NULL,
+    seq             INTEGER NOT NULL,
+    check_name      VARCHAR(50) NOT NULL,
+    source_line     BIGINT,
+    key_value       VARCHAR(200),
+    column_name     VARCHAR(128) NOT NULL,
+    expected_value  VARCHAR(1000),
+    actual_value    VARCHAR(1000),
+    CONSTRAINT pk_recon_evidence PRIMARY KEY (run_id, seq)
 );

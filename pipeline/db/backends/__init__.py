@@ -20,6 +20,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
+    import numpy as np
     from sqlalchemy import Connection, Engine, Table
     from sqlalchemy.engine import URL, Dialect
     from sqlalchemy.sql.elements import ColumnElement
@@ -80,6 +81,15 @@ class Backend(Protocol):
 
     def repeated_key(self, exc: BaseException) -> bool:
         """The MERGE was refused because its source holds a key twice."""
+
+    def staging_digests(self, connection: Connection, staging: Table,
+                        run_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(source lines, worker ids, digests) of the run's staging rows, as the loader's
+        ``encode_digested`` digests them (pipeline.db.digests), in no particular order."""
+
+    def staging_digest_total(self, connection: Connection, staging: Table,
+                             run_id: str) -> tuple[int, int]:
+        """(rows, exact sum of their digests) of the run's staging rows."""
 
 
 def backend_for(name: str) -> Backend:

@@ -22,6 +22,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy import (
     BigInteger,
     Connection,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     bindparam,
     event,
     func,
+    literal,
     literal_column,
     select,
 )
@@ -40,6 +42,7 @@ from sqlalchemy.types import TypeEngine
 
 from pipeline.db.bulk import BulkLoader
 from pipeline.db.dialects import DialectProfile
+from pipeline.db.digests import FOLD, HASH_FUNCTION, row_hash
 from pipeline.db.engine import timeout_named
 from pipeline.db.lock import HeldLock, JobAlreadyRunning
 from pipeline.errors import ConfigError
@@ -95,6 +98,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # the staging rows' digests, computed by the database (pipeline.db.digests)
+    dbapi_connection.create_function(HASH_FUNCTION, -1, row_hash, deterministic=True)
 
 
 def before_create_tables(connection: Connection) -> None:
@@ -121,6 +126,29 @@ def merging(connection: Connection) -> AbstractContextManager[None]:
 
 def repeated_key(exc: BaseException) -> bool:
     return False  # never refused: the MERGE's guard skips the repeat (pipeline.db.merge)
+
+
+def staging_digests(connection: Connection, staging: Table,
+                    run_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    query = select(staging.c.source_line, staging.c.worker_id, _digest(staging)).where(
+        staging.c.run_id == run_id)
+    found = np.array(connection.execute(query).all(), dtype=np.int64).reshape(-1, 3)
+    return found[:, 0], found[:, 1], found[:, 2]
+
+
+def staging_digest_total(connection: Connection, staging: Table,
+                         run_id: str) -> tuple[int, int]:
+    query = select(func.count(), func.coalesce(func.sum(_digest(staging)), 0)).where(
+        staging.c.run_id == run_id)
+    rows, summed = connection.execute(query).one()
+    return int(rows), int(summed)
+
+
+def _digest(staging: Table) -> ColumnElement[Any]:
+    """digests.row_digests in SQL: the registered row hash over the row as stored, in
+    the loader's column order, folded as np.fmod folds it (SQLite's % truncates too)."""
+    hashed = getattr(func, HASH_FUNCTION)(*staging.columns, type_=BigInteger)
+    return hashed % literal(FOLD, BigInteger)
 
 
 def lines_in(column: ColumnElement[Any],

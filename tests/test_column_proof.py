@@ -1,0 +1,201 @@
+"""Every stored column proven, read -> staging -> FINAL.
+
+A night can balance on counts and amounts and still be wrong: a trigger (standing in for
+a mapping error, a coercion, a truncation, a DBA's trigger) rewrites columns as rows
+land. Each case here balances on every count and amount, and must fail its column check
+(exit 1, FINAL unchanged), with the rows, the columns and both values kept as evidence
+that `explain` shows after the trigger is gone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine, text
+
+from pipeline.audit.reader import load_evidence
+from pipeline.config import JobConfig
+from pipeline.db.backends import backend_for
+from pipeline.db.bulk import StagingBatch, loader_for
+from pipeline.db.digests import total
+from pipeline.db.engine import make_engine
+from pipeline.db.tables import job_tables
+from pipeline.explain import explain_run, format_explanation
+from pipeline.generate import generate_file
+from pipeline.job import run_job
+from recon import checks
+from tests.conftest import final_rows, seed_final
+
+RECORDS = 2_000
+FLIP = "CASE substr({c}, 1, 1) WHEN '9' THEN '8' ELSE '9' END || substr({c}, 2)"
+# what each variant does to the chosen rows' DESCRIPTION (ACCOUNT_ID: same length, always)
+DESCRIPTION = {
+    "same_length": "replace(description, substr(description, 1, 1), '#')",
+    "truncated": "substr(description, 1, 3)",
+    "null": "NULL",
+}
+
+
+def _sqlite_tamper(table: str, description: str) -> list[str]:
+    """AFTER triggers rewriting every 10th row as it lands (inserted or updated)."""
+    change = (f"UPDATE {table} SET account_id = {FLIP.format(c='account_id')}, "
+              f"description = {description} WHERE rowid = new.rowid;")
+    return [f"CREATE TRIGGER tamper_{event} AFTER {event} ON {table} "
+            f"WHEN new.rowid % 10 = 0 BEGIN {change} END" for event in ("INSERT", "UPDATE")]
+
+
+def _postgresql_tamper(table: str, description: str) -> list[str]:
+    """A BEFORE ROW trigger (cloned to every staging partition) rewriting every 10th key."""
+    new = description.replace("description", "NEW.description")
+    return [
+        f"""CREATE FUNCTION tamper_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF abs(hashtext(NEW.txn_id)) % 10 = 0 THEN
+            NEW.account_id := {FLIP.format(c='NEW.account_id')};
+            NEW.description := {new};
+          END IF;
+          RETURN NEW;
+        END $$""",
+        f"CREATE TRIGGER tamper BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW "
+        f"EXECUTE FUNCTION tamper_{table}()",
+    ]
+
+
+def tamper(engine: Engine, table: str, variant: str) -> None:
+    build = _sqlite_tamper if engine.dialect.name == "sqlite" else _postgresql_tamper
+    with engine.begin() as conn:
+        for statement in build(table, DESCRIPTION[variant]):
+            conn.execute(text(statement))
+
+
+def untamper(engine: Engine, table: str) -> None:
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            for event in ("INSERT", "UPDATE"):
+                conn.execute(text(f"DROP TRIGGER tamper_{event}"))
+        else:
+            conn.execute(text(f"DROP TRIGGER tamper ON {table}"))
+
+
+@pytest.fixture
+def night(job_config: JobConfig, engine: Engine, tmp_path: Path) -> tuple[JobConfig, dict]:
+    """Tonight's file, and FINAL as last night left it (its first 300 keys, other values):
+    the MERGE both inserts and updates."""
+    path = tmp_path / "night.dat"
+    generate_file(path, RECORDS, seed=5)
+    config = job_config.with_overrides(input_path=path)
+    job_tables(config).metadata.create_all(engine)
+    return config, seed_final(engine, config, path, 300)
+
+
+def _failed(outcome) -> set[str]:  # type: ignore[no-untyped-def]
+    return {r.check_name for r in outcome.results if not r.passed and r.evaluated}
+
+
+@pytest.mark.parametrize("variant", sorted(DESCRIPTION))
+def test_final_columns_changed_by_a_trigger_fail_the_night(
+        night: tuple[JobConfig, dict], engine: Engine, variant: str) -> None:
+    config, before = night
+    tamper(engine, config.final_table, variant)
+    outcome = run_job(config)
+    assert outcome.exit_code == 1, outcome.message
+    assert _failed(outcome) == {checks.STAGING_TO_FINAL_COLUMNS}  # counts, amounts balance
+    assert final_rows(engine, config) == before  # rolled back with the MERGE
+    result = next(r for r in outcome.results if r.check_name == checks.STAGING_TO_FINAL_COLUMNS)
+    assert result.expected_count == RECORDS and 0 < RECORDS - result.actual_count < RECORDS
+    evidence = load_evidence(engine, outcome.run_id)
+    changed = {e.key for e in evidence}
+    assert len(changed) == RECORDS - result.actual_count  # every differing row is named
+    assert "account_id" in result.detail
+    by_column = {(e.key, e.column): e for e in evidence}
+    some = next(e for e in evidence if e.column == "account_id")
+    assert some.expected and some.actual and len(some.expected) == len(some.actual) == 10
+    assert some.expected[1:] == some.actual[1:] and some.expected != some.actual
+    described = [e for (_, column), e in by_column.items() if column == "description"]
+    assert described  # the second column changed too
+    if variant == "null":
+        assert all(e.actual is None and e.expected is not None for e in described)
+    if variant == "truncated":
+        assert all(e.actual == (e.expected or "")[:3] for e in described)
+
+    untamper(engine, config.final_table)  # the cause is gone; the evidence stays
+    shown = format_explanation(explain_run(config, engine, outcome.run_id))
+    assert checks.STAGING_TO_FINAL_COLUMNS in shown
+    assert repr(some.expected) in shown and repr(some.actual) in shown
+
+
+def test_a_staging_column_changed_to_a_same_length_value_fails_the_night(
+        night: tuple[JobConfig, dict], engine: Engine) -> None:
+    config, before = night
+    tamper(engine, config.staging_table, "same_length")
+    outcome = run_job(config)
+    assert outcome.exit_code == 1, outcome.message
+    assert _failed(outcome) == {checks.PROCESSED_TO_STAGING_COLUMNS}
+    assert final_rows(engine, config) == before  # no MERGE
+    result = next(r for r in outcome.results
+                  if r.check_name == checks.PROCESSED_TO_STAGING_COLUMNS)
+    evidence = load_evidence(engine, outcome.run_id)
+    assert {e.column for e in evidence} <= {"account_id", "description"}
+    assert len({e.source_line for e in evidence}) == RECORDS - result.actual_count > 0
+    flipped = next(e for e in evidence if e.column == "account_id")
+    assert flipped.source_line is not None and flipped.expected != flipped.actual
+    untamper(engine, config.staging_table)
+    shown = format_explanation(explain_run(config, engine, outcome.run_id))
+    assert checks.PROCESSED_TO_STAGING_COLUMNS in shown and repr(flipped.actual) in shown
+
+
+def test_a_clean_night_proves_every_column(night: tuple[JobConfig, dict],
+                                           engine: Engine) -> None:
+    config, _ = night
+    outcome = run_job(config)
+    assert outcome.exit_code == 0, outcome.message
+    for name in checks.COLUMN_CHECKS:
+        result = next(r for r in outcome.results if r.check_name == name)
+        assert result.passed and result.expected_count == result.actual_count > 0
+    assert load_evidence(engine, outcome.run_id) == []
+
+
+TRICKY = ["plain", 'a "quoted" value', "back\\slash", "", "caf\u00e9 \u20ac", "trail  "]
+
+
+def test_the_database_digests_staging_as_the_processors_did(job_config: JobConfig) -> None:
+    """Quotes, backslashes, NULL text, non-ASCII: the loader's digests and the database's
+    agree, and one changed value is seen."""
+    engine = make_engine(job_config.database_url)  # the job's engine: SQLite's hook
+    try:
+        _digests_agree(job_config, engine)
+    finally:
+        engine.dispose()
+
+
+def _digests_agree(job_config: JobConfig, engine: Engine) -> None:
+    tables = job_tables(job_config)
+    tables.metadata.create_all(engine)
+    n = len(TRICKY)
+    columns = {"txn_id": np.array([f"K{i}" for i in range(n)]),
+               "account_id": np.array(["0012345678"] * n),
+               "txn_date": np.array(["2026-12-04"] * n),
+               "amount": np.arange(n, dtype=np.int64) * -1001,
+               "currency": np.array(["EUR"] * n),
+               "description": np.array(TRICKY)}
+    batch = StagingBatch("run-1", 3, np.arange(2, n + 2, dtype=np.int64), columns)
+    loader = loader_for(tables, job_config.detail, job_config.amount, engine.dialect, 100)
+    payload, digests = loader.encode_digested(batch)
+    raw = engine.raw_connection()
+    try:
+        loader.load(raw, payload)
+        raw.commit()
+    finally:
+        raw.close()
+    backend = backend_for(engine.dialect.name)
+    with engine.begin() as conn:
+        assert backend.staging_digest_total(conn, tables.staging, "run-1") == (n, total(digests))
+        lines, workers, found = backend.staging_digests(conn, tables.staging, "run-1")
+        assert sorted(zip(lines.tolist(), found.tolist(), strict=True)) == sorted(
+            zip(batch.lines.tolist(), digests.tolist(), strict=True))
+        assert set(workers.tolist()) == {3}
+        conn.execute(text("UPDATE stg_transactions SET description = 'caf\u00e9 \u20ac!' "
+                          "WHERE source_line = 6"))
+        assert backend.staging_digest_total(conn, tables.staging, "run-1")[1] != total(digests)

@@ -63,6 +63,9 @@ def instrument() -> None:
     _timed(FinalRepository, "count_and_amount_for_run", "checks_after_merge")
     # the MERGE's transaction: connect + MERGE + checks + commit; the rest is the commit
     _timed(ReconciliationService, "merge_and_verify", "merge_transaction")
+    # the column proofs (pipeline.db.digests, the MERGE's join): their own cost
+    _timed(ReconciliationService, "_staging_columns", "proof_staging")
+    _timed(ReconciliationService, "_final_columns", "proof_final")
     _timed(AuditWriter, "start_run", "audit")
     _timed(AuditWriter, "finish_run", "audit")
 

@@ -42,7 +42,7 @@ from pipeline.db.types import Money
 from pipeline.generate import generate_file
 from pipeline.job import run_job
 from pipeline.jobs import shipped_config
-from recon.values import ReconciliationResult, WorkerMetrics
+from recon.values import Evidence, ReconciliationResult, WorkerMetrics
 
 ORACLE_ENV = "PIPELINE_TEST_ORACLE_URL"
 MAX_IDENTIFIER_BYTES = 30  # Oracle before 12.2; identifiers and bind variable names
@@ -183,6 +183,11 @@ def job_statements(config: JobConfig, tables: JobTables) -> list[Issued]:
     step("merge deduplicate=False")
     final.count_and_amount_for_run(RUN_ID)
     step("final count and sum")
+    source, params = final.survivors(RUN_ID, deduplicate=True)
+    final.columns_equal_count(source, params)
+    step("final rows equal to staging, column by column")
+    final.columns_differing(source, params, 1_000)
+    step("final rows differing from staging")
 
     audit = AuditWriter(rec, tables, config.amount_field.scale)  # type: ignore[arg-type]
     audit.start_run(RUN_ID, config.name, Path("/data/in/TXN.D20261125.dat"),
@@ -195,6 +200,10 @@ def job_statements(config: JobConfig, tables: JobTables) -> list[Issued]:
     step("audit, one row each")
     audit.finish_run(RUN_ID, "SUCCEEDED", 0, "ok", [check] * 7, [worker] * 4)
     step("audit, many rows")
+    evidence = Evidence("staging_to_final_columns", "T1", "description", "a", None, 7)
+    audit.finish_run(RUN_ID, "FAILED_RECON", 1, "failed", [check], [worker],
+                     evidence=[evidence] * 3)
+    step("audit with evidence")
 
     with job_lock(rec, tables.job_lock, config.name):  # type: ignore[arg-type]
         step("job lock")

@@ -167,16 +167,17 @@ def _copy_out(connection: Connection, staging: Table, run_id: str) -> Iterator[b
     connection.exec_driver_sql("SET LOCAL client_encoding = 'UTF8'")
     cursor = connection.connection.cursor()
     try:
-        pending = b""
+        parts: list[bytes] = []
+        size = 0
         with cursor.copy(f"COPY ({query}) TO STDOUT") as copy:
-            for data in copy:
-                pending += bytes(data)
-                if len(pending) >= COPY_OUT_CHUNK:
-                    cut = pending.rindex(b"\n") + 1
-                    yield pending[:cut]
-                    pending = pending[cut:]
-        if pending:
-            yield pending
+            for data in copy:  # whole rows, as the server sends them
+                parts.append(bytes(data))
+                size += len(data)
+                if size >= COPY_OUT_CHUNK:
+                    yield b"".join(parts)
+                    parts, size = [], 0
+        if parts:
+            yield b"".join(parts)
     finally:
         cursor.close()
 

@@ -92,7 +92,7 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
                             "completed: nothing to resume from; run it again from its file")
     if row.staging_purged == "Y":
         raise ResumeRefused(f"the staging rows of run {run_id} were purged by a later run "
-                            "(database.keep_staging_runs): run it again from its file")
+                            "(tables.keep_staging_runs): run it again from its file")
     outcome.rejects = totals.metrics.total_errors
     if (outcome.run_dir / "rejects.txt").exists():
         outcome.reject_file = outcome.run_dir / "rejects.txt"

@@ -195,3 +195,21 @@ def test_an_interrupted_run_resumes(tmp_path: Path, job_config: JobConfig,
     assert resumed.exit_code == 0, resumed.message
     assert resumed.duplicates_collapsed == made.duplicates
     assert_final_matches(engine, config, expected_from_file(made.path))
+
+
+def test_resume_of_a_purged_run_names_the_setting(tmp_path: Path, job_config: JobConfig,
+                                                  engine: Engine) -> None:
+    def interrupt(_eng: Engine, _run_id: str) -> None:
+        raise Interrupted("interrupted by signal SIGTERM")
+
+    config = job_config.with_overrides(keep_staging_runs=1)
+    made = generate_file(tmp_path / "a.dat", 200, seed=3)
+    stopped = run_job(config.with_overrides(input_path=made.path), after_load=interrupt)
+    assert stopped.exit_code == 3
+    later = generate_file(tmp_path / "b.dat", 200, seed=4)
+    assert run_job(config.with_overrides(input_path=later.path)).exit_code == 0  # purges
+
+    with pytest.raises(ResumeRefused, match="were purged") as refused:
+        resume_run(config, stopped.run_id)
+
+    assert "(tables.keep_staging_runs)" in str(refused.value)

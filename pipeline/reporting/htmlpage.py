@@ -49,6 +49,7 @@ def render_html(report: RunReport, rejects: list[tuple[str, int]] | None = None,
         _facts(report),
         "<h2>Checks</h2>",
         _checks_table(report.results, report.scale),
+        *_earlier_section(report),
         *_explain_section(explanation),
         *_rejects_section(rejects),
         "<h2>Stages and workers</h2>",
@@ -83,7 +84,16 @@ def _td(value: str, numeric: bool = False, cls: str = "") -> str:
     return f"<td{attr}>{escape(value)}</td>"
 
 
-def _checks_table(results: list[ReconciliationResult], scale: int) -> str:
+def _earlier_section(report: RunReport) -> list[str]:
+    """The checks a `run --resume` superseded: RECON_AUDIT holds them, the page shows them."""
+    if not report.earlier_results:
+        return []
+    return ["<h2>Checks of earlier attempts (before <code>run --resume</code>)</h2>",
+            _checks_table(report.earlier_results, report.scale, "earlier-checks")]
+
+
+def _checks_table(results: list[ReconciliationResult], scale: int,
+                  table_id: str = "checks") -> str:
     def money(v: int | None) -> str:
         return "?" if v is None else format_minor(v, scale)
 
@@ -102,7 +112,7 @@ def _checks_table(results: list[ReconciliationResult], scale: int) -> str:
         rows.append(f'<tr class="{"pass" if r.passed else "fail"}">' + _td(r.check_name)
                     + "".join(_td(c, numeric=True) for c in cells)
                     + _td("Y" if r.passed else "N", cls="ok") + _td(r.detail) + "</tr>")
-    return _table("checks", ["check", "expected", "actual", "discrepancy", "passed", "detail"],
+    return _table(table_id, ["check", "expected", "actual", "discrepancy", "passed", "detail"],
                   rows)
 
 

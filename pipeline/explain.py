@@ -12,12 +12,14 @@
   as set differences in the database. A failed MERGE was rolled back, so explain replays
   it in a transaction it always rolls back (under the job's lock), and compares inside it.
 - source_trailer_count / _amount: the per-range counts and totals of the processors.
+- reject_limit: the run's reject file, its rejects per reason and the first records in it.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ from pipeline.db.repositories import FinalRepository
 from pipeline.db.tables import JobTables, job_tables
 from pipeline.layouts.csv import CsvLayout
 from pipeline.metrics.aggregator import PROCESSOR
-from pipeline.rejects import rejected_lines
+from pipeline.rejects import read_rejects, reason_counts, reason_lines, rejected_lines
 from recon import checks
 from recon.checks import failure_summary
 
@@ -88,6 +90,10 @@ class Explanation:
     ranges: list[RangeRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     full: list[Finding] | None = None  # every finding, when a CSV was asked for
+    # reject_limit failed: the run's reject file, its rejects per reason, the first ones
+    reject_file: Path | None = None
+    reject_reasons: list[tuple[str, int]] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
 
     @property
     def failed_checks(self) -> list[str]:
@@ -113,6 +119,8 @@ def explain_run(config: JobConfig, engine: Engine, run_id: str | None, *, limit:
     run_dir = config.output_dir / "runs" / report.run.run_id
     found.ranges = _ranges(report)
     sink: list[Finding] | None = [] if everything else None
+    if checks.REJECT_LIMIT in failed:
+        _explain_rejects(found, run_dir / "rejects.txt", limit)
     if failed & set(STAGING_CHECKS):
         _explain_staging(found, engine, tables, config, run_dir, limit, sink)
     if failed & set(FINAL_CHECKS) and not _not_evaluated(report, FINAL_CHECKS):
@@ -135,6 +143,19 @@ def _ranges(report: RunReport) -> list[RangeRow]:
                              w.records_processed, w.errors_count, w.amount, w.state))
         line += w.records_processed
     return rows
+
+
+# --- rejects: the records the limit counted ----------------------------------------------
+
+
+def _explain_rejects(found: Explanation, path: Path, limit: int) -> None:
+    """Too many rejects: what they are lies in the reject file, one line per record."""
+    if not path.is_file():
+        found.notes.append(f"the reject file {path} is missing: the rejects cannot be named")
+        return
+    found.reject_file = path
+    found.reject_reasons = reason_counts(path)
+    found.rejected = list(itertools.islice(read_rejects(path), limit))
 
 
 # --- staging: accepted lines vs staged lines ---------------------------------------------
@@ -361,6 +382,7 @@ def format_explanation(found: Explanation) -> str:
         lines.append("every check passed: nothing to explain")
     else:
         lines.append(f"failed   {failure_summary(found.report.results)}")
+    lines += _reject_lines(found)
     for section, title in (("staging", "accepted source lines vs staging rows"),
                            ("final", "surviving staging rows (last record per key) vs FINAL")):
         kinds = [k for k in found.counts if _section_of(k) == section]
@@ -389,6 +411,19 @@ def format_explanation(found: Explanation) -> str:
     if found.notes:
         lines += ["", *(f"note: {n}" for n in found.notes)]
     return "\n".join(lines)
+
+
+def _reject_lines(found: Explanation) -> list[str]:
+    if found.reject_file is None:
+        return []
+    result = next(r for r in found.report.results if r.check_name == checks.REJECT_LIMIT)
+    out = ["", f"rejects: {result.detail}", f"  every one, with its reason and record: "
+                                              f"{found.reject_file}", "  by reason:",
+           *reason_lines(found.reject_reasons), f"  {'line':>12}  reason"]
+    out += [f"  {line:>12,}  {reason}" for line, reason in found.rejected]
+    if len(found.rejected) < result.actual_count:
+        out.append(f"  (first {len(found.rejected)} shown; the reject file lists them all)")
+    return out
 
 
 def _trailer_lines(found: Explanation, money: Any) -> list[str]:
@@ -426,4 +461,9 @@ def explanation_document(found: Explanation) -> dict[str, Any]:
                     "accepted_amount": money(r.accepted_amount), "state": r.state}
                    for r in found.ranges],
         "notes": found.notes,
+        "rejects": None if found.reject_file is None else {
+            "file": str(found.reject_file),
+            "by_reason": [{"reason": reason, "records": n} for reason, n in found.reject_reasons],
+            "records": [{"source_line": line, "reason": reason}
+                        for line, reason in found.rejected]},
     }

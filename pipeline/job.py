@@ -329,7 +329,7 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
              if repeats else "no key repeats, one plain MERGE" if repeats is False
              else "not known, the MERGE keeps each key's last record")
     service = ReconciliationService(engine, tables, config.key_columns, config.amount,
-                                    TrailerTotals(*_trailer(config, plan)))
+                                    TrailerTotals(*_trailer(config, plan)), config.reject_limit)
 
     def record(conn: Connection, results: list[ReconciliationResult]) -> None:
         """The audit of a run that passed, in the MERGE's transaction (one commit)."""

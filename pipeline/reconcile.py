@@ -26,7 +26,7 @@ from pipeline.db.repositories import FinalRepository, StagingRepository
 from pipeline.db.tables import JobTables
 from pipeline.stages import CHECKS, MERGE, StageClock, maybe
 from recon import checks
-from recon.values import AggregatedMetrics, ReconciliationResult, TrailerTotals
+from recon.values import AggregatedMetrics, ReconciliationResult, RejectLimit, TrailerTotals
 
 # writes the audit of a run that passed on the MERGE's connection, given every check
 Record = Callable[[Connection, list[ReconciliationResult]], None]
@@ -46,9 +46,11 @@ class ReconciliationOutcome:
 
 class ReconciliationService:
     def __init__(self, engine: Engine, tables: JobTables, key: tuple[str, ...], amount: str,
-                 trailer: TrailerTotals) -> None:
+                 trailer: TrailerTotals, reject_limit: RejectLimit | None = None) -> None:
+        """``reject_limit``: the job's (config.reject_limit); None: the contract's 5%."""
         self.engine, self.tables = engine, tables
         self.key, self.amount, self.trailer = key, amount, trailer
+        self.reject_limit = reject_limit
 
     def reconcile(self, run_id: str, aggregated: AggregatedMetrics, merged_at: datetime,
                   repeats: bool | None = None,
@@ -134,7 +136,8 @@ class ReconciliationService:
         with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
             staged, staged_amount = StagingRepository(
                 conn, self.tables, self.key, self.amount).count_and_amount(run_id)
-        return checks.load_checks(self.trailer, aggregated, staged, staged_amount)
+        return checks.load_checks(self.trailer, aggregated, staged, staged_amount,
+                                  self.reject_limit)
 
     def merge_and_verify(self, run_id: str, merged_at: datetime, keys: int,
                          survivors_amount: int, collapsed: int, deduplicate: bool = True, *,

@@ -97,7 +97,7 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
     if (outcome.run_dir / "rejects.txt").exists():
         outcome.reject_file = outcome.run_dir / "rejects.txt"
     service = ReconciliationService(engine, tables, config.key_columns, config.amount,
-                                    totals.trailer)
+                                    totals.trailer, config.reject_limit)
     writer = AuditWriter(engine, tables, config.amount_field.scale)
     # RESUMED_TS is written with the resume's checks, never before them: a refused resume
     # leaves the run exactly as it was

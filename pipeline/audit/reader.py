@@ -20,6 +20,7 @@ from pipeline.db.engine import database_errors, make_engine, parse_url, safe_url
 from pipeline.errors import ConfigError
 from pipeline.metrics.aggregator import PROCESSOR
 from pipeline.stages import STAGES
+from recon import checks
 from recon.values import ReconciliationResult, WorkerMetrics
 
 
@@ -149,7 +150,7 @@ def load_report(engine: Engine, run_id: str | None = None,
         workers = conn.execute(select(t.worker_audit)
                                .where(t.worker_audit.c.run_id == run_id)
                                .order_by(t.worker_audit.c.worker_id)).all()
-    checks, earlier = last_attempt(held)
+    decided, earlier = last_attempt(held)
     read = sum(w.records_processed for w in workers if w.worker_type == PROCESSOR)
     amounts = [a for c in held for a in (c.expected_amt, c.actual_amt)] + \
         [w.amount for w in workers]
@@ -161,7 +162,7 @@ def load_report(engine: Engine, run_id: str | None = None,
     return RunReport(
         run=_run_row({**run._mapping, "records_read": read if workers else None}),
         scale=shown,
-        results=[_result(c, shown) for c in checks],
+        results=[_result(c, shown) for c in decided],
         workers=[_worker(w, shown) for w in workers],
         earlier_results=[_result(c, shown) for c in earlier],
     )
@@ -206,7 +207,8 @@ def _result(row: Any, scale: int) -> ReconciliationResult:
         check_name=row.check_name, expected_count=row.expected_cnt,
         actual_count=row.actual_cnt, passed=row.passed == "Y",
         expected_amount=from_audit(row.expected_amt, scale),
-        actual_amount=from_audit(row.actual_amt, scale), detail=row.detail or "")
+        actual_amount=from_audit(row.actual_amt, scale), detail=row.detail or "",
+        is_limit=row.check_name == checks.REJECT_LIMIT)
 
 
 def _worker(row: Any, scale: int) -> WorkerMetrics:

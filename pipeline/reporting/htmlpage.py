@@ -51,6 +51,7 @@ def render_html(report: RunReport, rejects: list[tuple[str, int]] | None = None,
         _checks_table(report.results, report.scale),
         *_earlier_section(report),
         *_explain_section(explanation),
+        *_rejected_section(explanation),
         *_rejects_section(rejects),
         "<h2>Stages and workers</h2>",
         _timeline(report.workers, run.end_ts, run.stages, run.start_ts),
@@ -199,6 +200,18 @@ def _rejects_section(rejects: list[tuple[str, int]] | None) -> list[str]:
     rows = ["<tr>" + _td(f"{count:,}", numeric=True) + _td(reason) + "</tr>"
             for reason, count in rejects]
     return ["<h2>Rejects by reason</h2>", _table("rejects", ["records", "reason"], rows)]
+
+
+def _rejected_section(explanation: dict[str, Any] | None) -> list[str]:
+    """reject_limit failed: where every reject is, and the first of them."""
+    rejects = (explanation or {}).get("rejects")
+    if not rejects:
+        return []
+    rows = ["<tr>" + _td(f"{r['source_line']:,}", numeric=True) + _td(r["reason"]) + "</tr>"
+            for r in rejects["records"]]
+    return ["<h2>Rejected records (over the reject limit)</h2>",
+            f"<p>Every rejected record, with its reason: <code>{escape(rejects['file'])}"
+            "</code></p>", _table("rejected", ["line", "reason"], rows)]
 
 
 def _explain_section(explanation: dict[str, Any] | None) -> list[str]:

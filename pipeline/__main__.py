@@ -8,10 +8,30 @@ Errors reach the operator as one sentence on stderr, never as a traceback.
 
 from __future__ import annotations
 
+import os
+
+from pipeline import interrupts  # the standard library only: in place within milliseconds
+
+START_GATE_ENV = "PIPELINE_START_GATE"
+
+
+def _start_gate() -> None:
+    """For tests: start-up waits here, the signal handler in place and nothing heavy
+    imported yet, until a byte comes through the FIFO ``$PIPELINE_START_GATE`` names (a
+    test's deterministic "during start-up", where a sleep would race)."""
+    gate = os.environ.get(START_GATE_ENV)
+    if gate:
+        with open(gate, "rb") as fifo:
+            fifo.read(1)
+
+
+if __name__ == "__main__":  # before the imports below: a SIGTERM during them is recorded
+    interrupts.record_early()
+    _start_gate()
+
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -39,8 +59,22 @@ DB_URL_ENV = "PIPELINE_DB_URL"
 
 
 def main(argv: list[str] | None = None) -> int:
+    interrupts.record_early()  # the console script's first chance (python -m: at import)
+    try:
+        return _main(argv)
+    finally:
+        interrupts.end_early()
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
+    if args.command is not _run_to_the_end:
+        interrupts.end_early()  # no safe points to stop at: a signal ends it as it always did
+    if interrupts.requested():  # it came while the interpreter was starting
+        _error(args, f"{interrupts.message()} before the {_command_name(args)} started; "
+                     "nothing was done")
+        return 3
     try:
         return int(args.command(args))
     except PipelineError as exc:
@@ -54,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         _error(args, f"internal error ({type(exc).__name__}: {exc}); "
                      "rerun with --log-level DEBUG for the traceback")
         return 3
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    return "run" if args.command is _run_to_the_end else args.command.__name__.strip("_")
 
 
 def _error(args: argparse.Namespace, message: str) -> None:

@@ -11,12 +11,14 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
 from pipeline.layouts.csv import CsvLayout
 from pipeline.layouts.fields import Charset, Field, FieldType, Layout
+from recon.values import RejectLimit
 
 if TYPE_CHECKING:
     from pipeline.layouts.mainframe_input import MainframeInput
@@ -56,10 +58,18 @@ class JobConfig:
     # run, before the run ends with exit 3 (pipeline.db.engine.Timeouts); 0 = no limit
     lock_timeout: float = 60.0
     statement_timeout: float = 21600.0
+    # the most rejects a night may have (recon.checks.reject_limit_check): a share of the
+    # records read and/or a number of records; None: no such bound
+    max_reject_rate: Decimal | None = RejectLimit.max_rate
+    max_rejects: int | None = None
 
     @property
     def amount_field(self) -> Field:
         return self.detail.field(self.amount)
+
+    @property
+    def reject_limit(self) -> RejectLimit:
+        return RejectLimit(self.max_reject_rate, self.max_rejects)
 
     def with_overrides(self, **changes: Any) -> JobConfig:
         """A copy with the command line's overrides (None means: keep the config's)."""
@@ -91,7 +101,8 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
                                          "heartbeat_timeout"})
     tables = _section(data, "tables", {"staging", "final", "key", "amount",
                                        "keep_staging_runs"})
-    control = _section(data, "control", {"trailer_count", "trailer_amount"})
+    control = _section(data, "control", {"trailer_count", "trailer_amount",
+                                         "max_reject_rate", "max_rejects"})
     layout = _section(data, "layout", {"header", "detail", "trailer"})
 
     fmt = _get(inp, "input.format", str, "fixed")
@@ -123,6 +134,7 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
         prometheus_textfile=_optional_path(out, "output.prometheus_textfile"),
         lock_timeout=float(_get(db, "database.lock_timeout", (int, float), 60)),
         statement_timeout=float(_get(db, "database.statement_timeout", (int, float), 21600)),
+        **_reject_limit(control),
     )
     _check_workers(config)
     _check_roles(config)
@@ -156,6 +168,24 @@ def _layouts(data: Mapping[str, Any], layout: Mapping[str, Any], length: int, fm
     mf, layouts = build_mainframe(book, RecordFormat(fmt, length or 32756, blocked),
                                   _get(inp, "input.encoding", str, "cp037"), source, roles)
     return {**layouts, "mainframe": mf}
+
+
+def _reject_limit(control: Mapping[str, Any]) -> dict[str, Any]:
+    """``control.max_reject_rate`` (a share of the records read, 0 to 1) and/or
+    ``control.max_rejects`` (records); neither set: the contract's 5%. Setting only the
+    count drops the default rate, so a job's own number is never silently lowered."""
+    rate = _get(control, "control.max_reject_rate", (int, float), _ABSENT)
+    count = _get(control, "control.max_rejects", int, _ABSENT)
+    if rate is None and count is None:
+        return {}
+    if rate is not None and not (math.isfinite(rate) and 0 <= rate <= 1):
+        raise ConfigError("control.max_reject_rate: expected a share of the records read "
+                          f"from 0 to 1 (0.05 = 5%), got {rate}")
+    if count is not None and count < 0:
+        raise ConfigError(f"control.max_rejects: expected 0 or more records, got {count}")
+    # the TOML number as written (0.05, not the float nearest to it): the limit is exact
+    return {"max_reject_rate": None if rate is None else Decimal(str(rate)),
+            "max_rejects": count}
 
 
 def _check_workers(config: JobConfig) -> None:

@@ -15,12 +15,14 @@
 - processed_to_staging_columns / staging_to_final_columns: the rows, columns and both
   values, as the run kept them in RECON_EVIDENCE when the check failed (its cause, a
   trigger or another writer, may be gone by now; nothing is replayed).
+- reject_limit: the run's reject file, its rejects per reason and the first records in it.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ from pipeline.db.repositories import FinalRepository
 from pipeline.db.tables import JobTables, job_tables
 from pipeline.layouts.csv import CsvLayout
 from pipeline.metrics.aggregator import PROCESSOR
-from pipeline.rejects import rejected_lines
+from pipeline.rejects import read_rejects, reason_counts, reason_lines, rejected_lines
 from recon import checks
 from recon.checks import failure_summary
 from recon.values import Evidence
@@ -94,6 +96,10 @@ class Explanation:
     full: list[Finding] | None = None  # every finding, when a CSV was asked for
     evidence: list[Evidence] = field(default_factory=list)  # behind failed column checks
     limit: int = 20  # rows shown per section in text
+    # reject_limit failed: the run's reject file, its rejects per reason, the first ones
+    reject_file: Path | None = None
+    reject_reasons: list[tuple[str, int]] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
 
     @property
     def failed_checks(self) -> list[str]:
@@ -119,6 +125,8 @@ def explain_run(config: JobConfig, engine: Engine, run_id: str | None, *, limit:
     run_dir = config.output_dir / "runs" / report.run.run_id
     found.ranges = _ranges(report)
     sink: list[Finding] | None = [] if everything else None
+    if checks.REJECT_LIMIT in failed:
+        _explain_rejects(found, run_dir / "rejects.txt", limit)
     if failed & set(STAGING_CHECKS):
         _explain_staging(found, engine, tables, config, run_dir, limit, sink)
     if failed & set(FINAL_CHECKS) and not _not_evaluated(report, FINAL_CHECKS):
@@ -143,6 +151,19 @@ def _ranges(report: RunReport) -> list[RangeRow]:
                              w.records_processed, w.errors_count, w.amount, w.state))
         line += w.records_processed
     return rows
+
+
+# --- rejects: the records the limit counted ----------------------------------------------
+
+
+def _explain_rejects(found: Explanation, path: Path, limit: int) -> None:
+    """Too many rejects: what they are lies in the reject file, one line per record."""
+    if not path.is_file():
+        found.notes.append(f"the reject file {path} is missing: the rejects cannot be named")
+        return
+    found.reject_file = path
+    found.reject_reasons = reason_counts(path)
+    found.rejected = list(itertools.islice(read_rejects(path), limit))
 
 
 # --- staging: accepted lines vs staged lines ---------------------------------------------
@@ -369,6 +390,7 @@ def format_explanation(found: Explanation) -> str:
         lines.append("every check passed: nothing to explain")
     else:
         lines.append(f"failed   {failure_summary(found.report.results)}")
+    lines += _reject_lines(found)
     for section, title in (("staging", "accepted source lines vs staging rows"),
                            ("final", "surviving staging rows (last record per key) vs FINAL")):
         kinds = [k for k in found.counts if _section_of(k) == section]
@@ -424,6 +446,19 @@ def _value(text: str | None) -> str:
     return "NULL" if text is None else repr(text)
 
 
+def _reject_lines(found: Explanation) -> list[str]:
+    if found.reject_file is None:
+        return []
+    result = next(r for r in found.report.results if r.check_name == checks.REJECT_LIMIT)
+    out = ["", f"rejects: {result.detail}", f"  every one, with its reason and record: "
+                                              f"{found.reject_file}", "  by reason:",
+           *reason_lines(found.reject_reasons), f"  {'line':>12}  reason"]
+    out += [f"  {line:>12,}  {reason}" for line, reason in found.rejected]
+    if len(found.rejected) < result.actual_count:
+        out.append(f"  (first {len(found.rejected)} shown; the reject file lists them all)")
+    return out
+
+
 def _trailer_lines(found: Explanation, money: Any) -> list[str]:
     out = []
     for r in found.report.results:
@@ -462,4 +497,9 @@ def explanation_document(found: Explanation) -> dict[str, Any]:
                       "key": e.key, "column": e.column, "expected": e.expected,
                       "actual": e.actual} for e in found.evidence],
         "notes": found.notes,
+        "rejects": None if found.reject_file is None else {
+            "file": str(found.reject_file),
+            "by_reason": [{"reason": reason, "records": n} for reason, n in found.reject_reasons],
+            "records": [{"source_line": line, "reason": reason}
+                        for line, reason in found.rejected]},
     }

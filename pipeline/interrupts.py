@@ -14,6 +14,13 @@ outcome by luck (issue 10: FINAL merged, audit saying INTERRUPTED). Instead:
   the load, before the MERGE) and ``committing()`` around its final COMMIT, which refuses
   to start a commit once the flag is set. A statement cancelled by the watcher fails with
   the driver's error; the run reports it as INTERRUPTED because ``requested()`` is true.
+
+Before any of that exists, ``python -m pipeline`` calls ``record_early()`` first of all:
+importing numpy, SQLAlchemy and the drivers takes ~0.6 s, and a SIGTERM then would kill
+the process with signal 15. Recorded instead, it ends the command with exit 3 before a run
+starts, or the run as INTERRUPTED at its first safe point (``handling`` keeps it). This
+module imports only the standard library, so that handler is in place within
+milliseconds of the interpreter's start.
 """
 
 from __future__ import annotations
@@ -27,11 +34,12 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
-
-from sqlalchemy import Engine, event
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import Interrupted
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -45,6 +53,7 @@ class _State:
         self.since = 0.0  # when it was received (time.monotonic)
         self.committing = False
         self.installed = False
+        self.early: dict[int, Any] | None = None  # the handlers record_early replaced
         self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
@@ -85,6 +94,7 @@ def committing() -> Iterator[None]:
 
 def register_engine(engine: Engine) -> None:
     """Every DBAPI connection the engine opens in this process can be cancelled."""
+    from sqlalchemy import event  # not at the top: record_early must not wait for it
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         with suppress(TypeError):  # a driver connection without weak references
@@ -156,7 +166,9 @@ def handling() -> Iterator[None]:
     stop = threading.Event()
     watcher = threading.Thread(target=_watch, args=(reader, stop), name="interrupts",
                                daemon=True)
-    _state.signum, _state.committing, _state.installed = 0, False, True
+    if _state.early is None:  # else a signal recorded at start-up stops this run too
+        _state.signum = 0
+    _state.committing, _state.installed = False, True
     watcher.start()
     try:
         yield
@@ -172,6 +184,32 @@ def handling() -> Iterator[None]:
         writer.close()
         _state.installed = False
         _state.connections = weakref.WeakSet()
+
+
+def record_early() -> None:
+    """SIGTERM/SIGINT recorded from now on, not fatal, until ``end_early`` (or a run's
+    ``handling``, which takes over and keeps what was recorded). Called before anything
+    else is imported; a no-op when already recording or outside the main thread."""
+    if _state.early is not None or threading.current_thread() is not threading.main_thread():
+        return
+    _state.signum = 0  # a command starts uninterrupted (main() may be called again in-process)
+    _state.early = {sig: signal.signal(sig, _record) for sig in SIGNALS}
+
+
+def end_early() -> None:
+    """Put back the handlers ``record_early`` replaced: a command that has no safe points
+    (report, validate...) ends on a signal as it always did."""
+    if _state.early is None:
+        return
+    for sig, handler in _state.early.items():
+        signal.signal(sig, handler)
+    _state.early = None
+
+
+def _record(signum: int, _frame: Any) -> None:
+    """The start-up handler: the first signal is the one the run will name."""
+    if not _state.signum:
+        _state.signum, _state.since = signum, time.monotonic()
 
 
 def _ignore(_signum: int, _frame: Any) -> None:

@@ -333,7 +333,7 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
     rows = InputRows(config, outcome.input_path, plan.sha256, outcome.run_id, loader)
     service = ReconciliationService(
         engine, tables, config.key_columns, config.amount,
-        TrailerTotals(*_trailer(config, plan)), rows,
+        TrailerTotals(*_trailer(config, plan)), config.reject_limit, input_rows=rows,
         on_proven=lambda: audit_writer.record_staging_proven(outcome.run_id))
 
     def record(conn: Connection, results: list[ReconciliationResult]) -> None:

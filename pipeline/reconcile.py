@@ -28,7 +28,14 @@ from pipeline.db.repositories import FinalRepository, StagingRepository
 from pipeline.db.tables import JobTables
 from pipeline.stages import CHECKS, MERGE, StageClock, maybe
 from recon import checks
-from recon.values import ROW, AggregatedMetrics, Evidence, ReconciliationResult, TrailerTotals
+from recon.values import (
+    ROW,
+    AggregatedMetrics,
+    Evidence,
+    ReconciliationResult,
+    RejectLimit,
+    TrailerTotals,
+)
 
 # writes the audit of a run that passed on the MERGE's connection, given every check
 Record = Callable[[Connection, list[ReconciliationResult]], None]
@@ -49,15 +56,18 @@ class ReconciliationOutcome:
 
 class ReconciliationService:
     def __init__(self, engine: Engine, tables: JobTables, key: tuple[str, ...], amount: str,
-                 trailer: TrailerTotals, input_rows: InputRows | None = None, *,
+                 trailer: TrailerTotals, reject_limit: RejectLimit | None = None, *,
+                 input_rows: InputRows | None = None,
                  on_proven: Callable[[], None] | None = None,
                  proven_at: datetime | None = None) -> None:
-        """``input_rows``: the input file again, to name the rows a column check finds
+        """``reject_limit``: the job's (config.reject_limit); None: the contract's 5%.
+        ``input_rows``: the input file again, to name the rows a column check finds
         changed, and to derive the processors' digests on `run --resume`. ``on_proven``
         is called once staging is proven to hold the processors' rows (the job notes it
         in BATCH_RUN); ``proven_at``, on a resume, is when the run proved it."""
         self.engine, self.tables = engine, tables
         self.key, self.amount, self.trailer = key, amount, trailer
+        self.reject_limit = reject_limit
         self.input_rows, self.on_proven, self.proven_at = input_rows, on_proven, proven_at
         self.evidence: list[Evidence] = []  # behind the failed column checks, so far
 
@@ -149,7 +159,8 @@ class ReconciliationService:
                 conn, self.tables, self.key, self.amount).count_and_amount(run_id)
             columns = self._staging_columns(conn, run_id, aggregated)
         return checks.in_order([*checks.load_checks(self.trailer, aggregated, staged,
-                                                    staged_amount), columns])
+                                                    staged_amount, self.reject_limit),
+                                columns])
 
     def _staging_columns(self, conn: Connection, run_id: str,
                          aggregated: AggregatedMetrics) -> ReconciliationResult:

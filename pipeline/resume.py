@@ -94,7 +94,7 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
                             "completed: nothing to resume from; run it again from its file")
     if row.staging_purged == "Y":
         raise ResumeRefused(f"the staging rows of run {run_id} were purged by a later run "
-                            "(database.keep_staging_runs): run it again from its file")
+                            "(tables.keep_staging_runs): run it again from its file")
     outcome.rejects = totals.metrics.total_errors
     if (outcome.run_dir / "rejects.txt").exists():
         outcome.reject_file = outcome.run_dir / "rejects.txt"
@@ -102,9 +102,12 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
     rows = InputRows(config, Path(row.input_path), row.input_sha256, run_id,
                      loader_for(tables, config.detail, config.amount, engine.dialect, 1))
     service = ReconciliationService(engine, tables, config.key_columns, config.amount,
-                                    totals.trailer, rows, proven_at=row.staging_proven_ts)
+                                    totals.trailer, config.reject_limit, input_rows=rows,
+                                    proven_at=row.staging_proven_ts)
     writer = AuditWriter(engine, tables, config.amount_field.scale)
-    _record_resume(engine, tables, run_id)  # before the checks: the report shows theirs
+    # RESUMED_TS is written with the resume's checks, never before them: a refused resume
+    # leaves the run exactly as it was
+    resumed = utc_now()
     merged_rows = _final_count(engine, tables, config, run_id)
     if merged_rows:
         # its MERGE committed but the run died before its audit: finish the audit only
@@ -122,7 +125,7 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
             outcome.message = (f"resumed from staging; all checks passed; {keys:,} keys "
                                f"merged into {config.final_table}")
             writer.finish_on(conn, run_id, outcome.status, outcome.exit_code,
-                             outcome.message, results, [])
+                             outcome.message, results, [], resumed=resumed)
 
         result = service.reconcile(run_id, totals.metrics, utc_now(), repeats=None,  # unknown
                                    record=record, lock=lock)
@@ -139,7 +142,7 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
         outcome.status, outcome.exit_code = SUCCEEDED, 0
         outcome.message = f"resumed from staging; all checks passed; {merged}"
     writer.finish_run(run_id, outcome.status, outcome.exit_code, outcome.message,
-                      outcome.results, [], evidence=outcome.evidence)
+                      outcome.results, [], resumed=resumed, evidence=outcome.evidence)
 
 
 def _refuse_unless_staging_matches(service: ReconciliationService, run_id: str,
@@ -201,8 +204,3 @@ def _final_checks(engine: Engine, tables: JobTables, config: JobConfig,
 def _staging(conn: Connection, tables: JobTables, config: JobConfig) -> StagingRepository:
     return StagingRepository(conn, tables, config.key_columns, config.amount)
 
-
-def _record_resume(engine: Engine, tables: JobTables, run_id: str) -> None:
-    t = tables.batch_run
-    with database_errors(engine, "recording the resume"), engine.begin() as conn:
-        conn.execute(t.update().where(t.c.run_id == run_id).values(resumed_ts=utc_now()))

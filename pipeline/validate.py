@@ -3,9 +3,11 @@ touching no database.
 
 The same planner and the same vectorized parser as a run, in this process (one pass over
 the file, no workers, no staging): what a run would reject, validate rejects, with the
-same reasons, into a reject file of its own. Exit codes as for `run`: 0 the trailer
-balances, 1 it does not (or a rejected amount makes it unprovable), 2 the file is not a
-header, details and a trailer.
+same reasons, into a reject file of its own, and the run's checks on the file alone: the
+trailer's count and amount, and the job's reject limit. Exit codes as for `run`: 0 they
+pass, 1 one fails (the trailer does not balance, a rejected amount makes it unprovable,
+more rejects than the limit or every record rejected), 2 the file is not a header,
+details and a trailer.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pipeline.errors import InputStructureError
 from pipeline.source import InputPlan, plan_job_input
 from pipeline.workers.processor import detail_batches_of, write_rejects
 from recon import checks
-from recon.checks import amount_check, count_check
+from recon.checks import amount_check, count_check, reject_limit_check
 from recon.values import ReconciliationResult
 
 log = logging.getLogger(__name__)
@@ -63,13 +65,14 @@ def validate_input(config: JobConfig, input_path: Path, out_dir: Path) -> Valida
     if found.misplaced:
         raise InputStructureError(f"{found.misplaced} header or trailer record(s) inside the "
                                   f"details (see {found.reject_file}): not a valid input")
-    found.results = trailer_checks(config, plan, found)
+    found.results = [*trailer_checks(config, plan, found),
+                     reject_limit_check(config.reject_limit, found.records_read, found.rejects)]
     return found
 
 
 def trailer_checks(config: JobConfig, plan: InputPlan,
                    found: Validation) -> list[ReconciliationResult]:
-    """The run's first two checks, on what this pass read."""
+    """The run's two trailer checks, on what this pass read."""
     count = plan.trailer[config.trailer_count]
     amount = plan.trailer[config.trailer_amount]
     unreadable = (f"{found.unreadable_amounts} rejected record(s) have an unreadable amount"
@@ -99,7 +102,8 @@ def format_validation(found: Validation, job_name: str, scale: int) -> str:
         lines.append(f"rejects  {found.rejects:,} -> {found.reject_file}")
         lines += reason_lines(reason_counts(found.reject_file))
     if found.exit_code == 0:
-        lines.append("OK: the file parses and its trailer balances; no database was touched")
+        lines.append("OK: the file parses and its trailer balances, its rejects within the "
+                      "limit; no database was touched")
     else:
         failed = ", ".join(r.check_name for r in found.results if not r.passed)
         lines.append(f"FAILED: {failed}; no database was touched")

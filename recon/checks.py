@@ -6,11 +6,19 @@ Pure: the figures come from the caller (pipeline.reconcile reads them from the d
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from decimal import ROUND_FLOOR, Decimal
 
-from recon.values import NOT_EVALUATED, AggregatedMetrics, ReconciliationResult, TrailerTotals
+from recon.values import (
+    NOT_EVALUATED,
+    AggregatedMetrics,
+    ReconciliationResult,
+    RejectLimit,
+    TrailerTotals,
+)
 
 SOURCE_TRAILER_COUNT = "source_trailer_count"
 SOURCE_TRAILER_AMOUNT = "source_trailer_amount"
+REJECT_LIMIT = "reject_limit"
 PROCESSED_TO_STAGING = "processed_to_staging"
 PROCESSED_TO_STAGING_AMOUNT = "processed_to_staging_amount"
 PROCESSED_TO_STAGING_COLUMNS = "processed_to_staging_columns"
@@ -19,7 +27,7 @@ STAGING_TO_FINAL = "staging_to_final"
 STAGING_TO_FINAL_AMOUNT = "staging_to_final_amount"
 STAGING_TO_FINAL_COLUMNS = "staging_to_final_columns"
 
-CHECK_ORDER = (SOURCE_TRAILER_COUNT, SOURCE_TRAILER_AMOUNT, PROCESSED_TO_STAGING,
+CHECK_ORDER = (SOURCE_TRAILER_COUNT, SOURCE_TRAILER_AMOUNT, REJECT_LIMIT, PROCESSED_TO_STAGING,
                PROCESSED_TO_STAGING_AMOUNT, PROCESSED_TO_STAGING_COLUMNS, WRITTEN_TO_STAGING,
                STAGING_TO_FINAL, STAGING_TO_FINAL_AMOUNT, STAGING_TO_FINAL_COLUMNS)
 # the checks that compare rows column by column: expected = rows compared, actual = rows
@@ -82,6 +90,46 @@ def not_evaluated(name: str, expected_count: int, reason: str) -> Reconciliation
                                 detail=f"{NOT_EVALUATED}: {reason}")
 
 
+def reject_limit_check(limit: RejectLimit, read: int, rejected: int) -> ReconciliationResult:
+    """Rejects within the job's limit: expected = the most this night may reject, actual =
+    records rejected. A night that read records and accepted none always fails, whatever
+    the limit: a feed whose every record fails (an upstream layout change) balances its
+    trailer, since rejects count as read, and would load nothing while "succeeding"."""
+    allowed, rule = allowed_rejects(limit, read)
+    share = f" ({_percent(rejected, read)})" if read else ""
+    detail = f"{rejected:,} of {read:,} records rejected{share}; limit {allowed:,}: {rule}"
+    if read and rejected >= read:
+        return ReconciliationResult(REJECT_LIMIT, allowed, rejected, False, is_limit=True,
+                                    detail=f"every record rejected, a night that loads "
+                                           f"nothing always fails: {detail}")
+    return ReconciliationResult(REJECT_LIMIT, allowed, rejected, rejected <= allowed,
+                                detail=detail, is_limit=True)
+
+
+def allowed_rejects(limit: RejectLimit, read: int) -> tuple[int, str]:
+    """The most records a night of ``read`` records may reject, and the setting that says
+    so: a rate is taken of the records read, rounded down; with both set, the smaller."""
+    by_count = limit.max_rejects
+    if limit.max_rate is None:
+        return (read, "no limit set") if by_count is None else (by_count, "control.max_rejects")
+    by_rate = int((limit.max_rate * read).to_integral_value(rounding=ROUND_FLOOR))
+    setting = f"control.max_reject_rate {limit.max_rate}"
+    if by_count is not None and by_count < by_rate:
+        return by_count, f"control.max_rejects ({setting} would allow {by_rate:,})"
+    also = "" if by_count is None else f"; control.max_rejects {by_count:,}"
+    return by_rate, f"{_rate_percent(limit.max_rate)} of the records read ({setting}{also})"
+
+
+def _percent(part: int, whole: int) -> str:
+    """``part`` of ``whole`` in per cent, exact to 2 decimals (rounded down)."""
+    share = (Decimal(part) * 100 / Decimal(whole)).quantize(Decimal("0.01"), ROUND_FLOOR)
+    return f"{share}%"
+
+
+def _rate_percent(rate: Decimal) -> str:
+    return f"{(rate * 100).normalize():f}%"
+
+
 def failure_summary(results: list[ReconciliationResult]) -> str:
     """"a, b" or "a, b (c, d not evaluated)": the checks that failed, then those that could
     not run because of them, so a skipped check never reads like a second cause."""
@@ -92,8 +140,10 @@ def failure_summary(results: list[ReconciliationResult]) -> str:
 
 
 def load_checks(trailer: TrailerTotals, a: AggregatedMetrics, staged: int,
-                staged_amount: int) -> list[ReconciliationResult]:
-    """The checks before the MERGE: trailer -> read -> staging, counts and amounts.
+                staged_amount: int,
+                limit: RejectLimit | None = None) -> list[ReconciliationResult]:
+    """The checks before the MERGE: trailer -> read -> staging, counts and amounts, and the
+    rejects within ``limit`` (default: the contract's, 5% of the records read).
 
     ``staged`` and ``staged_amount``: the run's rows in staging and their amount total.
     """
@@ -104,6 +154,7 @@ def load_checks(trailer: TrailerTotals, a: AggregatedMetrics, staged: int,
         count_check(SOURCE_TRAILER_COUNT, trailer.count, a.total_read),
         amount_check(SOURCE_TRAILER_AMOUNT, (trailer.count, a.total_read),
                      trailer.amount, None if unreadable else a.read_amount, unreadable),
+        reject_limit_check(limit or RejectLimit(), a.total_read, a.total_errors),
         count_check(PROCESSED_TO_STAGING, accepted, staged,
                     f"{a.total_read} read, {a.total_errors} rejected"),
         amount_check(PROCESSED_TO_STAGING_AMOUNT, (accepted, staged),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 # a run's status, as BATCH_RUN holds it
@@ -82,10 +83,14 @@ class ReconciliationResult:
     expected_amount: int | None = None
     actual_amount: int | None = None
     detail: str = ""
+    # the expected count is a most, not a figure to equal (reject_limit): the discrepancy
+    # is what exceeds it, so a check that passed always shows 0 (WHERE discrepancy <> 0)
+    is_limit: bool = False
 
     @property
     def discrepancy(self) -> int:
-        return self.actual_count - self.expected_count
+        over = self.actual_count - self.expected_count
+        return max(over, 0) if self.is_limit else over
 
     @property
     def amount_discrepancy(self) -> int | None:
@@ -118,6 +123,16 @@ class Evidence:
 
 
 ROW = "(row)"  # Evidence.column when a row is missing on one side
+
+
+@dataclass(frozen=True)
+class RejectLimit:
+    """How many rejects a night may have: a share of the records read (exact, e.g.
+    ``Decimal("0.05")``), a number of records, or both (the smaller wins); None: no such
+    bound. The job's ``control.max_reject_rate`` / ``control.max_rejects``."""
+
+    max_rate: Decimal | None = Decimal("0.05")
+    max_rejects: int | None = None
 
 
 @dataclass(frozen=True)

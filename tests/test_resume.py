@@ -3,6 +3,7 @@ its file, and is never merged twice; every other run is refused with a reason.""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -11,12 +12,17 @@ from sqlalchemy import Engine, text
 from pipeline.audit.reader import load_report, open_audit
 from pipeline.config import JobConfig
 from pipeline.errors import Interrupted
+from pipeline.explain import explain_run, format_explanation
 from pipeline.generate import generate_file
 from pipeline.job import run_job
+from pipeline.reporting.htmlpage import render_html
+from pipeline.reporting.jsondoc import report_document
+from pipeline.reporting.text import format_report
 from pipeline.resume import ResumeRefused, resume_run
 from recon import checks
 from tests.conftest import assert_final_matches, run_cli
-from tests.reference import expected_from_file
+from tests.reference import detail, expected_from_file, write_input
+from tests.test_explain import final_triggers
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -196,3 +202,114 @@ def test_an_interrupted_run_resumes(tmp_path: Path, job_config: JobConfig,
     assert resumed.exit_code == 0, resumed.message
     assert resumed.duplicates_collapsed == made.duplicates
     assert_final_matches(engine, config, expected_from_file(made.path))
+
+
+# -- a refused resume writes nothing; the audit never reads as less than it holds ----------
+
+
+def trailer_failed_run(tmp_path: Path, config: JobConfig) -> str:
+    """A run that failed its trailer check: every check in RECON_AUDIT, FINAL untouched."""
+    path = write_input(tmp_path / "off.dat", [detail(f"K{i}", 100 + i) for i in range(50)],
+                       count=49)
+    outcome = run_job(config.with_overrides(input_path=path))
+    assert (outcome.status, outcome.exit_code) == ("FAILED_RECON", 1), outcome.message
+    return outcome.run_id
+
+
+def audit_rows(engine: Engine, run_id: str) -> tuple[tuple, list[tuple]]:
+    """The run's BATCH_RUN row and RECON_AUDIT rows, every column."""
+    with engine.connect() as conn:
+        run = tuple(conn.execute(text("SELECT * FROM batch_run WHERE run_id = :r"),
+                                 {"r": run_id}).one())
+        recon = [tuple(r) for r in conn.execute(text(
+            "SELECT * FROM recon_audit WHERE run_id = :r ORDER BY recon_id"), {"r": run_id})]
+    return run, recon
+
+
+def assert_every_check_shown(config: JobConfig, run_id: str, failed: str) -> None:
+    """report (text, JSON, HTML) and explain show the run's checks, the failed one named."""
+    with open_audit(config.database_url) as audit_engine:
+        shown = load_report(audit_engine, run_id)
+        found = explain_run(config, audit_engine, run_id, replay=False)
+    assert [r.check_name for r in shown.results] == list(checks.CHECK_ORDER)
+    assert shown.checks_failed >= 1 and shown.earlier_results == []
+    doc = report_document(shown)
+    assert len(doc["checks"]) == len(checks.CHECK_ORDER) and doc["checks_failed"] >= 1
+    assert f"{failed} " in format_report(shown)
+    assert "No check was recorded" not in render_html(shown)
+    explained = format_explanation(found)
+    assert f"failed   {failed}" in explained and "no check was recorded" not in explained
+
+
+def test_a_refused_resume_writes_nothing(tmp_path: Path, job_config: JobConfig,
+                                         engine: Engine) -> None:
+    run_id = trailer_failed_run(tmp_path, job_config)
+    before = audit_rows(engine, run_id)
+
+    with pytest.raises(ResumeRefused, match="source_trailer_count"):
+        resume_run(job_config, run_id)
+
+    assert audit_rows(engine, run_id) == before  # RESUMED_TS included
+    assert_every_check_shown(job_config, run_id, checks.SOURCE_TRAILER_COUNT)
+
+
+def test_a_resumed_ts_without_checks_after_it_hides_no_check(
+        tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
+    run_id = trailer_failed_run(tmp_path, job_config)
+    # as an earlier version's refused resume left the run: RESUMED_TS after every check
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE batch_run SET resumed_ts = :t WHERE run_id = :r"),
+                     {"t": dt.datetime(2999, 1, 1), "r": run_id})
+
+    assert_every_check_shown(job_config, run_id, checks.SOURCE_TRAILER_COUNT)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_shows_its_checks_and_the_attempt_before(
+        tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
+    first = generate_file(tmp_path / "first.dat", 50, seed=2)
+    assert run_job(job_config.with_overrides(input_path=first.path)).exit_code == 0
+    final_triggers(engine)  # FINAL alters K7 and drops K9: the checks after the MERGE fail
+    path = write_input(tmp_path / "in.dat", [detail(f"K{i}", 100 + i) for i in range(40)])
+    failed = run_job(job_config.with_overrides(input_path=path))
+    assert failed.exit_code == 1, failed.message
+    drop_final_triggers(engine)
+
+    assert resume_run(job_config, failed.run_id).exit_code == 0
+
+    with open_audit(job_config.database_url) as audit_engine:
+        shown = load_report(audit_engine, failed.run_id)
+    assert [r.passed for r in shown.results] == [True] * len(checks.CHECK_ORDER)
+    assert [r.check_name for r in shown.earlier_results] == list(checks.CHECK_ORDER)
+    assert not all(r.passed for r in shown.earlier_results)
+    doc = report_document(shown)
+    assert doc["checks_failed"] == 0 and len(doc["earlier_checks"]) == len(checks.CHECK_ORDER)
+    assert "before `run --resume`" in format_report(shown)
+    assert 'id="earlier-checks"' in render_html(shown)
+
+
+def drop_final_triggers(engine: Engine) -> None:
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(text("DROP TRIGGER alter_k7"))
+            conn.execute(text("DROP TRIGGER drop_k9"))
+        else:
+            conn.execute(text("DROP TRIGGER meddle ON transactions"))
+
+
+def test_resume_of_a_purged_run_names_the_setting(tmp_path: Path, job_config: JobConfig,
+                                                  engine: Engine) -> None:
+    def interrupt(_eng: Engine, _run_id: str) -> None:
+        raise Interrupted("interrupted by signal SIGTERM")
+
+    config = job_config.with_overrides(keep_staging_runs=1)
+    made = generate_file(tmp_path / "a.dat", 200, seed=3)
+    stopped = run_job(config.with_overrides(input_path=made.path), after_load=interrupt)
+    assert stopped.exit_code == 3
+    later = generate_file(tmp_path / "b.dat", 200, seed=4)
+    assert run_job(config.with_overrides(input_path=later.path)).exit_code == 0  # purges
+
+    with pytest.raises(ResumeRefused, match="were purged") as refused:
+        resume_run(config, stopped.run_id)
+
+    assert "(tables.keep_staging_runs)" in str(refused.value)

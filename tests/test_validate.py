@@ -17,6 +17,14 @@ from tests.reference import detail, write_input
 pytestmark = pytest.mark.timeout(120)
 
 
+def reason_groups(stdout: str) -> list[str]:
+    """The rejects' lines per reason: those indented under the ``rejects`` line (a check's
+    detail is indented too, above it)."""
+    lines = stdout.splitlines()
+    start = next(i for i, x in enumerate(lines) if x.startswith("rejects  "))
+    return [x for x in lines[start + 1:] if x.startswith("    ")]
+
+
 def reject_file(done: subprocess.CompletedProcess[str], cwd: Path) -> Path:
     line = next(x for x in done.stdout.splitlines() if x.startswith("rejects  "))
     return cwd / line.split(" -> ")[1]
@@ -33,7 +41,7 @@ def test_validate_rejects_what_a_run_rejects_and_touches_no_database(tmp_path: P
     assert f"{made.rejects:,} rejected" in done.stdout
     assert not list(tmp_path.rglob("*.db")), "validate created a database"
     # grouped by reason, the counts add up to the rejects
-    groups = [x for x in done.stdout.splitlines() if x.startswith("    ")]
+    groups = reason_groups(done.stdout)
     assert sum(int(g.split()[0].replace(",", "")) for g in groups) == made.rejects
     assert all("'" not in g.split("  ")[-1] or "is not 'D'" in g for g in groups)
 
@@ -79,7 +87,7 @@ def test_validate_a_copybook_job_groups_binary_reasons(tmp_path: Path) -> None:
 
     assert done.returncode == 0, done.stderr
     assert f"{made.rejects:,} rejected" in done.stdout
-    groups = [x for x in done.stdout.splitlines() if x.startswith("    ")]
+    groups = reason_groups(done.stdout)
     # a hex dump and a byte offset are the record's own: equal faults count together
     assert len(groups) <= 8 and "byte offset" not in done.stdout
     assert sum(int(g.split()[0]) for g in groups) == made.rejects

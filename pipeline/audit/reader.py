@@ -6,7 +6,7 @@ shows them at the job's scale when that is exact, so ``12.50`` does not read ``1
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +20,7 @@ from pipeline.db.engine import database_errors, make_engine, parse_url, safe_url
 from pipeline.errors import ConfigError
 from pipeline.metrics.aggregator import PROCESSOR
 from pipeline.stages import STAGES
+from recon import checks
 from recon.values import Evidence, ReconciliationResult, WorkerMetrics
 
 
@@ -56,6 +57,9 @@ class RunReport:
     scale: int
     results: list[ReconciliationResult]
     workers: list[WorkerMetrics]
+    # the checks of the attempts a `run --resume` superseded, oldest first: still held in
+    # RECON_AUDIT, so still shown, apart from the last attempt's
+    earlier_results: list[ReconciliationResult] = field(default_factory=list)
 
     @property
     def checks_failed(self) -> int:
@@ -156,14 +160,13 @@ def load_report(engine: Engine, run_id: str | None = None,
             raise AuditNotFound(f"no run {run_id} in {safe_url(engine.url)} "
                                 "(`pipeline runs` lists them)")
         checks_of_run = select(t.recon_audit).where(t.recon_audit.c.run_id == run_id)
-        if run.resumed_ts is not None:  # `run --resume` recorded the checks again: theirs
-            checks_of_run = checks_of_run.where(t.recon_audit.c.check_ts >= run.resumed_ts)
-        checks = conn.execute(checks_of_run.order_by(t.recon_audit.c.recon_id)).all()
+        held = conn.execute(checks_of_run.order_by(t.recon_audit.c.recon_id)).all()
         workers = conn.execute(select(t.worker_audit)
                                .where(t.worker_audit.c.run_id == run_id)
                                .order_by(t.worker_audit.c.worker_id)).all()
+    decided, earlier = last_attempt(held)
     read = sum(w.records_processed for w in workers if w.worker_type == PROCESSOR)
-    amounts = [a for c in checks for a in (c.expected_amt, c.actual_amt)] + \
+    amounts = [a for c in held for a in (c.expected_amt, c.actual_amt)] + \
         [w.amount for w in workers]
     wanted = (job_scales or {}).get(run.job_name)
     # another job's run: its config is not at hand, so the fewest decimals (at least the
@@ -173,9 +176,25 @@ def load_report(engine: Engine, run_id: str | None = None,
     return RunReport(
         run=_run_row({**run._mapping, "records_read": read if workers else None}),
         scale=shown,
-        results=[_result(c, shown) for c in checks],
+        results=[_result(c, shown) for c in decided],
         workers=[_worker(w, shown) for w in workers],
+        earlier_results=[_result(c, shown) for c in earlier],
     )
+
+
+def last_attempt(rows: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    """The RECON_AUDIT rows (in RECON_ID order) of the run's last attempt, and the rest.
+
+    A run, and each `run --resume` of it that got as far as its checks, commits all its
+    checks at once with one CHECK_TS (AuditWriter.finish_on): the latest rows are the
+    attempt that decided the run's status. Told apart by what RECON_AUDIT holds, never by
+    BATCH_RUN.RESUMED_TS: a refused resume of an earlier version set that without adding
+    a check, and filtering on it then showed a run with 7 checks as one with none.
+    """
+    if not rows:
+        return [], []
+    last = rows[-1].check_ts
+    return ([r for r in rows if r.check_ts == last], [r for r in rows if r.check_ts != last])
 
 
 def _exact_scale(amounts: list[int | None], wanted: int) -> int:
@@ -202,7 +221,8 @@ def _result(row: Any, scale: int) -> ReconciliationResult:
         check_name=row.check_name, expected_count=row.expected_cnt,
         actual_count=row.actual_cnt, passed=row.passed == "Y",
         expected_amount=from_audit(row.expected_amt, scale),
-        actual_amount=from_audit(row.actual_amt, scale), detail=row.detail or "")
+        actual_amount=from_audit(row.actual_amt, scale), detail=row.detail or "",
+        is_limit=row.check_name == checks.REJECT_LIMIT)
 
 
 def _worker(row: Any, scale: int) -> WorkerMetrics:

@@ -89,11 +89,13 @@ class AuditWriter:
     def finish_run(self, run_id: str, status: str, exit_code: int, message: str,
                    results: Sequence[ReconciliationResult],
                    workers: Sequence[WorkerMetrics],
-                   stages: Mapping[str, int] | None = None,
+                   stages: Mapping[str, int] | None = None, *,
+                   resumed: datetime | None = None,
                    evidence: Sequence[Evidence] = ()) -> str:
         """Commit the end of a run that did not pass in a transaction of its own; returns
         the status BATCH_RUN holds now (SUCCEEDED if the MERGE's transaction committed).
-        ``stages``: milliseconds per stage name (pipeline.stages), kept in BATCH_RUN."""
+        ``stages``: milliseconds per stage name (pipeline.stages), kept in BATCH_RUN;
+        ``resumed``: when the `run --resume` writing this end started (RESUMED_TS)."""
         with database_errors(self.engine, "committing the audit"), self.engine.begin() as c:
             t = self.tables.batch_run
             row = c.execute(select(t.c.status).where(t.c.run_id == run_id)
@@ -103,7 +105,8 @@ class AuditWriter:
                 # the MERGE's transaction, audit included, did commit (its reply was lost):
                 # that is the truth, and what FINAL holds
                 return committed
-            self.finish_on(c, run_id, status, exit_code, message, results, workers, stages)
+            self.finish_on(c, run_id, status, exit_code, message, results, workers, stages,
+                           resumed=resumed)
             if evidence:
                 c.execute(self.tables.recon_evidence.insert(),
                           [_evidence_row(run_id, i, e) for i, e in enumerate(evidence)])
@@ -112,10 +115,16 @@ class AuditWriter:
     def finish_on(self, c: Connection, run_id: str, status: str, exit_code: int, message: str,
                   results: Sequence[ReconciliationResult],
                   workers: Sequence[WorkerMetrics],
-                  stages: Mapping[str, int] | None = None) -> None:
-        """The run's end, written on ``c`` in the caller's transaction (the MERGE's)."""
+                  stages: Mapping[str, int] | None = None, *,
+                  resumed: datetime | None = None) -> None:
+        """The run's end, written on ``c`` in the caller's transaction (the MERGE's).
+
+        Every check row gets the same CHECK_TS: the audit reader tells one attempt's checks
+        from a later `run --resume`'s by it. A resume's RESUMED_TS commits with its checks.
+        """
         t = self.tables
         now = utc_now()
+        resume = {} if resumed is None else {"resumed_ts": resumed}
         if results:
             c.execute(t.recon_audit.insert(), [self._check_row(run_id, r, now)
                                                for r in results])
@@ -123,7 +132,7 @@ class AuditWriter:
             c.execute(t.worker_audit.insert(), [self._worker_row(run_id, w)
                                                 for w in workers])
         c.execute(t.batch_run.update().where(t.batch_run.c.run_id == run_id).values(
-            status=status, end_ts=now, exit_code=exit_code, message=message[:1000],
+            status=status, end_ts=now, exit_code=exit_code, message=message[:1000], **resume,
             **{f"{name}_ms": ms for name, ms in (stages or {}).items()}))
 
     def _amount(self, minor: int | None) -> int | None:

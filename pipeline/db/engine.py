@@ -3,6 +3,7 @@ pipeline.db.backends) and says so safely."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,12 +33,85 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
+MASK = "***"
+_SENTINEL = "PIPELINEMASKEDSECRET"  # letters only: URL quoting leaves it as it is
+# A query key names a secret when it contains one of these (psycopg/libpq: password,
+# sslpassword; python-oracledb: password, newpassword, wallet_password, access_token;
+# other drivers' passwd, pwd, client_secret, api_key...), or is one of the short forms.
+_SECRET_WORDS = ("password", "passwd", "pwd", "passphrase", "secret", "token", "credential",
+                 "apikey", "api_key", "private_key")
+_SECRET_KEYS = frozenset({"pass", "pw", "psw", "auth"})
+# a secret inside a value: a nested URL's user:password@ (libpq takes a whole connection
+# URI as dbname; oracledb an https_proxy), or a key=value conninfo ("password=x host=h")
+_NESTED_USERINFO = re.compile(r"(://[^/?#@\s:]*:)([^/?#@\s]+)(@)")
+_NESTED_PAIR = re.compile(r"([A-Za-z_][\w-]*)(\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&;]+)")
+
+
+def secret_key(key: str) -> bool:
+    """Whether a URL query key names a secret (a password, a key's passphrase, a token)."""
+    name = key.lower().replace("-", "_")
+    return name in _SECRET_KEYS or any(word in name for word in _SECRET_WORDS)
+
+
+def _mask_nested(value: str, mask: str = MASK) -> str:
+    value = _NESTED_USERINFO.sub(rf"\1{mask}\3", value)
+    return _NESTED_PAIR.sub(lambda m: m[1] + m[2] + mask if secret_key(m[1]) else m[0], value)
+
+
 def safe_url(url: str | URL) -> str:
-    """The URL as logs and messages may show it: never the password."""
+    """The URL as logs, summaries, reports and messages may show it: every secret it
+    carries masked, the password of ``user:password@`` and of any query parameter alike
+    (``?password=``, ``?sslpassword=``, ``?wallet_password=``...). The one place a
+    database URL is turned into text for people."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except ArgumentError:
         return "<unparseable database URL>"
+    # rendering quotes the values: a placeholder that quoting leaves alone becomes the mask
+    masked = parsed.set(query={key: tuple(_SENTINEL if secret_key(key) else
+                                          _mask_nested(v, _SENTINEL) for v in _values(raw))
+                               for key, raw in parsed.query.items()})
+    if parsed.database and not _is_file(parsed):  # libpq reads a dbname with "=" as conninfo
+        masked = masked.set(database=_mask_nested(parsed.database, _SENTINEL))
+    return masked.render_as_string(hide_password=True).replace(_SENTINEL, MASK)
+
+
+def url_secrets(url: str | URL) -> list[str]:
+    """Every secret the URL carries, longest first: what a driver's message must not
+    repeat (``database_errors`` masks them there)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return []
+    found = {str(parsed.password)} if parsed.password else set()
+    nested = [(key, v) for key, raw in parsed.query.items() for v in _values(raw)]
+    if parsed.database and not _is_file(parsed):
+        nested.append(("database", parsed.database))
+    for key, value in nested:
+        if secret_key(key):
+            found.add(value)
+        found.update(m[2] for m in _NESTED_USERINFO.finditer(value))
+        found.update(m[3].strip("'") for m in _NESTED_PAIR.finditer(value) if secret_key(m[1]))
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
+def mask_secrets(text: str, url: str | URL) -> str:
+    """``text`` with every secret of ``url`` masked (a driver may quote a parameter)."""
+    for secret in url_secrets(url):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def _is_file(url: URL) -> bool:
+    """A database that is a file (SQLite): its path is a path, never a conninfo."""
+    try:
+        return backend_for(url.get_backend_name()).database_file(url) is not None
+    except ValueError:
+        return False
+
+
+def _values(raw: str | tuple[str, ...]) -> tuple[str, ...]:
+    return raw if isinstance(raw, tuple) else (raw,)
 
 
 @dataclass(frozen=True)
@@ -136,8 +210,6 @@ def database_errors(engine: Engine | URL | str, doing: str) -> Iterator[None]:
         cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         backend = _backend_of(target)
         cause = backend.classify(cause) if backend is not None else cause
-        password = make_url(target).password if not isinstance(target, URL) else target.password
-        if password:
-            cause = cause.replace(str(password), "***")
+        cause = mask_secrets(cause, target)
         raise DatabaseFailure(f"database error while {doing} on {safe_url(target)}: "
                               f"{cause}") from exc

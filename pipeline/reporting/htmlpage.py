@@ -49,7 +49,9 @@ def render_html(report: RunReport, rejects: list[tuple[str, int]] | None = None,
         _facts(report),
         "<h2>Checks</h2>",
         _checks_table(report.results, report.scale),
+        *_earlier_section(report),
         *_explain_section(explanation),
+        *_rejected_section(explanation),
         *_rejects_section(rejects),
         "<h2>Stages and workers</h2>",
         _timeline(report.workers, run.end_ts, run.stages, run.start_ts),
@@ -83,7 +85,16 @@ def _td(value: str, numeric: bool = False, cls: str = "") -> str:
     return f"<td{attr}>{escape(value)}</td>"
 
 
-def _checks_table(results: list[ReconciliationResult], scale: int) -> str:
+def _earlier_section(report: RunReport) -> list[str]:
+    """The checks a `run --resume` superseded: RECON_AUDIT holds them, the page shows them."""
+    if not report.earlier_results:
+        return []
+    return ["<h2>Checks of earlier attempts (before <code>run --resume</code>)</h2>",
+            _checks_table(report.earlier_results, report.scale, "earlier-checks")]
+
+
+def _checks_table(results: list[ReconciliationResult], scale: int,
+                  table_id: str = "checks") -> str:
     def money(v: int | None) -> str:
         return "?" if v is None else format_minor(v, scale)
 
@@ -102,7 +113,7 @@ def _checks_table(results: list[ReconciliationResult], scale: int) -> str:
         rows.append(f'<tr class="{"pass" if r.passed else "fail"}">' + _td(r.check_name)
                     + "".join(_td(c, numeric=True) for c in cells)
                     + _td("Y" if r.passed else "N", cls="ok") + _td(r.detail) + "</tr>")
-    return _table("checks", ["check", "expected", "actual", "discrepancy", "passed", "detail"],
+    return _table(table_id, ["check", "expected", "actual", "discrepancy", "passed", "detail"],
                   rows)
 
 
@@ -189,6 +200,18 @@ def _rejects_section(rejects: list[tuple[str, int]] | None) -> list[str]:
     rows = ["<tr>" + _td(f"{count:,}", numeric=True) + _td(reason) + "</tr>"
             for reason, count in rejects]
     return ["<h2>Rejects by reason</h2>", _table("rejects", ["records", "reason"], rows)]
+
+
+def _rejected_section(explanation: dict[str, Any] | None) -> list[str]:
+    """reject_limit failed: where every reject is, and the first of them."""
+    rejects = (explanation or {}).get("rejects")
+    if not rejects:
+        return []
+    rows = ["<tr>" + _td(f"{r['source_line']:,}", numeric=True) + _td(r["reason"]) + "</tr>"
+            for r in rejects["records"]]
+    return ["<h2>Rejected records (over the reject limit)</h2>",
+            f"<p>Every rejected record, with its reason: <code>{escape(rejects['file'])}"
+            "</code></p>", _table("rejected", ["line", "reason"], rows)]
 
 
 def _explain_section(explanation: dict[str, Any] | None) -> list[str]:

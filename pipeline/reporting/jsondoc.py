@@ -23,6 +23,8 @@ def report_document(report: RunReport, rejects: list[tuple[str, int]] | None = N
         "amount_scale": report.scale,
         "checks_failed": report.checks_failed,
         "checks": [_check(r, report.scale) for r in report.results],
+        # the checks of attempts a `run --resume` superseded (RECON_AUDIT keeps them)
+        "earlier_checks": [_check(r, report.scale) for r in report.earlier_results],
         "workers": [_worker(w, report.scale) for w in report.workers],
         "rejects_by_reason": [{"reason": reason, "records": count}
                               for reason, count in rejects or []],

@@ -22,6 +22,9 @@ def format_report(report: RunReport) -> str:
         *stage_lines(run.stages),
     ]
     lines += check_lines(report.results, report.scale)
+    if report.earlier_results:  # superseded by `run --resume`, still held: still shown
+        lines += ["", "earlier  checks of the attempt(s) before `run --resume`, superseded"]
+        lines += check_lines(report.earlier_results, report.scale)[1:]
     lines += worker_lines(report.workers, report.scale)
     lines += ["", f"message  {run.message}" if run.message else "message  -"]
     return "\n".join(lines)

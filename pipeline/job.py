@@ -334,7 +334,7 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
     service = ReconciliationService(
         engine, tables, config.key_columns, config.amount,
         TrailerTotals(*_trailer(config, plan)), config.reject_limit, input_rows=rows,
-        on_proven=lambda: audit_writer.record_staging_proven(outcome.run_id))
+        on_proven=lambda: _proven(outcome))
 
     def record(conn: Connection, results: list[ReconciliationResult]) -> None:
         """The audit of a run that passed, in the MERGE's transaction (one commit)."""
@@ -361,6 +361,12 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
         outcome.status, outcome.exit_code = FAILED_RECONCILIATION, 1
         outcome.message = f"reconciliation failed: {failed}; FINAL unchanged"
         log.warning("reconciliation failed: %s; no merge", failed)
+
+
+def _proven(outcome: RunOutcome) -> None:
+    """Staging holds the processors' rows: a failed run's audit says when, for a resume
+    without the input file."""
+    outcome.staging_proven = utc_now()
 
 
 def _trailer(config: JobConfig, plan: InputPlan) -> tuple[int, int]:
@@ -402,7 +408,8 @@ def _record_end(outcome: RunOutcome, audit_writer: AuditWriter, stages: StageClo
                                                  outcome.exit_code, outcome.message,
                                                  outcome.results, outcome.workers,
                                                  stages=outcome.stages,
-                                                 evidence=outcome.evidence)
+                                                 evidence=outcome.evidence,
+                                                 staging_proven=outcome.staging_proven)
         except PipelineError as exc:
             if not interrupts.requested():
                 raise
@@ -413,7 +420,8 @@ def _record_end(outcome: RunOutcome, audit_writer: AuditWriter, stages: StageClo
                                              outcome.exit_code, outcome.message,
                                              outcome.results, outcome.workers,
                                              stages=outcome.stages,
-                                             evidence=outcome.evidence)
+                                             evidence=outcome.evidence,
+                                             staging_proven=outcome.staging_proven)
         if status == SUCCEEDED and outcome.status != SUCCEEDED:
             outcome.status, outcome.exit_code = status, 0
             outcome.message = ("the MERGE and its audit had committed before the run failed "

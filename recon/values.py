@@ -157,6 +157,7 @@ class RunOutcome:
     run_dir: Path
     results: list[ReconciliationResult] = field(default_factory=list)
     evidence: list[Evidence] = field(default_factory=list)  # behind failed column checks
+    staging_proven: datetime | None = None  # when staging proved to hold the processors' rows
     workers: list[WorkerMetrics] = field(default_factory=list)
     metrics: AggregatedMetrics | None = None
     duplicates_collapsed: int = 0

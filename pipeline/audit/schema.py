@@ -147,8 +147,9 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table, Table]
         Column("accepted_amt", money),
         Column("unreadable_cnt", BigInteger),
         Column("resumed_ts", Timestamp),  # the last `run --resume` of this run
-        # when processed_to_staging_columns proved staging held the processors' rows: a
-        # resume without the input file can say so, not prove it again
+        # when processed_to_staging_columns proved staging held the processors' rows (kept
+        # by a run that failed after it): a resume without the input file can say so,
+        # not prove it again
         Column("staging_proven_ts", Timestamp),
         # where the run's process lives: a later run marks it ABENDED only once that
         # process is provably gone (pipeline.audit.writer.AuditWriter.close_abandoned_runs)

@@ -56,15 +56,6 @@ class AuditWriter:
         with database_errors(self.engine, "recording the load totals"), self.engine.begin() as c:
             c.execute(t.update().where(t.c.run_id == run_id).values(**values))
 
-    def record_staging_proven(self, run_id: str) -> None:
-        """Staging holds the processors' rows, proven now: a `run --resume` without the
-        input file can only say so (pipeline.reconcile)."""
-        t = self.tables.batch_run
-        with database_errors(self.engine, "recording the staging proof"), \
-                self.engine.begin() as c:
-            c.execute(t.update().where(t.c.run_id == run_id).values(
-                staging_proven_ts=utc_now()))
-
     def close_abandoned_runs(self, job_name: str, run_id: str) -> int:
         """Mark the job's earlier runs still RUNNING as ABENDED, once provably dead.
 
@@ -91,7 +82,8 @@ class AuditWriter:
                    workers: Sequence[WorkerMetrics],
                    stages: Mapping[str, int] | None = None, *,
                    resumed: datetime | None = None,
-                   evidence: Sequence[Evidence] = ()) -> str:
+                   evidence: Sequence[Evidence] = (),
+                   staging_proven: datetime | None = None) -> str:
         """Commit the end of a run that did not pass in a transaction of its own; returns
         the status BATCH_RUN holds now (SUCCEEDED if the MERGE's transaction committed).
         ``stages``: milliseconds per stage name (pipeline.stages), kept in BATCH_RUN;
@@ -106,7 +98,7 @@ class AuditWriter:
                 # that is the truth, and what FINAL holds
                 return committed
             self.finish_on(c, run_id, status, exit_code, message, results, workers, stages,
-                           resumed=resumed)
+                           resumed=resumed, staging_proven=staging_proven)
             if evidence:
                 c.execute(self.tables.recon_evidence.insert(),
                           [_evidence_row(run_id, i, e) for i, e in enumerate(evidence)])
@@ -116,15 +108,20 @@ class AuditWriter:
                   results: Sequence[ReconciliationResult],
                   workers: Sequence[WorkerMetrics],
                   stages: Mapping[str, int] | None = None, *,
-                  resumed: datetime | None = None) -> None:
+                  resumed: datetime | None = None,
+                  staging_proven: datetime | None = None) -> None:
         """The run's end, written on ``c`` in the caller's transaction (the MERGE's).
 
         Every check row gets the same CHECK_TS: the audit reader tells one attempt's checks
         from a later `run --resume`'s by it. A resume's RESUMED_TS commits with its checks.
+        ``staging_proven``: when processed_to_staging_columns proved staging held the
+        processors' rows, for a later resume without the input file.
         """
         t = self.tables
         now = utc_now()
         resume = {} if resumed is None else {"resumed_ts": resumed}
+        if staging_proven is not None:
+            resume["staging_proven_ts"] = staging_proven
         if results:
             c.execute(t.recon_audit.insert(), [self._check_row(run_id, r, now)
                                                for r in results])

@@ -212,7 +212,7 @@ def test_report_json_shows_the_check_and_the_rejects(tmp_path: Path, job_config:
 
     check = next(c for c in doc["checks"] if c["check_name"] == "reject_limit")
     assert (check["expected"], check["actual"], check["passed"]) == (2, 10, False)
-    assert doc["checks_failed"] == 3  # it, and the two checks the MERGE's skip left
+    assert doc["checks_failed"] == 4  # it, and the three checks the MERGE's skip left
     assert doc["explain"]["rejects"]["by_reason"][0]["records"] == 10
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -155,29 +156,23 @@ def _joined(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-COPY_OUT_CHUNK = 8 << 20  # bytes of COPY text digested at a time
+COPY_OUT_ROWS = 100_000  # rows of COPY text digested at a time
 
 
 def _copy_out(connection: Connection, staging: Table, run_id: str) -> Iterator[bytes]:
-    """The run's staging rows as the loader wrote them (COPY text, whole lines), a few
-    MB at a time: the same columns in the same order, dates in ISO, text in UTF-8."""
+    """The run's staging rows as the loader wrote them (COPY text, whole lines),
+    ``COPY_OUT_ROWS`` at a time: the same columns in the same order, dates in ISO, text
+    in UTF-8."""
     rows = select(*staging.columns).where(staging.c.run_id == run_id)
     query = rows.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
     connection.exec_driver_sql("SET LOCAL DateStyle = 'ISO'")
     connection.exec_driver_sql("SET LOCAL client_encoding = 'UTF8'")
     cursor = connection.connection.cursor()
     try:
-        parts: list[bytes] = []
-        size = 0
         with cursor.copy(f"COPY ({query}) TO STDOUT") as copy:
-            for data in copy:  # whole rows, as the server sends them
-                parts.append(bytes(data))
-                size += len(data)
-                if size >= COPY_OUT_CHUNK:
-                    yield b"".join(parts)
-                    parts, size = [], 0
-        if parts:
-            yield b"".join(parts)
+            rows = iter(copy)  # whole rows, one at a time, as the server sends them
+            while chunk := b"".join(islice(rows, COPY_OUT_ROWS)):
+                yield chunk
     finally:
         cursor.close()
 

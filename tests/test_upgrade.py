@@ -40,6 +40,8 @@ def test_every_upgrade_script_adds_the_same_columns() -> None:
     assert scripts["sqlite"] == scripts["postgresql"] == scripts["oracle"]
     assert ("job_lock", "run_id") in scripts["sqlite"]
     assert ("batch_run", "audit_ms") in scripts["sqlite"]
+    assert {("batch_run", "business_date"), ("batch_run", "rerun"),
+            ("batch_run", "allow_older")} <= scripts["sqlite"]
 
 
 def _statements(dialect: str) -> list[str]:

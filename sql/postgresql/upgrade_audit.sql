@@ -1,6 +1,8 @@
 -- Audit tables created by an earlier version (before the job lock's fencing token, the
--- run's host and pid, and the stage times): adds the columns, keeps every row. Run it once;
--- the job refuses to start (exit 2, naming this file) while a column is missing.
+-- run's host and pid, the stage times, and the job instance's business date and
+-- overrides): adds the columns, keeps every row. Run it once: the job refuses to start
+-- (exit 2, naming this file) while a column is missing. A table that already has some of
+-- them: run only the statements of the columns it lacks.
 ALTER TABLE job_lock ADD COLUMN run_id VARCHAR(50);
 ALTER TABLE batch_run ADD COLUMN host VARCHAR(255);
 ALTER TABLE batch_run ADD COLUMN pid INTEGER;
@@ -9,3 +11,6 @@ ALTER TABLE batch_run ADD COLUMN load_ms BIGINT;
 ALTER TABLE batch_run ADD COLUMN checks_ms BIGINT;
 ALTER TABLE batch_run ADD COLUMN merge_ms BIGINT;
 ALTER TABLE batch_run ADD COLUMN audit_ms BIGINT;
+ALTER TABLE batch_run ADD COLUMN business_date DATE;
+ALTER TABLE batch_run ADD COLUMN rerun CHAR(1);
+ALTER TABLE batch_run ADD COLUMN allow_older CHAR(1);

@@ -1,7 +1,14 @@
 """The run: its steps in order, its status, its run id.
 
-plan the input -> record the run -> parse and load with the workers -> aggregate the
-metrics bus -> reconcile (MERGE only if balanced) -> commit the audit -> exit code.
+take the job's lock -> record the run -> plan the input -> parse and load with the
+workers -> aggregate the metrics bus -> reconcile (MERGE only if balanced) -> commit the
+audit -> exit code.
+
+The lock comes first: a second run of the job is refused (exit 3) at once, before it
+reads or writes anything of the database. Its BATCH_RUN row (REFUSED) is written only if
+that can be done without waiting: on SQLite, while the first run is writing (its load
+commits, its MERGE) the database is write-locked, and the refusal is then told by the
+log and the summary alone, never by a run left waiting on the first one.
 """
 
 from __future__ import annotations
@@ -11,14 +18,17 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import multiprocess as mp
 from sqlalchemy import Connection, Engine
 
 from pipeline import interrupts
+from pipeline.audit import history
 from pipeline.audit.schema import utc_now
 from pipeline.audit.writer import AuditWriter
 from pipeline.config import JobConfig
@@ -73,6 +83,9 @@ if TYPE_CHECKING:
 
 SAMPLE_RECORDS = 100_000
 AfterLoad = Callable[[Engine, str], None]
+# a refused run reads and writes only what the database gives without waiting: SQLite's
+# busy wait (or PostgreSQL's lock wait) would hold it until the run it refuses let go
+NO_WAIT = Timeouts(lock=0.05, statement=30.0)
 log = logging.getLogger(__name__)
 
 
@@ -154,8 +167,9 @@ def _ticks(on_tick: Callable[[MetricsBus], None] | None,
     return both
 
 
-def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: AfterLoad | None,
-         on_tick: Callable[[MetricsBus], None] | None, progress: Progress | None) -> None:
+def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
+         after_load: AfterLoad | None, on_tick: Callable[[MetricsBus], None] | None,
+         progress: Progress | None) -> None:
     stages = StageClock(progress)
     profile = profile_for(parse_url(config.database_url).get_backend_name())
     processors = config.processors
@@ -166,13 +180,12 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
     interrupts.register_engine(engine)  # a signal cancels the parent's statements
     audit_writer = AuditWriter(engine, tables, config.amount_field.scale)
     try:
-        with stages.stage(PLAN):
-            plan = _plan_or_record(config, outcome, engine, tables, audit_writer, started,
-                                   processors)
-        interrupts.check()
-        if progress is not None:
-            progress.total(plan.detail_lines)
-        with job_lock(engine, tables.job_lock, config.name, outcome.run_id) as lock:
+        with _locked(config, outcome, engine, tables, started) as lock:
+            with stages.stage(PLAN):
+                plan = _record_and_plan(config, outcome, audit_writer, started, processors)
+            interrupts.check()
+            if progress is not None:
+                progress.total(plan.detail_lines)
             abandoned = audit_writer.close_abandoned_runs(config.name, outcome.run_id)
             if abandoned:
                 log.warning("%d earlier run(s) of %s never ended: marked ABENDED", abandoned,
@@ -214,19 +227,67 @@ def _purge_staging(config: JobConfig, engine: Engine, tables: JobTables, run_id:
                  config.keep_staging_runs)
 
 
-def _plan_or_record(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables,
-                    audit_writer: AuditWriter, started: Any, processors: int) -> InputPlan:
-    """Plan the input; the run is recorded in BATCH_RUN even when the input is refused."""
+@contextmanager
+def _locked(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables,
+            started: datetime) -> Iterator[HeldLock]:
+    """The job's lock, asked for before the run writes anything (SQLite: before it reads
+    anything); a run refused it says which run holds it (see the module)."""
+    lock_needs_tables = profile_for(engine.dialect).lock_needs_tables
+    if lock_needs_tables:  # the lock is a row of JOB_LOCK
+        create_missing_tables(engine, tables)
+    with ExitStack() as held:
+        try:
+            lock = held.enter_context(job_lock(engine, tables.job_lock, config.name,
+                                               outcome.run_id))
+        except JobAlreadyRunning as exc:
+            raise _refusal(config, outcome, tables, started, str(exc)) from None
+        if not lock_needs_tables:
+            create_missing_tables(engine, tables)
+        yield lock
+
+
+def _refusal(config: JobConfig, outcome: RunOutcome, tables: JobTables, started: datetime,
+             refused: str) -> JobAlreadyRunning:
+    """The refusal naming the run that holds the lock, recorded in BATCH_RUN (REFUSED)
+    when the database takes it without waiting."""
+    quick = make_engine(config.database_url, NO_WAIT)
     try:
-        plan: InputPlan | None = plan_job_input(config, outcome.input_path, processors)
-    except PipelineError as exc:  # refused, changed while hashed, interrupted: recorded
-        plan, refused = None, exc
-    create_missing_tables(engine, tables)
-    audit_writer.start_run(outcome.run_id, config.name, outcome.input_path.resolve(), started,
-                     plan.sha256 if plan else None)
+        message = f"{refused}. {_holder(quick, tables, config.name)}"
+        try:
+            AuditWriter(quick, tables, config.amount_field.scale).record_refusal(
+                outcome.run_id, config.name, outcome.input_path.resolve(), started, REFUSED,
+                JobAlreadyRunning.exit_code, message)
+        except PipelineError as exc:
+            log.warning("the refusal is not in BATCH_RUN (the database did not take it "
+                        "without waiting: %s); this log and the summary tell it", exc)
+            message += (" (not recorded in BATCH_RUN: the database did not take it without "
+                        "waiting)")
+    finally:
+        quick.dispose()
+    return JobAlreadyRunning(message)
+
+
+def _holder(engine: Engine, tables: JobTables, job_name: str) -> str:
+    """Which run holds the job's lock, as far as BATCH_RUN tells without waiting."""
+    try:
+        run = history.running_run(engine, tables.batch_run, job_name)
+    except PipelineError:
+        return ("The run holding it could not be named: the database did not answer without "
+                "waiting (`pipeline runs` names it)")
+    if run is None:
+        return "The run holding it has not recorded itself yet"
+    return (f"The lock is held by run {run.run_id} (started {run.start_ts:%Y-%m-%d %H:%M:%S} "
+            f"UTC, pid {run.pid} on {run.host})")
+
+
+def _record_and_plan(config: JobConfig, outcome: RunOutcome, audit_writer: AuditWriter,
+                     started: datetime, processors: int) -> InputPlan:
+    """Record the run (which holds the job's lock), then plan its input; a refused input
+    is recorded like any other."""
+    audit_writer.start_run(outcome.run_id, config.name, outcome.input_path.resolve(), started)
     outcome.recorded = True
-    if plan is None:
-        raise refused
+    plan = plan_job_input(config, outcome.input_path, processors)
+    audit_writer.record_input(outcome.run_id, plan.sha256)
     log.info("planned input: %d detail lines in %d ranges, sha256 %s", plan.detail_lines,
              len(plan.ranges), plan.sha256, extra={"detail_lines": plan.detail_lines})
     return plan

@@ -30,6 +30,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import ExecutableDDLElement
 from sqlglot import exp
 
+from pipeline.audit import history
 from pipeline.audit.schema import AUDIT_PRECISION, AUDIT_SCALE
 from pipeline.audit.writer import AuditWriter
 from pipeline.config import JobConfig, load_config
@@ -82,6 +83,9 @@ class _Result:
 
     def __iter__(self) -> Iterator[tuple[str]]:  # one row: e.g. one staging run to purge
         return iter([self.first()])
+
+    def all(self) -> list[tuple[str]]:  # no rows: e.g. no run of the job is RUNNING
+        return []
 
 
 class Recorder:
@@ -186,8 +190,15 @@ def job_statements(config: JobConfig, tables: JobTables) -> list[Issued]:
 
     audit = AuditWriter(rec, tables, config.amount_field.scale)  # type: ignore[arg-type]
     audit.start_run(RUN_ID, config.name, Path("/data/in/TXN.D20261125.dat"),
-                    datetime(2026, 11, 25, 1, 2, 3), "ab" * 32)
+                    datetime(2026, 11, 25, 1, 2, 3))
     step("batch_run insert")
+    audit.record_input(RUN_ID, "ab" * 32)
+    step("batch_run input")
+    audit.record_refusal(RUN_ID, config.name, Path("/data/in/TXN.D20261125.dat"),
+                         datetime(2026, 11, 25, 1, 2, 3), "REFUSED", 3, "already running")
+    step("batch_run refusal")
+    history.running_run(rec, tables.batch_run, config.name)  # type: ignore[arg-type]
+    step("the running run")
     check = ReconciliationResult("staging_to_final_amount", 10, 10, True, 12345, 12345, "ok")
     worker = WorkerMetrics(0, "processor", 10, 0, datetime(2026, 11, 25), datetime(2026, 11, 25),
                            amount=12345, state="done", exit_code=0, pid=4242)
@@ -233,7 +244,8 @@ def test_the_recorder_saw_every_kind_of_statement(statements: list[Issued]) -> N
                      "CreateTable batch_run", "CreateIndex ix_transactions_run",
                      "CreateIndex ix_recon_audit_run", "merge deduplicate=True",
                      "merge deduplicate=False", "surviving count and sum", "staging count and sum",
-                     "final count and sum", "batch_run insert", "staging bulk insert"):
+                     "final count and sum", "batch_run insert", "batch_run input",
+                     "batch_run refusal", "the running run", "staging bulk insert"):
         assert expected in what
 
 

@@ -33,13 +33,30 @@ class AuditWriter:
     def __init__(self, engine: Engine, tables: JobTables, amount_scale: int) -> None:
         self.engine, self.tables, self.scale = engine, tables, amount_scale
 
-    def start_run(self, run_id: str, job_name: str, input_path: Path, started: datetime,
-                  sha256: str | None) -> None:
+    def start_run(self, run_id: str, job_name: str, input_path: Path,
+                  started: datetime) -> None:
+        """The run's row, RUNNING."""
         with database_errors(self.engine, "recording the run start"), self.engine.begin() as c:
             c.execute(self.tables.batch_run.insert().values(
                 run_id=run_id, job_name=job_name, input_path=str(input_path)[:1000],
-                input_sha256=sha256, status=RUNNING, start_ts=started,
-                host=socket.gethostname()[:255], pid=os.getpid()))
+                status=RUNNING, start_ts=started, host=socket.gethostname()[:255],
+                pid=os.getpid()))
+
+    def record_input(self, run_id: str, sha256: str) -> None:
+        """What the plan found: the file's SHA-256."""
+        t = self.tables.batch_run
+        with database_errors(self.engine, "recording the input"), self.engine.begin() as c:
+            c.execute(t.update().where(t.c.run_id == run_id).values(
+                input_sha256=sha256))
+
+    def record_refusal(self, run_id: str, job_name: str, input_path: Path, started: datetime,
+                       status: str, exit_code: int, message: str) -> None:
+        """A run refused before it held the job's lock, in one complete row."""
+        with database_errors(self.engine, "recording the refusal"), self.engine.begin() as c:
+            c.execute(self.tables.batch_run.insert().values(
+                run_id=run_id, job_name=job_name, input_path=str(input_path)[:1000],
+                status=status, start_ts=started, end_ts=utc_now(), exit_code=exit_code,
+                message=message[:1000], host=socket.gethostname()[:255], pid=os.getpid()))
 
     def record_load(self, run_id: str, trailer: tuple[int, int],
                     metrics: AggregatedMetrics) -> None:
@@ -68,7 +85,7 @@ class AuditWriter:
         with database_errors(self.engine, "closing abandoned runs"), self.engine.begin() as c:
             rows = c.execute(select(t.c.run_id, t.c.host, t.c.pid).where(
                 t.c.job_name == job_name, t.c.status == RUNNING, t.c.run_id != run_id)).all()
-            dead = [r.run_id for r in rows if not (r.host == here and _alive(r.pid))]
+            dead = [r.run_id for r in rows if not (r.host == here and process_alive(r.pid))]
             if not dead:
                 return 0
             query = t.update().where(t.c.run_id.in_(dead), t.c.status == RUNNING).values(
@@ -136,7 +153,7 @@ class AuditWriter:
         }
 
 
-def _alive(pid: int | None) -> bool:
+def process_alive(pid: int | None) -> bool:
     """Whether process ``pid`` of this host still exists (unknown pid: assume gone)."""
     if not pid:
         return False

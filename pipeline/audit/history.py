@@ -1,0 +1,50 @@
+"""What the job's earlier runs tell a new one, read from BATCH_RUN: the run holding the
+job's lock.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Engine, Select, Table, select
+
+from pipeline.audit.writer import process_alive
+from pipeline.db.engine import database_errors
+from recon.values import RUNNING
+
+
+@dataclass(frozen=True)
+class EarlierRun:
+    """One BATCH_RUN row, as far as a new run of the job needs it."""
+
+    run_id: str
+    start_ts: datetime
+    business_date: date | None
+    host: str | None = None
+    pid: int | None = None
+
+
+def _earlier(row: Any) -> EarlierRun:
+    return EarlierRun(row.run_id, row.start_ts, row.business_date, row.host, row.pid)
+
+
+def _runs(t: Table, job_name: str, status: str) -> Select[Any]:
+    """The job's runs of ``status``, newest first (ties broken by run id, which sorts by
+    start time too)."""
+    return (select(t.c.run_id, t.c.start_ts, t.c.business_date, t.c.host, t.c.pid)
+            .where(t.c.job_name == job_name, t.c.status == status)
+            .order_by(t.c.start_ts.desc(), t.c.run_id.desc()))
+
+
+def running_run(engine: Engine, t: Table, job_name: str) -> EarlierRun | None:
+    """The run of the job that is RUNNING and alive (its process exists, or it runs on
+    another host): the one holding the job's lock, once it has recorded itself."""
+    query = _runs(t, job_name, RUNNING)
+    here = socket.gethostname()[:255]
+    with database_errors(engine, "naming the running run"), engine.connect() as c:
+        rows = c.execute(query).all()
+    alive = [r for r in rows if r.host != here or process_alive(r.pid)]
+    return _earlier(alive[0]) if alive else None

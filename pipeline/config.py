@@ -56,6 +56,9 @@ class JobConfig:
     # run, before the run ends with exit 3 (pipeline.db.engine.Timeouts); 0 = no limit
     lock_timeout: float = 60.0
     statement_timeout: float = 21600.0
+    # the header field holding the business date (control.business_date): the job-instance
+    # rule that refuses an older file (pipeline.identity); None: the job has no date rule
+    business_date: str | None = None
 
     @property
     def amount_field(self) -> Field:
@@ -91,7 +94,7 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
                                          "heartbeat_timeout"})
     tables = _section(data, "tables", {"staging", "final", "key", "amount",
                                        "keep_staging_runs"})
-    control = _section(data, "control", {"trailer_count", "trailer_amount"})
+    control = _section(data, "control", {"trailer_count", "trailer_amount", "business_date"})
     layout = _section(data, "layout", {"header", "detail", "trailer"})
 
     fmt = _get(inp, "input.format", str, "fixed")
@@ -123,6 +126,7 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
         prometheus_textfile=_optional_path(out, "output.prometheus_textfile"),
         lock_timeout=float(_get(db, "database.lock_timeout", (int, float), 60)),
         statement_timeout=float(_get(db, "database.statement_timeout", (int, float), 21600)),
+        business_date=_optional_identifier(control, "control.business_date"),
     )
     _check_workers(config)
     _check_roles(config)
@@ -194,6 +198,9 @@ def _check_roles(config: JobConfig) -> None:
                           {FieldType.AMOUNT})
     if total.scale != config.amount_field.scale:
         raise ConfigError("control.trailer_amount: expected the same scale as tables.amount")
+    if config.business_date is not None:
+        _expect_field(config.header, config.business_date, "control.business_date",
+                      {FieldType.DATE})
     reserved = {"run_id", "source_line", "worker_id", "last_run_id", "updated_ts"}
     clash = reserved & {f.name for f in detail.stored_fields}
     if clash:
@@ -209,6 +216,10 @@ def _check_roles(config: JobConfig) -> None:
 
 # the shared audit tables (pipeline.audit.schema.audit_tables): never a job's staging or FINAL
 AUDIT_TABLES = frozenset({"batch_run", "recon_audit", "recon_worker_audit", "job_lock"})
+
+
+def _optional_identifier(data: Mapping[str, Any], key: str) -> str | None:
+    return _identifier(data, key) if key.rsplit(".", 1)[-1] in data else None
 
 
 def _key_columns(tables: Mapping[str, Any]) -> tuple[str, ...]:

@@ -1,8 +1,8 @@
 """The run: its steps in order, its status, its run id.
 
-take the job's lock -> record the run -> plan the input -> parse and load with the
-workers -> aggregate the metrics bus -> reconcile (MERGE only if balanced) -> commit the
-audit -> exit code.
+take the job's lock -> record the run -> plan the input, refuse one already loaded or
+older (pipeline.identity) -> parse and load with the workers -> aggregate the metrics
+bus -> reconcile (MERGE only if balanced) -> commit the audit -> exit code.
 
 The lock comes first: a second run of the job is refused (exit 3) at once, before it
 reads or writes anything of the database. Its BATCH_RUN row (REFUSED) is written only if
@@ -53,6 +53,7 @@ from pipeline.errors import (
     PipelineError,
     WorkerFailure,
 )
+from pipeline.identity import NO_OVERRIDES, Overrides, business_date, check_identity
 from pipeline.logs import run_context
 from pipeline.metrics.aggregator import MetricsAggregator
 from pipeline.metrics.bus import MetricsBus
@@ -102,23 +103,25 @@ def bus_prefix(pid: int | None = None) -> str:
 
 def run_job(config: JobConfig, *, after_load: AfterLoad | None = None,
             on_tick: Callable[[MetricsBus], None] | None = None,
-            progress: Progress | None = None) -> RunOutcome:
+            progress: Progress | None = None,
+            overrides: Overrides = NO_OVERRIDES) -> RunOutcome:
     """Run the job once. Never raises for a failed run: the outcome carries the exit code.
 
     ``on_tick`` gets the metrics bus on every wake-up of the supervisor during the load;
     ``progress`` (a display) gets it too, and the plan's total and the stages after it.
+    ``overrides``: the job-instance refusals the operator overrides (pipeline.identity).
     """
     run_id = new_run_id()
     started = utc_now()
     input_path = resolve_input(config)
     run_dir = config.output_dir / "runs" / run_id
     outcome = RunOutcome(run_id, config.name, RUNNING, 0, "", input_path,
-                         config.database_url, run_dir)
+                         config.database_url, run_dir, overrides=tuple(overrides.flags()))
     with run_context(run_id), interrupts.handling():
         log.info("run started: job %s, input %s", config.name, input_path)
         try:
             parse_url(config.database_url)
-            _run(config, outcome, started, after_load, on_tick, progress)
+            _run(config, outcome, started, after_load, on_tick, progress, overrides)
         except PipelineError as exc:
             _fail(outcome, exc)
         finally:
@@ -169,7 +172,7 @@ def _ticks(on_tick: Callable[[MetricsBus], None] | None,
 
 def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
          after_load: AfterLoad | None, on_tick: Callable[[MetricsBus], None] | None,
-         progress: Progress | None) -> None:
+         progress: Progress | None, overrides: Overrides) -> None:
     stages = StageClock(progress)
     profile = profile_for(parse_url(config.database_url).get_backend_name())
     processors = config.processors
@@ -182,7 +185,8 @@ def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
     try:
         with _locked(config, outcome, engine, tables, started) as lock:
             with stages.stage(PLAN):
-                plan = _record_and_plan(config, outcome, audit_writer, started, processors)
+                plan = _record_and_plan(config, outcome, engine, tables, audit_writer,
+                                        started, processors, overrides)
             interrupts.check()
             if progress is not None:
                 progress.total(plan.detail_lines)
@@ -280,16 +284,23 @@ def _holder(engine: Engine, tables: JobTables, job_name: str) -> str:
             f"UTC, pid {run.pid} on {run.host})")
 
 
-def _record_and_plan(config: JobConfig, outcome: RunOutcome, audit_writer: AuditWriter,
-                     started: datetime, processors: int) -> InputPlan:
-    """Record the run (which holds the job's lock), then plan its input; a refused input
-    is recorded like any other."""
-    audit_writer.start_run(outcome.run_id, config.name, outcome.input_path.resolve(), started)
+def _record_and_plan(config: JobConfig, outcome: RunOutcome, engine: Engine,
+                     tables: JobTables, audit_writer: AuditWriter, started: datetime,
+                     processors: int, overrides: Overrides) -> InputPlan:
+    """Record the run (which holds the job's lock), plan its input, and refuse an input the
+    job already loaded or one older than it loaded (pipeline.identity); a refused input is
+    recorded like any other."""
+    audit_writer.start_run(outcome.run_id, config.name, outcome.input_path.resolve(), started,
+                           overrides.columns())
     outcome.recorded = True
     plan = plan_job_input(config, outcome.input_path, processors)
-    audit_writer.record_input(outcome.run_id, plan.sha256)
-    log.info("planned input: %d detail lines in %d ranges, sha256 %s", plan.detail_lines,
-             len(plan.ranges), plan.sha256, extra={"detail_lines": plan.detail_lines})
+    outcome.business_date = business_date(plan, config.business_date)
+    audit_writer.record_input(outcome.run_id, plan.sha256, outcome.business_date)
+    log.info("planned input: %d detail lines in %d ranges, sha256 %s, business date %s",
+             plan.detail_lines, len(plan.ranges), plan.sha256, outcome.business_date or "-",
+             extra={"detail_lines": plan.detail_lines})
+    check_identity(engine, tables.batch_run, config.name, plan, outcome.business_date,
+                   overrides)
     return plan
 
 

@@ -8,7 +8,7 @@ Plain frozen data, importing nothing else of the project: ``recon`` computes wit
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 # a run's status, as BATCH_RUN holds it
@@ -129,3 +129,5 @@ class RunOutcome:
     recorded: bool = False  # BATCH_RUN holds the run: there is an audit to finish
     audited: bool = False  # its audit committed with the MERGE: nothing left to write
     stages: dict[str, int] = field(default_factory=dict)  # stage -> milliseconds, run order
+    business_date: date | None = None  # the header's (control.business_date), once planned
+    overrides: tuple[str, ...] = ()  # the identity refusals overridden: --rerun, --allow-older

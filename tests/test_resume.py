@@ -12,6 +12,7 @@ from pipeline.audit.reader import load_report, open_audit
 from pipeline.config import JobConfig
 from pipeline.errors import Interrupted
 from pipeline.generate import generate_file
+from pipeline.identity import Overrides
 from pipeline.job import run_job
 from pipeline.resume import ResumeRefused, resume_run
 from recon import checks
@@ -64,7 +65,7 @@ def failed_merge_run(tmp_path: Path, config: JobConfig, engine: Engine) -> tuple
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM transactions"))
     break_merge(engine)
-    outcome = run_job(config)
+    outcome = run_job(config, overrides=Overrides(rerun=True))  # the same file, on purpose
     assert outcome.exit_code == 3, outcome.message
     assert "injected MERGE failure" in outcome.message
     mend_merge(engine)

@@ -16,11 +16,13 @@ from sqlglot import exp
 
 from pipeline.config import JobConfig
 from pipeline.generate import generate_file
+from pipeline.identity import Overrides
 from pipeline.job import run_job
 from tests.conftest import engine_for, final_rows
 
 SQL = Path(__file__).resolve().parent.parent / "sql"
 DIALECTS = {"sqlite": "sqlite", "postgresql": "postgres", "oracle": "oracle"}
+RERUN = Overrides(rerun=True)
 
 
 def added_columns(dialect: str) -> set[tuple[str, str]]:
@@ -67,7 +69,7 @@ def test_an_earlier_versions_audit_is_upgraded_not_dropped(
         _downgrade(engine, dialect)
         before = final_rows(engine, config)
 
-        refused = run_job(config)
+        refused = run_job(config, overrides=RERUN)
         assert refused.exit_code == 2
         assert f"sql/{dialect}/upgrade_audit.sql" in refused.message
         assert "drop" not in refused.message
@@ -76,7 +78,7 @@ def test_an_earlier_versions_audit_is_upgraded_not_dropped(
         with engine.begin() as conn:
             for statement in _statements(dialect):
                 conn.execute(text(statement))
-        again = run_job(config)
+        again = run_job(config, overrides=RERUN)  # the same file again, on purpose
         assert again.exit_code == 0, again.message
         with engine.connect() as conn:
             runs = conn.execute(text("SELECT run_id, status FROM batch_run")).all()

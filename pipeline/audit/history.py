@@ -1,5 +1,6 @@
-"""What the job's earlier runs tell a new one, read from BATCH_RUN: the run holding the
-job's lock.
+"""What the job's earlier runs tell a new one, read from BATCH_RUN: the input files and
+business dates already loaded (job-instance identity, pipeline.identity) and the run
+holding the job's lock.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from sqlalchemy import Engine, Select, Table, select
 
 from pipeline.audit.writer import process_alive
 from pipeline.db.engine import database_errors
-from recon.values import RUNNING
+from recon.values import RUNNING, SUCCEEDED
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,26 @@ def _runs(t: Table, job_name: str, status: str) -> Select[Any]:
     return (select(t.c.run_id, t.c.start_ts, t.c.business_date, t.c.host, t.c.pid)
             .where(t.c.job_name == job_name, t.c.status == status)
             .order_by(t.c.start_ts.desc(), t.c.run_id.desc()))
+
+
+def loaded_input(engine: Engine, t: Table, job_name: str, sha256: str) -> EarlierRun | None:
+    """The latest SUCCEEDED run of the job that loaded a file with this SHA-256."""
+    query = _runs(t, job_name, SUCCEEDED).where(t.c.input_sha256 == sha256).limit(1)
+    with database_errors(engine, "reading the inputs already loaded"), engine.connect() as c:
+        row = c.execute(query).first()
+    return None if row is None else _earlier(row)
+
+
+def latest_business_date(engine: Engine, t: Table, job_name: str) -> EarlierRun | None:
+    """The SUCCEEDED run of the job with the latest business date (the latest such run
+    when several share it): the newest data FINAL holds, whatever order they ran in."""
+    query = (_runs(t, job_name, SUCCEEDED).where(t.c.business_date.is_not(None))
+             .order_by(None)
+             .order_by(t.c.business_date.desc(), t.c.start_ts.desc(), t.c.run_id.desc())
+             .limit(1))
+    with database_errors(engine, "reading the business dates loaded"), engine.connect() as c:
+        row = c.execute(query).first()
+    return None if row is None else _earlier(row)
 
 
 def running_run(engine: Engine, t: Table, job_name: str) -> EarlierRun | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, select
@@ -33,21 +33,22 @@ class AuditWriter:
     def __init__(self, engine: Engine, tables: JobTables, amount_scale: int) -> None:
         self.engine, self.tables, self.scale = engine, tables, amount_scale
 
-    def start_run(self, run_id: str, job_name: str, input_path: Path,
-                  started: datetime) -> None:
-        """The run's row, RUNNING."""
+    def start_run(self, run_id: str, job_name: str, input_path: Path, started: datetime,
+                  overrides: Sequence[str] = ()) -> None:
+        """The run's row, RUNNING; ``overrides``: the BATCH_RUN flags the operator set
+        (``rerun``, ``allow_older``), each recorded 'Y'."""
         with database_errors(self.engine, "recording the run start"), self.engine.begin() as c:
             c.execute(self.tables.batch_run.insert().values(
                 run_id=run_id, job_name=job_name, input_path=str(input_path)[:1000],
                 status=RUNNING, start_ts=started, host=socket.gethostname()[:255],
-                pid=os.getpid()))
+                pid=os.getpid(), **dict.fromkeys(overrides, "Y")))
 
-    def record_input(self, run_id: str, sha256: str) -> None:
-        """What the plan found: the file's SHA-256."""
+    def record_input(self, run_id: str, sha256: str, business_date: date | None) -> None:
+        """What the plan found: the job instance (the file's SHA-256, its business date)."""
         t = self.tables.batch_run
         with database_errors(self.engine, "recording the input"), self.engine.begin() as c:
             c.execute(t.update().where(t.c.run_id == run_id).values(
-                input_sha256=sha256))
+                input_sha256=sha256, business_date=business_date))
 
     def record_refusal(self, run_id: str, job_name: str, input_path: Path, started: datetime,
                        status: str, exit_code: int, message: str) -> None:

@@ -6,7 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pipeline.audit.reader import RunReport, RunRow
-from pipeline.summary import check_lines, stage_lines, worker_lines
+from pipeline.summary import (
+    check_lines,
+    instance_lines,
+    stage_lines,
+    worker_lines,
+)
 
 
 def format_report(report: RunReport) -> str:
@@ -16,6 +21,7 @@ def format_report(report: RunReport) -> str:
         f"job      {run.job_name}",
         f"input    {run.input_path}",
         f"sha256   {run.input_sha256 or '-'}",
+        *instance_lines(run.business_date, run.overrides),
         f"started  {format_ts(run.start_ts)}",
         f"ended    {format_ts(run.end_ts)}  ({format_duration(run.duration_s)})",
         f"status   {run.status} (exit {format_exit(run.exit_code)})",

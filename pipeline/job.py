@@ -65,7 +65,7 @@ from pipeline.workers.context import WorkerContext
 from pipeline.workers.pool import WorkerPool, WorkerSpec
 from pipeline.workers.processor import run_processor
 from pipeline.workers.writer import run_writer
-from recon.checks import STAGING_TO_FINAL, failure_summary
+from recon.checks import STAGING_TO_FINAL, WARNING, failure_summary
 from recon.values import (
     FAILED_INPUT,
     FAILED_RECONCILIATION,
@@ -210,7 +210,8 @@ def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
             if after_load:
                 after_load(engine, outcome.run_id)
             interrupts.check()
-            _reconcile(config, outcome, engine, tables, plan, stages, lock, audit_writer)
+            _reconcile(config, outcome, engine, tables, plan, stages, lock, audit_writer,
+                       started)
     except PipelineError as exc:
         _fail(outcome, exc)
     finally:
@@ -392,10 +393,12 @@ def _collect_rejects(outcome: RunOutcome, processors: int, ctx: WorkerContext) -
 
 def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables,
                plan: InputPlan, stages: StageClock, lock: HeldLock,
-               audit_writer: AuditWriter) -> None:
+               audit_writer: AuditWriter, started: datetime) -> None:
     assert outcome.metrics is not None
     with stages.stage(CHECKS, "key repeats"):
         lines = repeated_lines(outcome.run_dir)
+        volume = history.volume_check(engine, tables.batch_run, config.name, started,
+                                      config.volume, outcome.metrics.total_read)
     repeats = None if lines is None else bool(len(lines))
     log.info("key hashes: %s", "a key repeats, the MERGE keeps each key's last record"
              if repeats else "no key repeats, one plain MERGE" if repeats is False
@@ -415,8 +418,9 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
 
     result = service.reconcile(outcome.run_id, outcome.metrics, utc_now(), repeats, stages,
                                repeated_lines=None if lines is None else lines.tolist(),
-                               record=record, lock=lock)
+                               record=record, lock=lock, before_merge=[volume])
     outcome.results = result.results
+    log_warnings(result.results)
     outcome.duplicates_collapsed = result.duplicates_collapsed
     if result.passed:  # ``record`` set the outcome and committed it with the MERGE
         outcome.audited = True
@@ -428,6 +432,14 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
         outcome.status, outcome.exit_code = FAILED_RECONCILIATION, 1
         outcome.message = f"reconciliation failed: {failed}; FINAL unchanged"
         log.warning("reconciliation failed: %s; no merge", failed)
+
+
+def log_warnings(results: list[ReconciliationResult]) -> None:
+    """A check that passed with a warning (volume_vs_history) is a WARNING log line."""
+    for r in results:
+        if r.passed and r.detail.startswith(WARNING):
+            log.warning("%s: %s", r.check_name, r.detail.removeprefix(WARNING).strip(),
+                        extra={"check_name": r.check_name})
 
 
 def _trailer(config: JobConfig, plan: InputPlan) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from pipeline import interrupts
+from pipeline.audit import history
 from pipeline.audit.schema import from_audit, utc_now
 from pipeline.audit.writer import AuditWriter
 from pipeline.config import JobConfig
@@ -100,10 +101,13 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
                                     totals.trailer)
     writer = AuditWriter(engine, tables, config.amount_field.scale)
     _record_resume(engine, tables, run_id)  # before the checks: the report shows theirs
+    # judged against the runs before it, as when it first ran: a resume never overrides it
+    volume = history.volume_check(engine, tables.batch_run, config.name, row.start_ts,
+                                  config.volume, totals.metrics.total_read)
     merged_rows = _final_count(engine, tables, config, run_id)
     if merged_rows:
         # its MERGE committed but the run died before its audit: finish the audit only
-        outcome.results = [*service.reconcile_counts(run_id, totals.metrics),
+        outcome.results = [*service.reconcile_counts(run_id, totals.metrics), volume,
                            *_final_checks(engine, tables, config, run_id)]
         merged = "its MERGE had committed; audit finished without merging again"
     else:
@@ -120,7 +124,7 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
                              outcome.message, results, [])
 
         result = service.reconcile(run_id, totals.metrics, utc_now(), repeats=None,  # unknown
-                                   record=record, lock=lock)
+                                   record=record, lock=lock, before_merge=[volume])
         outcome.results = result.results
         outcome.duplicates_collapsed = result.duplicates_collapsed
         if result.passed:

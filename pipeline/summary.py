@@ -13,6 +13,7 @@ from pathlib import Path
 from pipeline.db.engine import safe_url
 from pipeline.money import format_minor
 from pipeline.rejects import reason_counts, reason_lines
+from recon.checks import WARNING
 from recon.values import ReconciliationResult, RunOutcome, WorkerMetrics
 
 
@@ -35,6 +36,7 @@ def format_summary(outcome: RunOutcome, scale: int, report: Path | None = None) 
     if outcome.duplicates_collapsed:
         lines.append(f"duplicate keys collapsed: {outcome.duplicates_collapsed:,} "
                      "(the later record won)")
+    lines += warning_lines(outcome.results)
     if report is not None:
         lines.append(f"report   {report}")
     lines.append(("OK: " if outcome.exit_code == 0 else "FAILED: ") + outcome.message)
@@ -47,6 +49,12 @@ def instance_lines(business_date: date | None, overrides: Sequence[str]) -> list
     if overrides:
         lines.append(f"override {', '.join(overrides)} (recorded in BATCH_RUN)")
     return lines
+
+
+def warning_lines(results: Sequence[ReconciliationResult]) -> list[str]:
+    """``warning  volume_vs_history: ...``: checks that passed but want a look."""
+    return [f"warning  {r.check_name}: {r.detail.removeprefix(WARNING).strip()}"
+            for r in results if r.passed and r.detail.startswith(WARNING)]
 
 
 def stage_lines(stages: Mapping[str, int]) -> list[str]:

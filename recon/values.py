@@ -101,6 +101,17 @@ class ReconciliationResult:
 
 
 @dataclass(frozen=True)
+class VolumeRule:
+    """How tonight's records read are held against the job's history (the job's
+    ``[control] volume_*`` settings; recon.checks.volume_vs_history applies them)."""
+
+    history_runs: int = 10  # the last N SUCCEEDED runs whose median is expected
+    band: float = 0.5  # tonight may differ from the median by this share either way
+    min_runs: int = 5  # fewer SUCCEEDED runs than this: not enough history to judge
+    action: str = "warn"  # outside the band: "warn" (passes, says so) or "fail"
+
+
+@dataclass(frozen=True)
 class TrailerTotals:
     """What the input's trailer declares: the records and their amount (minor units)."""
 

@@ -23,6 +23,7 @@ from sqlalchemy.pool import NullPool
 from pipeline.config import JobConfig
 from pipeline.generate import generate_file
 from pipeline.job import run_job
+from recon.checks import CHECK_ORDER
 from recon.values import RunOutcome
 
 pytestmark = pytest.mark.timeout(120)
@@ -246,7 +247,7 @@ def test_malformed_input(case: Case, base: Base, job_config: JobConfig, db_url: 
         audit = query(db_url, "SELECT check_name, passed FROM recon_audit WHERE run_id = :r",
                       r=outcome.run_id)
         assert {name for name, passed in audit if passed == "N"} == failed
-        assert len(audit) == 7
+        assert len(audit) == len(CHECK_ORDER)
     else:
         assert case.exit_code == 2 and not case.failed
 

@@ -1,6 +1,6 @@
 """What the job's earlier runs tell a new one, read from BATCH_RUN: the input files and
-business dates already loaded (job-instance identity, pipeline.identity) and the run
-holding the job's lock.
+business dates already loaded (job-instance identity, pipeline.identity), the run holding
+the job's lock, and the records read of the last succeeded nights (volume_vs_history).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from sqlalchemy import Engine, Select, Table, select
 
 from pipeline.audit.writer import process_alive
 from pipeline.db.engine import database_errors
-from recon.values import RUNNING, SUCCEEDED
+from recon import checks
+from recon.values import RUNNING, SUCCEEDED, ReconciliationResult, VolumeRule
 
 
 @dataclass(frozen=True)
@@ -69,3 +70,22 @@ def running_run(engine: Engine, t: Table, job_name: str) -> EarlierRun | None:
         rows = c.execute(query).all()
     alive = [r for r in rows if r.host != here or process_alive(r.pid)]
     return _earlier(alive[0]) if alive else None
+
+
+def records_read_before(engine: Engine, t: Table, job_name: str, started: datetime,
+                        limit: int) -> list[int]:
+    """Records read by the job's last ``limit`` SUCCEEDED runs started before ``started``,
+    newest first (a resumed run is judged against the runs before it, as it first was)."""
+    query = (select(t.c.read_cnt)
+             .where(t.c.job_name == job_name, t.c.status == SUCCEEDED,
+                    t.c.read_cnt.is_not(None), t.c.start_ts < started)
+             .order_by(t.c.start_ts.desc(), t.c.run_id.desc()).limit(limit))
+    with database_errors(engine, "reading the job's history"), engine.connect() as c:
+        return [int(n) for n in c.execute(query).scalars()]
+
+
+def volume_check(engine: Engine, t: Table, job_name: str, started: datetime,
+                 rule: VolumeRule, records_read: int) -> ReconciliationResult:
+    """volume_vs_history for a run started at ``started`` that read ``records_read``."""
+    history = records_read_before(engine, t, job_name, started, rule.history_runs)
+    return checks.volume_vs_history(rule, history, records_read)

@@ -10,6 +10,7 @@ from pipeline.summary import (
     check_lines,
     instance_lines,
     stage_lines,
+    warning_lines,
     worker_lines,
 )
 
@@ -29,6 +30,8 @@ def format_report(report: RunReport) -> str:
     ]
     lines += check_lines(report.results, report.scale)
     lines += worker_lines(report.workers, report.scale)
+    warnings = warning_lines(report.results)
+    lines += ["", *warnings] if warnings else []
     lines += ["", f"message  {run.message}" if run.message else "message  -"]
     return "\n".join(lines)
 

@@ -88,6 +88,9 @@ class _Result:
     def all(self) -> list[tuple[str]]:  # no rows: e.g. no run of the job is RUNNING
         return []
 
+    def scalars(self) -> Iterator[int]:  # no values: e.g. no history of records read
+        return iter(())
+
 
 class Recorder:
     """Stands in for the Engine, Connection and Transaction the code is given, on the
@@ -210,6 +213,9 @@ def job_statements(config: JobConfig, tables: JobTables) -> list[Issued]:
     with contextlib.suppress(AttributeError):
         history.latest_business_date(rec, tables.batch_run, config.name)  # type: ignore[arg-type]
     step("the latest business date")
+    history.records_read_before(rec, tables.batch_run, config.name,  # type: ignore[arg-type]
+                                datetime(2026, 11, 25, 1, 2, 3), 10)
+    step("records read by the last runs")
     check = ReconciliationResult("staging_to_final_amount", 10, 10, True, 12345, 12345, "ok")
     worker = WorkerMetrics(0, "processor", 10, 0, datetime(2026, 11, 25), datetime(2026, 11, 25),
                            amount=12345, state="done", exit_code=0, pid=4242)
@@ -257,7 +263,8 @@ def test_the_recorder_saw_every_kind_of_statement(statements: list[Issued]) -> N
                      "merge deduplicate=False", "surviving count and sum", "staging count and sum",
                      "final count and sum", "batch_run insert", "batch_run input",
                      "batch_run refusal", "the running run", "an input already loaded",
-                     "the latest business date", "staging bulk insert"):
+                     "the latest business date", "records read by the last runs",
+                     "staging bulk insert"):
         assert expected in what
 
 

@@ -113,8 +113,10 @@ def explain_run(config: JobConfig, engine: Engine, run_id: str | None, *, limit:
     run_dir = config.output_dir / "runs" / report.run.run_id
     found.ranges = _ranges(report)
     if checks.VOLUME_VS_HISTORY in failed:  # no record is behind it: the night is short
-        found.notes.append(f"{checks.VOLUME_VS_HISTORY}: {_detail(report)}; `pipeline runs` "
-                           "lists the nights behind the median")
+        detail = next(r.detail for r in report.results
+                      if r.check_name == checks.VOLUME_VS_HISTORY)
+        found.notes.append(f"{checks.VOLUME_VS_HISTORY}: {detail}; `pipeline runs` lists "
+                           "the nights behind the median")
     sink: list[Finding] | None = [] if everything else None
     if failed & set(STAGING_CHECKS):
         _explain_staging(found, engine, tables, config, run_dir, limit, sink)
@@ -122,10 +124,6 @@ def explain_run(config: JobConfig, engine: Engine, run_id: str | None, *, limit:
         _explain_final(found, engine, tables, config, limit, sink, replay)
     found.full = sink
     return found
-
-
-def _detail(report: RunReport, name: str = checks.VOLUME_VS_HISTORY) -> str:
-    return next(r.detail for r in report.results if r.check_name == name)
 
 
 def _not_evaluated(report: RunReport, names: tuple[str, ...]) -> bool:

@@ -65,7 +65,7 @@ from pipeline.workers.context import WorkerContext
 from pipeline.workers.pool import WorkerPool, WorkerSpec
 from pipeline.workers.processor import run_processor
 from pipeline.workers.writer import run_writer
-from recon.checks import STAGING_TO_FINAL, WARNING, failure_summary
+from recon.checks import STAGING_TO_FINAL, failure_summary, warning_of
 from recon.values import (
     FAILED_INPUT,
     FAILED_RECONCILIATION,
@@ -437,9 +437,8 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
 def log_warnings(results: list[ReconciliationResult]) -> None:
     """A check that passed with a warning (volume_vs_history) is a WARNING log line."""
     for r in results:
-        if r.passed and r.detail.startswith(WARNING):
-            log.warning("%s: %s", r.check_name, r.detail.removeprefix(WARNING).strip(),
-                        extra={"check_name": r.check_name})
+        if warning := warning_of(r):
+            log.warning("%s: %s", r.check_name, warning, extra={"check_name": r.check_name})
 
 
 def _trailer(config: JobConfig, plan: InputPlan) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline.db.engine import safe_url
 from pipeline.money import format_minor
 from pipeline.rejects import reason_counts, reason_lines
-from recon.checks import WARNING
+from recon.checks import warning_of
 from recon.values import ReconciliationResult, RunOutcome, WorkerMetrics
 
 
@@ -53,8 +53,8 @@ def instance_lines(business_date: date | None, overrides: Sequence[str]) -> list
 
 def warning_lines(results: Sequence[ReconciliationResult]) -> list[str]:
     """``warning  volume_vs_history: ...``: checks that passed but want a look."""
-    return [f"warning  {r.check_name}: {r.detail.removeprefix(WARNING).strip()}"
-            for r in results if r.passed and r.detail.startswith(WARNING)]
+    return [f"warning  {r.check_name}: {warning}" for r in results
+            if (warning := warning_of(r))]
 
 
 def stage_lines(stages: Mapping[str, int]) -> list[str]:

@@ -118,6 +118,13 @@ def volume_vs_history(rule: VolumeRule, history: Sequence[int],
                                 detail=f"{WARNING} {outside}")
 
 
+def warning_of(result: ReconciliationResult) -> str:
+    """What a check that passed wants looked at (its detail after WARNING), or ""."""
+    if result.passed and result.detail.startswith(WARNING):
+        return result.detail.removeprefix(WARNING).strip()
+    return ""
+
+
 def merge_skipped(keys: int) -> list[ReconciliationResult]:
     """The checks after the MERGE, when an earlier check failed and no MERGE ran."""
     reason = "MERGE skipped because an earlier check failed; FINAL unchanged"

@@ -106,6 +106,7 @@ def child(spec: dict[str, Any]) -> int:
     """Run the job once with the trial's in-process fault; exit with the run's code."""
     from pipeline import interrupts
     from pipeline.config import load_config
+    from pipeline.identity import Overrides
     from pipeline.job import run_job
     from pipeline.jobs import shipped_config
 
@@ -147,7 +148,8 @@ def child(spec: dict[str, Any]) -> int:
             event.listen(engine, "commit", report)
 
     with interrupts.handling():  # as `pipeline run` does, until the process exits
-        outcome = run_job(config, after_load=after_load)
+        # every trial loads the same input again, on purpose
+        outcome = run_job(config, after_load=after_load, overrides=Overrides(rerun=True))
         print(json.dumps({"run_id": outcome.run_id, "status": outcome.status}), flush=True)
     return outcome.exit_code
 

@@ -102,6 +102,7 @@ def _error(args: argparse.Namespace, message: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pipeline.identity import Overrides
     from pipeline.job import run_job
     from pipeline.progress import progress_display
     from pipeline.publish import publish_outputs
@@ -117,8 +118,9 @@ def _run(args: argparse.Namespace) -> int:
         outcome = _resume(args, config)
     else:
         progress = progress_display(enabled=not args.no_progress)
+        overrides = Overrides(rerun=args.rerun, allow_older=args.allow_older)
         with progress or nullcontext():
-            outcome = run_job(config, progress=progress)
+            outcome = run_job(config, progress=progress, overrides=overrides)
     duration = time.monotonic() - started
     published = publish_outputs(outcome, config, duration)
     _emit(published.summary)
@@ -141,6 +143,9 @@ def _resume(args: argparse.Namespace, config: JobConfig) -> RunOutcome:
     if args.input is not None:
         raise ConfigError("run --resume finishes a run from its staging rows: it takes no "
                           "--input")
+    if args.rerun or args.allow_older:
+        raise ConfigError("run --resume finishes the run it names, never a new load of a "
+                          "file: it takes no --rerun or --allow-older")
     return resume_run(config, args.resume)
 
 
@@ -324,6 +329,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--processors", type=int, help="processor worker processes")
     run.add_argument("--writers", type=int, help="writer worker processes")
     run.add_argument("--batch-size", type=int, help="records per batch")
+    run.add_argument("--rerun", action="store_true",
+                     help="load a file a succeeded run of the job already loaded (same "
+                          "SHA-256); recorded in BATCH_RUN.RERUN")
+    run.add_argument("--allow-older", action="store_true",
+                     help="load a file whose business date is earlier than the latest a "
+                          "succeeded run loaded; recorded in BATCH_RUN.ALLOW_OLDER")
     run.add_argument("--no-progress", action="store_true",
                      help="no progress bar (terminal) or progress log lines (otherwise)")
     run.add_argument("--prometheus-textfile", type=Path, metavar="PATH",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import ConfigError
 from pipeline.layouts.csv import CsvLayout
 from pipeline.layouts.fields import Charset, Field, FieldType, Layout
-from recon.values import RejectLimit
+from recon.values import RejectLimit, VolumeRule
 
 if TYPE_CHECKING:
     from pipeline.layouts.mainframe_input import MainframeInput
@@ -62,6 +62,11 @@ class JobConfig:
     # records read and/or a number of records; None: no such bound
     max_reject_rate: Decimal | None = RejectLimit.max_rate
     max_rejects: int | None = None
+    # the header field holding the business date (control.business_date): the job-instance
+    # rule that refuses an older file (pipeline.identity); None: the job has no date rule
+    business_date: str | None = None
+    # tonight's records read against the job's history (control.volume_*)
+    volume: VolumeRule = VolumeRule()
 
     @property
     def amount_field(self) -> Field:
@@ -102,7 +107,8 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
     tables = _section(data, "tables", {"staging", "final", "key", "amount",
                                        "keep_staging_runs"})
     control = _section(data, "control", {"trailer_count", "trailer_amount",
-                                         "max_reject_rate", "max_rejects"})
+                                         "max_reject_rate", "max_rejects", "business_date",
+                                         *VOLUME_KEYS})
     layout = _section(data, "layout", {"header", "detail", "trailer"})
 
     fmt = _get(inp, "input.format", str, "fixed")
@@ -135,6 +141,8 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
         lock_timeout=float(_get(db, "database.lock_timeout", (int, float), 60)),
         statement_timeout=float(_get(db, "database.statement_timeout", (int, float), 21600)),
         **_reject_limit(control),
+        business_date=_optional_identifier(control, "control.business_date"),
+        volume=_volume_rule(control),
     )
     _check_workers(config)
     _check_roles(config)
@@ -224,6 +232,9 @@ def _check_roles(config: JobConfig) -> None:
                           {FieldType.AMOUNT})
     if total.scale != config.amount_field.scale:
         raise ConfigError("control.trailer_amount: expected the same scale as tables.amount")
+    if config.business_date is not None:
+        _expect_field(config.header, config.business_date, "control.business_date",
+                      {FieldType.DATE})
     reserved = {"run_id", "source_line", "worker_id", "last_run_id", "updated_ts"}
     clash = reserved & {f.name for f in detail.stored_fields}
     if clash:
@@ -239,6 +250,34 @@ def _check_roles(config: JobConfig) -> None:
 
 # the shared audit tables (pipeline.audit.schema.audit_tables): never a job's staging or FINAL
 AUDIT_TABLES = frozenset({"batch_run", "recon_audit", "recon_worker_audit", "job_lock"})
+
+
+VOLUME_KEYS = ("volume_history_runs", "volume_band", "volume_min_runs", "volume_action")
+VOLUME_ACTIONS = ("warn", "fail")
+
+
+def _volume_rule(control: Mapping[str, Any]) -> VolumeRule:
+    """control.volume_*: how tonight's records read are held against the job's history."""
+    default = VolumeRule()
+    runs = _get(control, "control.volume_history_runs", int, default.history_runs)
+    if not 1 <= runs <= 1000:
+        raise ConfigError(f"control.volume_history_runs: expected 1 to 1000, got {runs}")
+    least = _get(control, "control.volume_min_runs", int, min(default.min_runs, runs))
+    if not 1 <= least <= runs:
+        raise ConfigError(f"control.volume_min_runs: expected 1 to control.volume_history_runs "
+                          f"({runs}), got {least}")
+    band = float(_get(control, "control.volume_band", (int, float), default.band))
+    if not (math.isfinite(band) and 0 < band <= 100):
+        raise ConfigError(f"control.volume_band: expected a share above 0 (0.5 = +/-50%), "
+                          f"got {band}")
+    action = _get(control, "control.volume_action", str, default.action)
+    if action not in VOLUME_ACTIONS:
+        raise ConfigError(f'control.volume_action: expected "warn" or "fail", got {action!r}')
+    return VolumeRule(runs, band, least, action)
+
+
+def _optional_identifier(data: Mapping[str, Any], key: str) -> str | None:
+    return _identifier(data, key) if key.rsplit(".", 1)[-1] in data else None
 
 
 def _key_columns(tables: Mapping[str, Any]) -> tuple[str, ...]:

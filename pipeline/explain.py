@@ -124,6 +124,11 @@ def explain_run(config: JobConfig, engine: Engine, run_id: str | None, *, limit:
     tables = job_tables(config)
     run_dir = config.output_dir / "runs" / report.run.run_id
     found.ranges = _ranges(report)
+    if checks.VOLUME_VS_HISTORY in failed:  # no record is behind it: the night is short
+        detail = next(r.detail for r in report.results
+                      if r.check_name == checks.VOLUME_VS_HISTORY)
+        found.notes.append(f"{checks.VOLUME_VS_HISTORY}: {detail}; `pipeline runs` lists "
+                           "the nights behind the median")
     sink: list[Finding] | None = [] if everything else None
     if checks.REJECT_LIMIT in failed:
         _explain_rejects(found, run_dir / "rejects.txt", limit)

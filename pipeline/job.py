@@ -1,7 +1,14 @@
 """The run: its steps in order, its status, its run id.
 
-plan the input -> record the run -> parse and load with the workers -> aggregate the
-metrics bus -> reconcile (MERGE only if balanced) -> commit the audit -> exit code.
+take the job's lock -> record the run -> plan the input, refuse one already loaded or
+older (pipeline.identity) -> parse and load with the workers -> aggregate the metrics
+bus -> reconcile (MERGE only if balanced) -> commit the audit -> exit code.
+
+The lock comes first: a second run of the job is refused (exit 3) at once, before it
+reads or writes anything of the database. Its BATCH_RUN row (REFUSED) is written only if
+that can be done without waiting: on SQLite, while the first run is writing (its load
+commits, its MERGE) the database is write-locked, and the refusal is then told by the
+log and the summary alone, never by a run left waiting on the first one.
 """
 
 from __future__ import annotations
@@ -11,14 +18,17 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import multiprocess as mp
 from sqlalchemy import Connection, Engine
 
 from pipeline import interrupts
+from pipeline.audit import history
 from pipeline.audit.schema import utc_now
 from pipeline.audit.writer import AuditWriter
 from pipeline.column_proof import InputRows
@@ -44,6 +54,7 @@ from pipeline.errors import (
     PipelineError,
     WorkerFailure,
 )
+from pipeline.identity import NO_OVERRIDES, Overrides, business_date, check_identity
 from pipeline.logs import run_context
 from pipeline.metrics.aggregator import MetricsAggregator
 from pipeline.metrics.bus import MetricsBus
@@ -55,7 +66,7 @@ from pipeline.workers.context import WorkerContext
 from pipeline.workers.pool import WorkerPool, WorkerSpec
 from pipeline.workers.processor import run_processor
 from pipeline.workers.writer import run_writer
-from recon.checks import STAGING_TO_FINAL, failure_summary
+from recon.checks import STAGING_TO_FINAL, failure_summary, warning_of
 from recon.values import (
     FAILED_INPUT,
     FAILED_RECONCILIATION,
@@ -74,6 +85,9 @@ if TYPE_CHECKING:
 
 SAMPLE_RECORDS = 100_000
 AfterLoad = Callable[[Engine, str], None]
+# a refused run reads and writes only what the database gives without waiting: SQLite's
+# busy wait (or PostgreSQL's lock wait) would hold it until the run it refuses let go
+NO_WAIT = Timeouts(lock=0.05, statement=30.0)
 log = logging.getLogger(__name__)
 
 
@@ -90,23 +104,25 @@ def bus_prefix(pid: int | None = None) -> str:
 
 def run_job(config: JobConfig, *, after_load: AfterLoad | None = None,
             on_tick: Callable[[MetricsBus], None] | None = None,
-            progress: Progress | None = None) -> RunOutcome:
+            progress: Progress | None = None,
+            overrides: Overrides = NO_OVERRIDES) -> RunOutcome:
     """Run the job once. Never raises for a failed run: the outcome carries the exit code.
 
     ``on_tick`` gets the metrics bus on every wake-up of the supervisor during the load;
     ``progress`` (a display) gets it too, and the plan's total and the stages after it.
+    ``overrides``: the job-instance refusals the operator overrides (pipeline.identity).
     """
     run_id = new_run_id()
     started = utc_now()
     input_path = resolve_input(config)
     run_dir = config.output_dir / "runs" / run_id
     outcome = RunOutcome(run_id, config.name, RUNNING, 0, "", input_path,
-                         config.database_url, run_dir)
+                         config.database_url, run_dir, overrides=tuple(overrides.flags()))
     with run_context(run_id), interrupts.handling():
         log.info("run started: job %s, input %s", config.name, input_path)
         try:
             parse_url(config.database_url)
-            _run(config, outcome, started, after_load, on_tick, progress)
+            _run(config, outcome, started, after_load, on_tick, progress, overrides)
         except PipelineError as exc:
             _fail(outcome, exc)
         finally:
@@ -155,8 +171,9 @@ def _ticks(on_tick: Callable[[MetricsBus], None] | None,
     return both
 
 
-def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: AfterLoad | None,
-         on_tick: Callable[[MetricsBus], None] | None, progress: Progress | None) -> None:
+def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
+         after_load: AfterLoad | None, on_tick: Callable[[MetricsBus], None] | None,
+         progress: Progress | None, overrides: Overrides) -> None:
     stages = StageClock(progress)
     profile = profile_for(parse_url(config.database_url).get_backend_name())
     processors = config.processors
@@ -167,13 +184,13 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
     interrupts.register_engine(engine)  # a signal cancels the parent's statements
     audit_writer = AuditWriter(engine, tables, config.amount_field.scale)
     try:
-        with stages.stage(PLAN):
-            plan = _plan_or_record(config, outcome, engine, tables, audit_writer, started,
-                                   processors)
-        interrupts.check()
-        if progress is not None:
-            progress.total(plan.detail_lines)
-        with job_lock(engine, tables.job_lock, config.name, outcome.run_id) as lock:
+        with _locked(config, outcome, engine, tables, started) as lock:
+            with stages.stage(PLAN):
+                plan = _record_and_plan(config, outcome, engine, tables, audit_writer,
+                                        started, processors, overrides)
+            interrupts.check()
+            if progress is not None:
+                progress.total(plan.detail_lines)
             abandoned = audit_writer.close_abandoned_runs(config.name, outcome.run_id)
             if abandoned:
                 log.warning("%d earlier run(s) of %s never ended: marked ABENDED", abandoned,
@@ -194,7 +211,8 @@ def _run(config: JobConfig, outcome: RunOutcome, started: Any, after_load: After
             if after_load:
                 after_load(engine, outcome.run_id)
             interrupts.check()
-            _reconcile(config, outcome, engine, tables, plan, stages, lock, audit_writer)
+            _reconcile(config, outcome, engine, tables, plan, stages, lock, audit_writer,
+                       started)
     except PipelineError as exc:
         _fail(outcome, exc)
     finally:
@@ -215,21 +233,76 @@ def _purge_staging(config: JobConfig, engine: Engine, tables: JobTables, run_id:
                  config.keep_staging_runs)
 
 
-def _plan_or_record(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables,
-                    audit_writer: AuditWriter, started: Any, processors: int) -> InputPlan:
-    """Plan the input; the run is recorded in BATCH_RUN even when the input is refused."""
+@contextmanager
+def _locked(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables,
+            started: datetime) -> Iterator[HeldLock]:
+    """The job's lock, asked for before the run writes anything (SQLite: before it reads
+    anything); a run refused it says which run holds it (see the module)."""
+    lock_needs_tables = profile_for(engine.dialect).lock_needs_tables
+    if lock_needs_tables:  # the lock is a row of JOB_LOCK
+        create_missing_tables(engine, tables)
+    with ExitStack() as held:
+        try:
+            lock = held.enter_context(job_lock(engine, tables.job_lock, config.name,
+                                               outcome.run_id))
+        except JobAlreadyRunning as exc:
+            raise _refusal(config, outcome, tables, started, str(exc)) from None
+        if not lock_needs_tables:
+            create_missing_tables(engine, tables)
+        yield lock
+
+
+def _refusal(config: JobConfig, outcome: RunOutcome, tables: JobTables, started: datetime,
+             refused: str) -> JobAlreadyRunning:
+    """The refusal naming the run that holds the lock, recorded in BATCH_RUN (REFUSED)
+    when the database takes it without waiting."""
+    quick = make_engine(config.database_url, NO_WAIT)
     try:
-        plan: InputPlan | None = plan_job_input(config, outcome.input_path, processors)
-    except PipelineError as exc:  # refused, changed while hashed, interrupted: recorded
-        plan, refused = None, exc
-    create_missing_tables(engine, tables)
+        message = f"{refused}. {_holder(quick, tables, config.name)}"
+        try:
+            AuditWriter(quick, tables, config.amount_field.scale).record_refusal(
+                outcome.run_id, config.name, outcome.input_path.resolve(), started, REFUSED,
+                JobAlreadyRunning.exit_code, message)
+        except PipelineError as exc:
+            log.warning("the refusal is not in BATCH_RUN (the database did not take it "
+                        "without waiting: %s); this log and the summary tell it", exc)
+            message += (" (not recorded in BATCH_RUN: the database did not take it without "
+                        "waiting)")
+    finally:
+        quick.dispose()
+    return JobAlreadyRunning(message)
+
+
+def _holder(engine: Engine, tables: JobTables, job_name: str) -> str:
+    """Which run holds the job's lock, as far as BATCH_RUN tells without waiting."""
+    try:
+        run = history.running_run(engine, tables.batch_run, job_name)
+    except PipelineError:
+        return ("The run holding it could not be named: the database did not answer without "
+                "waiting (`pipeline runs` names it)")
+    if run is None:
+        return "The run holding it has not recorded itself yet"
+    return (f"The lock is held by run {run.run_id} (started {run.start_ts:%Y-%m-%d %H:%M:%S} "
+            f"UTC, pid {run.pid} on {run.host})")
+
+
+def _record_and_plan(config: JobConfig, outcome: RunOutcome, engine: Engine,
+                     tables: JobTables, audit_writer: AuditWriter, started: datetime,
+                     processors: int, overrides: Overrides) -> InputPlan:
+    """Record the run (which holds the job's lock), plan its input, and refuse an input the
+    job already loaded or one older than it loaded (pipeline.identity); a refused input is
+    recorded like any other."""
     audit_writer.start_run(outcome.run_id, config.name, outcome.input_path.resolve(), started,
-                     plan.sha256 if plan else None)
+                           overrides.columns())
     outcome.recorded = True
-    if plan is None:
-        raise refused
-    log.info("planned input: %d detail lines in %d ranges, sha256 %s", plan.detail_lines,
-             len(plan.ranges), plan.sha256, extra={"detail_lines": plan.detail_lines})
+    plan = plan_job_input(config, outcome.input_path, processors)
+    outcome.business_date = business_date(plan, config.business_date)
+    audit_writer.record_input(outcome.run_id, plan.sha256, outcome.business_date)
+    log.info("planned input: %d detail lines in %d ranges, sha256 %s, business date %s",
+             plan.detail_lines, len(plan.ranges), plan.sha256, outcome.business_date or "-",
+             extra={"detail_lines": plan.detail_lines})
+    check_identity(engine, tables.batch_run, config.name, plan, outcome.business_date,
+                   overrides)
     return plan
 
 
@@ -321,10 +394,12 @@ def _collect_rejects(outcome: RunOutcome, processors: int, ctx: WorkerContext) -
 
 def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables,
                plan: InputPlan, stages: StageClock, lock: HeldLock,
-               audit_writer: AuditWriter) -> None:
+               audit_writer: AuditWriter, started: datetime) -> None:
     assert outcome.metrics is not None
     with stages.stage(CHECKS, "key repeats"):
         lines = repeated_lines(outcome.run_dir)
+        volume = history.volume_check(engine, tables.batch_run, config.name, started,
+                                      config.volume, outcome.metrics.total_read)
     repeats = None if lines is None else bool(len(lines))
     log.info("key hashes: %s", "a key repeats, the MERGE keeps each key's last record"
              if repeats else "no key repeats, one plain MERGE" if repeats is False
@@ -348,8 +423,9 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
 
     result = service.reconcile(outcome.run_id, outcome.metrics, utc_now(), repeats, stages,
                                repeated_lines=None if lines is None else lines.tolist(),
-                               record=record, lock=lock)
+                               record=record, lock=lock, before_merge=[volume])
     outcome.results, outcome.evidence = result.results, result.evidence
+    log_warnings(result.results)
     outcome.duplicates_collapsed = result.duplicates_collapsed
     if result.passed:  # ``record`` set the outcome and committed it with the MERGE
         outcome.audited = True
@@ -367,6 +443,11 @@ def _proven(outcome: RunOutcome) -> None:
     """Staging holds the processors' rows: a failed run's audit says when, for a resume
     without the input file."""
     outcome.staging_proven = utc_now()
+def log_warnings(results: list[ReconciliationResult]) -> None:
+    """A check that passed with a warning (volume_vs_history) is a WARNING log line."""
+    for r in results:
+        if warning := warning_of(r):
+            log.warning("%s: %s", r.check_name, warning, extra={"check_name": r.check_name})
 
 
 def _trailer(config: JobConfig, plan: InputPlan) -> tuple[int, int]:

@@ -76,7 +76,8 @@ class ReconciliationService:
                   stages: StageClock | None = None,
                   repeated_lines: Sequence[int] | None = None, *,
                   record: Record | None = None,
-                  lock: HeldLock | None = None) -> ReconciliationOutcome:
+                  lock: HeldLock | None = None,
+                  before_merge: Sequence[ReconciliationResult] = ()) -> ReconciliationOutcome:
         """The checks, then exactly one MERGE if they balanced.
 
         ``repeats`` says whether a key repeats in the run (pipeline.repeats): False MERGEs
@@ -86,11 +87,13 @@ class ReconciliationService:
         counted from those few rows instead of ranking every row of the run, and names the
         records a later one supersedes: the plain MERGE then leaves those out instead of
         ranking every row (SQLite, 1M rows into 4M: the MERGE 4.7-5.6 s against 6.5-6.8 s).
-        ``record`` and ``lock``: see ``merge_and_verify``.
+        ``record`` and ``lock``: see ``merge_and_verify``. ``before_merge``: checks the
+        caller decided from figures of its own (volume_vs_history, from BATCH_RUN), after
+        the load checks; the MERGE runs only if they passed too.
         """
         superseded: list[int] | None = []  # None: not known, every row is ranked
         with maybe(stages, CHECKS):
-            results = self.reconcile_counts(run_id, aggregated)
+            results = [*self.reconcile_counts(run_id, aggregated), *before_merge]
             staged = next(r for r in results
                           if r.check_name == checks.PROCESSED_TO_STAGING_AMOUNT)
             staged_rows, staged_amount = staged.actual_count, staged.actual_amount or 0

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from pipeline import interrupts
+from pipeline.audit import history
 from pipeline.audit.schema import from_audit, utc_now
 from pipeline.audit.writer import AuditWriter
 from pipeline.column_proof import InputRows
@@ -108,10 +109,13 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
     # RESUMED_TS is written with the resume's checks, never before them: a refused resume
     # leaves the run exactly as it was
     resumed = utc_now()
+    # judged against the runs before it, as when it first ran: a resume never overrides it
+    volume = history.volume_check(engine, tables.batch_run, config.name, row.start_ts,
+                                  config.volume, totals.metrics.total_read)
     merged_rows = _final_count(engine, tables, config, run_id)
     if merged_rows:
         # its MERGE committed but the run died before its audit: finish the audit only
-        outcome.results = [*service.reconcile_counts(run_id, totals.metrics),
+        outcome.results = [*service.reconcile_counts(run_id, totals.metrics), volume,
                            *_final_checks(engine, tables, config, run_id)]
         merged = "its MERGE had committed; audit finished without merging again"
     else:
@@ -128,7 +132,7 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
                              outcome.message, results, [], resumed=resumed)
 
         result = service.reconcile(run_id, totals.metrics, utc_now(), repeats=None,  # unknown
-                                   record=record, lock=lock)
+                                   record=record, lock=lock, before_merge=[volume])
         outcome.results, outcome.evidence = result.results, result.evidence
         outcome.duplicates_collapsed = result.duplicates_collapsed
         if result.passed:

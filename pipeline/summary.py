@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import date
 from pathlib import Path
 
 from pipeline.db.engine import safe_url
 from pipeline.money import format_minor
 from pipeline.rejects import reason_counts, reason_lines
+from recon.checks import warning_of
 from recon.values import ReconciliationResult, RunOutcome, WorkerMetrics
 
 
@@ -20,6 +22,7 @@ def format_summary(outcome: RunOutcome, scale: int, report: Path | None = None) 
         f"run      {outcome.run_id}",
         f"job      {outcome.job_name}",
         f"input    {outcome.input_path}",
+        *instance_lines(outcome.business_date, outcome.overrides),
         f"database {safe_url(outcome.database)}",
         f"status   {outcome.status} (exit {outcome.exit_code})",
         *stage_lines(outcome.stages),
@@ -33,10 +36,25 @@ def format_summary(outcome: RunOutcome, scale: int, report: Path | None = None) 
     if outcome.duplicates_collapsed:
         lines.append(f"duplicate keys collapsed: {outcome.duplicates_collapsed:,} "
                      "(the later record won)")
+    lines += warning_lines(outcome.results)
     if report is not None:
         lines.append(f"report   {report}")
     lines.append(("OK: " if outcome.exit_code == 0 else "FAILED: ") + outcome.message)
     return "\n".join(lines)
+
+
+def instance_lines(business_date: date | None, overrides: Sequence[str]) -> list[str]:
+    """The job instance: the header's business date and the refusals overridden."""
+    lines = [] if business_date is None else [f"date     {business_date} (business date)"]
+    if overrides:
+        lines.append(f"override {', '.join(overrides)} (recorded in BATCH_RUN)")
+    return lines
+
+
+def warning_lines(results: Sequence[ReconciliationResult]) -> list[str]:
+    """``warning  volume_vs_history: ...``: checks that passed but want a look."""
+    return [f"warning  {r.check_name}: {warning}" for r in results
+            if (warning := warning_of(r))]
 
 
 def stage_lines(stages: Mapping[str, int]) -> list[str]:

@@ -5,8 +5,10 @@ Pure: the figures come from the caller (pipeline.reconcile reads them from the d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from decimal import ROUND_FLOOR, Decimal
+from statistics import median_low
 
 from recon.values import (
     NOT_EVALUATED,
@@ -14,6 +16,7 @@ from recon.values import (
     ReconciliationResult,
     RejectLimit,
     TrailerTotals,
+    VolumeRule,
 )
 
 SOURCE_TRAILER_COUNT = "source_trailer_count"
@@ -23,16 +26,19 @@ PROCESSED_TO_STAGING = "processed_to_staging"
 PROCESSED_TO_STAGING_AMOUNT = "processed_to_staging_amount"
 PROCESSED_TO_STAGING_COLUMNS = "processed_to_staging_columns"
 WRITTEN_TO_STAGING = "written_to_staging"
+VOLUME_VS_HISTORY = "volume_vs_history"
 STAGING_TO_FINAL = "staging_to_final"
 STAGING_TO_FINAL_AMOUNT = "staging_to_final_amount"
 STAGING_TO_FINAL_COLUMNS = "staging_to_final_columns"
 
 CHECK_ORDER = (SOURCE_TRAILER_COUNT, SOURCE_TRAILER_AMOUNT, REJECT_LIMIT, PROCESSED_TO_STAGING,
                PROCESSED_TO_STAGING_AMOUNT, PROCESSED_TO_STAGING_COLUMNS, WRITTEN_TO_STAGING,
-               STAGING_TO_FINAL, STAGING_TO_FINAL_AMOUNT, STAGING_TO_FINAL_COLUMNS)
+               VOLUME_VS_HISTORY, STAGING_TO_FINAL, STAGING_TO_FINAL_AMOUNT,
+               STAGING_TO_FINAL_COLUMNS)
 # the checks that compare rows column by column: expected = rows compared, actual = rows
 # equal in every column (pipeline.db.digests and the MERGE's join prove them)
 COLUMN_CHECKS = (PROCESSED_TO_STAGING_COLUMNS, STAGING_TO_FINAL_COLUMNS)
+WARNING = "warning:"  # how a check that passed but wants a look begins its detail
 
 
 def count_check(name: str, expected: int, actual: int, detail: str = "") -> ReconciliationResult:
@@ -163,6 +169,43 @@ def load_checks(trailer: TrailerTotals, a: AggregatedMetrics, staged: int,
                     f"{a.writer_errors} row(s) refused by the database"
                     if a.writer_errors else ""),
     ]
+
+
+def volume_vs_history(rule: VolumeRule, history: Sequence[int],
+                      records_read: int) -> ReconciliationResult:
+    """Tonight's records read against the median of the job's last SUCCEEDED runs
+    (``history``, newest first, at most ``rule.history_runs``).
+
+    A truncated extract with a matching trailer balances every other check: this is how
+    the night gets noticed. Outside the band it fails with ``rule.action == "fail"``;
+    with "warn" it passes and its detail begins with WARNING.
+    """
+    runs = list(history)[:rule.history_runs]
+    # a count some run read, not a half-way figure; with no history at all, tonight's own
+    # (a difference there would read like records lost)
+    expected = int(median_low(runs)) if runs else records_read
+    if len(runs) < rule.min_runs:
+        return ReconciliationResult(VOLUME_VS_HISTORY, expected, records_read, True, detail=(
+            f"not enough history ({len(runs)} of {rule.min_runs} runs): not judged"))
+    low, high = expected * (1 - rule.band), expected * (1 + rule.band)
+    shown = f"median of the last {len(runs)} succeeded runs"
+    if low <= records_read <= high:
+        return ReconciliationResult(VOLUME_VS_HISTORY, expected, records_read, True,
+                                    detail=f"within +/-{rule.band:.0%} of the {shown}")
+    outside = (f"{records_read:,} records read, outside +/-{rule.band:.0%} of the {shown} "
+               f"({expected:,}: {max(0, math.ceil(low)):,} to {math.floor(high):,})")
+    if rule.action == "fail":
+        return ReconciliationResult(VOLUME_VS_HISTORY, expected, records_read, False,
+                                    detail=f'{outside}; control.volume_action = "fail"')
+    return ReconciliationResult(VOLUME_VS_HISTORY, expected, records_read, True,
+                                detail=f"{WARNING} {outside}")
+
+
+def warning_of(result: ReconciliationResult) -> str:
+    """What a check that passed wants looked at (its detail after WARNING), or ""."""
+    if result.passed and result.detail.startswith(WARNING):
+        return result.detail.removeprefix(WARNING).strip()
+    return ""
 
 
 def merge_skipped(keys: int) -> list[ReconciliationResult]:

@@ -8,7 +8,7 @@ Plain frozen data, importing nothing else of the project: ``recon`` computes wit
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -136,6 +136,17 @@ class RejectLimit:
 
 
 @dataclass(frozen=True)
+class VolumeRule:
+    """How tonight's records read are held against the job's history (the job's
+    ``[control] volume_*`` settings; recon.checks.volume_vs_history applies them)."""
+
+    history_runs: int = 10  # the last N SUCCEEDED runs whose median is expected
+    band: float = 0.5  # tonight may differ from the median by this share either way
+    min_runs: int = 5  # fewer SUCCEEDED runs than this: not enough history to judge
+    action: str = "warn"  # outside the band: "warn" (passes, says so) or "fail"
+
+
+@dataclass(frozen=True)
 class TrailerTotals:
     """What the input's trailer declares: the records and their amount (minor units)."""
 
@@ -166,3 +177,5 @@ class RunOutcome:
     recorded: bool = False  # BATCH_RUN holds the run: there is an audit to finish
     audited: bool = False  # its audit committed with the MERGE: nothing left to write
     stages: dict[str, int] = field(default_factory=dict)  # stage -> milliseconds, run order
+    business_date: date | None = None  # the header's (control.business_date), once planned
+    overrides: tuple[str, ...] = ()  # the identity refusals overridden: --rerun, --allow-older

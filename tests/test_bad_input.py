@@ -24,7 +24,7 @@ from sqlalchemy.pool import NullPool
 from pipeline.config import JobConfig
 from pipeline.generate import generate_file
 from pipeline.job import run_job
-from recon import checks
+from recon.checks import CHECK_ORDER
 from recon.values import RunOutcome
 
 pytestmark = pytest.mark.timeout(120)
@@ -252,7 +252,7 @@ def test_malformed_input(case: Case, base: Base, job_config: JobConfig, db_url: 
         audit = query(db_url, "SELECT check_name, passed FROM recon_audit WHERE run_id = :r",
                       r=outcome.run_id)
         assert {name for name, passed in audit if passed == "N"} == failed
-        assert len(audit) == len(checks.CHECK_ORDER)
+        assert len(audit) == len(CHECK_ORDER)
     else:
         assert case.exit_code == 2 and not case.failed
 

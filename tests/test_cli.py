@@ -96,7 +96,8 @@ def test_a_piped_run_shows_no_terminal_codes_and_no_progress_flag_is_accepted(
         tmp_path: Path) -> None:
     made = generate_file(tmp_path / "in.dat", 2_000, seed=1)
     db = f"sqlite:///{tmp_path}/p.db"
-    for flags in ([], ["--no-progress"]):
+    # the same file twice: the second run says it is a rerun on purpose
+    for flags in ([], ["--no-progress", "--rerun"]):
         done = run_cli(tmp_path, "run", "--input", str(made.path), "--db", db, *flags)
         assert done.returncode == 0, done.stderr
         assert "\x1b[" not in done.stdout + done.stderr

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, inspect, select
 
 from pipeline.config import JobConfig
 from pipeline.db.tables import job_tables
+from pipeline.identity import Overrides
 from pipeline.job import RunOutcome, run_job
 from pipeline.jobs import shipped_config
 from recon import checks
@@ -200,7 +201,7 @@ def test_a_rerun_leaves_final_the_same_and_a_later_run_updates_by_key(
     assert_balanced(first)
     before = final_rows(engine, config, *ROW)
 
-    rerun = run_job(config)
+    rerun = run_job(config, overrides=Overrides(rerun=True))
     assert_balanced(rerun)
     assert final_rows(engine, config, *ROW) == before
     # every key was applied again, by the rerun

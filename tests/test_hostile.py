@@ -27,6 +27,7 @@ from sqlalchemy.pool import NullPool
 from pipeline.config import JobConfig, load_config
 from pipeline.db.tables import job_tables
 from pipeline.generate import generate_file
+from pipeline.identity import Overrides
 from pipeline.job import run_job
 from pipeline.jobs import shipped_config
 from pipeline.metrics.bus import MetricsBus
@@ -250,7 +251,8 @@ def test_the_bus_segment_is_unguessable_and_private(
             seen[bus.name] = os.stat(f"/dev/shm/{bus.name}")
 
     config = job_config.with_overrides(input_path=small_input, batch_size=200)
-    outcomes = [run_job(config, on_tick=look) for _ in range(2)]
+    outcomes = [run_job(config, on_tick=look, overrides=Overrides(rerun=i > 0))
+                for i in range(2)]
 
     assert [o.exit_code for o in outcomes] == [0, 0], [o.message for o in outcomes]
     assert len(seen) == 2  # a new name for every run

@@ -12,6 +12,7 @@ from pipeline.audit.schema import AUDIT_SCALE
 from pipeline.config import JobConfig
 from pipeline.db.tables import job_tables
 from pipeline.generate import generate_file
+from pipeline.identity import Overrides
 from pipeline.job import RunOutcome, run_job
 from recon import checks
 from tests.conftest import assert_final_matches, final_rows, run_cli
@@ -184,7 +185,8 @@ def test_rerun_of_the_same_input_leaves_the_same_final_and_audits_both(
         tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
     made = generate_file(tmp_path / "in.dat", 1_500, seed=4, duplicate_rate=0.02)
     config = job_config.with_overrides(input_path=made.path)
-    first, second = run_job(config), run_job(config)
+    # the same file again on purpose: without --rerun it is refused (tests/test_identity.py)
+    first, second = run_job(config), run_job(config, overrides=Overrides(rerun=True))
     assert (first.exit_code, second.exit_code) == (0, 0)
     strip = {k: v[:-2] for k, v in final_rows(engine, config).items()}  # not run id / time
     assert_final_matches(engine, config, expected_from_file(made.path))
@@ -216,7 +218,7 @@ def test_staging_keeps_the_latest_runs_of_the_job_only(
     config = job_config.with_overrides(input_path=made.path, keep_staging_runs=2)
     other = job_config.with_overrides(input_path=made.path, name="other_job")
     other_run = run_job(other).run_id  # shares the staging table: never purged by this job
-    runs = [run_job(config).run_id for _ in range(3)]
+    runs = [run_job(config, overrides=Overrides(rerun=i > 0)).run_id for i in range(3)]
 
     with engine.connect() as conn:
         staged = dict(conn.execute(text("SELECT run_id, COUNT(*) FROM stg_transactions "

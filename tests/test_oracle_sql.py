@@ -13,11 +13,12 @@ on the server named by PIPELINE_TEST_ORACLE_URL and is opt-in: ``pytest -m oracl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import ExecutableDDLElement
 from sqlglot import exp
 
+from pipeline.audit import history
 from pipeline.audit.schema import AUDIT_PRECISION, AUDIT_SCALE
 from pipeline.audit.writer import AuditWriter
 from pipeline.config import JobConfig, load_config
@@ -83,6 +85,12 @@ class _Result:
     def __iter__(self) -> Iterator[tuple[str]]:  # one row: e.g. one staging run to purge
         return iter([self.first()])
 
+    def all(self) -> list[tuple[str]]:  # no rows: e.g. no run of the job is RUNNING
+        return []
+
+    def scalars(self) -> Iterator[int]:  # no values: e.g. no history of records read
+        return iter(())
+
 
 class Recorder:
     """Stands in for the Engine, Connection and Transaction the code is given, on the
@@ -129,16 +137,20 @@ class Issued:
 
 def compiled(what: str, statement: Any, parameters: Any = None) -> Issued:
     """Compile as ``Connection.execute`` does: sorted keys of the first parameter set,
-    executemany for a list of more than one."""
+    executemany for a list of more than one, "post-compile" values (a LIMIT's row count)
+    rendered in."""
     kind = type(statement).__name__
     if isinstance(statement, ExecutableDDLElement):
         return Issued(what, kind, str(statement.compile(dialect=Recorder.dialect)).strip(), ())
     rows = parameters if isinstance(parameters, list) else [parameters] if parameters else []
     result = statement.compile(dialect=Recorder.dialect,
                                column_keys=sorted(rows[0]) if rows else None,
-                               for_executemany=len(rows) > 1)
+                               for_executemany=len(rows) > 1,
+                               compile_kwargs={"render_postcompile": True})
     assert not result.positional, f"{what}: positional binds"
-    return Issued(what, kind, str(result).strip(), tuple(set(result.bind_names.values())))
+    binds = {name for bind, name in result.bind_names.items()
+             if bind not in result.literal_execute_params}  # those are rendered in
+    return Issued(what, kind, str(result).strip(), tuple(binds))
 
 
 # the text job, and the EBCDIC job (its copybook's columns) under the text job's table
@@ -191,8 +203,24 @@ def job_statements(config: JobConfig, tables: JobTables) -> list[Issued]:
 
     audit = AuditWriter(rec, tables, config.amount_field.scale)  # type: ignore[arg-type]
     audit.start_run(RUN_ID, config.name, Path("/data/in/TXN.D20261125.dat"),
-                    datetime(2026, 11, 25, 1, 2, 3), "ab" * 32)
+                    datetime(2026, 11, 25, 1, 2, 3), ["rerun", "allow_older"])
     step("batch_run insert")
+    audit.record_input(RUN_ID, "ab" * 32, date(2026, 11, 25))
+    step("batch_run input")
+    audit.record_refusal(RUN_ID, config.name, Path("/data/in/TXN.D20261125.dat"),
+                         datetime(2026, 11, 25, 1, 2, 3), "REFUSED", 3, "already running")
+    step("batch_run refusal")
+    history.running_run(rec, tables.batch_run, config.name)  # type: ignore[arg-type]
+    step("the running run")
+    with contextlib.suppress(AttributeError):  # the recorder's row is not a BATCH_RUN row
+        history.loaded_input(rec, tables.batch_run, config.name, "ab" * 32)  # type: ignore[arg-type]
+    step("an input already loaded")
+    with contextlib.suppress(AttributeError):
+        history.latest_business_date(rec, tables.batch_run, config.name)  # type: ignore[arg-type]
+    step("the latest business date")
+    history.records_read_before(rec, tables.batch_run, config.name,  # type: ignore[arg-type]
+                                datetime(2026, 11, 25, 1, 2, 3), 10)
+    step("records read by the last runs")
     check = ReconciliationResult("staging_to_final_amount", 10, 10, True, 12345, 12345, "ok")
     worker = WorkerMetrics(0, "processor", 10, 0, datetime(2026, 11, 25), datetime(2026, 11, 25),
                            amount=12345, state="done", exit_code=0, pid=4242)
@@ -242,7 +270,10 @@ def test_the_recorder_saw_every_kind_of_statement(statements: list[Issued]) -> N
                      "CreateTable batch_run", "CreateIndex ix_transactions_run",
                      "CreateIndex ix_recon_audit_run", "merge deduplicate=True",
                      "merge deduplicate=False", "surviving count and sum", "staging count and sum",
-                     "final count and sum", "batch_run insert", "staging bulk insert"):
+                     "final count and sum", "batch_run insert", "batch_run input",
+                     "batch_run refusal", "the running run", "an input already loaded",
+                     "the latest business date", "records read by the last runs",
+                     "staging bulk insert"):
         assert expected in what
 
 

@@ -42,7 +42,7 @@ def test_a_program_calling_run_job_publishes_what_the_cli_writes(
 
     cli_textfile = tmp_path / "textfile" / "cli.prom"
     done = run_cli(tmp_path, "run", "--input", str(made.path), "--db", config.database_url,
-                   "--prometheus-textfile", str(cli_textfile))
+                   "--prometheus-textfile", str(cli_textfile), "--rerun")
     assert done.returncode == 0, done.stderr
     cli_run = re.match(r"run\s+(\S+)", done.stdout)
     assert cli_run is not None, done.stdout

@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, text
 from pipeline.audit.reader import RunReport, list_runs, load_report, open_audit
 from pipeline.config import JobConfig
 from pipeline.generate import generate_file
+from pipeline.identity import Overrides
 from pipeline.job import run_job
 from pipeline.metrics.prometheus import exposition, run_families, write_textfile
 from pipeline.money import format_minor
@@ -128,7 +129,7 @@ def test_json_report_has_every_check_and_worker_with_exact_amounts(
 def test_text_report_and_runs_list(tmp_path: Path, job_config: JobConfig) -> None:
     made = generate_file(tmp_path / "in.dat", 800, seed=4)
     config = job_config.with_overrides(input_path=made.path)
-    first, second = run_job(config), run_job(config)
+    first, second = run_job(config), run_job(config, overrides=Overrides(rerun=True))
     assert (first.exit_code, second.exit_code) == (0, 0)
 
     with open_audit(config.database_url) as engine:

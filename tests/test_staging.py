@@ -20,6 +20,7 @@ from pipeline.db.partitions import run_partition_name
 from pipeline.db.repositories import FinalRepository, StagingRepository
 from pipeline.db.tables import job_tables
 from pipeline.generate import generate_file
+from pipeline.identity import Overrides
 from pipeline.job import run_job
 from pipeline.jobs import shipped_config
 
@@ -61,7 +62,7 @@ def test_each_run_loads_into_its_own_partition_and_a_purge_drops_it(
         accepted = first.metrics.total_read - first.metrics.total_errors  # type: ignore[union-attr]
         assert partitions(engine) == {"stg_transactions_default": 0,
                                       run_partition_name(tables.staging, first.run_id): accepted}
-        second = run_job(config)
+        second = run_job(config, overrides=Overrides(rerun=True))
         assert second.exit_code == 0, second.message
         # the first run's partition is gone: dropped, not emptied row by row
         assert partitions(engine) == {"stg_transactions_default": 0,
@@ -86,7 +87,7 @@ def test_the_checks_read_tonights_rows_only(tmp_path: Path, job_config: JobConfi
     made = generate_file(tmp_path / "in.dat", 1_000, seed=6)
     config = job_config.with_overrides(input_path=made.path, keep_staging_runs=3)
     tables = job_tables(config)
-    runs = [run_job(config) for _ in range(2)]
+    runs = [run_job(config, overrides=Overrides(rerun=i > 0)) for i in range(2)]
     assert [r.exit_code for r in runs] == [0, 0]
     tonight = runs[-1].run_id
 
@@ -127,7 +128,7 @@ def test_a_staging_table_made_without_partitions_still_works(
             conn.execute(text(f"CREATE TABLE stg_transactions ({columns})"))
         made = generate_file(tmp_path / "in.dat", 500, seed=7)
         config = pg_config.with_overrides(input_path=made.path, keep_staging_runs=1)
-        outcomes = [run_job(config) for _ in range(2)]
+        outcomes = [run_job(config, overrides=Overrides(rerun=i > 0)) for i in range(2)]
         assert [o.exit_code for o in outcomes] == [0, 0], outcomes[-1].message
         with engine.connect() as conn:
             staged = conn.execute(text("SELECT run_id, count(*) FROM stg_transactions "

@@ -16,12 +16,14 @@ from sqlglot import exp
 
 from pipeline.config import JobConfig
 from pipeline.generate import generate_file
+from pipeline.identity import Overrides
 from pipeline.job import run_job
 from recon.checks import CHECK_ORDER
 from tests.conftest import engine_for, final_rows
 
 SQL = Path(__file__).resolve().parent.parent / "sql"
 DIALECTS = {"sqlite": "sqlite", "postgresql": "postgres", "oracle": "oracle"}
+RERUN = Overrides(rerun=True)
 
 
 def added_columns(dialect: str) -> set[tuple[str, str]]:
@@ -41,6 +43,8 @@ def test_every_upgrade_script_adds_the_same_columns() -> None:
     assert scripts["sqlite"] == scripts["postgresql"] == scripts["oracle"]
     assert ("job_lock", "run_id") in scripts["sqlite"]
     assert ("batch_run", "audit_ms") in scripts["sqlite"]
+    assert {("batch_run", "business_date"), ("batch_run", "rerun"),
+            ("batch_run", "allow_older")} <= scripts["sqlite"]
 
 
 def _statements(dialect: str) -> list[str]:
@@ -66,7 +70,7 @@ def test_an_earlier_versions_audit_is_upgraded_not_dropped(
         _downgrade(engine, dialect)
         before = final_rows(engine, config)
 
-        refused = run_job(config)
+        refused = run_job(config, overrides=RERUN)
         assert refused.exit_code == 2
         assert f"sql/{dialect}/upgrade_audit.sql" in refused.message
         assert "drop" not in refused.message
@@ -75,7 +79,7 @@ def test_an_earlier_versions_audit_is_upgraded_not_dropped(
         with engine.begin() as conn:
             for statement in _statements(dialect):
                 conn.execute(text(statement))
-        again = run_job(config)
+        again = run_job(config, overrides=RERUN)  # the same file again, on purpose
         assert again.exit_code == 0, again.message
         with engine.connect() as conn:
             runs = conn.execute(text("SELECT run_id, status FROM batch_run")).all()

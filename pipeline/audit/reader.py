@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ from pipeline.metrics.aggregator import PROCESSOR
 from pipeline.stages import STAGES
 from recon import checks
 from recon.values import Evidence, ReconciliationResult, WorkerMetrics
+
+OVERRIDE_COLUMNS = ("rerun", "allow_older")  # BATCH_RUN's flags, 'Y' when used
 
 
 class AuditNotFound(ConfigError):
@@ -43,6 +45,8 @@ class RunRow:
     message: str = ""
     records_read: int | None = None
     stages: dict[str, int] = field(default_factory=dict)  # stage -> ms (pipeline.stages)
+    business_date: date | None = None  # the header's (pipeline.identity)
+    overrides: tuple[str, ...] = ()  # the identity refusals overridden: --rerun, --allow-older
 
     @property
     def duration_s(self) -> float | None:
@@ -213,7 +217,10 @@ def _run_row(row: Any) -> RunRow:
                   message=row["message"] or "",
                   records_read=None if row["records_read"] is None else int(row["records_read"]),
                   stages={s: int(row[f"{s}_ms"]) for s in STAGES
-                          if row.get(f"{s}_ms") is not None})
+                          if row.get(f"{s}_ms") is not None},
+                  business_date=row.get("business_date"),
+                  overrides=tuple(f"--{name.replace('_', '-')}" for name in OVERRIDE_COLUMNS
+                                  if row.get(name) == "Y"))
 
 
 def _result(row: Any, scale: int) -> ReconciliationResult:

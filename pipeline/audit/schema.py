@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Date,
     Identity,
     Index,
     Integer,
@@ -158,6 +159,11 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table, Table]
         # how long each stage took, in milliseconds (pipeline.stages.STAGES, in order)
         *(Column(f"{stage}_ms", BigInteger) for stage in ("plan", "load", "checks", "merge",
                                                           "audit")),
+        # the job instance (pipeline.identity): the header's business date, and 'Y' where
+        # the operator overrode a refusal (run --rerun, run --allow-older)
+        Column("business_date", Date),
+        Column("rerun", CHAR(1)),
+        Column("allow_older", CHAR(1)),
         PrimaryKeyConstraint("run_id", name="pk_batch_run"),
     )
     job_lock = Table(

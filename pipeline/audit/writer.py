@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, select
@@ -35,12 +35,30 @@ class AuditWriter:
         self.engine, self.tables, self.scale = engine, tables, amount_scale
 
     def start_run(self, run_id: str, job_name: str, input_path: Path, started: datetime,
-                  sha256: str | None) -> None:
+                  overrides: Sequence[str] = ()) -> None:
+        """The run's row, RUNNING; ``overrides``: the BATCH_RUN flags the operator set
+        (``rerun``, ``allow_older``), each recorded 'Y'."""
         with database_errors(self.engine, "recording the run start"), self.engine.begin() as c:
             c.execute(self.tables.batch_run.insert().values(
                 run_id=run_id, job_name=job_name, input_path=str(input_path)[:1000],
-                input_sha256=sha256, status=RUNNING, start_ts=started,
-                host=socket.gethostname()[:255], pid=os.getpid()))
+                status=RUNNING, start_ts=started, host=socket.gethostname()[:255],
+                pid=os.getpid(), **dict.fromkeys(overrides, "Y")))
+
+    def record_input(self, run_id: str, sha256: str, business_date: date | None) -> None:
+        """What the plan found: the job instance (the file's SHA-256, its business date)."""
+        t = self.tables.batch_run
+        with database_errors(self.engine, "recording the input"), self.engine.begin() as c:
+            c.execute(t.update().where(t.c.run_id == run_id).values(
+                input_sha256=sha256, business_date=business_date))
+
+    def record_refusal(self, run_id: str, job_name: str, input_path: Path, started: datetime,
+                       status: str, exit_code: int, message: str) -> None:
+        """A run refused before it held the job's lock, in one complete row."""
+        with database_errors(self.engine, "recording the refusal"), self.engine.begin() as c:
+            c.execute(self.tables.batch_run.insert().values(
+                run_id=run_id, job_name=job_name, input_path=str(input_path)[:1000],
+                status=status, start_ts=started, end_ts=utc_now(), exit_code=exit_code,
+                message=message[:1000], host=socket.gethostname()[:255], pid=os.getpid()))
 
     def record_load(self, run_id: str, trailer: tuple[int, int],
                     metrics: AggregatedMetrics) -> None:
@@ -69,7 +87,7 @@ class AuditWriter:
         with database_errors(self.engine, "closing abandoned runs"), self.engine.begin() as c:
             rows = c.execute(select(t.c.run_id, t.c.host, t.c.pid).where(
                 t.c.job_name == job_name, t.c.status == RUNNING, t.c.run_id != run_id)).all()
-            dead = [r.run_id for r in rows if not (r.host == here and _alive(r.pid))]
+            dead = [r.run_id for r in rows if not (r.host == here and process_alive(r.pid))]
             if not dead:
                 return 0
             query = t.update().where(t.c.run_id.in_(dead), t.c.status == RUNNING).values(
@@ -164,7 +182,8 @@ def _evidence_row(run_id: str, seq: int, e: Evidence) -> dict:
             "actual_value": None if e.actual is None else e.actual[:1000]}
 
 
-def _alive(pid: int | None) -> bool:
+
+def process_alive(pid: int | None) -> bool:
     """Whether process ``pid`` of this host still exists (unknown pid: assume gone)."""
     if not pid:
         return False

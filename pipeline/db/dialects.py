@@ -26,6 +26,9 @@ class DialectProfile:
     split_money_sums: bool
     # staging LIST-partitioned by run, a partition per run (pipeline.db.partitions)
     staging_partitions: bool = False
+    # the job lock is a row of JOB_LOCK (so the tables come first); False: SQLite's lock is
+    # on the database file, taken before the run reads or writes anything there
+    lock_needs_tables: bool = True
 
     @property
     def default_writers(self) -> int:

@@ -46,6 +46,9 @@ def run_document(run: RunRow) -> dict[str, Any]:
         "duration_seconds": None if duration is None else round(duration, 3),
         "records_read": run.records_read, "input_path": run.input_path,
         "input_sha256": run.input_sha256, "message": run.message,
+        # the job instance: the header's business date, the identity refusals overridden
+        "business_date": None if run.business_date is None else run.business_date.isoformat(),
+        "rerun": "--rerun" in run.overrides, "allow_older": "--allow-older" in run.overrides,
         # where the run's time went: plan, load, checks, merge, audit (absent: not reached)
         "stage_seconds": {name: ms / 1000 for name, ms in run.stages.items()},
     }

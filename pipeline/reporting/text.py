@@ -6,7 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pipeline.audit.reader import RunReport, RunRow
-from pipeline.summary import check_lines, stage_lines, worker_lines
+from pipeline.summary import (
+    check_lines,
+    instance_lines,
+    stage_lines,
+    warning_lines,
+    worker_lines,
+)
 
 
 def format_report(report: RunReport) -> str:
@@ -16,6 +22,7 @@ def format_report(report: RunReport) -> str:
         f"job      {run.job_name}",
         f"input    {run.input_path}",
         f"sha256   {run.input_sha256 or '-'}",
+        *instance_lines(run.business_date, run.overrides),
         f"started  {format_ts(run.start_ts)}",
         f"ended    {format_ts(run.end_ts)}  ({format_duration(run.duration_s)})",
         f"status   {run.status} (exit {format_exit(run.exit_code)})",
@@ -26,6 +33,8 @@ def format_report(report: RunReport) -> str:
         lines += ["", "earlier  checks of the attempt(s) before `run --resume`, superseded"]
         lines += check_lines(report.earlier_results, report.scale)[1:]
     lines += worker_lines(report.workers, report.scale)
+    warnings = warning_lines(report.results)
+    lines += ["", *warnings] if warnings else []
     lines += ["", f"message  {run.message}" if run.message else "message  -"]
     return "\n".join(lines)
 

@@ -75,6 +75,11 @@ CREATE TABLE batch_run (
     checks_ms     BIGINT,
     merge_ms      BIGINT,
     audit_ms      BIGINT,
+    -- the job instance: the header's business date, and 'Y' where the operator overrode a
+    -- refusal (run --rerun: the same file again; run --allow-older: an earlier date)
+    business_date DATE,
+    rerun         CHAR(1),
+    allow_older   CHAR(1),
     CONSTRAINT pk_batch_run PRIMARY KEY (run_id)
 );
 

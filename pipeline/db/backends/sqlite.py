@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 profile = DialectProfile("sqlite", parallel_writers=False, batch_size=10_000,
                          max_identifier_length=128, money_as_minor_units=True,
-                         split_money_sums=True)
+                         split_money_sums=True, lock_needs_tables=False)
 
 SQLITE_BUSY_TIMEOUT_S = 60
 SQLITE_CACHE_KIB = 64 * 1024
@@ -177,8 +177,9 @@ def _file_lock(engine: Engine, job_name: str) -> Iterator[None]:
         yield
         return
     path = database_identity(Path(database))
-    # the database exists by now (the run created its tables); never create it here
-    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    # a run locks before it touches the database, so a first run creates the file here,
+    # empty, as SQLite would (an empty file is an empty database); its folder was checked
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         try:
             _lock_byte(fd, JOB_LOCK_BASE + zlib.crc32(job_name.encode()))

@@ -22,6 +22,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
@@ -168,11 +169,14 @@ def _copy_out(connection: Connection, staging: Table, run_id: str) -> Iterator[b
     connection.exec_driver_sql("SET LOCAL DateStyle = 'ISO'")
     connection.exec_driver_sql("SET LOCAL client_encoding = 'UTF8'")
     cursor = connection.connection.cursor()
+    driver_error = connection.dialect.loaded_dbapi.Error
     try:
         with cursor.copy(f"COPY ({query}) TO STDOUT") as copy:
             rows = iter(copy)  # whole rows, one at a time, as the server sends them
             while chunk := b"".join(islice(rows, COPY_OUT_ROWS)):
                 yield chunk
+    except driver_error as exc:  # the raw driver's: made SQLAlchemy's, as database_errors
+        raise DBAPIError.instance(None, None, exc, driver_error) from exc  # expects
     finally:
         cursor.close()
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Connection, Engine, create_engine, event, select
 
 from pipeline.config import JobConfig, load_config
 from pipeline.db.tables import job_tables
@@ -222,9 +222,11 @@ def test_composite_key_repeat_needs_all_columns(tmp_path: Path, db_url: str,
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("chunk", [None, 7])
 def test_survivors_from_the_repeated_lines_equal_ranking_every_row(
-        tmp_path: Path, job_config: JobConfig) -> None:
-    """Lines there by a hash collision alone change nothing: here every line is passed."""
+        tmp_path: Path, job_config: JobConfig, chunk: int | None) -> None:
+    """Lines there by a hash collision alone change nothing: here every line is passed
+    (in one statement, or 7 lines a statement: a key's records cross many)."""
     from pipeline.db.repositories import StagingRepository
 
     made = generate_file(tmp_path / "in.dat", 3_000, seed=4, duplicate_rate=0.02)
@@ -237,10 +239,133 @@ def test_survivors_from_the_repeated_lines_equal_ranking_every_row(
             staging = StagingRepository(conn, job_tables(config), config.key_columns,
                                         config.amount)
             rows, amount = staging.count_and_amount(outcome.run_id)
-            dropped = staging.collapsed_at_lines(outcome.run_id, list(range(1, 3_100)))
+            dropped = staging.collapsed_at_lines(outcome.run_id, list(range(1, 3_100)), chunk)
             assert dropped is not None
             assert (rows - dropped[0], amount - dropped[1]) == \
                 staging.surviving_count_and_amount(outcome.run_id)
             assert dropped[0] == outcome.duplicates_collapsed == len(dropped[2])
+    finally:
+        engine.dispose()
+
+
+def night_of_repeats(path: Path, night: int, records: int, repeats: float,
+                     earlier: list[str], seed: int) -> Path:
+    """``records`` records: 30% update a key of ``earlier`` (drawn with replacement, so
+    some repeat), ``repeats`` of them repeat a key seen earlier in this file (some three
+    times or more), the rest are new keys. Each record's description names its line, so
+    "the last record wins" is seen whole, not only in the amounts the checks compare."""
+    rng = np.random.default_rng(seed)
+    keys: list[str] = []
+    for i in range(records):
+        if keys and rng.random() < repeats:
+            keys.append(keys[int(rng.integers(0, len(keys)))])
+        elif earlier and rng.random() < 0.3:
+            keys.append(earlier[int(rng.integers(0, len(earlier)))])
+        else:
+            keys.append(f"N{night}K{i:06d}")
+    details = [detail(k, int(rng.integers(-99_999, 999_999)), description=f"n{night} line {i}")
+               for i, k in enumerate(keys)]
+    return write_input(path, details)
+
+
+def test_any_share_of_repeats_one_plain_merge_last_record_wins(
+        tmp_path: Path, job_config: JobConfig, merges: list[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the old cutoff (it ranked every row, twice, once more than 1% of the run or
+    100,000 records repeated a key): 30% and 45% of the records repeat a key, the
+    repeated lines go to the database 64 a statement (LINES_CHUNK, made small so a small
+    run crosses many), no step ranks every row of the run, and the one MERGE is the
+    plain one. FINAL is exactly the last record of each key over two nights, and the
+    checks' figures are the survivors'."""
+    import pipeline.db.repositories
+    from pipeline.audit.schema import from_audit
+    from recon.checks import STAGING_TO_FINAL, STAGING_TO_FINAL_AMOUNT
+
+    monkeypatch.setattr(pipeline.db.repositories, "LINES_CHUNK", 64)
+
+    def rank_every_row(*_args: Any) -> tuple[int, int]:
+        raise AssertionError("every staging row of the run ranked to count the survivors")
+
+    monkeypatch.setattr(pipeline.db.repositories.StagingRepository,
+                        "surviving_count_and_amount", rank_every_row)
+    tables = job_tables(job_config)
+    expected: dict[str, tuple[int, str]] = {}
+    for night, share in ((1, 0.30), (2, 0.45)):
+        path = night_of_repeats(tmp_path / f"in{night}.dat", night, 1_500, share,
+                                sorted(expected), seed=night)
+        config = job_config.with_overrides(input_path=path, processors=2, batch_size=250)
+        merges.clear()
+        outcome = run_job(config)
+
+        assert outcome.exit_code == 0, outcome.message
+        assert len(merges) == 1
+        assert "row_number" not in merges[0].lower() and "source_line" in merges[0]
+        tonight = expected_from_file(path)
+        distinct = len(tonight.final)
+        assert outcome.duplicates_collapsed == 1_500 - distinct > 64 * 4
+        expected.update({k: (t.amount, t.description) for k, t in tonight.final.items()})
+        final = final_rows(config)
+        assert {k: (v[0], v[2]) for k, v in final.items()} == expected
+        assert {k for k, v in final.items() if v[1] == outcome.run_id} == set(tonight.final)
+        # the checks: expected = the survivors (one per key, its last record), actual = FINAL
+        survivors_amount = sum(t.amount for t in tonight.final.values())
+        by_name = {r.check_name: r for r in outcome.results}
+        assert (by_name[STAGING_TO_FINAL].expected_count,
+                by_name[STAGING_TO_FINAL].actual_count) == (distinct, distinct)
+        assert (by_name[STAGING_TO_FINAL_AMOUNT].expected_amount,
+                by_name[STAGING_TO_FINAL_AMOUNT].actual_amount) == \
+            (survivors_amount, survivors_amount)
+        engine = create_engine(config.database_url)
+        try:
+            with engine.connect() as conn:
+                audit = {r.check_name: r for r in conn.execute(
+                    select(tables.recon_audit).where(
+                        tables.recon_audit.c.run_id == outcome.run_id))}
+        finally:
+            engine.dispose()
+        assert (audit[STAGING_TO_FINAL].expected_cnt, audit[STAGING_TO_FINAL].passed) == \
+            (distinct, "Y")
+        assert from_audit(audit[STAGING_TO_FINAL_AMOUNT].expected_amt, 2) == survivors_amount
+        assert "collapsed" in (audit[STAGING_TO_FINAL].detail or "")
+
+
+class _Failed(Exception):
+    pass
+
+
+def test_the_lines_table_is_temporary_and_never_the_users(
+        tmp_path: Path, job_config: JobConfig) -> None:
+    """The repeated lines' table lives in the temporary schema: a table of the user's with
+    the same name is untouched, and a second lookup on the same (pooled) connection, after
+    one that failed and left it behind on SQLite, works."""
+    from sqlalchemy import text
+
+    from pipeline.db.repositories import LINE_TABLE, StagingRepository
+
+    path = night_of_repeats(tmp_path / "in.dat", 1, 400, 0.3, [], seed=5)
+    outcome = run_job(job_config.with_overrides(input_path=path))
+    assert outcome.exit_code == 0, outcome.message
+    collapsed = 400 - len(expected_from_file(path).final)
+
+    def staging(conn: Connection) -> StagingRepository:
+        return StagingRepository(conn, job_tables(job_config), job_config.key_columns,
+                                 job_config.amount)
+
+    engine = create_engine(job_config.database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"CREATE TABLE {LINE_TABLE} (source_line BIGINT)"))
+            conn.execute(text(f"INSERT INTO {LINE_TABLE} VALUES (42)"))
+        with engine.connect() as conn:
+            with pytest.raises(_Failed), conn.begin():  # SQLite: the table is left behind
+                staging(conn).collapsed_at_lines(outcome.run_id, [1, 2, 3])
+                raise _Failed
+            for chunk in (3, None):  # lines 2-401: every detail record
+                with conn.begin():
+                    dropped = staging(conn).collapsed_at_lines(
+                        outcome.run_id, list(range(2, 402)), chunk)
+                assert dropped is not None and dropped[0] == collapsed == len(dropped[2])
+        with engine.connect() as conn:
+            assert conn.execute(text(f"SELECT source_line FROM {LINE_TABLE}")).all() == [(42,)]
     finally:
         engine.dispose()

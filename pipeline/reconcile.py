@@ -117,9 +117,7 @@ class ReconciliationService:
         2026-12 past 100,000 of them (or 1% of the run) every row was ranked here and
         again in the MERGE (SQLite, 4M + 1M with 10% repeats: job/floor 1.64x).
         """
-        # committed: the lines' temporary table is then dropped on SQLite too (its DDL
-        # runs outside a transaction); nothing else is written here
-        with database_errors(self.engine, "reconciling staging"), self.engine.begin() as conn:
+        with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
             dropped = StagingRepository(conn, self.tables, self.key,
                                         self.amount).collapsed_at_lines(run_id, lines)
         if dropped is None:  # no one-parameter list of lines (Oracle): rank every row

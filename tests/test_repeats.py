@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, select
 
 from pipeline.config import JobConfig, load_config
 from pipeline.db.tables import job_tables
@@ -222,11 +222,9 @@ def test_composite_key_repeat_needs_all_columns(tmp_path: Path, db_url: str,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("chunk", [None, 7])
 def test_survivors_from_the_repeated_lines_equal_ranking_every_row(
-        tmp_path: Path, job_config: JobConfig, chunk: int | None) -> None:
-    """Lines there by a hash collision alone change nothing: here every line is passed
-    (in one statement, or 7 lines a statement: a key's records cross many)."""
+        tmp_path: Path, job_config: JobConfig) -> None:
+    """Lines there by a hash collision alone change nothing: here every line is passed."""
     from pipeline.db.repositories import StagingRepository
 
     made = generate_file(tmp_path / "in.dat", 3_000, seed=4, duplicate_rate=0.02)
@@ -239,7 +237,7 @@ def test_survivors_from_the_repeated_lines_equal_ranking_every_row(
             staging = StagingRepository(conn, job_tables(config), config.key_columns,
                                         config.amount)
             rows, amount = staging.count_and_amount(outcome.run_id)
-            dropped = staging.collapsed_at_lines(outcome.run_id, list(range(1, 3_100)), chunk)
+            dropped = staging.collapsed_at_lines(outcome.run_id, list(range(1, 3_100)))
             assert dropped is not None
             assert (rows - dropped[0], amount - dropped[1]) == \
                 staging.surviving_count_and_amount(outcome.run_id)
@@ -271,23 +269,15 @@ def night_of_repeats(path: Path, night: int, records: int, repeats: float,
 def test_any_share_of_repeats_one_plain_merge_last_record_wins(
         tmp_path: Path, job_config: JobConfig, merges: list[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past the old cutoff (it ranked every row, twice, once more than 1% of the run or
-    100,000 records repeated a key): 30% and 45% of the records repeat a key, the
-    repeated lines go to the database 64 a statement (LINES_CHUNK, made small so a small
-    run crosses many), no step ranks every row of the run, and the one MERGE is the
-    plain one. FINAL is exactly the last record of each key over two nights, and the
-    checks' figures are the survivors'."""
-    import pipeline.db.repositories
+    """30% and then 45% of the records repeat a key (the old cutoff ranked every row, and
+    MERGEd with a ranking, past 1% of the run or 100,000 records): no step ranks every
+    row of the run and the one MERGE is the plain one. FINAL is exactly the last record
+    of each key over two nights, and the checks' figures are the survivors'."""
     from pipeline.audit.schema import from_audit
+    from pipeline.db.repositories import StagingRepository
     from recon.checks import STAGING_TO_FINAL, STAGING_TO_FINAL_AMOUNT
 
-    monkeypatch.setattr(pipeline.db.repositories, "LINES_CHUNK", 64)
-
-    def rank_every_row(*_args: Any) -> tuple[int, int]:
-        raise AssertionError("every staging row of the run ranked to count the survivors")
-
-    monkeypatch.setattr(pipeline.db.repositories.StagingRepository,
-                        "surviving_count_and_amount", rank_every_row)
+    monkeypatch.setattr(StagingRepository, "surviving_count_and_amount", _rank_every_row)
     tables = job_tables(job_config)
     expected: dict[str, tuple[int, str]] = {}
     for night, share in ((1, 0.30), (2, 0.45)):
@@ -302,7 +292,7 @@ def test_any_share_of_repeats_one_plain_merge_last_record_wins(
         assert "row_number" not in merges[0].lower() and "source_line" in merges[0]
         tonight = expected_from_file(path)
         distinct = len(tonight.final)
-        assert outcome.duplicates_collapsed == 1_500 - distinct > 64 * 4
+        assert outcome.duplicates_collapsed == 1_500 - distinct > 1_500 * share * 0.8
         expected.update({k: (t.amount, t.description) for k, t in tonight.final.items()})
         final = final_rows(config)
         assert {k: (v[0], v[2]) for k, v in final.items()} == expected
@@ -329,43 +319,42 @@ def test_any_share_of_repeats_one_plain_merge_last_record_wins(
         assert "collapsed" in (audit[STAGING_TO_FINAL].detail or "")
 
 
-class _Failed(Exception):
-    pass
+def _rank_every_row(*_args: Any) -> tuple[int, int]:
+    raise AssertionError("every staging row of the run ranked to count the survivors")
 
 
-def test_the_lines_table_is_temporary_and_never_the_users(
-        tmp_path: Path, job_config: JobConfig) -> None:
-    """The repeated lines' table lives in the temporary schema: a table of the user's with
-    the same name is untouched, and a second lookup on the same (pooled) connection, after
-    one that failed and left it behind on SQLite, works."""
-    from sqlalchemy import text
+@pytest.mark.parametrize("lines", [3_000, 250_000])
+def test_past_the_old_cutoff_the_survivors_come_from_the_repeated_lines(
+        tmp_path: Path, job_config: JobConfig, monkeypatch: pytest.MonkeyPatch,
+        lines: int) -> None:
+    """The reconciliation given 250,000 repeated lines (the old cutoff: 100,000, or 1% of
+    the run) for a run of 3,000 records: lines without a record, or there by a hash
+    collision, change nothing, every row is never ranked, and the figures and the
+    superseded lines are those of ranking every row."""
+    from pipeline.db.repositories import StagingRepository
+    from pipeline.reconcile import ReconciliationService
+    from recon.values import TrailerTotals
 
-    from pipeline.db.repositories import LINE_TABLE, StagingRepository
-
-    path = night_of_repeats(tmp_path / "in.dat", 1, 400, 0.3, [], seed=5)
+    path = night_of_repeats(tmp_path / "in.dat", 1, 3_000, 0.2, [], seed=7)
     outcome = run_job(job_config.with_overrides(input_path=path))
     assert outcome.exit_code == 0, outcome.message
-    collapsed = 400 - len(expected_from_file(path).final)
-
-    def staging(conn: Connection) -> StagingRepository:
-        return StagingRepository(conn, job_tables(job_config), job_config.key_columns,
-                                 job_config.amount)
-
+    expected = expected_from_file(path)
+    tables = job_tables(job_config)
     engine = create_engine(job_config.database_url)
     try:
-        with engine.begin() as conn:
-            conn.execute(text(f"CREATE TABLE {LINE_TABLE} (source_line BIGINT)"))
-            conn.execute(text(f"INSERT INTO {LINE_TABLE} VALUES (42)"))
         with engine.connect() as conn:
-            with pytest.raises(_Failed), conn.begin():  # SQLite: the table is left behind
-                staging(conn).collapsed_at_lines(outcome.run_id, [1, 2, 3])
-                raise _Failed
-            for chunk in (3, None):  # lines 2-401: every detail record
-                with conn.begin():
-                    dropped = staging(conn).collapsed_at_lines(
-                        outcome.run_id, list(range(2, 402)), chunk)
-                assert dropped is not None and dropped[0] == collapsed == len(dropped[2])
-        with engine.connect() as conn:
-            assert conn.execute(text(f"SELECT source_line FROM {LINE_TABLE}")).all() == [(42,)]
+            staging = StagingRepository(conn, tables, job_config.key_columns,
+                                        job_config.amount)
+            rows, amount = staging.count_and_amount(outcome.run_id)
+            ranked = staging.surviving_count_and_amount(outcome.run_id)
+        monkeypatch.setattr(StagingRepository, "surviving_count_and_amount", _rank_every_row)
+        service = ReconciliationService(engine, tables, job_config.key_columns,
+                                        job_config.amount, TrailerTotals(rows, amount))
+        keys, survivors_amount, superseded = service._survivors_from(
+            outcome.run_id, list(range(1, lines + 1)), rows, amount)
     finally:
         engine.dispose()
+    assert (keys, survivors_amount) == ranked == \
+        (len(expected.final), sum(t.amount for t in expected.final.values()))
+    last = {t.txn_id: t.line for t in expected.final.values()}
+    assert superseded == sorted(t.line for t in expected.accepted if last[t.txn_id] != t.line)

@@ -20,7 +20,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection, Engine, Select, Table
+    from sqlalchemy import Connection, Engine, Table
     from sqlalchemy.engine import URL, Dialect
     from sqlalchemy.sql.elements import ColumnElement
     from sqlalchemy.types import TypeEngine
@@ -74,10 +74,6 @@ class Backend(Protocol):
                  lines: list[int]) -> tuple[ColumnElement[bool], Any] | None:
         """``column`` among ``lines`` with one bound parameter ``lines`` and its value;
         None where the database has no one-parameter list."""
-
-    def line_values(self, lines: list[int]) -> tuple[Select[Any], Any] | None:
-        """A SELECT of one row per line of ``lines`` (one column) over one bound parameter
-        ``lines``, and its value; None where the database has no one-parameter list."""
 
     def merging(self, connection: Connection) -> AbstractContextManager[None]:
         """Around the MERGE statement, in its transaction: the plan it must take."""

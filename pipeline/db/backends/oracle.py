@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Select, Table, event
+from sqlalchemy import Connection, Engine, Table, event
 from sqlalchemy.dialects.oracle import NUMBER
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.sql.elements import ColumnElement
@@ -106,10 +106,6 @@ def merging(connection: Connection) -> AbstractContextManager[None]:
 def lines_in(column: ColumnElement[Any],
              lines: list[int]) -> tuple[ColumnElement[bool], Any] | None:
     return None  # no one-parameter list of lines: the caller ranks every row instead
-
-
-def line_values(lines: list[int]) -> tuple[Select[Any], Any] | None:
-    return None  # as lines_in
 
 
 class OracleLoader(BulkLoader):

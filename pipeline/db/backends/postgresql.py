@@ -14,7 +14,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     Numeric,
-    Select,
     Table,
     any_,
     bindparam,
@@ -111,10 +110,6 @@ def money_type(dialect: Dialect, precision: int, scale: int) -> TypeEngine[Any]:
 def lines_in(column: ColumnElement[Any],
              lines: list[int]) -> tuple[ColumnElement[bool], Any] | None:
     return column == any_(bindparam("lines", type_=ARRAY(BigInteger))), list(lines)
-
-
-def line_values(lines: list[int]) -> tuple[Select[Any], Any]:
-    return select(func.unnest(bindparam("lines", type_=ARRAY(BigInteger)))), list(lines)
 
 
 # The MERGE's source is in key order (pipeline.db.merge): probing FINAL's primary key row

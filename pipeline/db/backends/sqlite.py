@@ -125,14 +125,9 @@ def repeated_key(exc: BaseException) -> bool:
 
 def lines_in(column: ColumnElement[Any],
              lines: list[int]) -> tuple[ColumnElement[bool], Any] | None:
-    values, bound = line_values(lines)
-    return column.in_(values), bound
-
-
-def line_values(lines: list[int]) -> tuple[Select[Any], Any]:
     values: Select[Any] = select(literal_column("value")).select_from(
         func.json_each(bindparam("lines")))
-    return values, json.dumps(list(lines))
+    return column.in_(values), json.dumps(list(lines))
 
 
 @contextmanager

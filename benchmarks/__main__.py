@@ -163,9 +163,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         log("mainframe - decoding EBCDIC records, the EBCDIC job vs the text job")
         result["mainframe"] = mainframe.measure(plan.bus_records, plan.sizes[0], reps, workdir)
     if "night" in sections:
-        log("night - FINAL already full, 30% updates, 0.1% repeats: the job vs its floor")
+        log("night - FINAL already full, 30% random updates, 0.1%, 1% and 10% extra "
+            "repeats: the job vs its floor")
         # a full-size night takes ~4 min a run on each database: once there; the quick
         # one ~25 s, and its ratio drifts with the machine: 5 alternating repetitions
+        # (each share of repeats is measured: 3 x 5 job and floor pairs per database)
         result["night"] = night.measure_all(tgts, night.FULL if args.full else night.QUICK,
                                             workdir, log, 1 if args.full else max(reps, 5))
     result["load_end"] = machine.load_average()

@@ -59,6 +59,7 @@ def instrument() -> None:
     _timed(job.WorkerPool, "run", "load")
     _timed(ReconciliationService, "reconcile_counts", "checks_before_merge")
     _timed(StagingRepository, "surviving_count_and_amount", "checks_duplicates")
+    _timed(StagingRepository, "collapsed_at_lines", "checks_repeated_lines")
     _timed(FinalRepository, "merge_run", "merge")
     _timed(FinalRepository, "count_and_amount_for_run", "checks_after_merge")
     # the MERGE's transaction: connect + MERGE + checks + commit; the rest is the commit

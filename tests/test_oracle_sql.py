@@ -510,6 +510,17 @@ def test_the_plain_merge_does_not_rank(tables: JobTables, config: JobConfig) -> 
     assert "stg_transactions.run_id = :run_id" in sql
 
 
+def test_oracle_counts_repeats_by_ranking_every_row(tables: JobTables,
+                                                     config: JobConfig) -> None:
+    """No one-parameter list of lines on Oracle: the repeated lines are not looked up
+    (nothing is issued, no temporary table), and the caller ranks every row instead, with
+    the surviving-rows query and the de-duplicating MERGE checked above."""
+    rec = Recorder()
+    staging = StagingRepository(rec, tables, config.key_columns, config.amount)  # type: ignore[arg-type]
+    assert staging.collapsed_at_lines(RUN_ID, [3, 4, 9]) is None
+    assert rec.executed == []
+
+
 def test_the_staging_insert_names_every_column(tables: JobTables, config: JobConfig) -> None:
     loader = loader_for(tables, config.detail, config.amount, Recorder.dialect, 50_000)
     tree = sqlglot.parse_one(loader.insert_sql, read="oracle")

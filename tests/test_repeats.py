@@ -244,3 +244,117 @@ def test_survivors_from_the_repeated_lines_equal_ranking_every_row(
             assert dropped[0] == outcome.duplicates_collapsed == len(dropped[2])
     finally:
         engine.dispose()
+
+
+def night_of_repeats(path: Path, night: int, records: int, repeats: float,
+                     earlier: list[str], seed: int) -> Path:
+    """``records`` records: 30% update a key of ``earlier`` (drawn with replacement, so
+    some repeat), ``repeats`` of them repeat a key seen earlier in this file (some three
+    times or more), the rest are new keys. Each record's description names its line, so
+    "the last record wins" is seen whole, not only in the amounts the checks compare."""
+    rng = np.random.default_rng(seed)
+    keys: list[str] = []
+    for i in range(records):
+        if keys and rng.random() < repeats:
+            keys.append(keys[int(rng.integers(0, len(keys)))])
+        elif earlier and rng.random() < 0.3:
+            keys.append(earlier[int(rng.integers(0, len(earlier)))])
+        else:
+            keys.append(f"N{night}K{i:06d}")
+    details = [detail(k, int(rng.integers(-99_999, 999_999)), description=f"n{night} line {i}")
+               for i, k in enumerate(keys)]
+    return write_input(path, details)
+
+
+def test_any_share_of_repeats_one_plain_merge_last_record_wins(
+        tmp_path: Path, job_config: JobConfig, merges: list[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """30% and then 45% of the records repeat a key (the old cutoff ranked every row, and
+    MERGEd with a ranking, past 1% of the run or 100,000 records): no step ranks every
+    row of the run and the one MERGE is the plain one. FINAL is exactly the last record
+    of each key over two nights, and the checks' figures are the survivors'."""
+    from pipeline.audit.schema import from_audit
+    from pipeline.db.repositories import StagingRepository
+    from recon.checks import STAGING_TO_FINAL, STAGING_TO_FINAL_AMOUNT
+
+    monkeypatch.setattr(StagingRepository, "surviving_count_and_amount", _rank_every_row)
+    tables = job_tables(job_config)
+    expected: dict[str, tuple[int, str]] = {}
+    for night, share in ((1, 0.30), (2, 0.45)):
+        path = night_of_repeats(tmp_path / f"in{night}.dat", night, 1_500, share,
+                                sorted(expected), seed=night)
+        config = job_config.with_overrides(input_path=path, processors=2, batch_size=250)
+        merges.clear()
+        outcome = run_job(config)
+
+        assert outcome.exit_code == 0, outcome.message
+        assert len(merges) == 1
+        assert "row_number" not in merges[0].lower() and "source_line" in merges[0]
+        tonight = expected_from_file(path)
+        distinct = len(tonight.final)
+        assert outcome.duplicates_collapsed == 1_500 - distinct > 1_500 * share * 0.8
+        expected.update({k: (t.amount, t.description) for k, t in tonight.final.items()})
+        final = final_rows(config)
+        assert {k: (v[0], v[2]) for k, v in final.items()} == expected
+        assert {k for k, v in final.items() if v[1] == outcome.run_id} == set(tonight.final)
+        # the checks: expected = the survivors (one per key, its last record), actual = FINAL
+        survivors_amount = sum(t.amount for t in tonight.final.values())
+        by_name = {r.check_name: r for r in outcome.results}
+        assert (by_name[STAGING_TO_FINAL].expected_count,
+                by_name[STAGING_TO_FINAL].actual_count) == (distinct, distinct)
+        assert (by_name[STAGING_TO_FINAL_AMOUNT].expected_amount,
+                by_name[STAGING_TO_FINAL_AMOUNT].actual_amount) == \
+            (survivors_amount, survivors_amount)
+        engine = create_engine(config.database_url)
+        try:
+            with engine.connect() as conn:
+                audit = {r.check_name: r for r in conn.execute(
+                    select(tables.recon_audit).where(
+                        tables.recon_audit.c.run_id == outcome.run_id))}
+        finally:
+            engine.dispose()
+        assert (audit[STAGING_TO_FINAL].expected_cnt, audit[STAGING_TO_FINAL].passed) == \
+            (distinct, "Y")
+        assert from_audit(audit[STAGING_TO_FINAL_AMOUNT].expected_amt, 2) == survivors_amount
+        assert "collapsed" in (audit[STAGING_TO_FINAL].detail or "")
+
+
+def _rank_every_row(*_args: Any) -> tuple[int, int]:
+    raise AssertionError("every staging row of the run ranked to count the survivors")
+
+
+@pytest.mark.parametrize("lines", [3_000, 250_000])
+def test_past_the_old_cutoff_the_survivors_come_from_the_repeated_lines(
+        tmp_path: Path, job_config: JobConfig, monkeypatch: pytest.MonkeyPatch,
+        lines: int) -> None:
+    """The reconciliation given 250,000 repeated lines (the old cutoff: 100,000, or 1% of
+    the run) for a run of 3,000 records: lines without a record, or there by a hash
+    collision, change nothing, every row is never ranked, and the figures and the
+    superseded lines are those of ranking every row."""
+    from pipeline.db.repositories import StagingRepository
+    from pipeline.reconcile import ReconciliationService
+    from recon.values import TrailerTotals
+
+    path = night_of_repeats(tmp_path / "in.dat", 1, 3_000, 0.2, [], seed=7)
+    outcome = run_job(job_config.with_overrides(input_path=path))
+    assert outcome.exit_code == 0, outcome.message
+    expected = expected_from_file(path)
+    tables = job_tables(job_config)
+    engine = create_engine(job_config.database_url)
+    try:
+        with engine.connect() as conn:
+            staging = StagingRepository(conn, tables, job_config.key_columns,
+                                        job_config.amount)
+            rows, amount = staging.count_and_amount(outcome.run_id)
+            ranked = staging.surviving_count_and_amount(outcome.run_id)
+        monkeypatch.setattr(StagingRepository, "surviving_count_and_amount", _rank_every_row)
+        service = ReconciliationService(engine, tables, job_config.key_columns,
+                                        job_config.amount, TrailerTotals(rows, amount))
+        keys, survivors_amount, superseded = service._survivors_from(
+            outcome.run_id, list(range(1, lines + 1)), rows, amount)
+    finally:
+        engine.dispose()
+    assert (keys, survivors_amount) == ranked == \
+        (len(expected.final), sum(t.amount for t in expected.final.values()))
+    last = {t.txn_id: t.line for t in expected.final.values()}
+    assert superseded == sorted(t.line for t in expected.accepted if last[t.txn_id] != t.line)

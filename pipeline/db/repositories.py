@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -21,6 +20,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    type_coerce,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -29,7 +29,8 @@ from pipeline.db.dialects import profile_for
 from pipeline.db.engine import database_errors
 from pipeline.db.merge import merge_params, merge_statement, staged_rows, surviving_rows
 from pipeline.db.partitions import drop_run_partitions
-from pipeline.db.tables import JobTables
+from pipeline.db.tables import JobTables, key_of
+from pipeline.db.types import Money
 
 _HALF = 2**32
 
@@ -102,24 +103,37 @@ class StagingRepository:
         here, so a line there by a mere hash collision changes nothing. None where this
         database has no one-parameter list of lines (Oracle): the caller then ranks every
         row instead.
+
+        The database ranks the rows at those lines only (a filter of the scan of the
+        run's rows: PostgreSQL hashes the array, SQLite indexes the JSON list once) and
+        returns the superseded ones: the cost grows with the repeated records, with no
+        threshold. 1M rows, 209,344 lines (10% repeats), 110,903 superseded: 0.8 s on
+        SQLite, 1.1-1.4 s on PostgreSQL (ranking every row: 2.5 s, 1.4 s), on this 2-vCPU
+        machine shared with other work. A temporary table of the lines, joined, took
+        3.2-3.9 s on PostgreSQL: without statistics on the fresh staging partition, the
+        planner sorted all 1M rows for the window before the join.
         """
         lines_in = backend_for(self.connection.dialect.name).lines_in(
             self.table.c.source_line, list(lines))
         if lines_in is None:
             return None
         at, bound = lines_in
-        keys = [self.table.c[k] for k in self.key]
-        query = select(*keys, self.table.c.source_line, self.table.c[self.amount]).where(
-            self.table.c.run_id == run_id, at)
-        by_key: dict[tuple[Any, ...], list[tuple[int, int]]] = defaultdict(list)
-        for row in self.connection.execute(query, {"lines": bound}):
-            by_key[tuple(row[:len(keys)])].append((int(row[-2]), int(row[-1])))
-        amount, dropped = 0, []
-        for found in by_key.values():
-            found.sort()  # by source line: the last one wins, the others are dropped
-            amount += sum(a for _, a in found[:-1])
-            dropped += [line for line, _ in found[:-1]]
-        return len(dropped), amount, sorted(dropped)
+        s, money = self.table, self.table.c[self.amount].type
+        assert isinstance(money, Money)
+        # the driver's own value (Decimal on PostgreSQL): summed exactly, converted once
+        raw = type_coerce(s.c[self.amount], money.load_dialect_impl(self.connection.dialect))
+        ranked = select(
+            s.c.source_line, raw.label("amount"),
+            func.row_number().over(partition_by=key_of(s, self.key),
+                                   order_by=s.c.source_line.desc()).label("rn"),
+        ).where(s.c.run_id == run_id, at).subquery("ranked")
+        # every record of a key but its last: those keeping the last record drops
+        rows = self.connection.execute(
+            select(ranked.c.source_line, ranked.c.amount)
+            .where(ranked.c.rn > literal_column("1")), {"lines": bound}).all()
+        amount = money.process_result_value(sum(a for _, a in rows), self.connection.dialect)
+        assert amount is not None
+        return len(rows), amount, sorted(int(line) for line, _ in rows)
 
     def purge_older_runs(self, batch_run: Table, job_name: str, keep: int) -> int:
         """Delete the staging rows of the job's runs older than its ``keep`` latest; returns

@@ -33,6 +33,8 @@ from recon.checks import columns_check
 from recon.values import ROW, Evidence, ReconciliationResult
 
 EVIDENCE_ROWS = 1_000  # differing rows kept in the audit per check, in line order
+BATCH = 10_000  # records parsed at a time when the input is read again
+NOT_STAGED = np.iinfo(np.int64).min  # no digest is this: the record has no staging row
 
 
 @dataclass
@@ -51,7 +53,8 @@ class ColumnFinding:
 
 
 def shown(column: Any, value: Any) -> str | None:
-    """A stored value as the evidence shows it: amounts in decimals, dates in ISO."""
+    """A value as the evidence shows it, stored or parsed: amounts in decimals (the
+    processors' are minor units), dates in ISO (the processors' are ISO text already)."""
     if value is None:
         return None
     if isinstance(column.type, Money):
@@ -74,7 +77,8 @@ class InputRows:
 
     def unavailable(self) -> str:
         """Why the rows cannot be read again ("" when they can): the file is gone, or is
-        not the one the run read (its SHA-256 in BATCH_RUN)."""
+        not the one the run read (its SHA-256 in BATCH_RUN). Plans the file: call it
+        before anything else."""
         from pipeline.errors import PipelineError
         from pipeline.source import plan_job_input
 
@@ -92,7 +96,7 @@ class InputRows:
         from pipeline.workers.processor import detail_batches_of
 
         for rng in self._plan.ranges:
-            yield from detail_batches_of(self.config, self._plan.path, rng, 10_000)
+            yield from detail_batches_of(self.config, self._plan.path, rng, BATCH)
 
     def digests(self, worker_of: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """(lines, digests) of the accepted records that staging holds a row of, each as
@@ -107,7 +111,7 @@ class InputRows:
                 lines.append(staged.lines)
                 digests.append(self.loader.encode_digested(staged)[1])
             lines.append(batch.lines[workers < 0])  # not staged: missing, whatever it holds
-            digests.append(np.full(int((workers < 0).sum()), -(2**63), dtype=np.int64))
+            digests.append(np.full(int((workers < 0).sum()), NOT_STAGED, dtype=np.int64))
         if not lines:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(lines), np.concatenate(digests)
@@ -163,31 +167,19 @@ def _staging_evidence(connection: Connection, staging: Table, key: Sequence[str]
     for line in lines:
         want = expected.get(line)
         rows_held = held.get(line, [])
-        if want is None or len(rows_held) != 1:
-            key_text = _key_text(key, want or dict(zip([c.name for c in columns],
-                                                       rows_held[0], strict=True))
-                                 if rows_held or want else {})
-            evidence.append(Evidence(NAME, key_text, ROW,
+        if want is None or len(rows_held) != 1:  # a line staged once or never, or twice
+            values = want if want is not None else dict(
+                zip([c.name for c in columns], rows_held[0], strict=True))
+            evidence.append(Evidence(NAME, _key_text(key, values), ROW,
                                      "1 row" if want is not None else "no such record",
                                      f"{len(rows_held)} row(s) in staging", line))
             continue
         for column, value in zip(columns, rows_held[0], strict=True):
-            should = shown(column, _as_stored(column, want[column.name]))
-            found = shown(column, value)
+            should, found = shown(column, want[column.name]), shown(column, value)
             if should != found:
                 evidence.append(Evidence(NAME, _key_text(key, want), column.name, should,
                                          found, line))
     return evidence
-
-
-def _as_stored(column: Any, value: Any) -> Any:
-    return date.fromisoformat(value) if isinstance(value, str) and _is_date(column) else value
-
-
-def _is_date(column: Any) -> bool:
-    from sqlalchemy import Date
-
-    return isinstance(column.type, Date)
 
 
 def _key_text(key: Sequence[str], values: dict[str, Any]) -> str:

@@ -199,3 +199,33 @@ def _digests_agree(job_config: JobConfig, engine: Engine) -> None:
         conn.execute(text("UPDATE stg_transactions SET description = 'caf\u00e9 \u20ac!' "
                           "WHERE source_line = 6"))
         assert backend.staging_digest_total(conn, tables.staging, "run-1")[1] != total(digests)
+
+
+def test_oracle_digests_fetched_rows_as_its_loader_sent_them() -> None:
+    """No Oracle server here: the values python-oracledb returns through the staging
+    table's types (Money as minor units, DATE as a datetime) are put back as the loader's
+    rows hold them (Decimal, date) before hashing, so both sides digest the same tuples."""
+    import datetime as dt
+
+    from sqlalchemy.dialects import oracle
+
+    from pipeline.config import load_config
+    from pipeline.db.backends.oracle import _as_loaded
+    from pipeline.db.digests import row_digests
+    from pipeline.jobs import shipped_config
+
+    job_config = load_config(shipped_config())
+    tables = job_tables(job_config)
+    loader = loader_for(tables, job_config.detail, job_config.amount, oracle.dialect(), 100)
+    columns = {"txn_id": np.array(["K1", "K2"]), "account_id": np.array(["0012345678"] * 2),
+               "txn_date": np.array(["2026-12-04", "2026-02-28"]),
+               "amount": np.array([-1001, 250], dtype=np.int64),
+               "currency": np.array(["EUR", "USD"]), "description": np.array(["caf\u00e9", ""])}
+    batch = StagingBatch("run-1", 0, np.array([2, 3], dtype=np.int64), columns)
+    sent = loader.encode_digested(batch)[1]
+    fetched = [("run-1", 2, 0, "K1", "0012345678", dt.datetime(2026, 12, 4), -1001, "EUR",
+                "caf\u00e9"),
+               ("run-1", 3, 0, "K2", "0012345678", dt.datetime(2026, 2, 28), 250, "USD", None)]
+    convert = [_as_loaded(c) for c in tables.staging.columns]
+    rows = [tuple(f(v) for f, v in zip(convert, row, strict=True)) for row in fetched]
+    assert row_digests(rows).tolist() == sent.tolist()

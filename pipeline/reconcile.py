@@ -252,9 +252,17 @@ class ReconciliationService:
     def _final_columns(self, final: FinalRepository, run_id: str, keys: int,
                        deduplicate: bool, superseded: Sequence[int]) -> ReconciliationResult:
         """staging_to_final_columns, in the MERGE's transaction: every surviving staging
-        row against the FINAL row the MERGE left, in SQL (NULL-safe); the differing rows'
-        values are kept as evidence before any rollback can take them."""
+        row against the FINAL row the MERGE left. The database digests both sides (64
+        bits a row, its backend's ``value_digest_sums``): equal sums pass. A row by row
+        join on the key costs more than the MERGE itself on SQLite (1M rows into 4M: 5.9 s
+        against 2.6 s for both digests), so it runs only when the sums differ, or
+        where the database has no digest (Oracle): it counts the equal rows exactly
+        (NULL-safe) and keeps the differing rows' values as evidence before any
+        rollback can take them."""
         source, params = final.survivors(run_id, deduplicate, superseded)
+        digests = final.value_digests(source, params)
+        if digests is not None and digests[0] == digests[1]:
+            return checks.columns_check(checks.STAGING_TO_FINAL_COLUMNS, keys, keys)
         equal = final.columns_equal_count(source, params)
         finding = ColumnFinding(keys, equal)
         if equal != keys:

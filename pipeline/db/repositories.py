@@ -221,6 +221,21 @@ class FinalRepository:
         return rows.subquery("s"), params
 
 
+    def value_digests(self, source: Any, params: dict[str, Any]) -> tuple[int, int] | None:
+        """(the surviving staging rows' digest, the run's FINAL rows' digest), each over
+        every stored column as the database computes it (its backend's
+        ``value_digest_sums``); None where the database has none."""
+        sums = backend_for(self.connection.dialect.name).value_digest_sums
+        names = self.tables.business_columns
+        staged_sums, final_sums = sums([source.c[c] for c in names]), sums(
+            [self.table.c[c] for c in names])
+        if staged_sums is None or final_sums is None:
+            return None
+        staged = self.connection.execute(select(*staged_sums), params).one()
+        final = self.connection.execute(select(*final_sums).where(
+            self.table.c.last_run_id == bindparam("run_id")), params).one()
+        return _joined_sums(staged), _joined_sums(final)
+
     def columns_equal_count(self, source: Any, params: dict[str, Any]) -> int:
         """FINAL rows of the run (bound as ``:run_id``) equal, in every stored column
         (NULL-safe), to their key's surviving staging row in ``source``."""
@@ -254,6 +269,11 @@ class FinalRepository:
     def _same(self, source: Any) -> ColumnElement[bool]:
         return and_(*(self.table.c[c].is_not_distinct_from(source.c[c])
                       for c in self._compared))
+
+
+def _joined_sums(row: Any) -> int:
+    """One exact number from a digest's sums (SQLite's two 32-bit halves)."""
+    return sum(int(v) << (32 * (len(row) - 1 - i)) for i, v in enumerate(row))
 
 
 def record_stage_ms(engine: Engine, batch_run: Table, run_id: str,

@@ -91,6 +91,12 @@ class Backend(Protocol):
                              run_id: str) -> tuple[int, int]:
         """(rows, exact sum of their digests) of the run's staging rows."""
 
+    def value_digest_sums(self, columns: list[ColumnElement[Any]]
+                          ) -> list[ColumnElement[Any]] | None:
+        """Aggregates whose exact values digest the rows' ``columns`` (64 bits a row, the
+        same for the same values, NULL-safe), computed by the database on both sides of
+        staging_to_final_columns; None: compare the rows by a join instead."""
+
 
 def backend_for(name: str) -> Backend:
     """The module of the database ``name`` (a SQLAlchemy backend name, e.g. ``sqlite``)."""

@@ -16,11 +16,16 @@ from sqlalchemy import (
     Engine,
     Numeric,
     Table,
+    Text,
     any_,
     bindparam,
+    cast,
     func,
+    literal_column,
     select,
+    tuple_,
 )
+from sqlalchemy.dialects.postgresql import BIT
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
@@ -151,6 +156,14 @@ def staging_digest_total(connection: Connection, staging: Table,
                          run_id: str) -> tuple[int, int]:
     digests = _joined([crc32_lines(text) for text in _copy_out(connection, staging, run_id)])
     return len(digests), total(digests)
+
+
+def value_digest_sums(columns: list[ColumnElement[Any]]) -> list[ColumnElement[Any]]:
+    """md5 of the row's text form (NULL and '' apart), its first 64 bits as a bigint,
+    summed as NUMERIC (exact): all of it in the server."""
+    text = cast(tuple_(*columns), Text)
+    first64 = literal_column("'x'", Text).concat(func.substr(func.md5(text), 1, 16))
+    return [func.coalesce(func.sum(cast(cast(first64, BIT(64)), BigInteger)), 0)]
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:

@@ -144,6 +144,15 @@ def staging_digest_total(connection: Connection, staging: Table,
     return int(rows), int(summed)
 
 
+def value_digest_sums(columns: list[ColumnElement[Any]]) -> list[ColumnElement[Any]]:
+    """The registered row hash (64 bits) summed in two halves, which cannot overflow
+    SQLite's integer SUM: the high 32 bits (signed) and the low 32 bits."""
+    hashed = getattr(func, HASH_FUNCTION)(*columns, type_=BigInteger)
+    high = hashed.op(">>", return_type=BigInteger)(literal(32, BigInteger))
+    low = hashed.op("&", return_type=BigInteger)(literal(0xFFFFFFFF, BigInteger))
+    return [func.coalesce(func.sum(high), 0), func.coalesce(func.sum(low), 0)]
+
+
 def _digest(staging: Table) -> ColumnElement[Any]:
     """digests.row_digests in SQL: the registered row hash over the row as stored, in
     the loader's column order, folded as np.fmod folds it (SQLite's % truncates too)."""

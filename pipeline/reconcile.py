@@ -139,8 +139,9 @@ class ReconciliationService:
 
         Whatever the share of repeats: the database ranks the rows at ``lines`` only
         (``collapsed_at_lines``), so the cost grows with the repeated records. Until
-        2026-12 past 100,000 of them (or 1% of the run) every row was ranked here and
-        again in the MERGE (SQLite, 4M + 1M with 10% repeats: job/floor 1.64x).
+        2026-12-04, past 100,000 of them (or 1% of the run) every row was ranked here and
+        again in the MERGE: the night benchmark, 4M + 1M with 10% repeats, job/floor
+        1.60-1.68x on SQLite, 1.21-1.23x since (benchmarks/results/night-repeats-cliff.md).
         """
         with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
             dropped = StagingRepository(conn, self.tables, self.key,

@@ -107,10 +107,11 @@ class StagingRepository:
         The database ranks the rows at those lines only (a filter of the scan of the
         run's rows: PostgreSQL hashes the array, SQLite indexes the JSON list once) and
         returns the superseded ones: the cost grows with the repeated records, with no
-        threshold. 1M rows, 209,344 lines (10% repeats), 110,903 superseded: 0.8 s on
-        SQLite, 1.1-1.4 s on PostgreSQL (ranking every row: 2.5 s, 1.4 s), on this 2-vCPU
-        machine shared with other work. A temporary table of the lines, joined, took
-        3.2-3.9 s on PostgreSQL: without statistics on the fresh staging partition, the
+        threshold. The night benchmark's 1M records with 10% repeats (221,000 lines,
+        111,000 superseded): 0.66-0.68 s on SQLite, 0.79 s on PostgreSQL, against 2.2-2.3 s
+        and 1.0 s to rank every row (medians of 5, two runs). A temporary table of the
+        lines joined to the rows took 3.2-3.9 s on PostgreSQL (a busier machine; the
+        array 0.9-1.4 s then): without statistics on the fresh staging partition, the
         planner sorted all 1M rows for the window before the join.
         """
         lines_in = backend_for(self.connection.dialect.name).lines_in(

@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import (
-    ARRAY,
-    BigInteger,
     Connection,
     Engine,
     Numeric,
@@ -29,7 +27,7 @@ from sqlalchemy.dialects.postgresql import BIT
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.types import TypeEngine
+from sqlalchemy.types import TypeEngine, UserDefinedType
 
 from pipeline.db.bulk import BulkLoader, LoadResult, StagingBatch
 from pipeline.db.dialects import DialectProfile
@@ -115,9 +113,24 @@ def money_type(dialect: Dialect, precision: int, scale: int) -> TypeEngine[Any]:
     return dialect.type_descriptor(Numeric(precision, scale, asdecimal=True))
 
 
+class _Lines(UserDefinedType[str]):
+    """BIGINT[] bound as its text literal ``{1,2,...}``, cast in the statement: PostgreSQL
+    reads it as one constant array (hashed when filtering: the plan shows the constant),
+    and psycopg does not check every item as its list dumper does. 209,344 lines among
+    1M staging rows: the repeated lines' lookup took 0.76 s against 0.86 s (medians of
+    8, alternating; the literal is written in 0.03 s, the list was dumped in 0.2 s)."""
+
+    cache_ok = True
+    render_bind_cast = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "BIGINT[]"
+
+
 def lines_in(column: ColumnElement[Any],
              lines: list[int]) -> tuple[ColumnElement[bool], Any] | None:
-    return column == any_(bindparam("lines", type_=ARRAY(BigInteger))), list(lines)
+    return (column == any_(bindparam("lines", type_=_Lines())),
+            "{" + ",".join(map(str, lines)) + "}")
 
 
 # The MERGE's source is in key order (pipeline.db.merge): probing FINAL's primary key row

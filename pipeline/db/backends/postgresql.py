@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Engine,
     Numeric,

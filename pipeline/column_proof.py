@@ -74,11 +74,20 @@ class InputRows:
         self.config, self.path, self.sha256 = config, path, sha256
         self.run_id, self.loader = run_id, loader
         self._plan: InputPlan
+        # a resume asks twice (its refusal test, then the run): the file is hashed and
+        # parsed once
+        self._why: str | None = None
+        self._digests: tuple[np.ndarray, np.ndarray] | None = None
 
     def unavailable(self) -> str:
         """Why the rows cannot be read again ("" when they can): the file is gone, or is
         not the one the run read (its SHA-256 in BATCH_RUN). Plans the file: call it
         before anything else."""
+        if self._why is None:
+            self._why = self._plan_again()
+        return self._why
+
+    def _plan_again(self) -> str:
         from pipeline.errors import PipelineError
         from pipeline.source import plan_job_input
 
@@ -100,7 +109,13 @@ class InputRows:
 
     def digests(self, worker_of: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """(lines, digests) of the accepted records that staging holds a row of, each as
-        the processor named by ``worker_of`` (staging's WORKER_ID) digested it."""
+        the processor named by ``worker_of`` (staging's WORKER_ID) digested it; the
+        first call's, again on a later one."""
+        if self._digests is None:
+            self._digests = self._digested(worker_of)
+        return self._digests
+
+    def _digested(self, worker_of: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
         lines, digests = [], []
         for batch in self.batches():
             workers = np.array([worker_of.get(n, -1) for n in batch.lines.tolist()])

@@ -137,9 +137,9 @@ class AuditWriter:
         """
         t = self.tables
         now = utc_now()
-        resume = {} if resumed is None else {"resumed_ts": resumed}
-        if staging_proven is not None:
-            resume["staging_proven_ts"] = staging_proven
+        stamps = {name: moment for name, moment in (("resumed_ts", resumed),
+                                                     ("staging_proven_ts", staging_proven))
+                  if moment is not None}
         if results:
             c.execute(t.recon_audit.insert(), [self._check_row(run_id, r, now)
                                                for r in results])
@@ -147,7 +147,7 @@ class AuditWriter:
             c.execute(t.worker_audit.insert(), [self._worker_row(run_id, w)
                                                 for w in workers])
         c.execute(t.batch_run.update().where(t.batch_run.c.run_id == run_id).values(
-            status=status, end_ts=now, exit_code=exit_code, message=message[:1000], **resume,
+            status=status, end_ts=now, exit_code=exit_code, message=message[:1000], **stamps,
             **{f"{name}_ms": ms for name, ms in (stages or {}).items()}))
 
     def _amount(self, minor: int | None) -> int | None:
@@ -180,7 +180,6 @@ def _evidence_row(run_id: str, seq: int, e: Evidence) -> dict:
             "column_name": e.column[:128],
             "expected_value": None if e.expected is None else e.expected[:1000],
             "actual_value": None if e.actual is None else e.actual[:1000]}
-
 
 
 def process_alive(pid: int | None) -> bool:

@@ -74,7 +74,7 @@ class BulkLoader:
         return values
 
     def encode(self, batch: StagingBatch) -> bytes:
-        return marshal.dumps(self.rows(batch))
+        return self.encode_rows(self.rows(batch))
 
     def encode_digested(self, batch: StagingBatch) -> tuple[bytes, np.ndarray]:
         """The payload and each row's digest (pipeline.db.digests), from one set of rows."""

@@ -221,7 +221,6 @@ class FinalRepository:
                 else staged_rows(staging, columns, skip))
         return rows.subquery("s"), params
 
-
     def value_digests(self, source: Any, params: dict[str, Any]) -> tuple[int, int] | None:
         """(the surviving staging rows' digest, the run's FINAL rows' digest), each over
         every stored column as the database computes it (its backend's

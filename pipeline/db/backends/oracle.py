@@ -20,7 +20,7 @@ from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
-from pipeline.db.bulk import BulkLoader, LoadResult, StagingBatch
+from pipeline.db.bulk import BulkLoader, LoadResult
 from pipeline.db.dialects import DialectProfile
 from pipeline.db.digests import row_digests, total
 from pipeline.db.engine import milliseconds, timeout_named
@@ -162,9 +162,6 @@ class OracleLoader(BulkLoader):
         if field.type is FieldType.DATE:
             return [dt.date.fromisoformat(v) for v in column.tolist()]
         return super()._values(field, column)
-
-    def encode(self, batch: StagingBatch) -> bytes:
-        return self.encode_rows(self.rows(batch))
 
     def encode_rows(self, rows: list[tuple[Any, ...]]) -> bytes:
         # Decimal and date values, which marshal cannot carry

@@ -202,8 +202,8 @@ def _copy_out(connection: Connection, staging: Table, run_id: str) -> Iterator[b
             rows = iter(copy)  # whole rows, one at a time, as the server sends them
             while chunk := b"".join(islice(rows, COPY_OUT_ROWS)):
                 yield chunk
-    except driver_error as exc:  # the raw driver's: made SQLAlchemy's, as database_errors
-        raise DBAPIError.instance(None, None, exc, driver_error) from exc  # expects
+    except driver_error as exc:  # the raw driver's own: database_errors expects SQLAlchemy's
+        raise DBAPIError.instance(None, None, exc, driver_error) from exc
     finally:
         cursor.close()
 

@@ -208,9 +208,9 @@ class ReconciliationService:
                          superseded: Sequence[int] = (),
                          record: Record | None = None,
                          lock: HeldLock | None = None) -> list[ReconciliationResult] | None:
-        """MERGE, the two checks after it and (``record``) the audit, in one transaction.
+        """MERGE, the three checks after it and (``record``) the audit, in one transaction.
 
-        It commits only when both checks passed, together with what ``record`` writes on
+        It commits only when all three passed, together with what ``record`` writes on
         its connection (RECON_AUDIT, RECON_WORKER_AUDIT, BATCH_RUN's final status): FINAL
         and the audit that describes it are never committed one without the other. With
         ``lock``, the transaction is the lock's final one, which first verifies the run

@@ -49,9 +49,11 @@ from recon.values import Evidence
 
 FIRST_LINE = 2  # line 1 is the header
 STAGING_CHECKS = (checks.PROCESSED_TO_STAGING, checks.PROCESSED_TO_STAGING_AMOUNT,
-                  checks.WRITTEN_TO_STAGING)
-FINAL_CHECKS = (checks.STAGING_TO_FINAL, checks.STAGING_TO_FINAL_AMOUNT)
-TRAILER_CHECKS = (checks.SOURCE_TRAILER_COUNT, checks.SOURCE_TRAILER_AMOUNT)
+                  checks.PROCESSED_TO_STAGING_HASH, checks.WRITTEN_TO_STAGING)
+FINAL_CHECKS = (checks.STAGING_TO_FINAL, checks.STAGING_TO_FINAL_AMOUNT,
+                checks.STAGING_TO_FINAL_HASH)
+TRAILER_CHECKS = (checks.SOURCE_TRAILER_COUNT, checks.SOURCE_TRAILER_AMOUNT,
+                  checks.SOURCE_TRAILER_HASH)
 
 NOT_IN_STAGING = "accepted, not in staging"
 NOT_ACCEPTED = "in staging, not accepted"
@@ -471,6 +473,9 @@ def _trailer_lines(found: Explanation, money: Any) -> list[str]:
             if r.is_amount_check:
                 out.append(f"  trailer amount {money(r.expected_amount) or '?'}, read "
                            f"{money(r.actual_amount) or '?'} ({r.detail or 'differs'})")
+            elif r.check_name == checks.SOURCE_TRAILER_HASH:
+                out.append(f"  trailer hash total {r.expected_count:,}, read "
+                           f"{r.actual_count:,} ({r.detail})")
             else:
                 out.append(f"  trailer count {r.expected_count:,}, read {r.actual_count:,} "
                            f"({r.discrepancy:+,})")

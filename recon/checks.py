@@ -13,6 +13,7 @@ from statistics import median_low
 from recon.values import (
     NOT_EVALUATED,
     AggregatedMetrics,
+    HashTotal,
     ReconciliationResult,
     RejectLimit,
     TrailerTotals,
@@ -21,20 +22,28 @@ from recon.values import (
 
 SOURCE_TRAILER_COUNT = "source_trailer_count"
 SOURCE_TRAILER_AMOUNT = "source_trailer_amount"
+SOURCE_TRAILER_HASH = "source_trailer_hash_total"
 REJECT_LIMIT = "reject_limit"
 PROCESSED_TO_STAGING = "processed_to_staging"
 PROCESSED_TO_STAGING_AMOUNT = "processed_to_staging_amount"
+PROCESSED_TO_STAGING_HASH = "processed_to_staging_hash_total"
 PROCESSED_TO_STAGING_COLUMNS = "processed_to_staging_columns"
 WRITTEN_TO_STAGING = "written_to_staging"
 VOLUME_VS_HISTORY = "volume_vs_history"
 STAGING_TO_FINAL = "staging_to_final"
 STAGING_TO_FINAL_AMOUNT = "staging_to_final_amount"
+STAGING_TO_FINAL_HASH = "staging_to_final_hash_total"
 STAGING_TO_FINAL_COLUMNS = "staging_to_final_columns"
 
-CHECK_ORDER = (SOURCE_TRAILER_COUNT, SOURCE_TRAILER_AMOUNT, REJECT_LIMIT, PROCESSED_TO_STAGING,
-               PROCESSED_TO_STAGING_AMOUNT, PROCESSED_TO_STAGING_COLUMNS, WRITTEN_TO_STAGING,
-               VOLUME_VS_HISTORY, STAGING_TO_FINAL, STAGING_TO_FINAL_AMOUNT,
+# the order a run records its checks in
+RUN_ORDER = (SOURCE_TRAILER_COUNT, SOURCE_TRAILER_AMOUNT, SOURCE_TRAILER_HASH, REJECT_LIMIT,
+               PROCESSED_TO_STAGING, PROCESSED_TO_STAGING_AMOUNT, PROCESSED_TO_STAGING_HASH,
+               PROCESSED_TO_STAGING_COLUMNS, WRITTEN_TO_STAGING, VOLUME_VS_HISTORY,
+               STAGING_TO_FINAL, STAGING_TO_FINAL_AMOUNT, STAGING_TO_FINAL_HASH,
                STAGING_TO_FINAL_COLUMNS)
+# only a job whose trailer carries a hash total (control.trailer_hash_total) has these
+HASH_CHECKS = (SOURCE_TRAILER_HASH, PROCESSED_TO_STAGING_HASH, STAGING_TO_FINAL_HASH)
+CHECK_ORDER = tuple(name for name in RUN_ORDER if name not in HASH_CHECKS)  # every run's
 # the checks that compare rows column by column: expected = rows compared, actual = rows
 # equal in every column (pipeline.db.digests and the MERGE's join prove them)
 COLUMN_CHECKS = (PROCESSED_TO_STAGING_COLUMNS, STAGING_TO_FINAL_COLUMNS)
@@ -57,6 +66,19 @@ def amount_check(name: str, counts: tuple[int, int], expected: int | None, actua
                                     f"not provable: {reason}")
     return ReconciliationResult(name, counts[0], counts[1], expected == actual, expected, actual,
                                 detail)
+
+
+def hash_check(name: str, rule: HashTotal, records: int, expected: int | None,
+               actual: int | None, why_unknown: str = "") -> ReconciliationResult:
+    """A hash total against another: expected and actual count hold both sums, each
+    modulo 10**digits (HashTotal); one that is not known fails, never passes."""
+    sums = f"sum of {rule.of} over {records:,} records, modulo 10^{rule.digits}"
+    if expected is None or actual is None:
+        return ReconciliationResult(name, 0 if expected is None else rule.reduce(expected),
+                                    0 if actual is None else rule.reduce(actual), False,
+                                    detail=f"not provable: {why_unknown or 'not known'}")
+    want, got = rule.reduce(expected), rule.reduce(actual)
+    return ReconciliationResult(name, want, got, want == got, detail=sums)
 
 
 def columns_check(name: str, compared: int, equal: int,
@@ -85,8 +107,8 @@ def not_provable_columns(name: str, compared: int, reason: str) -> Reconciliatio
 
 
 def in_order(results: Sequence[ReconciliationResult]) -> list[ReconciliationResult]:
-    """The results in CHECK_ORDER (a check it does not name goes last, as it came)."""
-    rank = {name: i for i, name in enumerate(CHECK_ORDER)}
+    """The results in RUN_ORDER (a check it does not name goes last, as it came)."""
+    rank = {name: i for i, name in enumerate(RUN_ORDER)}
     return sorted(results, key=lambda r: rank.get(r.check_name, len(rank)))
 
 
@@ -145,26 +167,47 @@ def failure_summary(results: list[ReconciliationResult]) -> str:
     return f"{text} ({', '.join(skipped)} not evaluated)" if skipped else text
 
 
-def load_checks(trailer: TrailerTotals, a: AggregatedMetrics, staged: int,
-                staged_amount: int,
-                limit: RejectLimit | None = None) -> list[ReconciliationResult]:
-    """The checks before the MERGE: trailer -> read -> staging, counts and amounts, and the
-    rejects within ``limit`` (default: the contract's, 5% of the records read).
-
-    ``staged`` and ``staged_amount``: the run's rows in staging and their amount total.
-    """
-    accepted = a.total_read - a.total_errors
+def trailer_checks(trailer: TrailerTotals, a: AggregatedMetrics) -> list[ReconciliationResult]:
+    """The trailer against the records read: count, amount and, where the trailer has
+    one, the hash total (a run's first checks, and all that `validate` can check)."""
     unreadable = (f"{a.unreadable_amounts} rejected record(s) have an unreadable amount"
                   if a.unreadable_amounts else "")
-    return [
+    results = [
         count_check(SOURCE_TRAILER_COUNT, trailer.count, a.total_read),
         amount_check(SOURCE_TRAILER_AMOUNT, (trailer.count, a.total_read),
                      trailer.amount, None if unreadable else a.read_amount, unreadable),
+    ]
+    if (rule := trailer.hash) is not None:
+        unhashed = (f"{a.unhashed} rejected record(s) have an unreadable {rule.of}"
+                    if a.unhashed else "")
+        results.append(hash_check(SOURCE_TRAILER_HASH, rule, a.total_read, rule.value,
+                                  None if unhashed else a.hash_read, unhashed))
+    return results
+
+
+def load_checks(trailer: TrailerTotals, a: AggregatedMetrics, staged: int,
+                staged_amount: int,
+                limit: RejectLimit | None = None,
+                staged_hash: int | None = None) -> list[ReconciliationResult]:
+    """The checks before the MERGE: trailer -> read -> staging, counts and amounts (and
+    the hash total where the trailer has one), and the rejects within ``limit`` (default:
+    the contract's, 5% of the records read).
+
+    ``staged``, ``staged_amount`` and ``staged_hash``: the run's rows in staging, their
+    amount total and the sum of their hashed field.
+    """
+    accepted = a.total_read - a.total_errors
+    hashed = [] if trailer.hash is None else [hash_check(
+        PROCESSED_TO_STAGING_HASH, trailer.hash, staged, a.hash_accepted, staged_hash,
+        "staging's sum is not known")]
+    return [
+        *trailer_checks(trailer, a),
         reject_limit_check(limit or RejectLimit(), a.total_read, a.total_errors),
         count_check(PROCESSED_TO_STAGING, accepted, staged,
                     f"{a.total_read} read, {a.total_errors} rejected"),
         amount_check(PROCESSED_TO_STAGING_AMOUNT, (accepted, staged),
                      a.accepted_amount, staged_amount),
+        *hashed,
         count_check(WRITTEN_TO_STAGING, a.total_written, staged,
                     f"{a.writer_errors} row(s) refused by the database"
                     if a.writer_errors else ""),
@@ -208,18 +251,22 @@ def warning_of(result: ReconciliationResult) -> str:
     return ""
 
 
-def merge_skipped(keys: int) -> list[ReconciliationResult]:
-    """The checks after the MERGE, when an earlier check failed and no MERGE ran."""
+def merge_skipped(keys: int, hashed: bool = False) -> list[ReconciliationResult]:
+    """The checks after the MERGE, when an earlier check failed and no MERGE ran
+    (``hashed``: the job's trailer has a hash total)."""
     reason = "MERGE skipped because an earlier check failed; FINAL unchanged"
-    return [not_evaluated(STAGING_TO_FINAL, keys, reason),
-            not_evaluated(STAGING_TO_FINAL_AMOUNT, keys, reason),
-            not_evaluated(STAGING_TO_FINAL_COLUMNS, keys, reason)]
+    names = (STAGING_TO_FINAL, STAGING_TO_FINAL_AMOUNT,
+             *((STAGING_TO_FINAL_HASH,) if hashed else ()), STAGING_TO_FINAL_COLUMNS)
+    return [not_evaluated(name, keys, reason) for name in names]
 
 
 def final_checks(key: Sequence[str], keys: int, survivors_amount: int, collapsed: int,
-                 final_count: int, final_amount: int | None) -> list[ReconciliationResult]:
+                 final_count: int, final_amount: int | None,
+                 hashes: tuple[HashTotal, int, int | None] | None = None
+                 ) -> list[ReconciliationResult]:
     """The checks after the MERGE: the run's ``keys`` distinct keys (``collapsed`` records
-    dropped as earlier duplicates) against the FINAL rows the MERGE left for the run."""
+    dropped as earlier duplicates) against the FINAL rows the MERGE left for the run;
+    ``hashes``: the hash total's rule, the survivors' sum and FINAL's."""
     names = ", ".join(key)  # with a composite key, a duplicate repeats all of them
     detail = (f"{collapsed} duplicate-key record(s) collapsed, the later record won "
               f"(key: {names})" if collapsed else f"no duplicate keys (key: {names})")
@@ -227,6 +274,9 @@ def final_checks(key: Sequence[str], keys: int, survivors_amount: int, collapsed
         count_check(STAGING_TO_FINAL, keys, final_count, detail),
         amount_check(STAGING_TO_FINAL_AMOUNT, (keys, final_count), survivors_amount,
                      final_amount),
+        *([] if hashes is None else [hash_check(STAGING_TO_FINAL_HASH, hashes[0], keys,
+                                                hashes[1], hashes[2],
+                                                "FINAL's sum is not known")]),
     ]
 
 

@@ -44,6 +44,12 @@ class WorkerMetrics:
     misplaced_control: int = 0
     batches: int = 0
     row_digest: int = 0  # processor: exact sum of its accepted rows' digests
+    # processor, with a trailer hash total (HashTotal): the hashed field's sums over the
+    # records read and accepted, kept to the trailer field's digits, and the records
+    # whose field could not be read
+    hash_read: int = 0
+    hash_accepted: int = 0
+    unhashed: int = 0
     state: str = "not_started"
     exit_code: int | None = None
     pid: int = 0
@@ -65,6 +71,10 @@ class AggregatedMetrics:
     workers: tuple[WorkerMetrics, ...]
     # Σ of the accepted rows' digests (pipeline.db.digests); None: not known (a resume)
     row_digest: int | None = None
+    # the processors' hash sums (WorkerMetrics), exact: HashTotal.reduce keeps the digits
+    hash_read: int = 0
+    hash_accepted: int = 0
+    unhashed: int = 0
 
     @property
     def failed_workers(self) -> tuple[WorkerMetrics, ...]:
@@ -147,11 +157,32 @@ class VolumeRule:
 
 
 @dataclass(frozen=True)
+class HashTotal:
+    """A trailer's hash total (``control.trailer_hash_total``): the sum of one numeric
+    detail field over every detail record, e.g. the account numbers, a figure with no
+    meaning but that changes when any of them does.
+
+    A sender's field holds ``digits`` digits: a sum too wide for it keeps its low-order
+    digits, as mainframe hash totals do, so every figure is compared modulo 10**digits.
+    """
+
+    field: str  # the trailer field holding it
+    of: str  # the detail field summed
+    digits: int  # the trailer field's width (at most 18: every figure fits int64)
+    value: int = 0  # the trailer's figure, once read
+
+    def reduce(self, total: int) -> int:
+        return total % 10**self.digits
+
+
+@dataclass(frozen=True)
 class TrailerTotals:
-    """What the input's trailer declares: the records and their amount (minor units)."""
+    """What the input's trailer declares: the records and their amount (minor units), and
+    its hash total where the job names one."""
 
     count: int
     amount: int
+    hash: HashTotal | None = None
 
 
 @dataclass

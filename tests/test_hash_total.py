@@ -247,3 +247,39 @@ def test_an_ebcdic_detail_field_is_hashed_as_its_digits(tmp_path: Path) -> None:
     assert sum(b.hash_accepted for b in batches) == sum(
         int(bytes(x - 0xC0 for x in accounts[line - 2])) for line in accepted)
     assert sum(b.unhashed for b in batches) == len(accounts) - len(readable)
+
+
+def test_a_csv_detail_field_is_hashed_as_the_fixed_width_one(tmp_path: Path) -> None:
+    """The CSV parser's hash figures (its cells go through the same checked numbers)."""
+    path = write_job(
+        tmp_path / "csv.toml",
+        ('  { name = "as_of",       length = 8,  type = "date" },',
+         '  { name = "as_of",       length = 8,  type = "date" },\n'
+         '  { name = "branch",      length = 4,  type = "digits" },'),
+        ('  { name = "balance_total", length = 18, type = "amount", scale = 2 },',
+         '  { name = "balance_total", length = 18, type = "amount", scale = 2 },\n'
+         '  { name = "branch_hash",   length = 6,  type = "number" },'),
+        ('[control]\n', '[control]\ntrailer_hash_total = { field = "branch_hash", '
+                        'of = "branch" }\n'),
+        ('path = "customer_balances.csv"', 'path = "in.csv"'),
+        job="customer_balances")
+    config = load_config(path)
+    branches = ["0042", "9001", "0007", "12X4", "0100"]  # the 4th: rejected, unreadable
+    lines = [f'D,C{i:06d},"Name, {i}",RET,{i}.50,20261124,{b}'
+             for i, b in enumerate(branches, start=1)]
+    hashed = sum(int(b) for b in branches if b.isdigit())
+
+    def validate(figure: int) -> list[object]:
+        (tmp_path / "in.csv").write_text(
+            "H,20261125,CRM\n" + "\n".join(lines)
+            + f"\nT,{len(lines)},17.50,{figure}\n", encoding="ascii")  # 1.50 + .. + 5.50
+        found = validate_input(config, tmp_path / "in.csv", tmp_path / "out")
+        return [r for r in found.results if r.check_name == checks.SOURCE_TRAILER_HASH]
+
+    [unprovable] = validate(hashed)
+    assert unprovable.detail == "not provable: 1 rejected record(s) have an unreadable branch"
+    lines[3] = lines[3].replace("12X4", "1204")
+    [proven] = validate(hashed + 1204)
+    assert proven.passed and proven.actual_count == hashed + 1204
+    [wrong] = validate(hashed + 1205)
+    assert not wrong.passed

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from pipeline.audit.reader import RunRow, list_runs, shown_scale
 from pipeline.audit.schema import from_audit
-from pipeline.money import format_minor
+from pipeline.money import format_grouped, format_minor
 from pipeline.reporting.jsondoc import run_document
 from pipeline.reporting.text import format_duration, format_exit, format_table
 from recon.trends import DURATION, RECORDS, REJECTS, Judgement, NightFigures, judge_nights
@@ -83,12 +83,7 @@ def load_history(engine: Engine, job_name: str, nights: int, rule: VolumeRule,
 
 def grouped_amount(minor: int | None, scale: int) -> str:
     """An exact amount with thousands separators (``-1,234,567.89``), or "-"."""
-    if minor is None:
-        return "-"
-    text = format_minor(minor, scale)
-    sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
-    whole, dot, fraction = digits.partition(".")
-    return f"{sign}{int(whole):,}{dot}{fraction}"
+    return "-" if minor is None else format_grouped(minor, scale)
 
 
 def format_rate(rate: float | None) -> str:

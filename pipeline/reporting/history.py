@@ -96,8 +96,8 @@ def format_history(history: History) -> str:
         return f"no runs of job {history.job_name} recorded"
     rows = [_text_row(n, history.scale) for n in history.nights]
     lines = [f"job {history.job_name}: {len(rows)} run(s), newest first", "",
-             *format_table(["date", "status", "exit", "read", "rejected", "rate", "merged",
-                            "amount total", "took", "longest"], rows, left={0, 1, 9})]
+             *format_table(["date", "status", "exit", "read ", "rejected", "rate ", "merged",
+                            "amount total", "took ", "longest"], rows, left={0, 1, 9})]
     rule = history.rule
     lines += ["", f"{MARK} outside the usual band: +/-{rule.band:.0%} of the median of the "
                   f"last {rule.history_runs} succeeded runs before it",

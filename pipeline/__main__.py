@@ -290,10 +290,10 @@ def _history(args: argparse.Namespace) -> int:
             raise ConfigError(f"--html {args.html}: cannot write it ({exc.strerror})") from None
         _emit(f"wrote {args.html}")
     elif args.json:
-        from pipeline.reporting.historypage import run_page_link
+        def page(run_id: str) -> str:  # a monitor follows an absolute path from anywhere
+            return str((config.output_dir / "runs" / run_id / "report.html").resolve())
 
-        link = run_page_link(config.output_dir, Path.cwd())
-        _emit(json.dumps(history_document(history, link), indent=2))
+        _emit(json.dumps(history_document(history, page), indent=2))
     else:
         _emit(format_history(history))
     return 0

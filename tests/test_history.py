@@ -119,6 +119,9 @@ def test_history_command_on_the_shipped_job(tmp_path: Path, job_config: JobConfi
     assert text.stdout.count("\n20") == 12  # one line per night, dated
     shown = run_cli(tmp_path, "history", *db, "--json", "--nights", "25")
     runs = json.loads(shown.stdout)["runs"]
+    # the shipped job's output folder, from where the command ran, as an absolute path
+    assert runs[0]["report"] == str(tmp_path.resolve() / "pipeline_work" / "runs"
+                                    / runs[0]["run_id"] / "report.html")
     assert [r["anomalies"] for r in runs if r["anomalies"]] == [["duration"], ["rejects"]]
     page = run_cli(tmp_path, "history", *db, "--html", str(tmp_path / "h.html"))
     assert page.returncode == 0 and (tmp_path / "h.html").exists(), page.stderr

@@ -90,7 +90,8 @@ def write_html_report(config: JobConfig, outcome: RunOutcome) -> Path | None:
         with open_audit(config.database_url) as engine:
             report = load_report(engine, outcome.run_id, job_scales(config))
             extras = report_extras(config, engine, report)
-        target.write_text(render_html(report, *extras), encoding="utf-8")
+        history = f"../{history_page(config).name}"  # refreshed right after this page
+        target.write_text(render_html(report, *extras, history=history), encoding="utf-8")
     except (PipelineError, OSError) as exc:
         log.warning("report.html not written: %s", exc)
         return None

@@ -106,6 +106,8 @@ def test_a_no_op_resume_keeps_the_runs_summary(tmp_path: Path, job_config: JobCo
     # and the job's history page was refreshed beside the run folders, linking the run
     page = history_page(config).read_text(encoding="utf-8")
     assert f'href="{done.run_id}/report.html"' in page
+    back = (done.run_dir / "report.html").read_text(encoding="utf-8")
+    assert f'href="../{history_page(config).name}"' in back
 
 
 def test_stage_log_lines_close_the_merge_before_the_audit_starts(

@@ -34,9 +34,10 @@ BAR_H, ROW_H, LABEL_W, PLOT_W = 16, 24, 120, 640
 
 
 def render_html(report: RunReport, rejects: list[tuple[str, int]] | None = None,
-                explanation: dict[str, Any] | None = None) -> str:
+                explanation: dict[str, Any] | None = None, history: str | None = None) -> str:
     """``rejects``: counts per reason (pipeline.rejects); ``explanation``: the records
-    behind the failed checks (pipeline.explain.explanation_document)."""
+    behind the failed checks (pipeline.explain.explanation_document); ``history``: the
+    href of the job's history page, when the page is written beside it."""
     run = report.run
     good = run.exit_code == 0
     parts = [
@@ -47,6 +48,8 @@ def render_html(report: RunReport, rejects: list[tuple[str, int]] | None = None,
         f"<h1>{escape(run.job_name)} &middot; run {escape(run.run_id)}</h1>",
         f'<p><span class="status {"good" if good else "bad"}">{escape(run.status)} '
         f"(exit {format_exit(run.exit_code)})</span> {escape(run.message)}</p>",
+        *([f'<p><a href="{escape(history)}">the nights before</a> (history of '
+           f"{escape(run.job_name)})</p>"] if history else []),
         _facts(report),
         "<h2>Checks</h2>",
         _checks_table(report.results, report.scale),

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from html import escape
 from pathlib import Path
 
+from pipeline.audit.reader import RunRow
 from pipeline.reporting.history import (
     MARK,
     History,
@@ -27,7 +28,7 @@ from pipeline.reporting.text import format_duration, format_exit
 from pipeline.stages import STAGES
 from recon.checks import Band
 from recon.trends import DURATION, RECORDS, REJECTS
-from recon.values import SUCCEEDED
+from recon.values import RUNNING, SUCCEEDED
 
 RunPage = Callable[[str], str]  # run id -> the href of its report.html
 
@@ -95,7 +96,7 @@ def write_history_page(path: Path, history: History, output_dir: Path) -> None:
 
 def render_history(history: History, run_page: RunPage) -> str:
     nights = history.nights[::-1]  # oldest first: time runs left to right
-    failed = sum(n.run.status != SUCCEEDED for n in nights)
+    failed = sum(_failed(n.run) for n in nights)
     marked = sum(bool(n.anomalies) for n in nights)
     span = f"from {nights[0].night} to {nights[-1].night}" if nights else "none recorded"
     parts = [
@@ -245,7 +246,7 @@ def _line(frame: _Frame, values: Sequence[float | None]) -> str:
 
 def _point(frame: _Frame, i: int, night: Night, value: float | None, figure: str | None,
            run_page: RunPage, shown: Callable[[float], str]) -> str:
-    failed = night.run.status != SUCCEEDED
+    failed = _failed(night.run)
     outside = figure in night.judgement.anomalies
     tip = (f"{night.night} {night.run.status}: "
            f"{'-' if value is None else shown(value)}"
@@ -292,8 +293,8 @@ def _stage_bar(frame: _Frame, i: int, night: Night, width: float, run_page: RunP
     tip = (f"{night.night} {run.status}: {format_duration(total)}, "
            + ", ".join(f"{s} {ms / 1000:.1f} s" for s, ms in run.stages.items())
            + (f" ({MARK} outside the usual band)" if outside else ""))
-    if run.status != SUCCEEDED or outside:  # marked above the bar, as on the other plots
-        cls = "failed" if run.status != SUCCEEDED else "anomaly"
+    if _failed(run) or outside:  # marked above the bar, as on the other plots
+        cls = "failed" if _failed(run) else "anomaly"
         rects.append(f'<circle class="{cls}" cx="{frame.x(i):.1f}" '
                      f'cy="{frame.y(max(total or 0.0, at)) - 5:.1f}" r="3"/>')
     return (f'<a href="{escape(run_page(run.run_id))}"><g><title>{escape(tip)}</title>'
@@ -311,7 +312,7 @@ def _runs_table(history: History, run_page: RunPage) -> str:
 def _runs_row(n: Night, scale: int, run_page: RunPage) -> str:
     run = n.run
     longest = n.longest_stage
-    cls = "failed" if run.status != SUCCEEDED else "anomaly" if n.anomalies else ""
+    cls = "failed" if _failed(run) else "anomaly" if n.anomalies else ""
     cells = [
         _cell(str(n.night)), _cell(run.status), _num(format_exit(run.exit_code), run.exit_code),
         _num(format_count(run.records_read), run.records_read),
@@ -325,6 +326,11 @@ def _runs_row(n: Night, scale: int, run_page: RunPage) -> str:
         f'<td><a href="{escape(run_page(run.run_id))}">{escape(run.run_id)}</a></td>',
     ]
     return f'<tr class="{cls}">' + "".join(cells) + "</tr>"
+
+
+def _failed(run: RunRow) -> bool:
+    """Ended, and not SUCCEEDED (a run still RUNNING is neither good nor bad yet)."""
+    return run.status not in (SUCCEEDED, RUNNING)
 
 
 def _cell(text: str) -> str:

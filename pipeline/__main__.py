@@ -270,6 +270,35 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace) -> int:
+    from pipeline.audit.reader import open_audit
+    from pipeline.reporting.history import format_history, history_document, load_history
+
+    if args.nights < 1:
+        raise ConfigError(f"--nights: expected a positive number, got {args.nights}")
+    config = _load_config(args.config)
+    job = args.job or config.name
+    scale = config.amount_field.scale if job == config.name else None
+    with open_audit(args.db or config.database_url) as engine:
+        history = load_history(engine, job, args.nights, config.volume, scale)
+    if args.html:
+        from pipeline.reporting.historypage import write_history_page
+
+        try:
+            write_history_page(args.html, history, config.output_dir)
+        except OSError as exc:
+            raise ConfigError(f"--html {args.html}: cannot write it ({exc.strerror})") from None
+        _emit(f"wrote {args.html}")
+    elif args.json:
+        def page(run_id: str) -> str:  # a monitor follows an absolute path from anywhere
+            return str((config.output_dir / "runs" / run_id / "report.html").resolve())
+
+        _emit(json.dumps(history_document(history, page), indent=2))
+    else:
+        _emit(format_history(history))
+    return 0
+
+
 def _config_and_run_id(targets: list[str]) -> tuple[Path | None, str | None]:
     """``report [RUN_ID] [CONFIG]`` in either order: a TOML file is the config."""
     # a job shipped with the package is named as for `run` ("customer_balances")
@@ -385,6 +414,23 @@ def _parser() -> argparse.ArgumentParser:
                            "else every job's)")
     runs.add_argument("--json", action="store_true", help="JSON instead of a table")
     runs.set_defaults(command=_runs)
+
+    history = sub.add_parser("history", parents=common,
+                             help="a job's runs night after night, marked where a figure "
+                                  "is outside the job's usual band")
+    history.add_argument("config", nargs="?", type=Path,
+                         help="job config (TOML) or the name of a shipped job, whose "
+                              "database and band to use (default: the shipped job)")
+    _db_option(history)
+    history.add_argument("--job", metavar="NAME",
+                         help="the job whose runs to show (default: the CONFIG's)")
+    history.add_argument("--nights", type=int, default=30,
+                         help="how many of the job's latest runs (default 30)")
+    shape = history.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="JSON, for monitoring")
+    shape.add_argument("--html", type=Path, metavar="PATH",
+                       help="write a self-contained HTML page with plots to PATH")
+    history.set_defaults(command=_history)
 
     gen = sub.add_parser("generate", parents=common, help="write a valid sample input file")
     gen.add_argument("--records", type=int, required=True,

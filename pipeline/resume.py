@@ -83,7 +83,7 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
             outcome: RunOutcome, lock: HeldLock) -> None:
     run_id = outcome.run_id
     if row.status == SUCCEEDED:
-        outcome.status, outcome.exit_code = SUCCEEDED, 0
+        outcome.status, outcome.exit_code, outcome.changed_nothing = SUCCEEDED, 0, True
         outcome.message = (f"run {run_id} had already committed its MERGE (its audit says "
                            f"{SUCCEEDED}); nothing to resume, {config.final_table} "
                            "untouched")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from statistics import median_low
 
@@ -214,6 +215,34 @@ def load_checks(trailer: TrailerTotals, a: AggregatedMetrics, staged: int,
     ]
 
 
+@dataclass(frozen=True)
+class Band:
+    """A job's usual figure: the median of its last succeeded runs, +/- the rule's band."""
+
+    median: float
+    low: float
+    high: float
+    runs: int  # how many runs the median is of
+
+    def holds(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+def usual_band(rule: VolumeRule, history: Sequence[float]) -> Band | None:
+    """The band of ``history`` (the job's last SUCCEEDED runs' figures, newest first), or
+    None until ``rule.min_runs`` runs exist: too little history to judge a night by.
+
+    One rule for every figure a night is held against (records read by
+    ``volume_vs_history``; reject rate and duration by ``pipeline history``).
+    """
+    runs = list(history)[:rule.history_runs]
+    if len(runs) < rule.min_runs:
+        return None
+    # the lower middle value: a figure some run had, not a half-way one
+    middle = median_low(runs)
+    return Band(middle, middle * (1 - rule.band), middle * (1 + rule.band), len(runs))
+
+
 def volume_vs_history(rule: VolumeRule, history: Sequence[int],
                       records_read: int) -> ReconciliationResult:
     """Tonight's records read against the median of the job's last SUCCEEDED runs
@@ -224,15 +253,16 @@ def volume_vs_history(rule: VolumeRule, history: Sequence[int],
     with "warn" it passes and its detail begins with WARNING.
     """
     runs = list(history)[:rule.history_runs]
-    # a count some run read, not a half-way figure; with no history at all, tonight's own
-    # (a difference there would read like records lost)
-    expected = int(median_low(runs)) if runs else records_read
-    if len(runs) < rule.min_runs:
+    band = usual_band(rule, runs)
+    if band is None:
+        # a count some run read, not a half-way figure; with no history at all, tonight's
+        # own (a difference there would read like records lost)
+        expected = int(median_low(runs)) if runs else records_read
         return ReconciliationResult(VOLUME_VS_HISTORY, expected, records_read, True, detail=(
             f"not enough history ({len(runs)} of {rule.min_runs} runs): not judged"))
-    low, high = expected * (1 - rule.band), expected * (1 + rule.band)
-    shown = f"median of the last {len(runs)} succeeded runs"
-    if low <= records_read <= high:
+    expected, low, high = int(band.median), band.low, band.high
+    shown = f"median of the last {band.runs} succeeded runs"
+    if band.holds(records_read):
         return ReconciliationResult(VOLUME_VS_HISTORY, expected, records_read, True,
                                     detail=f"within +/-{rule.band:.0%} of the {shown}")
     outside = (f"{records_read:,} records read, outside +/-{rule.band:.0%} of the {shown} "

@@ -210,3 +210,6 @@ class RunOutcome:
     stages: dict[str, int] = field(default_factory=dict)  # stage -> milliseconds, run order
     business_date: date | None = None  # the header's (control.business_date), once planned
     overrides: tuple[str, ...] = ()  # the identity refusals overridden: --rerun, --allow-older
+    # a `run --resume` of a run already SUCCEEDED: nothing done, so nothing of the run's
+    # own outputs (summary.txt, the metrics of its night) is replaced
+    changed_nothing: bool = False

@@ -17,7 +17,7 @@ from pipeline.config import JobConfig
 from pipeline.generate import generate_file
 from pipeline.identity import Overrides
 from pipeline.job import run_job
-from pipeline.metrics.prometheus import exposition, run_families, write_textfile
+from pipeline.metrics.prometheus import Family, exposition, run_families, write_textfile
 from pipeline.money import format_minor
 from pipeline.reporting.htmlpage import render_html
 from pipeline.reporting.jsondoc import report_document
@@ -285,14 +285,16 @@ def test_prometheus_labels_are_escaped_and_a_failed_write_keeps_the_old_file(
         tmp_path: Path) -> None:
     outcome = RunOutcome('20261125T000000-0000000a', 'odd"job\\name', "SUCCEEDED", 0, "ok",
                          Path("in"), "sqlite://", tmp_path)
-    text_out = exposition(run_families(outcome, 1.5, ended_at=1.0))
+    families = run_families(outcome, 1.5, ended_at=1.0)
+    text_out = exposition(families)
     metrics = parse_exposition(text_out)
     assert '{job="odd\\"job\\\\name",status="SUCCEEDED"}' in metrics["pipeline_checks"]
 
     target = tmp_path / "x.prom"
-    write_textfile(target, text_out)
+    write_textfile(target, families)
+    broken = Family("pipeline_broken", "a label no encoding holds", [({"job": "\ud800"}, 1)])
     with pytest.raises(UnicodeEncodeError):
-        write_textfile(target, "broken \ud800\n")  # fails half way through the write
+        write_textfile(target, [broken])  # fails half way through the write
     assert target.read_text() == text_out
     assert sorted(os.listdir(tmp_path)) == ["x.prom"]
 

@@ -209,10 +209,15 @@ def _report(args: argparse.Namespace) -> int:
         report = load_report(engine, run_id, job_scales(config), job)
         extras = report_extras(config, engine, report) if args.html or args.json else ([], None)
     if args.html:
+        from pipeline.publish import history_page
         from pipeline.reporting.htmlpage import render_html
 
+        # the job's history page, where the job's runs publish it, linked as from the page
+        history = history_page(config)
+        href = (os.path.relpath(history, args.html.resolve().parent)
+                if history.exists() and report.run.job_name == config.name else None)
         try:
-            args.html.write_text(render_html(report, *extras), encoding="utf-8")
+            args.html.write_text(render_html(report, *extras, history=href), encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"--html {args.html}: cannot write it ({exc.strerror})") from None
         _emit(f"wrote {args.html}")

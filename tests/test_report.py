@@ -60,7 +60,11 @@ class Page(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
-        if tag in ("link", "script", "img") or (tag == "a" and "href" in a):
+        # an anchor to a page beside it (the job's history) is no fetch; any URL with a
+        # scheme or a host is
+        href = a.get("href", "")
+        if tag in ("link", "script", "img") or (tag == "a" and (":" in href
+                                                                or href.startswith("//"))):
             self.external.append(tag)
         if tag == "table":
             self._table = a.get("id", "")
@@ -190,11 +194,13 @@ def test_html_report_of_a_passed_run_is_self_contained(
     assert "stages   plan " in done.stdout and ", audit " in done.stdout
     assert page.external == [] and "url(" not in written.read_text()  # nothing to fetch
 
-    again = tmp_path / "again.html"
+    # the same page again, beside the first: its link to the job's history page included
+    again = written.with_name("again.html")
     done = run_cli(tmp_path, "report", run_id, "--db", job_config.database_url,
                    "--html", str(again))
     assert done.returncode == 0, done.stderr
     assert again.read_text() == written.read_text()
+    assert '<a href="../history-daily_transactions.html">' in again.read_text()
 
 
 def test_html_report_of_a_failed_run_marks_the_failed_checks(

@@ -93,6 +93,22 @@ def test_html_marks_them_links_every_run_and_is_small_and_quick(
     assert 'name="viewport"' in html and "aria-sort" in html
 
 
+def test_an_amount_axis_it_cannot_label_apart_gives_the_range_in_full(
+        tmp_path: Path, job_config: JobConfig, ninety: dict[int, str]) -> None:
+    """The nights' totals are about -1,234,568,000.00, a few thousand apart: labelled to
+    four digits, the three ticks would all read -1.235G."""
+    page = tmp_path / "history.html"
+    write_history_page(page, history_of(job_config), job_config.output_dir)
+    html = page.read_text(encoding="utf-8")
+    svg = re.search(r'<svg id="amount-total".*?</svg>', html, re.S)
+    assert svg and "G</text>" not in svg.group()
+    caption = re.search(r"<figcaption>(Amount total[^<]*)</figcaption>", html)
+    assert caption and re.fullmatch(r"Amount total \(-1,234,56\d,\d{3}\.\d\d to "
+                                    r"-1,234,56\d,\d{3}\.\d\d\)", caption.group(1)), caption
+    records = re.search(r'<svg id="records-read".*?</svg>', html, re.S)
+    assert records and re.search(r">\d[\d,]*</text>", records.group())  # labelled as ever
+
+
 def test_ordinary_nights_are_not_marked() -> None:
     nights = [NightFigures(True, s.records, s.rejected, s.seconds)
               for s in ordinary_nights(200, seed=3)]

@@ -170,6 +170,8 @@ def _frame(nights: list[Night], values: Sequence[float | None], figure: str | No
 def _series(plot_id: str, title: str, nights: list[Night], values: Sequence[float | None],
             figure: str | None, run_page: RunPage, shown: Callable[[float], str]) -> str:
     frame = _frame(nights, values, figure)
+    if not any(_tick_labels(frame, shown)):  # the range in full, where the axis cannot
+        title = f"{title} ({shown(frame.low)} to {shown(frame.high)})"
     out = [_svg_open(plot_id, title), *_axes(frame, shown, nights)]
     if figure is not None:
         out.append(_band(frame, [n.judgement.bands.get(figure) for n in nights]))
@@ -188,14 +190,26 @@ def _svg_open(plot_id: str, title: str) -> str:
 def _axes(frame: _Frame, shown: Callable[[float], str], nights: list[Night]) -> list[str]:
     bottom = H - BOTTOM
     out = [f'<path class="axis" d="M{LEFT} {TOP}V{bottom}H{W - RIGHT}"/>']
-    for value in (frame.low, (frame.low + frame.high) / 2, frame.high):
+    for value, label in zip(_ticks(frame), _tick_labels(frame, shown), strict=True):
         out.append(f'<text x="{LEFT - 3}" y="{frame.y(value) + 3:.1f}" text-anchor="end">'
-                   f"{escape(_short(shown(value)))}</text>")
+                   f"{escape(label)}</text>")
     for i in sorted({0, len(nights) - 1}):
         anchor = "start" if i == 0 else "end"
         out.append(f'<text x="{frame.x(i):.1f}" y="{H - 6}" text-anchor="{anchor}">'
                    f"{nights[i].night}</text>")
     return out
+
+
+def _ticks(frame: _Frame) -> tuple[float, float, float]:
+    return frame.low, (frame.low + frame.high) / 2, frame.high
+
+
+def _tick_labels(frame: _Frame, shown: Callable[[float], str]) -> list[str]:
+    """The axis's three labels, or three blanks where the margin cannot tell them apart
+    (a total far from zero varying in its last digits reads -1.235G three times): the
+    caption then gives the range in full."""
+    labels = [_short(shown(v)) for v in _ticks(frame)]
+    return labels if len(set(labels)) == len(labels) else ["", "", ""]
 
 
 def _short(label: str) -> str:

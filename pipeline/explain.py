@@ -46,7 +46,7 @@ from pipeline.metrics.aggregator import PROCESSOR
 from pipeline.rejects import read_rejects, reason_counts, reason_lines, rejected_lines
 from recon import checks
 from recon.checks import failure_summary
-from recon.values import Evidence
+from recon.values import HASH_TOTAL, Evidence
 
 FIRST_LINE = 2  # line 1 is the header
 STAGING_CHECKS = (checks.PROCESSED_TO_STAGING, checks.PROCESSED_TO_STAGING_AMOUNT,
@@ -488,7 +488,7 @@ def _trailer_lines(found: Explanation, money: Any) -> list[str]:
             if r.is_amount_check:
                 out.append(f"  trailer amount {money(r.expected_amount) or '?'}, read "
                            f"{money(r.actual_amount) or '?'} ({r.detail or 'differs'})")
-            elif r.check_name == checks.SOURCE_TRAILER_HASH:
+            elif r.kind == HASH_TOTAL:
                 out.append(f"  trailer hash total {r.expected_count:,}, read "
                            f"{r.actual_count:,} ({r.detail})")
             else:

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_FLOOR, Decimal
 from statistics import median_low
 
 from recon.values import (
+    AMOUNT,
+    COLUMNS,
+    COUNT,
+    HASH_TOTAL,
+    LIMIT,
     NOT_EVALUATED,
     AggregatedMetrics,
     HashTotal,
@@ -42,13 +47,26 @@ RUN_ORDER = (SOURCE_TRAILER_COUNT, SOURCE_TRAILER_AMOUNT, SOURCE_TRAILER_HASH, R
                PROCESSED_TO_STAGING_COLUMNS, WRITTEN_TO_STAGING, VOLUME_VS_HISTORY,
                STAGING_TO_FINAL, STAGING_TO_FINAL_AMOUNT, STAGING_TO_FINAL_HASH,
                STAGING_TO_FINAL_COLUMNS)
-# only a job whose trailer carries a hash total (control.trailer_hash_total) has these
-HASH_CHECKS = (SOURCE_TRAILER_HASH, PROCESSED_TO_STAGING_HASH, STAGING_TO_FINAL_HASH)
+# what each check's figures are (recon.values: COUNT unless named here)
+KINDS = {
+    SOURCE_TRAILER_AMOUNT: AMOUNT, PROCESSED_TO_STAGING_AMOUNT: AMOUNT,
+    STAGING_TO_FINAL_AMOUNT: AMOUNT,
+    # only a job whose trailer carries a hash total (control.trailer_hash_total) has these
+    SOURCE_TRAILER_HASH: HASH_TOTAL, PROCESSED_TO_STAGING_HASH: HASH_TOTAL,
+    STAGING_TO_FINAL_HASH: HASH_TOTAL,
+    # expected = rows compared, actual = rows equal in every column (pipeline.db.digests
+    # and the MERGE's join prove them)
+    PROCESSED_TO_STAGING_COLUMNS: COLUMNS, STAGING_TO_FINAL_COLUMNS: COLUMNS,
+    REJECT_LIMIT: LIMIT,  # expected = the most rejects allowed
+}
+HASH_CHECKS = tuple(name for name in RUN_ORDER if KINDS.get(name) == HASH_TOTAL)
+COLUMN_CHECKS = tuple(name for name in RUN_ORDER if KINDS.get(name) == COLUMNS)
 CHECK_ORDER = tuple(name for name in RUN_ORDER if name not in HASH_CHECKS)  # every run's
-# the checks that compare rows column by column: expected = rows compared, actual = rows
-# equal in every column (pipeline.db.digests and the MERGE's join prove them)
-COLUMN_CHECKS = (PROCESSED_TO_STAGING_COLUMNS, STAGING_TO_FINAL_COLUMNS)
 WARNING = "warning:"  # how a check that passed but wants a look begins its detail
+
+
+def kind_of(name: str) -> str:
+    return KINDS.get(name, COUNT)
 
 
 def count_check(name: str, expected: int, actual: int, detail: str = "") -> ReconciliationResult:
@@ -64,9 +82,9 @@ def amount_check(name: str, counts: tuple[int, int], expected: int | None, actua
     if expected is None or actual is None:
         reason = detail or "amount could not be determined"
         return ReconciliationResult(name, counts[0], counts[1], False, expected, actual,
-                                    f"not provable: {reason}")
+                                    f"not provable: {reason}", AMOUNT)
     return ReconciliationResult(name, counts[0], counts[1], expected == actual, expected, actual,
-                                detail)
+                                detail, AMOUNT)
 
 
 def hash_check(name: str, rule: HashTotal, records: int, expected: int | None,
@@ -77,9 +95,10 @@ def hash_check(name: str, rule: HashTotal, records: int, expected: int | None,
     if expected is None or actual is None:
         return ReconciliationResult(name, 0 if expected is None else rule.reduce(expected),
                                     0 if actual is None else rule.reduce(actual), False,
-                                    detail=f"not provable: {why_unknown or 'not known'}")
+                                    detail=f"not provable: {why_unknown or 'not known'}",
+                                    kind=HASH_TOTAL)
     want, got = rule.reduce(expected), rule.reduce(actual)
-    return ReconciliationResult(name, want, got, want == got, detail=sums)
+    return ReconciliationResult(name, want, got, want == got, detail=sums, kind=HASH_TOTAL)
 
 
 def columns_check(name: str, compared: int, equal: int,
@@ -99,12 +118,13 @@ def columns_check(name: str, compared: int, equal: int,
     if equal == compared and not differing:
         parts.insert(0, "every stored column equal")
     return ReconciliationResult(name, compared, equal, equal == compared and not differing,
-                                detail="; ".join(parts))
+                                detail="; ".join(parts), kind=COLUMNS)
 
 
 def not_provable_columns(name: str, compared: int, reason: str) -> ReconciliationResult:
     """A column check whose rows could not be compared: failed, never passed."""
-    return ReconciliationResult(name, compared, 0, False, detail=f"not provable: {reason}")
+    return ReconciliationResult(name, compared, 0, False, detail=f"not provable: {reason}",
+                                kind=COLUMNS)
 
 
 def in_order(results: Sequence[ReconciliationResult]) -> list[ReconciliationResult]:
@@ -116,7 +136,7 @@ def in_order(results: Sequence[ReconciliationResult]) -> list[ReconciliationResu
 def not_evaluated(name: str, expected_count: int, reason: str) -> ReconciliationResult:
     """A check that could not run is recorded as failed, with the reason."""
     return ReconciliationResult(name, expected_count, 0, False,
-                                detail=f"{NOT_EVALUATED}: {reason}")
+                                detail=f"{NOT_EVALUATED}: {reason}", kind=kind_of(name))
 
 
 def reject_limit_check(limit: RejectLimit, read: int, rejected: int) -> ReconciliationResult:
@@ -128,11 +148,11 @@ def reject_limit_check(limit: RejectLimit, read: int, rejected: int) -> Reconcil
     share = f" ({_percent(rejected, read)})" if read else ""
     detail = f"{rejected:,} of {read:,} records rejected{share}; limit {allowed:,}: {rule}"
     if read and rejected >= read:
-        return ReconciliationResult(REJECT_LIMIT, allowed, rejected, False, is_limit=True,
+        return ReconciliationResult(REJECT_LIMIT, allowed, rejected, False, kind=LIMIT,
                                     detail=f"every record rejected, a night that loads "
                                            f"nothing always fails: {detail}")
     return ReconciliationResult(REJECT_LIMIT, allowed, rejected, rejected <= allowed,
-                                detail=detail, is_limit=True)
+                                detail=detail, kind=LIMIT)
 
 
 def allowed_rejects(limit: RejectLimit, read: int) -> tuple[int, str]:
@@ -314,6 +334,4 @@ def rolled_back(result: ReconciliationResult) -> ReconciliationResult:
     """A check after a MERGE that failed it, and so was rolled back."""
     note = "MERGE rolled back; FINAL unchanged"
     detail = f"{result.detail}; {note}" if result.detail else note
-    return ReconciliationResult(result.check_name, result.expected_count, result.actual_count,
-                                result.passed, result.expected_amount, result.actual_amount,
-                                detail)
+    return replace(result, detail=detail)

@@ -24,6 +24,10 @@ ABENDED = "ABENDED"  # its process was killed before it could record its end
 
 NOT_EVALUATED = "not evaluated"  # how a check that could not run begins its detail
 
+# what a check's figures are (ReconciliationResult.kind; recon.checks.KINDS names each
+# check's): records, money, a hash total, rows compared column by column, or a most
+COUNT, AMOUNT, HASH_TOTAL, COLUMNS, LIMIT = "count", "amount", "hash_total", "columns", "limit"
+
 
 @dataclass(frozen=True)
 class WorkerMetrics:
@@ -93,9 +97,13 @@ class ReconciliationResult:
     expected_amount: int | None = None
     actual_amount: int | None = None
     detail: str = ""
-    # the expected count is a most, not a figure to equal (reject_limit): the discrepancy
-    # is what exceeds it, so a check that passed always shows 0 (WHERE discrepancy <> 0)
-    is_limit: bool = False
+    kind: str = COUNT  # what its figures are: how they are shown and compared
+
+    @property
+    def is_limit(self) -> bool:
+        """The expected count is a most, not a figure to equal (reject_limit): the
+        discrepancy is what exceeds it, so a check that passed always shows 0."""
+        return self.kind == LIMIT
 
     @property
     def discrepancy(self) -> int:
@@ -115,7 +123,7 @@ class ReconciliationResult:
 
     @property
     def is_amount_check(self) -> bool:
-        return self.check_name.endswith("_amount")
+        return self.kind == AMOUNT
 
 
 @dataclass(frozen=True)

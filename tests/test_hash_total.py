@@ -101,6 +101,13 @@ def test_a_balanced_hash_total_is_proven_at_every_stage(tmp_path: Path, config: 
         r = found[name]
         assert r.passed and r.expected_count == r.actual_count == figure % 10**DIGITS, r
         assert "sum of account_id over" in r.detail and f"modulo 10^{DIGITS}" in r.detail
+    # a check's kind is data: the audit read back gives every check the run's own
+    from pipeline.audit.reader import load_report
+    report = load_report(engine, outcome.run_id, {config.name: 2})
+    assert [(r.check_name, r.kind) for r in report.results] == [
+        (r.check_name, r.kind) for r in outcome.results]
+    assert {r.kind for r in report.results} == {"count", "amount", "hash_total", "columns",
+                                                 "limit"}
     batch_run = job_tables(config).batch_run
     with engine.connect() as conn:
         row = conn.execute(select(batch_run).where(

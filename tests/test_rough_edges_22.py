@@ -23,7 +23,7 @@ from pipeline.resume import resume_run
 from pipeline.stages import StageClock
 from pipeline.summary import check_lines, format_summary
 from recon import checks
-from recon.values import ReconciliationResult, RunOutcome, WorkerMetrics
+from recon.values import AMOUNT, ReconciliationResult, RunOutcome, WorkerMetrics
 from tests.reference import detail, write_input
 
 pytestmark = pytest.mark.timeout(120)
@@ -61,7 +61,8 @@ def test_html_of_a_failed_run_leaves_an_unevaluated_amount_blank_as_the_cli_does
 
 def test_html_amounts_are_grouped_in_thousands_as_counts_are() -> None:
     amount = ReconciliationResult(checks.SOURCE_TRAILER_AMOUNT, 5, 5, True,
-                                  expected_amount=-123_456_789_012, actual_amount=-123_456_789_012)
+                                  expected_amount=-123_456_789_012, actual_amount=-123_456_789_012,
+                                  kind=AMOUNT)
     worker = WorkerMetrics(0, "processor", 12_345, 0, T0, T0 + timedelta(seconds=1),
                            amount=987_654_321, state="done", exit_code=0)
     html = render_html(RunReport(run_row(), 2, [amount], [worker]))

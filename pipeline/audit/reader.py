@@ -255,7 +255,7 @@ def _result(row: Any, scale: int) -> ReconciliationResult:
         actual_count=row.actual_cnt, passed=row.passed == "Y",
         expected_amount=from_audit(row.expected_amt, scale),
         actual_amount=from_audit(row.actual_amt, scale), detail=row.detail or "",
-        is_limit=row.check_name == checks.REJECT_LIMIT)
+        kind=checks.kind_of(row.check_name))
 
 
 def _worker(row: Any, scale: int) -> WorkerMetrics:

@@ -68,6 +68,9 @@ class Totals(NamedTuple):
     rows: int
     amount: int
     hash: int | None = None
+    # the rows' digest over the given columns (the backend's value_digest_sums), where
+    # asked for and the database has one
+    digest: int | None = None
 
     def less(self, other: Totals) -> Totals:
         hashed = None if self.hash is None or other.hash is None else self.hash - other.hash
@@ -75,23 +78,29 @@ class Totals(NamedTuple):
 
 
 def _totals(connection: Connection, columns: Any, amount: str, hash_of: str | None,
-            source: Any = None, where: Any = None, params: Any = None) -> Totals:
-    """Count, exact amount sum and hashed-field sum of ``columns`` (a table's or a
-    subquery's), in one pass."""
+            source: Any = None, where: Any = None, params: Any = None,
+            digested: list[str] | None = None) -> Totals:
+    """Count, exact amount sum, hashed-field sum and (``digested``: its columns) digest
+    of ``columns`` (a table's or a subquery's), in one pass."""
     sums = _AmountSums(connection)
     summed = [sums.columns(columns[amount])]
     if hash_of is not None:  # an integer field, stored as digits text or a number
         summed.append(sums.columns(cast(columns[hash_of], BigInteger)))
-    query: Select[Any] = select(func.count(), *(c for part in summed for c in part))
+    digest_sums = None if digested is None else backend_for(
+        connection.dialect.name).value_digest_sums([columns[c] for c in digested])
+    query: Select[Any] = select(func.count(), *(c for part in summed for c in part),
+                                *(digest_sums or []))
     if source is not None:
         query = query.select_from(source)
     if where is not None:
         query = query.where(where)
     row = list(connection.execute(query, params).one())
-    width = len(summed[0])
-    amount_total = sums.total(row[1:1 + width])
-    hashed = sums.total(row[1 + width:]) if hash_of is not None else None
-    return Totals(int(row[0]), amount_total, hashed)
+    found, at = [], 1
+    for part in summed:
+        found.append(sums.total(row[at:at + len(part)]))
+        at += len(part)
+    return Totals(int(row[0]), found[0], found[1] if hash_of is not None else None,
+                  _joined_sums(row[at:]) if digest_sums is not None else None)
 
 
 class StagingRepository:
@@ -207,9 +216,12 @@ class FinalRepository:
     def get_amount_total_for_run(self, run_id: str) -> int:
         return self.count_and_amount_for_run(run_id).amount
 
-    def count_and_amount_for_run(self, run_id: str) -> Totals:
+    def count_and_amount_for_run(self, run_id: str, digest: bool = False) -> Totals:
+        """The run's FINAL rows' totals; with ``digest``, their digest over every stored
+        column too, in the same pass (``staged_digest`` is its staging twin)."""
         return _totals(self.connection, self.table.c, self.amount, self.hash_of, self.table,
-                       self.table.c.last_run_id == run_id)
+                       self.table.c.last_run_id == run_id,
+                       digested=list(self.tables.business_columns) if digest else None)
 
     def merge_run(self, run_id: str, updated_ts: datetime, deduplicate: bool = True,
                   superseded: Sequence[int] = ()) -> int:
@@ -249,20 +261,14 @@ class FinalRepository:
                 else staged_rows(staging, columns, skip))
         return rows.subquery("s"), params
 
-    def value_digests(self, source: Any, params: dict[str, Any]) -> tuple[int, int] | None:
-        """(the surviving staging rows' digest, the run's FINAL rows' digest), each over
-        every stored column as the database computes it (its backend's
-        ``value_digest_sums``); None where the database has none."""
-        sums = backend_for(self.connection.dialect.name).value_digest_sums
-        names = self.tables.business_columns
-        staged_sums, final_sums = sums([source.c[c] for c in names]), sums(
-            [self.table.c[c] for c in names])
-        if staged_sums is None or final_sums is None:
+    def staged_digest(self, source: Any, params: dict[str, Any]) -> int | None:
+        """The surviving staging rows' digest over every stored column, as the database
+        computes it (its backend's ``value_digest_sums``); None where it has none."""
+        sums = backend_for(self.connection.dialect.name).value_digest_sums(
+            [source.c[c] for c in self.tables.business_columns])
+        if sums is None:
             return None
-        staged = self.connection.execute(select(*staged_sums), params).one()
-        final = self.connection.execute(select(*final_sums).where(
-            self.table.c.last_run_id == bindparam("run_id")), params).one()
-        return _joined_sums(staged), _joined_sums(final)
+        return _joined_sums(self.connection.execute(select(*sums), params).one())
 
     def columns_equal_count(self, source: Any, params: dict[str, Any]) -> int:
         """FINAL rows of the run (bound as ``:run_id``) equal, in every stored column

@@ -70,6 +70,9 @@ class JobConfig:
     # the trailer's hash total (control.trailer_hash_total), its value not yet read;
     # None: the trailer carries none
     hash_total: HashTotal | None = None
+    # [[details]]: several detail record types, each with its own tables and checks (the
+    # fields above are then the first type's); empty: the one detail of [copybook]/[tables]
+    details: tuple[DetailType, ...] = ()
 
     @property
     def amount_field(self) -> Field:
@@ -86,6 +89,22 @@ class JobConfig:
         return config
 
 
+@dataclass(frozen=True)
+class DetailType:
+    """One detail record type of a ``[[details]]`` job. ``config`` is the job as if this
+    were its only detail type (its record, tables, key and amount): the load, the checks
+    and the MERGE of a type are those of a single-detail job."""
+
+    type_value: str  # its record_type value
+    config: JobConfig
+    trailer_count: str | None = None  # the trailer field counting this type's records
+
+    @property
+    def label(self) -> str:
+        """How its checks are named: ``<final table>:<check>`` (pipeline.chains)."""
+        return self.config.final_table
+
+
 def load_config(path: str | Path) -> JobConfig:
     path = Path(path)
     try:
@@ -99,7 +118,9 @@ def load_config(path: str | Path) -> JobConfig:
 
 def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
     _refuse_unknown(data, "", {"job", "input", "output", "database", "workers", "tables",
-                               "control", "layout", "copybook"})
+                               "control", "layout", "copybook", "details"})
+    if "details" in data:
+        return _several_details(data, source)
     job = _section(data, "job", {"name", "description"})
     inp = _section(data, "input", {"format", "record_length", "path", "delimiter", "encoding",
                                    "blocked"})
@@ -180,6 +201,82 @@ def _layouts(data: Mapping[str, Any], layout: Mapping[str, Any], length: int, fm
     mf, layouts = build_mainframe(book, RecordFormat(fmt, length or 32756, blocked),
                                   _get(inp, "input.encoding", str, "cp037"), source, roles)
     return {**layouts, "mainframe": mf}
+
+
+DETAIL_KEYS = {"record", "type", "staging", "final", "key", "amount"}
+# RECON_AUDIT.CHECK_NAME is 50 characters: "<final>:" and the longest check name of a type
+LONGEST_TYPE_CHECK = 28  # processed_to_staging_columns
+
+
+def _several_details(data: Mapping[str, Any], source: Path) -> JobConfig:
+    """A ``[[details]]`` job: each entry is parsed as the single-detail job it would be
+    (same header, trailer and control), then the types are checked against each other."""
+    entries = data["details"]
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError("[[details]]: expected one or more tables (record, type, staging, "
+                          "final, key, amount)")
+    if data.get("input", {}).get("format") not in ("fb", "vb"):
+        raise ConfigError("[[details]]: only for input.format fb or vb (a copybook job)")
+    book = _section(data, "copybook", {"path", "header", "trailer", "record_type",
+                                       "header_type", "trailer_type", "dates"})
+    if not book.get("record_type"):
+        raise ConfigError("copybook.record_type: [[details]] needs the field that tells the "
+                          "record types apart")
+    tables = _section(data, "tables", {"keep_staging_runs"})
+    control = dict(data.get("control", {}))
+    counts = control.pop("trailer_counts", {})
+    if "trailer_hash_total" in control:
+        raise ConfigError("control.trailer_hash_total: not with [[details]] (the types "
+                          "differ in their fields)")
+    types = []
+    for i, entry in enumerate(entries):
+        where = f"details[{i + 1}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a table")
+        _refuse_unknown(entry, where, DETAIL_KEYS)
+        for key in sorted(DETAIL_KEYS - set(entry)):
+            raise ConfigError(f"{where}.{key}: missing")
+        single = {k: v for k, v in data.items() if k != "details"} | {
+            "copybook": {**book, "detail": entry["record"], "detail_type": entry["type"]},
+            "tables": {**tables, **{k: entry[k] for k in ("staging", "final", "key", "amount")}},
+            "control": control}
+        try:
+            config = parse_config(single, source)
+        except ConfigError as exc:
+            raise ConfigError(f"{where} ({entry['record']}): {exc}") from None
+        types.append(DetailType(entry["type"], config))
+    return replace(types[0].config, details=_check_types(types, counts))
+
+
+def _check_types(types: list[DetailType], counts: Any) -> tuple[DetailType, ...]:
+    """Distinct type values and tables, one record-type field, and control.trailer_counts
+    (``{ <type value> = "<trailer field>" }``) naming trailer numbers."""
+    values = [t.type_value for t in types]
+    if len(set(values)) != len(values):
+        raise ConfigError(f"[[details]]: each type value once, got {values}")
+    names = [n for t in types for n in (t.config.staging_table, t.config.final_table)]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"[[details]]: every staging and final table its own, got {names}")
+    for t in types:
+        if len(t.label) + 1 + LONGEST_TYPE_CHECK > 50:
+            raise ConfigError(f"[[details]] final {t.label!r}: at most "
+                              f"{49 - LONGEST_TYPE_CHECK} characters (it names the type's "
+                              "checks, and RECON_AUDIT.CHECK_NAME holds 50)")
+    where = {(it.offset, it.size) for t in types
+             if t.config.mainframe and (it := t.config.mainframe.detail.type_item)}
+    if len(where) != 1:
+        raise ConfigError("copybook.record_type: must be at the same place in every detail "
+                          "record")
+    if not isinstance(counts, Mapping) or set(counts) - set(values):
+        raise ConfigError(f"control.trailer_counts: expected {{ <type value> = \"<trailer "
+                          f"field>\" }} for the types {values}, got {counts!r}")
+    trailer = types[0].config.trailer
+    for value, field in counts.items():
+        key = f"control.trailer_counts.{value}"
+        if not isinstance(field, str) or not IDENTIFIER.fullmatch(field):
+            raise ConfigError(f"{key}: expected the name of a trailer field, got {field!r}")
+        _expect_field(trailer, field, key, {FieldType.NUMBER})
+    return tuple(replace(t, trailer_count=counts.get(t.type_value)) for t in types)
 
 
 def _reject_limit(control: Mapping[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from pipeline import interrupts
 from pipeline.audit import history
 from pipeline.audit.schema import utc_now
 from pipeline.audit.writer import AuditWriter
+from pipeline.chains import TypeChain, reconcile_types
 from pipeline.column_proof import InputRows
 from pipeline.config import JobConfig, trailer_totals
 from pipeline.db.bulk import loader_for
@@ -58,14 +59,15 @@ from pipeline.identity import NO_OVERRIDES, Overrides, business_date, check_iden
 from pipeline.logs import run_context
 from pipeline.metrics.aggregator import MetricsAggregator
 from pipeline.metrics.bus import MetricsBus
-from pipeline.reconcile import ReconciliationService
+from pipeline.reconcile import ReconciliationOutcome, ReconciliationService, Record
 from pipeline.repeats import discard_spill, repeated_lines
 from pipeline.source import InputPlan, plan_job_input
 from pipeline.stages import AUDIT, CHECKS, LOAD, MERGE, PLAN, StageClock
-from pipeline.workers.context import WorkerContext
+from pipeline.workers.context import TypeLoad, WorkerContext
 from pipeline.workers.pool import WorkerPool, WorkerSpec
 from pipeline.workers.processor import run_processor
 from pipeline.workers.writer import run_writer
+from recon import checks
 from recon.checks import STAGING_TO_FINAL, failure_summary, warning_of
 from recon.values import (
     FAILED_INPUT,
@@ -75,8 +77,10 @@ from recon.values import (
     REFUSED,
     RUNNING,
     SUCCEEDED,
+    AggregatedMetrics,
     ReconciliationResult,
     RunOutcome,
+    TrailerTotals,
 )
 
 if TYPE_CHECKING:
@@ -179,11 +183,13 @@ def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
     writers = config.writers or profile.default_writers
     batch_size = config.batch_size or profile.batch_size
     tables = job_tables(config)
+    # [[details]]: each detail type's staging and FINAL (the first type's are ``tables``)
+    typed = [job_tables(t.config) for t in config.details]
     engine = make_engine(config.database_url, Timeouts.of(config))
     interrupts.register_engine(engine)  # a signal cancels the parent's statements
     audit_writer = AuditWriter(engine, tables, config.amount_field.scale)
     try:
-        with _locked(config, outcome, engine, tables, started) as lock:
+        with _locked(config, outcome, engine, [tables, *typed], started) as lock:
             with stages.stage(PLAN):
                 plan = _record_and_plan(config, outcome, engine, tables, audit_writer,
                                         started, processors, overrides)
@@ -194,11 +200,14 @@ def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
             if abandoned:
                 log.warning("%d earlier run(s) of %s never ended: marked ABENDED", abandoned,
                             config.name)
-            _purge_staging(config, engine, tables, outcome.run_id)
+            for each, each_tables in [(t.config, tt) for t, tt in zip(config.details, typed,
+                                                                     strict=True)] \
+                    or [(config, tables)]:
+                _purge_staging(each, engine, each_tables, outcome.run_id)
             outcome.run_dir.mkdir(parents=True, exist_ok=True)
             with stages.stage(LOAD):
-                _load(config, outcome, engine, tables, plan, writers, batch_size,
-                      _ticks(on_tick, progress))
+                per_type = _load(config, outcome, engine, tables, typed, plan, writers,
+                                 batch_size, _ticks(on_tick, progress))
             interrupts.check()
             if outcome.metrics and outcome.metrics.misplaced_control:
                 raise InputStructureError(
@@ -210,8 +219,12 @@ def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
             if after_load:
                 after_load(engine, outcome.run_id)
             interrupts.check()
-            _reconcile(config, outcome, engine, tables, plan, stages, lock, audit_writer,
-                       started)
+            if config.details:
+                _reconcile_types(config, outcome, engine, typed, per_type, plan, stages, lock,
+                                 audit_writer, started)
+            else:
+                _reconcile(config, outcome, engine, tables, plan, stages, lock, audit_writer,
+                           started)
     except PipelineError as exc:
         _fail(outcome, exc)
     finally:
@@ -233,13 +246,16 @@ def _purge_staging(config: JobConfig, engine: Engine, tables: JobTables, run_id:
 
 
 @contextmanager
-def _locked(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables,
-            started: datetime) -> Iterator[HeldLock]:
+def _locked(config: JobConfig, outcome: RunOutcome, engine: Engine,
+            every: list[JobTables], started: datetime) -> Iterator[HeldLock]:
     """The job's lock, asked for before the run writes anything (SQLite: before it reads
-    anything); a run refused it says which run holds it (see the module)."""
+    anything); a run refused it says which run holds it (see the module). ``every``: the
+    job's tables, the first with the audit tables, then each detail type's."""
+    tables = every[0]
     lock_needs_tables = profile_for(engine.dialect).lock_needs_tables
     if lock_needs_tables:  # the lock is a row of JOB_LOCK
-        create_missing_tables(engine, tables)
+        for each in every:
+            create_missing_tables(engine, each)
     with ExitStack() as held:
         try:
             lock = held.enter_context(job_lock(engine, tables.job_lock, config.name,
@@ -247,7 +263,8 @@ def _locked(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobT
         except JobAlreadyRunning as exc:
             raise _refusal(config, outcome, tables, started, str(exc)) from None
         if not lock_needs_tables:
-            create_missing_tables(engine, tables)
+            for each in every:
+                create_missing_tables(engine, each)
         yield lock
 
 
@@ -306,8 +323,10 @@ def _record_and_plan(config: JobConfig, outcome: RunOutcome, engine: Engine,
 
 
 def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTables,
-          plan: InputPlan, writers: int, batch_size: int,
-          on_tick: Callable[[MetricsBus], None] | None) -> None:
+          typed: list[JobTables], plan: InputPlan, writers: int, batch_size: int,
+          on_tick: Callable[[MetricsBus], None] | None) -> list[AggregatedMetrics]:
+    """Run the workers; the metrics of each detail type of a [[details]] job (its own
+    bus: each worker writes its own row there too), none for a single-detail job."""
     ctx_mp = mp.get_context("fork")
     n_workers = len(plan.ranges) + writers
     types = ["processor"] * len(plan.ranges) + ["writer"] * writers
@@ -317,13 +336,18 @@ def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTab
     except (OSError, RuntimeError) as exc:  # the resource tracker or /dev/shm refused
         raise WorkerFailure(f"the workers' metrics bus could not be created "
                             f"({type(exc).__name__}: {exc}); no worker started") from None
-    with bus:
+    with bus, ExitStack() as type_buses:
+        loads = tuple(TypeLoad(
+            loader_for(each, t.config.detail, t.config.amount, engine.dialect, batch_size),
+            type_buses.enter_context(MetricsBus.create(n_workers, prefix=bus_prefix(),
+                                                       worker_types=types)))
+            for t, each in zip(config.details, typed, strict=True))
         ctx = WorkerContext(
             run_id=outcome.run_id, config=config, plan=plan, bus=bus,
             loader=loader_for(tables, config.detail, config.amount, engine.dialect, batch_size),
             database_url=config.database_url, batch_size=batch_size, run_dir=outcome.run_dir,
             parent_pid=os.getpid(), batches=ctx_mp.Queue(maxsize=2 * writers + 2),
-            failures=ctx_mp.Queue())
+            failures=ctx_mp.Queue(), types=loads)
         pool = WorkerPool(_worker_specs(ctx, writers), bus, ctx.batches, ctx.failures,
                           config.heartbeat_timeout, on_tick=lambda: _tick(bus, on_tick))
         log.info("starting workers: %s, %s, batch size %d", _count(len(plan.ranges),
@@ -342,7 +366,10 @@ def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTab
             outcome.workers = MetricsAggregator.from_snapshot(bus.snapshot(), pool.exit_codes)
             outcome.metrics = MetricsAggregator.aggregate(outcome.workers)
             _collect_rejects(outcome, len(plan.ranges), ctx)
+            per_type = [MetricsAggregator.aggregate(MetricsAggregator.from_snapshot(
+                load.bus.snapshot(), pool.exit_codes)) for load in loads]
     _log_load_done(outcome, time.monotonic() - load_started)
+    return per_type
 
 
 def _tick(bus: MetricsBus, on_tick: Callable[[MetricsBus], None] | None) -> None:
@@ -410,19 +437,62 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
         trailer_totals(config, plan.trailer), config.reject_limit, input_rows=rows,
         on_proven=lambda: _proven(outcome))
 
+    result = service.reconcile(outcome.run_id, outcome.metrics, utc_now(), repeats, stages,
+                               repeated_lines=None if lines is None else lines.tolist(),
+                               record=_recorder(config, outcome, stages, audit_writer),
+                               lock=lock, before_merge=[volume])
+    _reconciled(config, outcome, result)
+
+
+def _reconcile_types(config: JobConfig, outcome: RunOutcome, engine: Engine,
+                     typed: list[JobTables], per_type: list[AggregatedMetrics],
+                     plan: InputPlan, stages: StageClock, lock: HeldLock,
+                     audit_writer: AuditWriter, started: datetime) -> None:
+    """[[details]]: the whole file's checks, then each type's chain (pipeline.chains)."""
+    metrics = outcome.metrics
+    assert metrics is not None
+    with stages.stage(CHECKS, "volume"):
+        volume = history.volume_check(engine, typed[0].batch_run, config.name, started,
+                                      config.volume, metrics.total_read)
+    whole = [*checks.trailer_checks(trailer_totals(config, plan.trailer), metrics),
+             checks.reject_limit_check(config.reject_limit, metrics.total_read,
+                                       metrics.total_errors), volume]
+    # the column check's rows are not parsed again per type (no input_rows): a digest
+    # mismatch fails it as not provable, without naming the rows
+    chains = [TypeChain(t.label, ReconciliationService(
+        engine, each, t.config.key_columns, t.config.amount, TrailerTotals(0, 0),
+        on_proven=lambda: _proven(outcome)), m,
+        None if t.trailer_count is None else int(plan.trailer[t.trailer_count]))
+        for t, each, m in zip(config.details, typed, per_type, strict=True)]
+    result = reconcile_types(chains, outcome.run_id, checks.in_order(whole), utc_now(),
+                             stages, _recorder(config, outcome, stages, audit_writer), lock)
+    _reconciled(config, outcome, result)
+
+
+def _recorder(config: JobConfig, outcome: RunOutcome, stages: StageClock,
+              audit_writer: AuditWriter) -> Record:
     def record(conn: Connection, results: list[ReconciliationResult]) -> None:
         """The audit of a run that passed, in the MERGE's transaction (one commit)."""
-        keys = next(r.expected_count for r in results if r.check_name == STAGING_TO_FINAL)
         outcome.status, outcome.exit_code = SUCCEEDED, 0
-        outcome.message = f"all checks passed; {keys:,} keys merged into {config.final_table}"
+        outcome.message = f"all checks passed; {_merged(config, results)}"
         with stages.stage(AUDIT):
             audit_writer.finish_on(conn, outcome.run_id, outcome.status, outcome.exit_code,
                                    outcome.message, results, outcome.workers,
                                    stages.milliseconds())
+    return record
 
-    result = service.reconcile(outcome.run_id, outcome.metrics, utc_now(), repeats, stages,
-                               repeated_lines=None if lines is None else lines.tolist(),
-                               record=record, lock=lock, before_merge=[volume])
+
+def _merged(config: JobConfig, results: list[ReconciliationResult]) -> str:
+    """"12 keys merged into t" (or, per detail type, "12 keys merged into a, 3 into b")."""
+    keys = {r.check_name: r.expected_count for r in results}
+    if not config.details:
+        return f"{keys[STAGING_TO_FINAL]:,} keys merged into {config.final_table}"
+    each = [f"{keys[f'{t.label}:{STAGING_TO_FINAL}']:,}" + (" keys merged" if i == 0 else "")
+            + f" into {t.label}" for i, t in enumerate(config.details)]
+    return ", ".join(each)
+
+
+def _reconciled(config: JobConfig, outcome: RunOutcome, result: ReconciliationOutcome) -> None:
     outcome.results, outcome.evidence = result.results, result.evidence
     log_warnings(result.results)
     outcome.duplicates_collapsed = result.duplicates_collapsed
@@ -430,7 +500,8 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
         outcome.audited = True
         keys = result.staged_rows - result.duplicates_collapsed
         log.info("reconciliation passed (%d checks); merge committed: %d keys into %s",
-                 len(result.results), keys, config.final_table)
+                 len(result.results), keys,
+                 ", ".join(t.label for t in config.details) or config.final_table)
     else:
         failed = failure_summary(result.results)
         outcome.status, outcome.exit_code = FAILED_RECONCILIATION, 1

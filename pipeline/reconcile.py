@@ -94,14 +94,14 @@ class ReconciliationService:
         """
         superseded: list[int] | None = []  # None: not known, every row is ranked
         with maybe(stages, CHECKS):
-            results, staged = self._load_checks(run_id, aggregated)
+            results, staged = self.load_checks(run_id, aggregated)
             results = checks.in_order([*results, *before_merge])
             staged_rows = staged.rows
             passed = all(r.passed for r in results)
             if passed and repeats and repeated_lines is not None:
                 survivors, superseded = self._survivors_from(run_id, repeated_lines, staged)
             elif not passed or repeats is not False:
-                survivors = self._survivors(run_id)
+                survivors = self.survivors(run_id)
                 superseded = None
             else:
                 survivors = staged
@@ -124,7 +124,7 @@ class ReconciliationService:
             # hashes rule out any other repeated key, so something else changed FINAL's
             # rows (a trigger, another writer): the de-duplicating MERGE, with its own
             # checks, then tells exactly what FINAL got. Never the normal path.
-            survivors = self._survivors(run_id)
+            survivors = self.survivors(run_id)
             collapsed = staged_rows - survivors.rows
             with maybe(stages, MERGE, f"{survivors.rows:,} keys, again"):
                 final_results = self.merge_and_verify(run_id, merged_at, survivors, collapsed,
@@ -147,11 +147,11 @@ class ReconciliationService:
         with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
             dropped = self._staging(conn).collapsed_at_lines(run_id, lines)
         if dropped is None:  # no one-parameter list of lines (Oracle): rank every row
-            return self._survivors(run_id), None
+            return self.survivors(run_id), None
         records, superseded = dropped
         return staged.less(records), superseded
 
-    def _survivors(self, run_id: str) -> Totals:
+    def survivors(self, run_id: str) -> Totals:
         """Distinct keys of the run and the totals of each key's last staging row."""
         with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
             return self._staging(conn).surviving_count_and_amount(run_id)
@@ -166,9 +166,9 @@ class ReconciliationService:
                          aggregated: AggregatedMetrics) -> list[ReconciliationResult]:
         """The checks before the MERGE: trailer -> read -> staging, counts, amounts, the
         hash total and every stored column."""
-        return checks.in_order(self._load_checks(run_id, aggregated)[0])
+        return checks.in_order(self.load_checks(run_id, aggregated)[0])
 
-    def _load_checks(self, run_id: str, aggregated: AggregatedMetrics
+    def load_checks(self, run_id: str, aggregated: AggregatedMetrics
                      ) -> tuple[list[ReconciliationResult], Totals]:
         """reconcile_counts' checks, unordered, and the run's staging totals."""
         with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
@@ -230,28 +230,13 @@ class ReconciliationService:
         """
         interrupts.check()  # a safe point: nothing of the MERGE has started
         with database_errors(self.engine, "merging into the final table"), \
-                self._final_transaction(lock) as transaction:
+                self.final_transaction(lock) as transaction:
             conn = transaction.connection
-            final = self.final_repository(conn)
-            keys = survivors.rows
-            # a driver error (a lock timeout...) ends the run: no retry decides anything,
-            # but for a repeated key in the plain MERGE's source, which PostgreSQL and
-            # Oracle refuse outright where SQLite touches one row fewer
-            try:
-                touched = final.merge_run(run_id, merged_at, deduplicate, superseded)
-            except DBAPIError as exc:
-                if deduplicate or not backend_for(conn.dialect.name).repeated_key(exc):
-                    raise
-                touched = -1
-            if not deduplicate and touched != keys:
+            results = self.merge_checked(conn, run_id, merged_at, survivors, collapsed,
+                                         deduplicate, superseded)
+            if results is None:
                 transaction.rollback()
                 return None
-            found = final.count_and_amount_for_run(run_id, digest=True)
-            results = checks.final_checks(self.key, keys, survivors.amount, collapsed,
-                                          found.rows, found.amount, self._hashes(survivors,
-                                                                                  found))
-            results.append(self._final_columns(final, run_id, keys, deduplicate, superseded,
-                                               found.digest))
             if all(r.passed for r in results):
                 if record is not None:
                     record(conn, results)
@@ -259,6 +244,31 @@ class ReconciliationService:
             else:
                 transaction.rollback()
                 results = [checks.rolled_back(r) for r in results]
+        return results
+
+    def merge_checked(self, conn: Connection, run_id: str, merged_at: datetime,
+                      survivors: Totals, collapsed: int, deduplicate: bool = True,
+                      superseded: Sequence[int] = ()) -> list[ReconciliationResult] | None:
+        """The MERGE and the three checks after it on ``conn``, in the caller's
+        transaction, which commits or rolls back (None: the plain MERGE met a key twice)."""
+        final = self.final_repository(conn)
+        keys = survivors.rows
+        # a driver error (a lock timeout...) ends the run: no retry decides anything,
+        # but for a repeated key in the plain MERGE's source, which PostgreSQL and
+        # Oracle refuse outright where SQLite touches one row fewer
+        try:
+            touched = final.merge_run(run_id, merged_at, deduplicate, superseded)
+        except DBAPIError as exc:
+            if deduplicate or not backend_for(conn.dialect.name).repeated_key(exc):
+                raise
+            touched = -1
+        if not deduplicate and touched != keys:
+            return None
+        found = final.count_and_amount_for_run(run_id, digest=True)
+        results = checks.final_checks(self.key, keys, survivors.amount, collapsed,
+                                      found.rows, found.amount, self._hashes(survivors, found))
+        results.append(self._final_columns(final, run_id, keys, deduplicate, superseded,
+                                           found.digest))
         return results
 
     def final_as_it_is(self, run_id: str) -> list[ReconciliationResult]:
@@ -333,6 +343,6 @@ class ReconciliationService:
                                           shown(column, got), line))
         return found
 
-    def _final_transaction(self, lock: HeldLock | None
+    def final_transaction(self, lock: HeldLock | None
                            ) -> AbstractContextManager[FinalTransaction]:
         return lock.final_transaction() if lock is not None else own_transaction(self.engine)

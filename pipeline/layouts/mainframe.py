@@ -314,13 +314,16 @@ def _text(cp: CodePage, raw: bytes) -> str:
 
 def decode_details(spec: RecordDecoder, amount: str, rec: np.ndarray, lengths: np.ndarray,
                    offsets: np.ndarray, first_record: int,
-                   exact_length: bool = True, hash_of: str | None = None) -> DetailBatch:
+                   exact_length: bool = True, hash_of: str | None = None,
+                   numbers: np.ndarray | None = None) -> DetailBatch:
     """Decode a batch of detail records (rows of ``rec``; ``lengths`` their true size).
 
     A VB record must be exactly the detail's length (``exact_length``); an FB record may
-    be longer than the 01 record (LRECL covers the longest record type).
+    be longer than the 01 record (LRECL covers the longest record type). ``numbers``: the
+    rows' record numbers when they are not ``first_record`` onwards (one type of several).
     """
-    numbers = np.arange(len(rec), dtype=np.int64) + first_record
+    if numbers is None:
+        numbers = np.arange(len(rec), dtype=np.int64) + first_record
     if rec.shape[1] < spec.size:  # short VB records: rejected by length, decoded as zeros
         rec = np.pad(rec, ((0, 0), (0, spec.size - rec.shape[1])))
     full = (lengths == spec.size) if exact_length else (lengths >= spec.size)

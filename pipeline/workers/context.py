@@ -22,6 +22,15 @@ PR_SET_PDEATHSIG = 1
 QUEUE_POLL_S = 1.0  # how often a blocked worker beats and looks for its parent
 
 
+@dataclass(frozen=True)
+class TypeLoad:
+    """One detail type of a [[details]] job as the workers load it: its staging loader,
+    and its own metrics bus (each worker still writes only its own row of it)."""
+
+    loader: BulkLoader
+    bus: MetricsBus
+
+
 @dataclass
 class WorkerContext:
     run_id: str
@@ -33,8 +42,13 @@ class WorkerContext:
     batch_size: int
     run_dir: Path
     parent_pid: int
-    batches: Any  # multiprocess.Queue of (processor id, rows, amount, payload) or None
+    # multiprocess.Queue of (processor id, rows, amount, payload, detail type) or None
+    batches: Any
     failures: Any  # multiprocess.Queue of (worker id, one-line message)
+    types: tuple[TypeLoad, ...] = ()  # [[details]]: per detail type, in the config's order
+
+    def loader_of(self, detail_type: int) -> BulkLoader:
+        return self.types[detail_type].loader if self.types else self.loader
 
     def reject_path(self, worker_id: int) -> Path:
         return self.run_dir / f"rejects.{worker_id:03d}.part"

@@ -13,6 +13,7 @@ from pipeline.config import JobConfig
 from pipeline.db.bulk import StagingBatch
 from pipeline.db.digests import total
 from pipeline.layouts.csv import CsvLayout, parse_csv_details
+from pipeline.layouts.detail_types import Typed, typed_batches
 from pipeline.layouts.fixed import DetailBatch, Reject, parse_details
 from pipeline.layouts.mainframe_input import detail_batches
 from pipeline.metrics.bus import WorkerType
@@ -27,34 +28,77 @@ def run_processor(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
 
 def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
     ctx.bus.register(worker_id, WorkerType.PROCESSOR)
-    accepted_amount = read_amount = rows_digest = hash_read = hash_accepted = 0
-    # a hash total's sums are kept to the trailer field's digits, as the sender's are
-    reduce = ctx.config.hash_total.reduce if ctx.config.hash_total else (lambda total: 0)
     with open(ctx.reject_path(worker_id), "w", encoding="ascii") as rejects, \
-            reading_range(ctx.plan, rng) as reading, key_spill(ctx, worker_id) as keys:
+            reading_range(ctx.plan, rng) as reading:
         # the bytes parsed are checksummed as they are read, and checked against the plan's
         # CRC-32 of the range once it is done: a changed file fails the run (InputChanged)
         path = reading.path if reading else ctx.plan.path
         digest = reading.digest if reading else None
-        for batch in detail_batches_of(ctx.config, path, rng, ctx.batch_size, digest):
-            write_rejects(rejects, batch)
-            if batch.accepted:
-                keys.add(batch.columns, batch.lines)
-                staged = StagingBatch(ctx.run_id, worker_id, batch.lines, batch.columns)
-                # the rows' digests prove, column by column, what staging must hold
-                payload, digests = ctx.loader.encode_digested(staged)
-                rows_digest += total(digests)
-                ctx.put(worker_id, (worker_id, batch.accepted, batch.accepted_amount, payload))
-            accepted_amount += batch.accepted_amount
-            read_amount += batch.read_amount
-            hash_read = reduce(hash_read + batch.hash_read)
-            hash_accepted = reduce(hash_accepted + batch.hash_accepted)
-            # the bus is updated once per batch, after the batch is on its way
-            ctx.bus.add_batch(worker_id, batch.records_read, len(batch.rejects),
-                              accepted_amount, read_amount, batch.unreadable_amounts,
-                              len(batch.misplaced), digest_total_so_far=rows_digest,
-                              hashes_so_far=(hash_read, hash_accepted),
-                              unhashed=batch.unhashed)
+        if ctx.config.details:
+            _process_types(ctx, worker_id, rng, path, digest, rejects)
+            return
+        with key_spill(ctx, worker_id) as keys:
+            _process_one(ctx, worker_id, rng, path, digest, rejects, keys)
+
+
+def _process_one(ctx: WorkerContext, worker_id: int, rng: ByteRange, path: Path, digest: Any,
+                 rejects: TextIO, keys: HashSpill) -> None:
+    accepted_amount = read_amount = rows_digest = hash_read = hash_accepted = 0
+    # a hash total's sums are kept to the trailer field's digits, as the sender's are
+    reduce = ctx.config.hash_total.reduce if ctx.config.hash_total else (lambda total: 0)
+    for batch in detail_batches_of(ctx.config, path, rng, ctx.batch_size, digest):
+        write_rejects(rejects, batch)
+        if batch.accepted:
+            keys.add(batch.columns, batch.lines)
+            rows_digest += _send(ctx, worker_id, batch, 0)
+        accepted_amount += batch.accepted_amount
+        read_amount += batch.read_amount
+        hash_read = reduce(hash_read + batch.hash_read)
+        hash_accepted = reduce(hash_accepted + batch.hash_accepted)
+        # the bus is updated once per batch, after the batch is on its way
+        ctx.bus.add_batch(worker_id, batch.records_read, len(batch.rejects),
+                          accepted_amount, read_amount, batch.unreadable_amounts,
+                          len(batch.misplaced), digest_total_so_far=rows_digest,
+                          hashes_so_far=(hash_read, hash_accepted),
+                          unhashed=batch.unhashed)
+
+
+def _send(ctx: WorkerContext, worker_id: int, batch: DetailBatch, detail_type: int) -> int:
+    """Encode the batch's accepted rows for their staging table and queue them for the
+    writers; the sum of the rows' digests, which prove column by column what staging
+    must hold."""
+    staged = StagingBatch(ctx.run_id, worker_id, batch.lines, batch.columns)
+    payload, digests = ctx.loader_of(detail_type).encode_digested(staged)
+    ctx.put(worker_id, (worker_id, batch.accepted, batch.accepted_amount, payload,
+                        detail_type))
+    return total(digests)
+
+
+def _process_types(ctx: WorkerContext, worker_id: int, rng: ByteRange, path: Path,
+                   digest: Any, rejects: TextIO) -> None:
+    """[[details]]: each type's rows go to its own staging table and are counted on its
+    own bus (this worker's row); the job's bus gets the whole range's figures, the
+    unknown types' rejects included. No key spill: each type's MERGE ranks its keys."""
+    # per type: accepted amount, read amount, row digests so far (exact Python ints)
+    sums = [[0, 0, 0] for _ in ctx.types]
+    accepted_amount = read_amount = 0
+    for whole, parts in typed_batches_of(ctx.config, path, rng, ctx.batch_size, digest):
+        write_rejects(rejects, whole)
+        for t, part in enumerate(parts):
+            if part is None:
+                continue
+            running = sums[t]
+            if part.accepted:
+                running[2] += _send(ctx, worker_id, part, t)
+            running[0] += part.accepted_amount
+            running[1] += part.read_amount
+            ctx.types[t].bus.add_batch(worker_id, part.records_read, len(part.rejects),
+                                       running[0], running[1], part.unreadable_amounts,
+                                       digest_total_so_far=running[2])
+        accepted_amount += whole.accepted_amount
+        read_amount += whole.read_amount
+        ctx.bus.add_batch(worker_id, whole.records_read, len(whole.rejects), accepted_amount,
+                          read_amount, whole.unreadable_amounts, len(whole.misplaced))
 
 
 @contextmanager
@@ -67,6 +111,15 @@ def key_spill(ctx: WorkerContext, worker_id: int) -> Iterator[HashSpill]:
         yield spill
     finally:
         spill.close()
+
+
+def typed_batches_of(config: JobConfig, path: Path, rng: ByteRange, batch_size: int,
+                     digest: Any = None) -> Iterator[Typed]:
+    """[[details]]: per batch, its whole figures and each type's batch (also `validate`'s)."""
+    assert config.mainframe is not None  # config: [[details]] is for fb/vb inputs only
+    specs = [(t.config.mainframe.detail, t.config.amount) for t in config.details
+             if t.config.mainframe is not None]
+    yield from typed_batches(config.mainframe.fmt, specs, path, rng, batch_size, digest)
 
 
 def detail_batches_of(config: JobConfig, path: Path, rng: ByteRange, batch_size: int,

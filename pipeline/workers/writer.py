@@ -30,24 +30,37 @@ def _write(ctx: WorkerContext, worker_id: int) -> None:
     ctx.bus.register(worker_id, WorkerType.WRITER)
     engine = make_engine(ctx.database_url)
     written_amount = batches = loaded = refused = 0  # the last three: not yet committed
+    # [[details]]: per detail type, the same figures for its own bus (amount: so far)
+    per_type = [[0, 0, 0, 0] for _ in ctx.types]
     with database_errors(engine, "loading staging"):
         connection = engine.raw_connection()
     try:
         while True:
             item = ctx.get(worker_id)  # None: no batch will come
             if item is not None:
-                _source, _rows, amount, payload = item
+                _source, _rows, amount, payload, detail_type = item
                 with _loading(engine):
-                    result = ctx.loader.load(connection, payload)
+                    result = ctx.loader_of(detail_type).load(connection, payload)
                 batches, loaded, refused = batches + 1, loaded + result.loaded, \
                     refused + result.refused
                 written_amount += amount - result.refused_amount
+                if ctx.types:
+                    figures = per_type[detail_type]
+                    figures[0] += amount - result.refused_amount
+                    figures[1] += 1
+                    figures[2] += result.loaded
+                    figures[3] += result.refused
             if batches and (item is None or loaded + refused >= COMMIT_ROWS
                             or ctx.batches.empty()):
                 with _loading(engine):
                     connection.commit()
                 ctx.bus.add_batch(worker_id, loaded, refused, written_amount, batches=batches)
                 batches = loaded = refused = 0
+                for load, figures in zip(ctx.types, per_type, strict=True):
+                    if figures[1]:
+                        load.bus.add_batch(worker_id, figures[2], figures[3], figures[0],
+                                           batches=figures[1])
+                        figures[1:] = [0, 0, 0]
             if item is None:
                 return
     finally:

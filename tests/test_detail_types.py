@@ -1,0 +1,220 @@
+"""Several detail record types in one VB file ([[details]]), end to end on a real SQLite
+file and a real PostgreSQL database: a file written here by an independent encoder (the
+stdlib's cp037 codec and tests.mainframe_reference), each FINAL table against our own
+decode of it, and one type failing leaves every FINAL table as it was."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from pipeline.config import JobConfig
+from pipeline.db.tables import job_tables
+from pipeline.errors import ConfigError
+from pipeline.job import RunOutcome, run_job
+from recon.values import SUCCEEDED
+from tests.conftest import engine_for, shipped_job
+from tests.mainframe_reference import encode_packed, encode_zoned_ebcdic
+
+pytestmark = pytest.mark.timeout(120)
+JOB = "payments_and_fees"
+
+
+def e(text: str, width: int) -> bytes:
+    return text.ljust(width).encode("cp037")
+
+
+def payment(pay_id: str, cents: int, account: int = 1, date: str = "20261124") -> bytes:
+    return (e("P", 1) + e(pay_id, 12) + e(f"{account:010d}", 10) + e(date, 8)
+            + encode_packed(cents, 13) + e("EUR", 3))
+
+
+def fee(fee_id: str, cents: int, code: str = "ATM") -> bytes:
+    return e("F", 1) + e(fee_id, 10) + e(code, 4) + encode_zoned_ebcdic(cents, 9)
+
+
+def trailer(count: int, total: int, payments: int, fees: int) -> bytes:
+    return (e("T", 1) + e(f"{count:010d}", 10) + encode_packed(total, 18)
+            + e(f"{payments:010d}", 10) + e(f"{fees:010d}", 10))
+
+
+def vb(records: list[bytes]) -> bytes:
+    return b"".join((len(r) + 4).to_bytes(2, "big") + b"\0\0" + r for r in records)
+
+
+def night(n: int = 300, *, fee_count_off: int = 0) -> tuple[bytes, dict[str, Any]]:
+    """A header, ``n`` details (two payments to a fee, a repeated key in each type, one
+    payment rejected for its date), the trailer; and what each FINAL must then hold."""
+    body: list[bytes] = []
+    want: dict[str, dict[str, Any]] = {"payments": {}, "fees": {}}
+    counts = {"P": 0, "F": 0}
+    total = 0
+    for i in range(n):
+        cents = (-1) ** i * (1000 * i + 7)
+        if i % 3 == 2:
+            key = f"F{i % 97:04d}"  # keys repeat: the later record wins
+            body.append(fee(key, cents))
+            want["fees"][key] = (Decimal(cents) / 100, "ATM")
+            counts["F"] += 1
+        else:
+            key = f"P{i:06d}"
+            bad = i == 10
+            body.append(payment(key, cents, account=i, date="20261332" if bad else "20261124"))
+            if not bad:
+                want["payments"][key] = (Decimal(cents) / 100, f"{i:010d}")
+            counts["P"] += 1
+        total += cents
+    header = e("H20261125", 9) + e("TESTS", 20)
+    records = [header, *body, trailer(n, total, counts["P"], counts["F"] + fee_count_off)]
+    return vb(records), want
+
+
+def run(config: JobConfig, path: Path, data: bytes, **overrides: Any) -> RunOutcome:
+    path.write_bytes(data)
+    return run_job(config.with_overrides(input_path=path, **overrides))
+
+
+def finals(config: JobConfig) -> dict[str, dict[str, tuple[Any, ...]]]:
+    found = {}
+    with engine_for(config.database_url) as engine, engine.connect() as conn:
+        unit = Decimal(100)  # Money reads back as integer minor units (pipeline.db.types)
+        for t in config.details:
+            final = job_tables(t.config).final
+            amount = final.c[t.config.amount]
+            other = final.c["fee_code" if t.label == "fees" else "account_id"]
+            key = final.c[t.config.key_columns[0]]
+            found[t.label] = {k: (Decimal(a) / unit, o) for k, a, o in
+                              conn.execute(select(key, amount, other)).all()}
+    return found
+
+
+@pytest.fixture
+def config(tmp_path: Path, db_url: str) -> JobConfig:
+    return shipped_job(tmp_path, db_url, JOB)
+
+
+def test_each_final_table_equals_the_independent_decode(config: JobConfig,
+                                                        tmp_path: Path) -> None:
+    data, want = night()
+    outcome = run(config, tmp_path / "in.bin", data)
+    assert (outcome.status, outcome.exit_code) == (SUCCEEDED, 0), outcome.message
+    assert finals(config) == want
+    names = [r.check_name for r in outcome.results]
+    assert names[:3] == ["source_trailer_count", "source_trailer_amount", "reject_limit"]
+    for label in ("payments", "fees"):
+        for check in ("source_trailer_count", "processed_to_staging",
+                      "processed_to_staging_amount", "processed_to_staging_columns",
+                      "written_to_staging", "staging_to_final", "staging_to_final_amount",
+                      "staging_to_final_columns"):
+            assert f"{label}:{check}" in names
+    assert all(r.passed for r in outcome.results)
+    by = {r.check_name: r for r in outcome.results}
+    assert by["payments:source_trailer_count"].actual_count == 200
+    assert by["fees:staging_to_final"].expected_count == len(want["fees"])
+    assert "keys merged into payments" in outcome.message and "into fees" in outcome.message
+    rejects = outcome.reject_file.read_text().splitlines()
+    assert len(rejects) == 1 and rejects[0].startswith("12\t")  # record 12: i == 10
+
+
+def test_a_fee_count_off_by_one_fails_and_leaves_both_finals_unchanged(
+        config: JobConfig, tmp_path: Path) -> None:
+    data, want = night()
+    assert run(config, tmp_path / "first.bin", data).exit_code == 0
+    before = finals(config)
+    other, _ = night(240, fee_count_off=1)
+    outcome = run(config, tmp_path / "second.bin", other)
+    assert outcome.exit_code == 1 and "fees:source_trailer_count" in outcome.message
+    assert finals(config) == before == want
+    by = {r.check_name: r for r in outcome.results}
+    assert not by["fees:source_trailer_count"].passed
+    assert by["payments:source_trailer_count"].passed
+    assert not by["payments:staging_to_final"].evaluated
+    with engine_for(config.database_url) as engine, engine.connect() as conn:
+        audit = job_tables(config).recon_audit
+        failed = conn.execute(select(audit.c.check_name).where(
+            audit.c.run_id == outcome.run_id, audit.c.passed == "N")).scalars().all()
+        assert "fees:source_trailer_count" in failed
+        batch_run = job_tables(config).batch_run
+        status = conn.execute(select(batch_run.c.status, batch_run.c.exit_code).where(
+            batch_run.c.run_id == outcome.run_id)).one()
+        assert tuple(status) == ("FAILED_RECON", 1)
+
+
+def test_a_failure_after_the_merge_rolls_back_every_type(config: JobConfig,
+                                                         tmp_path: Path) -> None:
+    """A trigger changes a fee as it lands: fees' staging_to_final_columns fails after
+    the MERGE, and the payments MERGEd in the same transaction are rolled back too."""
+    data, _ = night()
+    with engine_for(config.database_url) as engine:
+        for t in config.details:  # the tables, so the trigger has something to sit on
+            job_tables(t.config).metadata.create_all(engine)
+        with engine.begin() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql(
+                    "CREATE TRIGGER fee_meddler AFTER INSERT ON fees BEGIN "
+                    "UPDATE fees SET fee_code = 'XXX' WHERE fee_id = NEW.fee_id; END")
+            else:
+                conn.exec_driver_sql(
+                    "CREATE FUNCTION meddle() RETURNS trigger AS $$ BEGIN "
+                    "NEW.fee_code := 'XXX'; RETURN NEW; END $$ LANGUAGE plpgsql")
+                conn.exec_driver_sql("CREATE TRIGGER fee_meddler BEFORE INSERT ON fees "
+                                     "FOR EACH ROW EXECUTE FUNCTION meddle()")
+    outcome = run(config, tmp_path / "in.bin", data)
+    assert outcome.exit_code == 1, outcome.message
+    by = {r.check_name: r for r in outcome.results}
+    assert not by["fees:staging_to_final_columns"].passed
+    assert by["payments:staging_to_final"].passed  # it ran, and was rolled back
+    assert finals(config) == {"payments": {}, "fees": {}}
+
+
+def test_an_unknown_record_type_is_a_reject_with_its_reason(config: JobConfig,
+                                                            tmp_path: Path) -> None:
+    data, _ = night(30)
+    stray = e("X", 1) + e("SOMETHING", 20)
+    records = vb([stray])
+    # the stray record goes right after the header: its RDW is 4 + 21 bytes
+    header_len = int.from_bytes(data[:2], "big")
+    data = data[:header_len] + records + data[header_len:]
+    outcome = run(config, tmp_path / "in.bin", data, max_reject_rate=Decimal(1))
+    assert outcome.exit_code == 1  # its amount is unknowable, the trailer's too
+    line = outcome.reject_file.read_text().splitlines()[0]
+    assert line.startswith("2\trecord type 'X' is not a detail type of the job ('P', 'F')")
+    by = {r.check_name: r for r in outcome.results}
+    assert by["source_trailer_count"].actual_count == 31
+    assert "not provable" in by["source_trailer_amount"].detail
+
+
+def test_the_shipped_example_runs(tmp_path: Path) -> None:
+    config = shipped_job(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", JOB)
+    outcome = run_job(config)
+    assert outcome.exit_code == 0, outcome.message
+    with engine_for(config.database_url) as engine, engine.connect() as conn:
+        for t in config.details:
+            final = job_tables(t.config).final
+            assert conn.execute(select(func.count()).select_from(final)).scalar_one() > 0
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"type": "P"}, "each type value once"),
+    ({"final": "payments"}, "its own"),
+    ({"final": "a_rather_long_fee_table_name"}, "at most 21 characters"),
+    ({"amount": "fee_code"}, "details[2] (FEE-REC): tables.amount"),
+    ({"colour": "red"}, "unknown key details[2].colour"),
+])
+def test_details_config_errors_name_the_entry(tmp_path: Path, change: dict[str, str],
+                                               message: str) -> None:
+    import tomllib
+
+    from pipeline.config import parse_config
+    from pipeline.jobs import shipped_config
+
+    path = shipped_config(JOB)
+    data = tomllib.loads(path.read_text())
+    data["details"][1].update(change)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(data, path)

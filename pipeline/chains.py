@@ -24,7 +24,7 @@ from pipeline.db.repositories import Totals
 from pipeline.reconcile import ReconciliationOutcome, ReconciliationService, Record
 from pipeline.stages import CHECKS, MERGE, StageClock, maybe
 from recon import checks
-from recon.values import AggregatedMetrics, ReconciliationResult
+from recon.values import AggregatedMetrics, Evidence, ReconciliationResult
 
 # checks of the whole file, never of one type
 WHOLE_FILE = {checks.SOURCE_TRAILER_COUNT, checks.SOURCE_TRAILER_AMOUNT, checks.REJECT_LIMIT}
@@ -64,16 +64,20 @@ def reconcile_types(chains: Sequence[TypeChain], run_id: str,
         survivors = [chain.service.survivors(run_id) for chain in chains]
     keys = sum(s.rows for s in survivors)
     collapsed = sum(staged) - keys
-    evidence = [e for chain in chains for e in chain.service.evidence]
     if not all(r.passed for r in results):
         for chain, found in zip(chains, survivors, strict=True):
             results += named(chain.label, checks.merge_skipped(found.rows))
-        return ReconciliationOutcome(results, sum(staged), collapsed, evidence)
+        return ReconciliationOutcome(results, sum(staged), collapsed, _evidence(chains))
     with maybe(stages, MERGE, f"{keys:,} keys"):
         after = _merge_all(chains, run_id, merged_at, survivors, staged,
                            lambda conn, final: record(conn, [*results, *final]), lock)
-    evidence = [e for chain in chains for e in chain.service.evidence]
-    return ReconciliationOutcome([*results, *after], sum(staged), collapsed, evidence)
+    return ReconciliationOutcome([*results, *after], sum(staged), collapsed, _evidence(chains))
+
+
+def _evidence(chains: Sequence[TypeChain]) -> list[Evidence]:
+    """The rows behind failed column checks, under their type's check names."""
+    return [replace(e, check_name=f"{chain.label}:{e.check_name}") for chain in chains
+            for e in chain.service.evidence]
 
 
 def _merge_all(chains: Sequence[TypeChain], run_id: str, merged_at: datetime,

@@ -135,14 +135,32 @@ def explain_run(config: JobConfig, engine: Engine, run_id: str | None, *, limit:
     sink: list[Finding] | None = [] if everything else None
     if checks.REJECT_LIMIT in failed:
         _explain_rejects(found, run_dir / "rejects.txt", limit)
+    if config.details:
+        _explain_types(found, engine, config, failed, limit, sink, replay)
     if failed & set(STAGING_CHECKS):
         _explain_staging(found, engine, tables, config, run_dir, limit, sink)
     if failed & set(FINAL_CHECKS) and not _not_evaluated(report, FINAL_CHECKS):
         _explain_final(found, engine, tables, config, limit, sink, replay)
-    if failed & set(checks.COLUMN_CHECKS):
+    if {checks.plain_name(name) for name in failed} & set(checks.COLUMN_CHECKS):
         found.evidence = load_evidence(engine, report.run.run_id)
     found.full = sink
     return found
+
+
+def _explain_types(found: Explanation, engine: Engine, config: JobConfig, failed: set[str],
+                   limit: int, sink: list[Finding] | None, replay: bool) -> None:
+    """[[details]]: each type's failed FINAL checks as a single-detail job's (its MERGE
+    replayed alone). Its staging checks are not traced to lines: the processors' ranges
+    mix the types, so the lines a type accepted are not known from them."""
+    for t in config.details:
+        own = {checks.plain_name(n) for n in failed if n.startswith(f"{t.label}:")}
+        if own & set(STAGING_CHECKS):
+            found.notes.append(f"{t.label}: the lines behind its staging checks are not "
+                               f"named per detail type; {t.config.staging_table} holds the "
+                               "run's rows (RUN_ID) and rejects.txt its rejects")
+        names = tuple(f"{t.label}:{n}" for n in FINAL_CHECKS)
+        if own & set(FINAL_CHECKS) and not _not_evaluated(found.report, names):
+            _explain_final(found, engine, job_tables(t.config), t.config, limit, sink, replay)
 
 
 def _not_evaluated(report: RunReport, names: tuple[str, ...]) -> bool:

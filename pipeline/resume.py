@@ -88,6 +88,11 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
                            f"{SUCCEEDED}); nothing to resume, {config.final_table} "
                            "untouched")
         return
+    if config.details:
+        # BATCH_RUN keeps the load's figures of the whole file, not each type's
+        raise ResumeRefused(f"run {run_id} is of a job with several detail types "
+                            "([[details]]), which `run --resume` does not finish yet: run it "
+                            "again from its file (its FINAL tables are unchanged)")
     totals = load_totals(row, config)
     if totals is None:
         raise ResumeRefused(f"run {run_id} ended {row.status} before its staging load "

@@ -78,9 +78,11 @@ def check_lines(results: Sequence[ReconciliationResult], scale: int) -> list[str
     """A blank line, a heading and one line per check (plus its detail), or nothing."""
     if not results:
         return []
-    lines = ["", f"{'check':<29} {'expected':>20} {'actual':>20} {'diff':>14}  ok"]
+    # as wide as the longest name: a detail type's checks are "<type>:<check>"
+    width = max(29, *(len(r.check_name) for r in results))
+    lines = ["", f"{'check':<{width}} {'expected':>20} {'actual':>20} {'diff':>14}  ok"]
     for r in results:
-        lines.append(_check_line(r, scale))
+        lines.append(_check_line(r, scale, width))
         if r.detail:
             lines.append(f"    {r.detail}")
     return lines
@@ -99,9 +101,9 @@ def worker_lines(workers: Sequence[WorkerMetrics], scale: int) -> list[str]:
     return lines
 
 
-def _check_line(r: ReconciliationResult, scale: int) -> str:
+def _check_line(r: ReconciliationResult, scale: int, width: int) -> str:
     exp, act, diff = check_figures(r, scale, format_minor)
-    return f"{r.check_name:<29} {exp:>20} {act:>20} {diff:>14}  {'Y' if r.passed else 'N'}"
+    return f"{r.check_name:<{width}} {exp:>20} {act:>20} {diff:>14}  {'Y' if r.passed else 'N'}"
 
 
 def check_figures(r: ReconciliationResult, scale: int,

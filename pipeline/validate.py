@@ -13,13 +13,15 @@ details and a trailer.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import JobConfig, trailer_totals
 from pipeline.errors import InputStructureError
-from pipeline.source import InputPlan, plan_job_input
-from pipeline.workers.processor import detail_batches_of, write_rejects
+from pipeline.layouts.detail_types import Typed
+from pipeline.source import ByteRange, InputPlan, plan_job_input
+from pipeline.workers.processor import detail_batches_of, typed_batches_of, write_rejects
 from recon import checks
 from recon.checks import reject_limit_check
 from recon.values import AggregatedMetrics, ReconciliationResult
@@ -39,6 +41,7 @@ class Validation:
     hash_read: int = 0  # with a trailer hash total: the hashed field's sum, as a run's
     unhashed: int = 0
     misplaced: int = 0
+    type_read: list[int] = field(default_factory=list)  # [[details]]: records of each type
     results: list[ReconciliationResult] = field(default_factory=list)
 
     @property
@@ -53,11 +56,13 @@ def validate_input(config: JobConfig, input_path: Path, out_dir: Path) -> Valida
     """
     plan = plan_job_input(config, input_path, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
-    found = Validation(input_path, out_dir / "rejects.txt", plan)
+    found = Validation(input_path, out_dir / "rejects.txt", plan,
+                       type_read=[0] * len(config.details))
     with open(found.reject_file, "w", encoding="ascii") as rejects:
         for rng in plan.ranges:
-            for batch in detail_batches_of(config, input_path, rng,
-                                           config.batch_size or 10_000):
+            for batch, parts in _batches(config, input_path, rng):
+                for t, part in enumerate(parts):
+                    found.type_read[t] += part.records_read if part else 0
                 write_rejects(rejects, batch)
                 found.records_read += batch.records_read
                 found.rejects += len(batch.rejects)
@@ -71,7 +76,20 @@ def validate_input(config: JobConfig, input_path: Path, out_dir: Path) -> Valida
                                   f"details (see {found.reject_file}): not a valid input")
     found.results = [*trailer_checks(config, plan, found),
                      reject_limit_check(config.reject_limit, found.records_read, found.rejects)]
+    found.results += [checks.count_check(f"{t.label}:{checks.SOURCE_TRAILER_COUNT}",
+                                         int(plan.trailer[t.trailer_count]), read)
+                      for t, read in zip(config.details, found.type_read, strict=True)
+                      if t.trailer_count is not None]
     return found
+
+
+def _batches(config: JobConfig, path: Path, rng: ByteRange) -> Iterator[Typed]:
+    """Each batch of the range, with each detail type's part ([[details]]; else none)."""
+    size = config.batch_size or 10_000
+    if config.details:
+        yield from typed_batches_of(config, path, rng, size)
+    else:
+        yield from ((batch, ()) for batch in detail_batches_of(config, path, rng, size))
 
 
 def trailer_checks(config: JobConfig, plan: InputPlan,

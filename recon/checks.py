@@ -66,7 +66,13 @@ WARNING = "warning:"  # how a check that passed but wants a look begins its deta
 
 
 def kind_of(name: str) -> str:
-    return KINDS.get(name, COUNT)
+    return KINDS.get(plain_name(name), COUNT)
+
+
+def plain_name(name: str) -> str:
+    """The check a name stands for: a detail type's ``payments:staging_to_final`` is a
+    ``staging_to_final`` (pipeline.chains)."""
+    return name.rpartition(":")[2]
 
 
 def count_check(name: str, expected: int, actual: int, detail: str = "") -> ReconciliationResult:

@@ -170,6 +170,12 @@ def test_a_failure_after_the_merge_rolls_back_every_type(config: JobConfig,
     assert not by["fees:staging_to_final_columns"].passed
     assert by["payments:staging_to_final"].passed  # it ran, and was rolled back
     assert finals(config) == {"payments": {}, "fees": {}}
+    from pipeline.explain import explain_run
+
+    with engine_for(config.database_url) as engine:
+        found = explain_run(config, engine, outcome.run_id)
+    assert {e.check_name for e in found.evidence} == {"fees:staging_to_final_columns"}
+    assert {e.column for e in found.evidence} == {"fee_code"}
 
 
 def test_an_unknown_record_type_is_a_reject_with_its_reason(config: JobConfig,
@@ -218,3 +224,33 @@ def test_details_config_errors_name_the_entry(tmp_path: Path, change: dict[str, 
     data["details"][1].update(change)
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_config(data, path)
+
+
+def test_validate_checks_each_types_trailer_count(tmp_path: Path) -> None:
+    from pipeline.validate import validate_input
+
+    config = shipped_job(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", JOB)
+    data, _ = night(90, fee_count_off=1)
+    (tmp_path / "in.bin").write_bytes(data)
+    found = validate_input(config, tmp_path / "in.bin", tmp_path / "v")
+    by = {r.check_name: r for r in found.results}
+    assert found.exit_code == 1 and found.type_read == [60, 30]
+    assert by["source_trailer_count"].passed and by["payments:source_trailer_count"].passed
+    assert (by["fees:source_trailer_count"].expected_count,
+            by["fees:source_trailer_count"].actual_count) == (31, 30)
+
+
+def test_resume_refuses_a_several_types_run_and_explain_names_its_failures(
+        config: JobConfig, tmp_path: Path) -> None:
+    from pipeline.errors import ConfigError as Refused
+    from pipeline.explain import explain_run
+    from pipeline.resume import resume_run
+
+    data, _ = night(60, fee_count_off=1)
+    outcome = run(config, tmp_path / "in.bin", data)
+    assert outcome.exit_code == 1
+    with pytest.raises(Refused, match=r"several detail types \(\[\[details\]\]\)"):
+        resume_run(config, outcome.run_id)
+    with engine_for(config.database_url) as engine:
+        found = explain_run(config, engine, outcome.run_id)
+    assert found.failed_checks[0] == "fees:source_trailer_count"

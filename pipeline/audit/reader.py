@@ -144,7 +144,14 @@ def list_runs(engine: Engine, limit: int = 20, job_name: str | None = None,
     merged = (select(func.max(audit.actual_cnt))
               .where(audit.run_id == t.batch_run.c.run_id,
                      audit.check_name == checks.STAGING_TO_FINAL, audit.passed == "Y")
-              .scalar_subquery().label("keys_merged"))
+              .scalar_subquery())
+    # a [[details]] job's: every type's keys (pipeline.chains names them <type>:...)
+    merged_types = (select(func.sum(audit.actual_cnt))
+                    .where(audit.run_id == t.batch_run.c.run_id,
+                           audit.check_name.like(f"%:{checks.STAGING_TO_FINAL}"),
+                           audit.passed == "Y")
+                    .scalar_subquery())
+    merged = func.coalesce(merged, merged_types).label("keys_merged")
     query = (select(t.batch_run, read.c.records_read, merged)
              .outerjoin(read, read.c.run_id == t.batch_run.c.run_id)
              .order_by(t.batch_run.c.start_ts.desc(), t.batch_run.c.run_id.desc())

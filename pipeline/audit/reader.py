@@ -141,7 +141,7 @@ def list_runs(engine: Engine, limit: int = 20, job_name: str | None = None,
             .group_by(t.worker_audit.c.run_id).subquery())
     audit = t.recon_audit.c
     # correlated: read for the rows returned only, through RECON_AUDIT's run_id index
-    merged = (select(func.max(audit.actual_cnt))
+    merged_one = (select(func.max(audit.actual_cnt))
               .where(audit.run_id == t.batch_run.c.run_id,
                      audit.check_name == checks.STAGING_TO_FINAL, audit.passed == "Y")
               .scalar_subquery())
@@ -151,7 +151,7 @@ def list_runs(engine: Engine, limit: int = 20, job_name: str | None = None,
                            audit.check_name.like(f"%:{checks.STAGING_TO_FINAL}"),
                            audit.passed == "Y")
                     .scalar_subquery())
-    merged = func.coalesce(merged, merged_types).label("keys_merged")
+    merged = func.coalesce(merged_one, merged_types).label("keys_merged")
     query = (select(t.batch_run, read.c.records_read, merged)
              .outerjoin(read, read.c.run_id == t.batch_run.c.run_id)
              .order_by(t.batch_run.c.start_ts.desc(), t.batch_run.c.run_id.desc())

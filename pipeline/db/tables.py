@@ -98,13 +98,13 @@ def key_of(table: Table, key_columns: Sequence[str]) -> list[Column[Any]]:
 
 def _column(field: Field, key_columns: Sequence[str]) -> Column[Any]:
     # blank text is NULL (see fixed.columns_of); an upper-case code can never be blank
-    nullable = (field.type is FieldType.TEXT and not field.required
-                and field.name not in key_columns
-                and field.charset is not Charset.UPPER)
+    nullable = field.optional or (field.type is FieldType.TEXT and not field.required
+                                  and field.name not in key_columns
+                                  and field.charset is not Charset.UPPER)
     if field.type is FieldType.AMOUNT:
-        return Column(field.name, Money(field.length, field.scale), nullable=False)
+        return Column(field.name, Money(field.length, field.scale), nullable=field.optional)
     if field.type is FieldType.DATE:
-        return Column(field.name, Date, nullable=False)
+        return Column(field.name, Date, nullable=field.optional)
     if field.type is FieldType.TEXT and field.charset is Charset.UPPER:
         return Column(field.name, CHAR(field.length), nullable=nullable)
     return Column(field.name, String(field.length), nullable=nullable)

@@ -2,11 +2,13 @@
 
 What it reads is what record descriptions of batch extracts hold: level numbers and
 nested groups, FILLER, REDEFINES, fixed OCCURS n TIMES (flattened to name_1 ... name_n),
+OCCURS m TO n TIMES DEPENDING ON a count, as the record's last item (flattened to n
+occurrences; those past the count are absent, see ``Odo``),
 PIC X / A / 9 / S9 with V and P, SIGN LEADING|TRAILING [SEPARATE [CHARACTER]], USAGE
 DISPLAY / COMP-3 / PACKED-DECIMAL / COMP / COMP-4 / BINARY / COMP-5, VALUE and 88-levels
 (ignored). Anything that changes the layout in a way this job cannot store exactly
-(OCCURS DEPENDING ON, COMP-1/COMP-2 floats, SYNCHRONIZED, edited pictures, RENAMES,
-POINTER/INDEX) is refused with a CopybookError naming the line.
+(an OCCURS DEPENDING ON with items after it, COMP-1/COMP-2 floats, SYNCHRONIZED,
+edited pictures, RENAMES, POINTER/INDEX) is refused with a CopybookError naming the line.
 
 The PyPI ``copybook`` package (1.0.16) was evaluated and not used: it has no COMP/BINARY,
 no COMP-5, no P scaling, no SIGN LEADING without SEPARATE, sizes COMP-3 fields as if
@@ -16,7 +18,7 @@ they were DISPLAY, decodes decimals to float and reports no line numbers.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -49,10 +51,28 @@ class Item:
     sign_leading: bool = False
     sign_separate: bool = False
     line: int = 0  # where the copybook defines it
+    occurrence: int = 0  # in the OCCURS DEPENDING ON table: its entry (1..); else 0
 
     @property
     def end(self) -> int:
         return self.offset + self.size
+
+
+@dataclass(frozen=True)
+class Odo:
+    """A record's OCCURS m TO n TIMES DEPENDING ON table, its last item: the record holds
+    ``count`` entries (least <= count <= most) and is ``start + count * entry`` bytes.
+    Its items are laid out for ``most`` entries (``Item.occurrence``)."""
+
+    table: str  # the OCCURS item's name
+    counter: str  # the item holding the count, before the table
+    least: int
+    most: int
+    start: int  # offset of the first entry
+    entry: int  # bytes per entry
+
+    def clause(self) -> str:
+        return f"{self.table} OCCURS {self.least} TO {self.most} DEPENDING ON {self.counter}"
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,7 @@ class Record:
     size: int
     items: tuple[Item, ...]
     line: int
+    odo: Odo | None = None  # its OCCURS DEPENDING ON table; ``size`` counts ``most`` entries
 
     def item(self, name: str) -> Item:
         for it in self.items:
@@ -79,6 +100,8 @@ class _Entry:
     pic: str = ""
     usage: Usage | None = None
     occurs: int = 1
+    least: int | None = None  # OCCURS least TO occurs DEPENDING ON depending
+    depending: str = ""
     redefines: str = ""
     sign_leading: bool | None = None
     sign_separate: bool = False
@@ -86,7 +109,7 @@ class _Entry:
 
 
 _REFUSED = {
-    "DEPENDING": "OCCURS DEPENDING ON (a variable-length table) is not supported",
+    "DEPENDING": "DEPENDING ON belongs to an OCCURS m TO n TIMES (a variable table)",
     "COMP-1": "COMP-1 (a binary float) cannot hold money exactly",
     "COMP-2": "COMP-2 (a binary float) cannot hold money exactly",
     "COMPUTATIONAL-1": "COMPUTATIONAL-1 (a binary float) cannot hold money exactly",
@@ -121,8 +144,14 @@ def parse_copybook(text: str, source: str = "copybook") -> dict[str, Record]:
     records: dict[str, Record] = {}
     for top in _tree(entries, source):
         items: list[Item] = []
-        size = _layout(top, 0, "", items, source)
-        records[top.name] = Record(top.name, size, tuple(items), top.line)
+        spans: dict[int, tuple[int, int]] = {}
+        size = _layout(top, 0, "", items, source, spans=spans)
+        odo = _odo(top, items, size, spans, source)
+        if odo is not None:
+            items = [it if it.offset < odo.start else
+                     replace(it, occurrence=(it.offset - odo.start) // odo.entry + 1)
+                     for it in items]
+        records[top.name] = Record(top.name, size, tuple(items), top.line, odo)
     if not records:
         raise CopybookError(f"{source}: no 01-level record found")
     return records
@@ -227,7 +256,7 @@ def _clauses(entry: _Entry, words: list[str], where: str) -> None:
                 raise CopybookError(f"{where}: OCCURS needs a fixed number of times")
             entry.occurs = int(words[i])
             if i + 2 < len(words) and words[i + 1].upper() == "TO":
-                raise CopybookError(f"{where}: {_REFUSED['DEPENDING']}")
+                i = _depending(entry, words, i, where)
         elif w in ("LEADING", "TRAILING"):
             entry.sign_leading = w == "LEADING"
         elif w == "SEPARATE":
@@ -244,6 +273,26 @@ def _clauses(entry: _Entry, words: list[str], where: str) -> None:
             # a clause this parser does not know could change the layout: never guess
             raise CopybookError(f"{where}: unknown clause {words[i]!r}")
         i += 1
+
+
+def _depending(entry: _Entry, words: list[str], i: int, where: str) -> int:
+    """OCCURS m TO n [TIMES] DEPENDING [ON] name, from m at ``i``; the index of name."""
+    rest = [w.upper() for w in words[i:i + 6]]
+    if len(rest) > 2 and not rest[2].isdigit():
+        raise CopybookError(f"{where}: OCCURS {words[i]} TO needs a number of times")
+    j = i + 3 + (rest[3:4] == ["TIMES"])
+    if j >= len(words) or words[j].upper() != "DEPENDING":
+        raise CopybookError(f"{where}: OCCURS m TO n without DEPENDING ON: a variable "
+                            "table needs the item holding its count")
+    j += 1 + (j + 1 < len(words) and words[j + 1].upper() == "ON")
+    if j >= len(words):
+        raise CopybookError(f"{where}: DEPENDING ON names no item")
+    entry.least, entry.occurs = int(words[i]), int(words[i + 2])
+    if not 0 <= entry.least <= entry.occurs or entry.occurs < 1:
+        raise CopybookError(f"{where}: OCCURS {entry.least} TO {entry.occurs}: expected "
+                            "0 <= m <= n and n >= 1")
+    entry.depending = words[j].lower().replace("-", "_")
+    return j
 
 
 def _skip_value(words: list[str], i: int) -> int:
@@ -276,11 +325,43 @@ def _tree(entries: list[_Entry], source: str) -> list[_Entry]:
     return tops
 
 
+def _odo(top: _Entry, items: list[Item], size: int, spans: dict[int, tuple[int, int]],
+         source: str) -> Odo | None:
+    """The record's OCCURS DEPENDING ON table: at most one, its last item, its count a
+    number before it (what keeps every other item at a fixed offset)."""
+    tables = [e for e in _walk(top) if e.depending]
+    if not tables:
+        return None
+    e = tables[0]
+    where = f"{source} line {e.line}"
+    if len(tables) > 1:
+        raise CopybookError(f"{where}: one OCCURS DEPENDING ON per record is supported")
+    if id(e) not in spans:  # inside a REDEFINES: laid out as another view, or not at all
+        raise CopybookError(f"{where}: an OCCURS DEPENDING ON inside a REDEFINES")
+    start, entry = spans[id(e)]
+    if start + entry * e.occurs != size:
+        raise CopybookError(f"{where}: OCCURS DEPENDING ON must be the record's last item "
+                            "(the items after it would move with the count)")
+    counter = next((it for it in items if it.name == e.depending), None)
+    if counter is None or not counter.numeric or counter.end > start:
+        raise CopybookError(f"{where}: DEPENDING ON {e.depending}: expected a numeric item "
+                            "of the record before the table")
+    return Odo(e.name, e.depending, e.least or 0, e.occurs, start, entry)
+
+
+def _walk(e: _Entry) -> list[_Entry]:
+    return [e] + [d for c in e.children for d in _walk(c)]
+
+
 def _layout(e: _Entry, offset: int, suffix: str, out: list[Item], source: str,
-            usage: Usage | None = None, sign: tuple[bool | None, bool] = (None, False)) -> int:
-    """Append the items of ``e`` (all its occurrences) at ``offset``; return its size."""
+            usage: Usage | None = None, sign: tuple[bool | None, bool] = (None, False),
+            spans: dict[int, tuple[int, int]] | None = None) -> int:
+    """Append the items of ``e`` (all its occurrences) at ``offset``; return its size.
+    ``spans`` gets each OCCURS DEPENDING ON entry's (offset, bytes per occurrence)."""
     usage, sign = _inherit(e, usage, sign)
     one = _size_of(e, source, usage, sign)
+    if e.depending and spans is not None:
+        spans[id(e)] = (offset, one)
     for k in range(e.occurs):
         sfx = f"{suffix}_{k + 1}" if e.occurs > 1 else suffix
         start = offset + k * one
@@ -289,7 +370,7 @@ def _layout(e: _Entry, offset: int, suffix: str, out: list[Item], source: str,
             for child in e.children:
                 if child.redefines:
                     continue  # an alternative view of bytes already described
-                pos += _layout(child, pos, sfx, out, source, usage, sign)
+                pos += _layout(child, pos, sfx, out, source, usage, sign, spans)
         elif e.name != "filler":
             out.append(_item(e, start, one, sfx, source, usage, sign))
     return one * e.occurs

@@ -41,6 +41,8 @@ class Field:
     required: bool = False  # TEXT: must not be blank
     scale: int = 0  # AMOUNT: implied decimal places
     sign: str = ""  # AMOUNT: name of its SIGN field; empty means always positive
+    # NULL where the record does not hold it: an OCCURS DEPENDING ON entry past the count
+    optional: bool = False
 
     @property
     def offset(self) -> int:

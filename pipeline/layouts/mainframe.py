@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.layouts.codepages import CodePage
-from pipeline.layouts.copybook import Item, Usage
+from pipeline.layouts.copybook import Item, Odo, Usage
 from pipeline.layouts.fields import FieldType
 from pipeline.layouts.fixed import (
     DetailBatch,
@@ -62,6 +62,7 @@ class RecordDecoder:
     type_item: Item | None = None  # the record-type field, if records carry one
     type_value: bytes = b""  # its value in this record, in the code page
     control_values: tuple[bytes, ...] = ()  # detail only: the header's and trailer's values
+    odo: Odo | None = None  # detail only: its OCCURS DEPENDING ON table (copybook.Odo)
 
 
 @dataclass
@@ -83,22 +84,38 @@ def decode(spec: RecordDecoder, rec: np.ndarray) -> Decoded:
         expected = _text(spec.code_page, spec.type_value)
         failures.add(~(rec[:, t.offset:t.end] == want).all(axis=1), t,
                      lambda raw: f"is not the record type {expected!r}")
+    every = np.ones(len(rec), dtype=bool)
+    counts = np.zeros(len(rec), dtype=np.int64)  # entries of an OCCURS DEPENDING ON table
     for col in spec.columns:
         cols = rec[:, col.item.offset:col.item.end]
+        # an entry past the record's count is absent: its bytes are not the record's
+        there = counts >= col.item.occurrence if col.item.occurrence else every
         if col.item.numeric:
             value, ok, explain = decode_number(col.item, cols, spec.code_page)
-            failures.add(~ok, col.item, explain)
+            failures.add(~ok & there, col.item, explain)
             if col.kind is FieldType.DATE:
-                ok = _date_rule(col.item, value, ok, failures)
+                ok = _date_rule(col.item, value, ok & there, failures)
             values[col.name], readable[col.name] = value, ok
+            if spec.odo is not None and col.name == spec.odo.counter:
+                counts = _count_rule(spec.odo, col.item, value, ok, failures)
         else:
             text, ok = decode_text(cols, spec.code_page)
-            failures.add(~ok, col.item, lambda raw: "holds a byte that is not a printable "
-                         f"character in {spec.code_page.name}")
+            failures.add(~ok & there, col.item, lambda raw: "holds a byte that is not a "
+                         f"printable character in {spec.code_page.name}")
             if col.required:
                 failures.add(np.strings.str_len(text) == 0, col.item, lambda raw: "is blank")
             values[col.name] = text
     return Decoded(~failures.any_failed(len(rec)), failures, values, readable)
+
+
+def _count_rule(odo: Odo, item: Item, value: np.ndarray, ok: np.ndarray,
+                failures: RuleFailures) -> np.ndarray:
+    """The entries each record holds; a count outside the table's bounds is a failure."""
+    failures.add(ok & (value > odo.most), item,
+                 lambda raw: f"is more than the {odo.most} entries of {odo.clause()}")
+    failures.add(ok & (value < odo.least), item,
+                 lambda raw: f"is fewer than the {odo.least} entries of {odo.clause()}")
+    return np.where(ok, np.clip(value, 0, odo.most), 0)
 
 
 def decode_text(cols: np.ndarray, cp: CodePage) -> tuple[np.ndarray, np.ndarray]:
@@ -326,17 +343,18 @@ def decode_details(spec: RecordDecoder, amount: str, rec: np.ndarray, lengths: n
         numbers = np.arange(len(rec), dtype=np.int64) + first_record
     if rec.shape[1] < spec.size:  # short VB records: rejected by length, decoded as zeros
         rec = np.pad(rec, ((0, 0), (0, spec.size - rec.shape[1])))
-    full = (lengths == spec.size) if exact_length else (lengths >= spec.size)
     control = np.zeros(len(rec), dtype=bool)
     if spec.type_item is not None:
         t = spec.type_item
         for value in spec.control_values:
             control |= (rec[:, t.offset:t.end] == np.frombuffer(value, np.uint8)).all(axis=1)
     decoded = decode(spec, rec)
+    size = _sizes(spec, decoded, lengths if exact_length else 0)
+    full = (lengths == size) if exact_length else (lengths >= size)
     ok = decoded.ok & full & ~control
     amounts = decoded.values[amount]
     readable = decoded.readable[amount] & full & ~control
-    rejects = [_reject(spec, decoded, rec, lengths, offsets, numbers, full, int(i))
+    rejects = [_reject(spec, decoded, rec, lengths, offsets, numbers, full, size, int(i))
                for i in np.flatnonzero(~ok & ~control)]
     everything = bool(ok.all())  # the usual batch: no copies of the columns to select
     stored = {name: v if everything else v[ok] for name, v in decoded.values.items()}
@@ -345,6 +363,9 @@ def decode_details(spec: RecordDecoder, amount: str, rec: np.ndarray, lengths: n
             stored[col.name] = _iso_dates(stored[col.name])
         elif col.kind is FieldType.DIGITS:
             stored[col.name] = _as_str(ascii_digits(stored[col.name], col.item.digits))
+    if spec.odo is not None:
+        held = decoded.values[spec.odo.counter]
+        _absent_as_null(spec, stored, held if everything else held[ok])
     return DetailBatch(
         first_line=first_record,
         lines=numbers if everything else numbers[ok],
@@ -360,11 +381,39 @@ def decode_details(spec: RecordDecoder, amount: str, rec: np.ndarray, lengths: n
     )
 
 
+def _sizes(spec: RecordDecoder, decoded: Decoded, unknown: np.ndarray | int) -> np.ndarray | int:
+    """The length each record must have: the 01 record's, or with an OCCURS DEPENDING ON
+    table the fixed part and the entries its count says (``unknown`` where the count is
+    itself wrong: that failure is the reason given, not the length it implies)."""
+    odo = spec.odo
+    if odo is None:
+        return spec.size
+    count = decoded.values[odo.counter]
+    known = decoded.readable[odo.counter] & (count >= odo.least) & (count <= odo.most)
+    return np.where(known, odo.start + count * odo.entry, unknown)
+
+
+def _absent_as_null(spec: RecordDecoder, stored: dict[str, np.ndarray],
+                    held: np.ndarray) -> None:
+    """The entries past each record's count are NULL (object columns, None)."""
+    for col in spec.columns:
+        if col.item.occurrence:
+            absent = held < col.item.occurrence
+            if absent.any():
+                column = stored[col.name].astype(object)
+                column[absent] = None
+                stored[col.name] = column
+
+
 def _reject(spec: RecordDecoder, decoded: Decoded, rec: np.ndarray, lengths: np.ndarray,
-            offsets: np.ndarray, numbers: np.ndarray, full: np.ndarray, i: int) -> Reject:
+            offsets: np.ndarray, numbers: np.ndarray, full: np.ndarray,
+            size: np.ndarray | int, i: int) -> Reject:
     raw = rec[i, : lengths[i]].tobytes()
     if not full[i]:
-        reason = f"record is {lengths[i]} bytes long, the {spec.name} record is {spec.size}"
+        want = int(size if isinstance(size, int) else size[i])
+        counted = ("" if spec.odo is None else
+                   f" with {spec.odo.counter} = {int(decoded.values[spec.odo.counter][i])}")
+        reason = f"record is {lengths[i]} bytes long, the {spec.name} record{counted} is {want}"
     else:
         reason = decoded.failures.reason(i, raw)
     return Reject(int(numbers[i]), f"{reason} (record at byte offset {int(offsets[i])})",

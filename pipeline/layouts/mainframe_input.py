@@ -78,6 +78,9 @@ def build_mainframe(section: Mapping[str, Any], fmt: RecordFormat, encoding: str
             raise ConfigError(f"copybook.{role}: record {record.name} is {record.size} bytes, "
                               f"longer than input.record_length {fmt.record_length}")
         _check_names(record)
+        if record.odo is not None and role != "detail":
+            raise ConfigError(f"copybook.{role}: {record.name} has {record.odo.clause()}; "
+                              "a variable table is read in a detail record only")
         decoder = _decoder(record, role, cp, type_name, values, set(dates), roles)
         decoders[role] = decoder
         layouts[role] = _layout(decoder, values[role] or role[0].upper())
@@ -130,11 +133,15 @@ def _decoder(record: Record, role: str, cp: Any, type_name: str, values: dict[st
     encoded = {r: cp.encode(v.ljust(type_item.size)) if type_item else b""
                for r, v in values.items()}
     others = tuple(encoded[r] for r in ("header", "trailer")) if role == "detail" else ()
-    return RecordDecoder(record.name, record.size, columns, cp, type_item, encoded[role], others)
+    return RecordDecoder(record.name, record.size, columns, cp, type_item, encoded[role], others,
+                         record.odo)
 
 
 def _column(item: Item, role: str, dates: set[str], roles: Roles) -> Column:
     where = f"copybook line {item.line}: {item.name}"
+    if item.occurrence and item.name in roles.keys | {roles.amount}:
+        raise ConfigError(f"{where}: a key or the amount cannot be inside OCCURS DEPENDING "
+                          "ON (an entry past the count is absent)")
     if not item.numeric:
         if item.name in dates:
             raise ConfigError(f"{where}: a date must be PIC 9(8) (YYYYMMDD)")
@@ -168,14 +175,16 @@ def _layout(decoder: RecordDecoder, type_value: str) -> Layout:
                     value=type_value)]
     for col in decoder.columns:
         it = col.item
+        absent = it.occurrence > 0  # past an OCCURS DEPENDING ON count: NULL
         if col.kind is FieldType.TEXT:
             fields.append(Field(it.name, it.offset + 1, it.size, FieldType.TEXT,
-                                charset=Charset.PRINTABLE, required=col.required))
+                                charset=Charset.PRINTABLE, required=col.required,
+                                optional=absent))
         elif col.kind in (FieldType.DATE, FieldType.DIGITS):
-            fields.append(Field(it.name, it.offset + 1, it.digits, col.kind))
+            fields.append(Field(it.name, it.offset + 1, it.digits, col.kind, optional=absent))
         else:
             fields.append(Field(it.name, it.offset + 1, it.digits + max(0, -it.scale), col.kind,
-                                scale=max(it.scale, 0)))
+                                scale=max(it.scale, 0), optional=absent))
     return Layout(type_value, decoder.size, tuple(fields))
 
 

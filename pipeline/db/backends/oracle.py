@@ -158,9 +158,11 @@ class OracleLoader(BulkLoader):
 
     def _values(self, field: Any, column: np.ndarray) -> list[Any]:
         if field.type is FieldType.AMOUNT:
-            return [Decimal(v).scaleb(-field.scale) for v in column.tolist()]
+            # None: an OCCURS DEPENDING ON entry past the record's count (NULL)
+            return [None if v is None else Decimal(v).scaleb(-field.scale)
+                    for v in column.tolist()]
         if field.type is FieldType.DATE:
-            return [dt.date.fromisoformat(v) for v in column.tolist()]
+            return [None if v is None else dt.date.fromisoformat(v) for v in column.tolist()]
         return super()._values(field, column)
 
     def encode_rows(self, rows: list[tuple[Any, ...]]) -> bytes:

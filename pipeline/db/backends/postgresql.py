@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -240,6 +241,11 @@ class PostgresLoader(BulkLoader):
 
     @staticmethod
     def _text(field: Any, column: np.ndarray) -> list[str]:
+        if field.optional:  # an OCCURS DEPENDING ON entry: None past the record's count
+            present = PostgresLoader._text(replace(field, optional=False),
+                                           np.array([v for v in column.tolist() if v is not None]))
+            shown = iter(present)
+            return ["\\N" if v is None else next(shown) for v in column.tolist()]
         if field.type is FieldType.AMOUNT:
             return [format_minor(v, field.scale) for v in column.tolist()]
         if field.type is FieldType.TEXT:

@@ -430,11 +430,10 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
     log.info("key hashes: %s", "a key repeats, the MERGE keeps each key's last record"
              if repeats else "no key repeats, one plain MERGE" if repeats is False
              else "not known, the MERGE keeps each key's last record")
-    loader = loader_for(tables, config.detail, config.amount, engine.dialect, 1)
-    rows = InputRows(config, outcome.input_path, plan.sha256, outcome.run_id, loader)
     service = ReconciliationService(
         engine, tables, config.key_columns, config.amount,
-        trailer_totals(config, plan.trailer), config.reject_limit, input_rows=rows,
+        trailer_totals(config, plan.trailer), config.reject_limit,
+        input_rows=_input_rows(config, outcome, plan, engine, tables),
         on_proven=lambda: _proven(outcome))
 
     result = service.reconcile(outcome.run_id, outcome.metrics, utc_now(), repeats, stages,
@@ -457,16 +456,23 @@ def _reconcile_types(config: JobConfig, outcome: RunOutcome, engine: Engine,
     whole = [*checks.trailer_checks(trailer_totals(config, plan.trailer), metrics),
              checks.reject_limit_check(config.reject_limit, metrics.total_read,
                                        metrics.total_errors), volume]
-    # the column check's rows are not parsed again per type (no input_rows): a digest
-    # mismatch fails it as not provable, without naming the rows
     chains = [TypeChain(t.label, ReconciliationService(
         engine, each, t.config.key_columns, t.config.amount, TrailerTotals(0, 0),
+        input_rows=_input_rows(t.config, outcome, plan, engine, each),
         on_proven=lambda: _proven(outcome)), m,
         None if t.trailer_count is None else int(plan.trailer[t.trailer_count]))
         for t, each, m in zip(config.details, typed, per_type, strict=True)]
     result = reconcile_types(chains, outcome.run_id, checks.in_order(whole), utc_now(),
                              stages, _recorder(config, outcome, stages, audit_writer), lock)
     _reconciled(config, outcome, result)
+
+
+def _input_rows(config: JobConfig, outcome: RunOutcome, plan: InputPlan, engine: Engine,
+                tables: JobTables) -> InputRows:
+    """The input file again, to name the rows a column check finds changed. A detail
+    type's config reads its own records only: the other types' are rejects to it."""
+    loader = loader_for(tables, config.detail, config.amount, engine.dialect, 1)
+    return InputRows(config, outcome.input_path, plan.sha256, outcome.run_id, loader)
 
 
 def _recorder(config: JobConfig, outcome: RunOutcome, stages: StageClock,

@@ -178,6 +178,31 @@ def test_a_failure_after_the_merge_rolls_back_every_type(config: JobConfig,
     assert {e.column for e in found.evidence} == {"fee_code"}
 
 
+def test_a_changed_staging_row_of_one_type_is_named(tmp_path: Path) -> None:
+    """A trigger rewrites a fee as it lands in staging: fees' processed_to_staging_columns
+    fails naming the rows and the column (the file read again with the fee record's
+    layout), payments' passes, and no FINAL table is touched."""
+    config = shipped_job(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", JOB)
+    data, _ = night(30)
+    with engine_for(config.database_url) as engine:
+        for t in config.details:
+            job_tables(t.config).metadata.create_all(engine)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER fee_meddler AFTER INSERT ON stg_fees BEGIN "
+                "UPDATE stg_fees SET fee_code = 'XXX' WHERE rowid = NEW.rowid; END")
+    outcome = run(config, tmp_path / "in.bin", data)
+    by = {r.check_name: r for r in outcome.results}
+    assert outcome.exit_code == 1
+    assert by["payments:processed_to_staging_columns"].passed
+    bad = by["fees:processed_to_staging_columns"]
+    assert (bad.expected_count, bad.actual_count) == (10, 0) and "fee_code" in bad.detail
+    assert {(e.check_name, e.column, e.expected, e.actual) for e in outcome.evidence} == {
+        ("fees:processed_to_staging_columns", "fee_code", "ATM", "XXX")}
+    assert {e.source_line for e in outcome.evidence} == {2 + i for i in range(2, 30, 3)}
+    assert finals(config) == {"payments": {}, "fees": {}}
+
+
 def test_an_unknown_record_type_is_a_reject_with_its_reason(config: JobConfig,
                                                             tmp_path: Path) -> None:
     data, _ = night(30)

@@ -279,3 +279,28 @@ def test_resume_refuses_a_several_types_run_and_explain_names_its_failures(
     with engine_for(config.database_url) as engine:
         found = explain_run(config, engine, outcome.run_id)
     assert found.failed_checks[0] == "fees:source_trailer_count"
+
+
+def test_the_command_line_tells_the_same_story(config: JobConfig, tmp_path: Path) -> None:
+    """Exit code, BATCH_RUN and both FINAL tables agree, through `python -m pipeline run`."""
+    from tests.conftest import run_cli
+
+    good, _ = night(60)
+    bad, _ = night(45, fee_count_off=1)
+    (tmp_path / "good.bin").write_bytes(good)
+    (tmp_path / "bad.bin").write_bytes(bad)
+    args = ("run", str(shipped_config_path()), "--db", config.database_url, "--no-progress")
+    first = run_cli(tmp_path, *args, "--input", str(tmp_path / "good.bin"))
+    assert first.returncode == 0, first.stderr
+    assert "keys merged into payments" in first.stdout
+    before = finals(config)
+    second = run_cli(tmp_path, *args, "--input", str(tmp_path / "bad.bin"))
+    assert second.returncode == 1
+    assert "fees:source_trailer_count" in second.stdout
+    assert finals(config) == before
+
+
+def shipped_config_path() -> Path:
+    from pipeline.jobs import shipped_config
+
+    return shipped_config(JOB)

@@ -200,9 +200,7 @@ def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
             if abandoned:
                 log.warning("%d earlier run(s) of %s never ended: marked ABENDED", abandoned,
                             config.name)
-            for each, each_tables in [(t.config, tt) for t, tt in zip(config.details, typed,
-                                                                     strict=True)] \
-                    or [(config, tables)]:
+            for each, each_tables in _per_detail(config, tables, typed):
                 _purge_staging(each, engine, each_tables, outcome.run_id)
             outcome.run_dir.mkdir(parents=True, exist_ok=True)
             with stages.stage(LOAD):
@@ -231,6 +229,13 @@ def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
         discard_spill(outcome.run_dir)
     _record_end(outcome, audit_writer, stages)
     engine.dispose()
+
+
+def _per_detail(config: JobConfig, tables: JobTables,
+                typed: list[JobTables]) -> list[tuple[JobConfig, JobTables]]:
+    """Each detail type's config and tables; the job's own when it has one detail."""
+    return ([(t.config, each) for t, each in zip(config.details, typed, strict=True)]
+            or [(config, tables)])
 
 
 def _purge_staging(config: JobConfig, engine: Engine, tables: JobTables, run_id: str) -> None:

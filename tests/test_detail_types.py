@@ -304,3 +304,34 @@ def shipped_config_path() -> Path:
     from pipeline.jobs import shipped_config
 
     return shipped_config(JOB)
+
+
+def test_two_types_in_an_fb_file(tmp_path: Path) -> None:
+    """FB: every type's record padded to the LRECL (FILLER), told apart by the type."""
+    from pipeline.config import load_config
+    from pipeline.jobs import shipped_config
+
+    book = shipped_config(JOB).with_suffix(".cpy").read_text()
+    book = book.replace("           05  FEE-AMOUNT              PIC S9(7)V99.\n",
+                        "           05  FEE-AMOUNT              PIC S9(7)V99.\n"
+                        "           05  FILLER                  PIC X(17).\n")
+    book = book.replace("           05  SOURCE-SYSTEM           PIC X(20).\n",
+                        "           05  SOURCE-SYSTEM           PIC X(20).\n"
+                        "           05  FILLER                  PIC X(12).\n")
+    (tmp_path / "fb.cpy").write_text(book)
+    toml = shipped_config(JOB).read_text().replace('format = "vb"', 'format = "fb"\n'
+                                                   'record_length = 41')
+    toml = toml.replace('path = "payments_and_fees.cpy"', 'path = "fb.cpy"')
+    (tmp_path / "fb.toml").write_text(toml.replace('path = "payments_and_fees.bin"\n', ""))
+    config = load_config(tmp_path / "fb.toml").with_overrides(
+        output_dir=tmp_path / "work", database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    data, want = night(60)
+    records = []
+    pos = 0
+    while pos < len(data):  # the VB file's records, each padded to 41 bytes with spaces
+        length = int.from_bytes(data[pos:pos + 2], "big")
+        records.append(data[pos + 4:pos + length].ljust(41, e(" ", 1)))
+        pos += length
+    outcome = run(config, tmp_path / "in.bin", b"".join(records))
+    assert outcome.exit_code == 0, outcome.message
+    assert finals(config) == want

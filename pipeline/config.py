@@ -158,6 +158,7 @@ def _layouts(data: Mapping[str, Any], layout: Mapping[str, Any], length: int, fm
                               "input.format fb or vb")
         return {role: _layout(layout, role, length, fmt, delimiter)
                 for role in ("header", "detail", "trailer")}
+    from pipeline.layouts.copybook import MAX_RECORD_BYTES
     from pipeline.layouts.mainframe_input import Roles, build_mainframe
     from pipeline.layouts.recfm import RecordFormat
 
@@ -170,6 +171,9 @@ def _layouts(data: Mapping[str, Any], layout: Mapping[str, Any], length: int, fm
     if fmt == "fb" and (length < 1 or blocked):
         raise ConfigError("input.record_length: a fb input needs a positive record length "
                           "(and no blocked = true)")
+    if length > MAX_RECORD_BYTES:
+        raise ConfigError(f"input.record_length: {length} is more than a record holds "
+                          f"({MAX_RECORD_BYTES})")
     key = tables.get("key", "")
     roles = Roles(frozenset(key if isinstance(key, list) else [key]), str(tables.get("amount", "")),
                   str(control.get("trailer_count", "")), str(control.get("trailer_amount", "")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ REALISTIC = """\
 002100         10  HIST-AMT            PIC S9(5)V99 COMP-3.             CUSTMAST
 002200         10  HIST-CODE           PIC XX.                          CUSTMAST
 002300     05  CUST-ALT REDEFINES CUST-HISTORY.                         CUSTMAST
-002400         10  FILLER              PIC X(21).                       CUSTMAST
+002400         10  FILLER              PIC X(18).                       CUSTMAST
 002500     05  CUST-THOUSANDS          PIC 9(3)PPP.                     CUSTMAST
 002600     05  CUST-OPEN-DATE          PIC 9(8) VALUE ZEROS.            CUSTMAST
 """
@@ -162,3 +163,119 @@ def test_alphanumeric_sequence_area_and_free_format_at_column_1() -> None:
     assert [(i.name, i.size) for i in parse_copybook(fixed)["r"].items] == [("a", 2)]
     free = "01 R.\n05 A   PIC X(3).\n05 B PIC 9(2).\n"
     assert [(i.name, i.size) for i in parse_copybook(free)["r"].items] == [("a", 3), ("b", 2)]
+
+
+# the copybook reader never crashes: what a new user typed, each refused on one line
+@pytest.mark.parametrize("clause, words", [
+    ("PIC X(0)", "repeat count of 0"),
+    ("PIC X(99999999999)", "more than a record holds"),
+    ("PIC X(40000)", "more than a record holds"),
+    ("PIC X(20000)X(20000)", "40,000 characters"),
+    ("PIC X OCCURS 999999999999 TIMES", "1 to 32760 occurrences"),
+    ("PIC X OCCURS 0 TIMES", "1 to 32760 occurrences"),
+    ("PIC X(9000) OCCURS 4 TIMES", "36,000 bytes"),
+    ("PIC X(3) PIC X(4)", "two PIC clauses"),
+    ("PIC S9(5) COMP-3 COMP", "two USAGE clauses"),
+    ("PIC X OCCURS 2 TIMES OCCURS 3 TIMES", "two OCCURS clauses"),
+    ("REDEFINES NOSUCH PIC X", "not an earlier item of the same group"),
+    ("REDEFINES N PIC X(2)", "may not be longer"),
+    ("REDEFINES PIC X", "REDEFINES without the name"),
+    ("PIC X OCCURS \u00b2 TIMES", "fixed number of times"),
+])
+def test_malformed_constructs_are_refused_naming_the_line(clause: str, words: str) -> None:
+    text = f"       01  REC.\n           05  N PIC 9.\n           05  BAD {clause}.\n"
+    with pytest.raises(CopybookError) as err:
+        parse_copybook(text, "book.cpy")
+    assert "book.cpy line 3" in str(err.value) and words in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_huge_numbers_are_refused_fast() -> None:
+    """Bounded before anything is expanded: these took minutes or a MemoryError."""
+    for clause in ("FILLER PIC X OCCURS 999999999999 TIMES", "A PIC X(99999999999)",
+                   "A PIC X(" + "9" * 5000 + ")", "G OCCURS 30000.\n 10 H OCCURS 30000 PIC X"):
+        start = time.monotonic()
+        with pytest.raises(CopybookError):
+            parse_copybook(f"01 REC.\n 05 {clause}.\n")
+        assert time.monotonic() - start < 0.5, clause
+
+
+def test_a_level_number_that_is_not_one() -> None:
+    with pytest.raises(CopybookError, match="line 2: expected a level number"):
+        parse_copybook("01 R.\n" + "9" * 5000 + " A PIC X.\n")
+    with pytest.raises(CopybookError, match="line 2: expected a level number"):
+        parse_copybook("01 R.\n\u00b2 A PIC X.\n")
+
+
+def test_a_redefines_of_nothing_and_a_redefined_record() -> None:
+    with pytest.raises(CopybookError, match="line 3: a REDEFINES b, which is not an earlier"):
+        parse_copybook("01 R.\n 05 G.\n  10 A REDEFINES B PIC X.\n 05 C PIC X.\n")
+    with pytest.raises(CopybookError, match="line 3: s REDEFINES nosuch, which is not an ear"):
+        parse_copybook("01 R.\n 05 A PIC X.\n01 S REDEFINES NOSUCH.\n 05 B PIC X.\n")
+    books = parse_copybook("01 R.\n 05 A PIC X(4).\n01 S REDEFINES R.\n 05 B PIC X(2).\n")
+    assert books["s"].size == 2
+
+
+def test_a_record_cannot_occur() -> None:
+    with pytest.raises(CopybookError, match="line 1: a 01 record cannot OCCUR"):
+        parse_copybook("01 R OCCURS 3 TIMES.\n 05 A PIC X.\n")
+
+
+def test_a_redefines_as_long_as_its_target_and_nested_in_a_table() -> None:
+    rec = parse_copybook("""
+       01 R.
+          05 T OCCURS 2 TIMES.
+             10 A PIC X(4).
+             10 B REDEFINES A PIC 9(4).
+          05 C REDEFINES T PIC X(8).
+""")["r"]
+    assert [(i.name, i.offset) for i in rec.items] == [("a_1", 0), ("a_2", 4)]
+
+
+def test_continuation_lines_join_a_word_and_a_literal() -> None:
+    text = (
+        "       01  REC.\n"
+        "           05  A    PIC X(2)                                 VALUE 'AB\n"
+        "      -    'C'.\n"
+        "           05  SYS  PIC X(10) VALUE 'X'. 05  ITEM-NUMBER-OF-THE-SYS\n"
+        "      -    TEM PIC X(3).\n"
+    )
+    rec = parse_copybook(text, "book.cpy")["rec"]
+    assert [(i.name, i.offset, i.size) for i in rec.items] == [
+        ("a", 0, 2), ("sys", 2, 10), ("item_number_of_the_system", 12, 3)]
+
+
+def test_a_continuation_with_nothing_before_it_is_named() -> None:
+    with pytest.raises(CopybookError, match="line 1: a continuation line"):
+        parse_copybook("      -    TEM PIC X(3).\n       01 R.\n           05 A PIC X.\n")
+
+
+def test_a_word_cut_at_column_72_is_named() -> None:
+    line = "           05  DESCRIPTION                                 PIC X(40).  "
+    cut = line[:69].ljust(69) + "PIC" + " X(40)."  # 'PIC' at columns 70-72 ...
+    assert cut[69:72] == "PIC"
+    cut = "           05  DESCRIPTION" + " " * 44 + "PI" + "C X(40)."  # ... 'PIC' split at 72
+    text = "       01  REC.\n" + cut + "\n"
+    with pytest.raises(CopybookError) as err:
+        parse_copybook(text, "book.cpy")
+    assert "book.cpy line 2: 'PIC' runs past column 72" in str(err.value)
+    assert "columns 73-80" in str(err.value)
+
+
+def test_an_identification_in_columns_73_to_80_is_ignored() -> None:
+    text = ("       01  REC.".ljust(72) + "CUSTMAST\n"
+            + "           05  A PIC X(3)".ljust(71) + ".CUSTMAST\n")
+    assert [(i.name, i.size) for i in parse_copybook(text)["rec"].items] == [("a", 3)]
+
+
+def test_a_binary_or_huge_copybook_file_is_refused(tmp_path: Path) -> None:
+    from pipeline.layouts.copybook import parse_copybook_file
+
+    (tmp_path / "bin.cpy").write_bytes(b"\xff\xfe\x00 01 R.")
+    with pytest.raises(CopybookError, match="cannot be read"):
+        parse_copybook_file(tmp_path / "bin.cpy")
+    (tmp_path / "big.cpy").write_bytes(b"*" * (5 << 20))
+    with pytest.raises(CopybookError, match="not a copybook"):
+        parse_copybook_file(tmp_path / "big.cpy")
+    with pytest.raises(CopybookError, match="is a directory"):
+        parse_copybook_file(tmp_path)

@@ -323,7 +323,7 @@ def test_a_packed_numeric_key_is_kept_as_digits(tmp_path: Path) -> None:
            05  REC-TYPE PIC X.
            05  ACCT     PIC 9(7) COMP-3.
            05  AMT      PIC S9(5)V99 COMP-3.
-           05  FILLER   PIC X(1).
+           05  FILLER   PIC X(4).
        01  TRL.
            05  REC-TYPE PIC X.
            05  CNT      PIC 9(4) COMP.

@@ -105,21 +105,39 @@ _USAGES = {
     "COMP-5": Usage.NATIVE, "COMPUTATIONAL-5": Usage.NATIVE,
 }
 _TOKEN = re.compile(r"'[^']*'|\"[^\"]*\"|[^\s]+")
+_NUMBER = re.compile(r"[0-9]{1,9}")  # ASCII digits only: int() of '²' raises, of 10**5000 too
+# z/OS LRECL limit of a non-spanned record: every size is checked against it before
+# anything is expanded, so a typo (X(99999999999), OCCURS 999999999999) is one line of
+# error, never a MemoryError or minutes of CPU
+MAX_RECORD_BYTES = 32_760
+MAX_COPYBOOK_BYTES = 4 << 20  # a copybook is text a person wrote: megabytes, not gigabytes
 
 
 def parse_copybook_file(path: Path) -> dict[str, Record]:
+    return parse_copybook(read_copybook_text(path), str(path))
+
+
+def read_copybook_text(path: Path) -> str:
+    """The text of a copybook file (CopybookError for a directory, a huge or binary file)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise CopybookError(f"copybook {path} is a directory, not a file")
+        if path.stat().st_size > MAX_COPYBOOK_BYTES:
+            raise CopybookError(f"copybook {path} is {path.stat().st_size:,} bytes: more than "
+                                f"{MAX_COPYBOOK_BYTES:,}, not a copybook")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CopybookError(f"copybook {path} cannot be read: {exc}") from None
-    return parse_copybook(text, str(path))
 
 
 def parse_copybook(text: str, source: str = "copybook") -> dict[str, Record]:
     """The 01-level records of a copybook, by name (lower case, '-' as '_')."""
-    entries = _entries(_code_lines(text), source)
+    entries = _entries(_code_lines(text, source), source)
     records: dict[str, Record] = {}
     for top in _tree(entries, source):
+        if top.redefines and top.redefines not in records:
+            raise CopybookError(f"{source} line {top.line}: {top.name} REDEFINES "
+                                f"{top.redefines}, which is not an earlier 01 record")
         items: list[Item] = []
         size = _layout(top, 0, "", items, source)
         records[top.name] = Record(top.name, size, tuple(items), top.line)
@@ -128,18 +146,28 @@ def parse_copybook(text: str, source: str = "copybook") -> dict[str, Record]:
     return records
 
 
-def _code_lines(text: str) -> list[tuple[int, str]]:
-    """(line number, code) with the sequence area, comments and columns 73+ removed."""
+def _code_lines(text: str, source: str) -> list[tuple[int, str]]:
+    """(line number, code) with the sequence area, comments and columns 73-80 removed.
+
+    Fixed format puts code in columns 8-72 and an identification (a program name, a
+    sequence number) in 73-80, which the compiler ignores; a word that runs from column 72
+    into 73 was cut there by mistake and is refused, never read half. A '-' in column 7
+    continues the previous line's last word or literal (joined like the compiler does).
+    """
     lines = text.splitlines()
     # fixed format: columns 1-6 blank or one sequence token (000100, CB0010), an indicator
     # in column 7; anything else is free format
     fixed = all(" " not in ln.strip() if len(ln) < 7 else
                 (ln[:6].strip() == "" or " " not in ln[:6]) and ln[6] in " *-/dD"
                 for ln in lines if ln.strip())
-    out = []
+    out: list[tuple[int, str]] = []
     for number, ln in enumerate(lines, 1):
         if fixed:
             if len(ln) < 7 or ln[6] in "*/dD":
+                continue
+            _check_columns(ln, f"{source} line {number}")
+            if ln[6] == "-":
+                _continue(out, ln[7:72], f"{source} line {number}")
                 continue
             ln = ln[7:72]
         ln = ln.split("*>", 1)[0]
@@ -147,6 +175,30 @@ def _code_lines(text: str) -> list[tuple[int, str]]:
             continue
         out.append((number, ln))
     return out
+
+
+def _check_columns(ln: str, where: str) -> None:
+    if len(ln) > 72 and ln[71] not in " ." and ln[72] != " ":
+        word = ln[7:72].split()[-1] + ln[72:].split()[0]
+        raise CopybookError(f"{where}: {word!r} runs past column 72, where the code area "
+                            "ends (columns 73-80 are an identification the compiler ignores): "
+                            "move it to the next line")
+
+
+def _continue(out: list[tuple[int, str]], code: str, where: str) -> None:
+    """Join a continuation line (column 7 '-') to the line before it."""
+    if not out or not code.strip():
+        raise CopybookError(f"{where}: a continuation line ('-' in column 7) continues nothing")
+    number, prev = out[-1]
+    rest = code.lstrip()
+    if prev.count("'") % 2 or prev.count('"') % 2:
+        # an open literal runs to column 72, and goes on after the continuation's quote
+        if rest[:1] not in ("'", '"'):
+            raise CopybookError(f"{where}: a continued literal must go on after a quote")
+        joined = prev.ljust(65) + rest[1:]
+    else:
+        joined = prev.rstrip() + rest
+    out[-1] = (number, joined)
 
 
 def _entries(lines: list[tuple[int, str]], source: str) -> list[_Entry]:
@@ -175,8 +227,8 @@ def _entry(sentence: list[tuple[int, str]], source: str) -> _Entry | None:
     line = sentence[0][0]
     words = [w for _, w in sentence]
     where = f"{source} line {line}"
-    if not words[0].isdigit():
-        raise CopybookError(f"{where}: expected a level number, got {words[0]!r}")
+    if not re.fullmatch(r"[0-9]{1,2}", words[0]):
+        raise CopybookError(f"{where}: expected a level number, got {words[0][:40]!r}")
     level = int(words[0])
     if level == 88:
         return None  # condition names describe values, not bytes
@@ -201,8 +253,12 @@ _CLAUSE_WORDS = {"PIC", "PICTURE", "REDEFINES", "OCCURS", "SIGN", "LEADING", "TR
                  *_USAGES, *_REFUSED}
 
 
+_ONCE = {"PIC": "PIC", "PICTURE": "PIC", "REDEFINES": "REDEFINES", "OCCURS": "OCCURS",
+         "LEADING": "SIGN", "TRAILING": "SIGN", **{u: "USAGE" for u in _USAGES}}
+
+
 def _clauses(entry: _Entry, words: list[str], where: str) -> None:
-    i, names = 0, False
+    i, names, seen = 0, False, set()
     while i < len(words):
         w = words[i].upper()
         if names and w not in _CLAUSE_WORDS:
@@ -211,6 +267,10 @@ def _clauses(entry: _Entry, words: list[str], where: str) -> None:
         names = False
         if w in _REFUSED:
             raise CopybookError(f"{where}: {_REFUSED[w]}")
+        if w in _ONCE:
+            if _ONCE[w] in seen:  # which one would the compiler take? neither: refuse
+                raise CopybookError(f"{where}: {entry.name} has two {_ONCE[w]} clauses")
+            seen.add(_ONCE[w])
         if w in ("PIC", "PICTURE"):
             i += 1
             if i < len(words) and words[i].upper() == "IS":
@@ -220,12 +280,12 @@ def _clauses(entry: _Entry, words: list[str], where: str) -> None:
             entry.pic = words[i].upper()
         elif w == "REDEFINES":
             i += 1
-            entry.redefines = words[i].lower().replace("-", "_") if i < len(words) else "?"
+            if i >= len(words) or words[i].upper() in _CLAUSE_WORDS:
+                raise CopybookError(f"{where}: REDEFINES without the name it redefines")
+            entry.redefines = words[i].lower().replace("-", "_")
         elif w == "OCCURS":
             i += 1
-            if i >= len(words) or not words[i].isdigit():
-                raise CopybookError(f"{where}: OCCURS needs a fixed number of times")
-            entry.occurs = int(words[i])
+            entry.occurs = _occurs(words[i] if i < len(words) else "", where)
             if i + 2 < len(words) and words[i + 1].upper() == "TO":
                 raise CopybookError(f"{where}: {_REFUSED['DEPENDING']}")
         elif w in ("LEADING", "TRAILING"):
@@ -242,8 +302,17 @@ def _clauses(entry: _Entry, words: list[str], where: str) -> None:
             names = True
         elif w not in _NOISE and w not in ("INDEXED", "ASCENDING", "DESCENDING"):
             # a clause this parser does not know could change the layout: never guess
-            raise CopybookError(f"{where}: unknown clause {words[i]!r}")
+            raise CopybookError(f"{where}: unknown clause {words[i][:40]!r}")
         i += 1
+
+
+def _occurs(word: str, where: str) -> int:
+    if not word.isascii() or not word.isdigit():
+        raise CopybookError(f"{where}: OCCURS needs a fixed number of times, got {word[:40]!r}")
+    if not _NUMBER.fullmatch(word) or not 1 <= int(word) <= MAX_RECORD_BYTES:
+        raise CopybookError(f"{where}: OCCURS {word[:40]} TIMES: a table holds 1 to "
+                            f"{MAX_RECORD_BYTES} occurrences")
+    return int(word)
 
 
 def _skip_value(words: list[str], i: int) -> int:
@@ -259,6 +328,8 @@ def _tree(entries: list[_Entry], source: str) -> list[_Entry]:
     stack: list[_Entry] = []
     for e in entries:
         if e.level == 1:
+            if e.occurs > 1:
+                raise CopybookError(f"{source} line {e.line}: a 01 record cannot OCCUR")
             tops.append(e)
             stack = [e]
             continue
@@ -305,13 +376,38 @@ def _inherit(e: _Entry, usage: Usage | None,
 
 def _size_of(e: _Entry, source: str, usage: Usage | None,
              sign: tuple[bool | None, bool]) -> int:
+    """Bytes of one occurrence of ``e``: every subtotal bounded, REDEFINES checked."""
     usage, sign = _inherit(e, usage, sign)
-    if e.children:
-        return sum(_size_of(c, source, usage, sign) * c.occurs for c in e.children
-                   if not c.redefines)
-    if not e.pic:
-        raise CopybookError(f"{source} line {e.line}: {e.name} has neither a PIC nor items")
-    return _item(e, 0, 0, "", source, usage, sign).size
+    if not e.children:
+        if not e.pic:
+            raise CopybookError(f"{source} line {e.line}: {e.name} has neither a PIC nor items")
+        return _item(e, 0, 0, "", source, usage, sign).size
+    total, sizes = 0, {}
+    for c in e.children:
+        size = _bounded(_size_of(c, source, usage, sign) * c.occurs, c, source)
+        if c.redefines:
+            _check_redefines(c, size, sizes, source)
+        else:
+            total = _bounded(total + size, e, source)
+        sizes[c.name] = size
+    return total
+
+
+def _bounded(size: int, e: _Entry, source: str) -> int:
+    if size > MAX_RECORD_BYTES:
+        raise CopybookError(f"{source} line {e.line}: {e.name} is {size:,} bytes, more than "
+                            f"a record holds ({MAX_RECORD_BYTES:,})")
+    return size
+
+
+def _check_redefines(e: _Entry, size: int, sizes: dict[str, int], source: str) -> None:
+    """COBOL: an item redefines an earlier item of its level, and is not longer."""
+    where = f"{source} line {e.line}: {e.name} REDEFINES {e.redefines}"
+    if e.redefines not in sizes:
+        raise CopybookError(f"{where}, which is not an earlier item of the same group")
+    if size > sizes[e.redefines]:
+        raise CopybookError(f"{where}, but is {size} bytes where {e.redefines} is "
+                            f"{sizes[e.redefines]}: a REDEFINES may not be longer")
 
 
 def _item(e: _Entry, offset: int, size: int, suffix: str, source: str, usage: Usage | None,
@@ -356,11 +452,25 @@ def _bytes(digits: int, usage: Usage, separate: bool, where: str) -> int:
     return digits + (1 if separate else 0)
 
 
+_REPEAT = re.compile(r"([A-Z9])\(([0-9]+)\)")
+
+
 def _expand(pic: str, where: str) -> str:
-    """X(3)9(2) -> XXX99."""
-    out = re.sub(r"([A-Z9])\((\d+)\)", lambda m: m.group(1) * int(m.group(2)), pic)
+    """X(3)9(2) -> XXX99, the repeat counts bounded before anything is repeated."""
+    shown = pic if len(pic) <= 40 else pic[:40] + "..."
+    size = len(_REPEAT.sub("", pic))
+    for m in _REPEAT.finditer(pic):
+        if not _NUMBER.fullmatch(m.group(2)) or int(m.group(2)) > MAX_RECORD_BYTES:
+            raise CopybookError(f"{where}: PIC {shown}: repeat count {m.group(2)[:20]} is more "
+                                f"than a record holds ({MAX_RECORD_BYTES:,} bytes)")
+        if int(m.group(2)) == 0:
+            raise CopybookError(f"{where}: PIC {shown}: a repeat count of 0 (an item has at "
+                                "least one character)")
+        size += int(m.group(2))
+    if size > MAX_RECORD_BYTES:
+        raise CopybookError(f"{where}: PIC {shown} is {size:,} characters, more than a "
+                            f"record holds ({MAX_RECORD_BYTES:,} bytes)")
+    out = _REPEAT.sub(lambda m: m.group(1) * int(m.group(2)), pic)
     if "(" in out or ")" in out:
-        raise CopybookError(f"{where}: PIC {pic} has a malformed repeat count")
-    if len(out) > 10_000:
-        raise CopybookError(f"{where}: PIC {pic} is too long")
+        raise CopybookError(f"{where}: PIC {shown} has a malformed repeat count")
     return out

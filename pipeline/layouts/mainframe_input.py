@@ -74,15 +74,26 @@ def build_mainframe(section: Mapping[str, Any], fmt: RecordFormat, encoding: str
             raise ConfigError(f"copybook.{role}: expected the name of a 01 record of {path} "
                               f"({sorted(records)}), got {name!r}")
         record = records[name.lower().replace("-", "_")]
-        if fmt.kind == "fb" and record.size > fmt.record_length:
-            raise ConfigError(f"copybook.{role}: record {record.name} is {record.size} bytes, "
-                              f"longer than input.record_length {fmt.record_length}")
+        _check_length(record, role, fmt)
         _check_names(record)
         decoder = _decoder(record, role, cp, type_name, values, set(dates), roles)
         decoders[role] = decoder
         layouts[role] = _layout(decoder, values[role] or role[0].upper())
     mf = MainframeInput(fmt, decoders["header"], decoders["detail"], decoders["trailer"])
     return mf, layouts
+
+
+def _check_length(record: Record, role: str, fmt: RecordFormat) -> None:
+    """An FB detail is exactly LRECL: a shorter copybook would read every field after the
+    missing bytes shifted, and still balance. Header and trailer may be shorter (the rest
+    of the record is filler nobody reads)."""
+    if fmt.kind != "fb" or record.size == fmt.record_length:
+        return
+    if role == "detail" or record.size > fmt.record_length:
+        than = "longer" if record.size > fmt.record_length else "shorter"
+        raise ConfigError(f"copybook.{role}: record {record.name} is {record.size} bytes, "
+                          f"{than} than input.record_length {fmt.record_length}: the copybook "
+                          "does not describe these records (a field missing or too long?)")
 
 
 def _text_key(section: Mapping[str, Any], key: str) -> str:

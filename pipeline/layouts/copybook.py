@@ -382,7 +382,7 @@ def _size_of(e: _Entry, source: str, usage: Usage | None,
         if not e.pic:
             raise CopybookError(f"{source} line {e.line}: {e.name} has neither a PIC nor items")
         return _item(e, 0, 0, "", source, usage, sign).size
-    total, sizes = 0, {}
+    total, sizes = 0, dict[str, int]()
     for c in e.children:
         size = _bounded(_size_of(c, source, usage, sign) * c.occurs, c, source)
         if c.redefines:

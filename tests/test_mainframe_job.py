@@ -198,6 +198,23 @@ def _structure_cases() -> list[tuple[str, str, bytes, str]]:
         ("vb", "short header", rdw(header()[:50]) + vb(records[1:]), "a header"),
         ("vbb", "block not filled", b"\x00\xc8\x00\x00" + vb(records[:2])[:196]
          + blocked(records[2:], 2), "do not fill it"),
+        # the operator's hints: the file's descriptor words say which format it is
+        ("fb", "a VB file to an FB job", vb(records),
+         "it looks like RECFM=VB: its first 4 bytes X'00680000' read as a record descriptor "
+         'word (a 104-byte record, the next one where it ends): input.format = "vb"'),
+        ("fb", "a blocked file to an FB job", blocked(records, 2),
+         'it looks like blocked VB: its first 8 bytes X\'00D4000000680000\' read as a block '
+         'descriptor (a 212-byte block) and a record descriptor (a 104-byte record): '
+         'input.format = "vb" and input.blocked = true'),
+        ("vb", "a blocked file to a VB job", blocked(records, 2),
+         "not a valid header: REC_TYPE"),
+        ("vb", "a blocked file to a VB job, hinted", blocked(records, 2), "it looks like blocked"),
+        ("fb", "trailer only", fb([trailer(0, 0)]),
+         "the file holds one record, a trailer only: no header"),
+        ("vb", "header only", vb([header()]),
+         "the file holds one record, a header only: no trailer"),
+        ("fb", "one record, neither", fb([records[1]]),
+         "the file holds one record, neither a header nor a trailer"),
     ]
 
 
@@ -473,3 +490,16 @@ def test_national_characters_on_a_latin1_postgresql_database(tmp_path: Path, pg_
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_a_directory_as_input_or_output_is_named(tmp_path: Path) -> None:
+    """It said '4096 bytes, not a multiple...' and printed a raw [Errno 21]."""
+    for job in ("daily_transactions_ebcdic", "daily_transactions"):
+        check = run_cli(tmp_path, "validate", job, "--input", str(tmp_path), timeout=60)
+        assert check.returncode == 2 and "Traceback" not in check.stderr
+        assert f"input file {tmp_path} is a directory" in check.stderr, check.stderr
+    for fmt in ("fixed", "ebcdic-fb"):
+        made = run_cli(tmp_path, "generate", "--records", "5", "--out", str(tmp_path),
+                       "--format", fmt, timeout=60)
+        assert made.returncode == 2 and "Errno" not in made.stderr
+        assert f"--out {tmp_path} is a directory: name the file to write" in made.stderr

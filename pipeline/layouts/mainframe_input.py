@@ -27,7 +27,7 @@ from pipeline.layouts.mainframe import (
     decode,
     decode_details,
 )
-from pipeline.layouts.recfm import RecordFormat, read_batches, walk_file
+from pipeline.layouts.recfm import RecordFormat, framing_hint, read_batches, walk_file
 from pipeline.source import ByteRange, FileIdentity, InputPlan, range_digests, with_identity
 
 ROLES = ("header", "detail", "trailer")
@@ -203,11 +203,14 @@ def plan_mainframe(path: Path, mf: MainframeInput, parts: int) -> InputPlan:
         raise InputStructureError(f"input file {path} does not exist") from None
     except (IsADirectoryError, PermissionError) as exc:
         raise InputStructureError(f"input file {path} cannot be read: {exc}") from None
-    if walk.records < 2:
-        raise InputStructureError("the file holds a header only: no trailer")
     with open(path, "rb") as f:
-        header = _control(f, walk.header, mf.header, "first", "header")
-        trailer = _control(f, walk.trailer, mf.trailer, "last", "trailer")
+        if walk.records < 2:
+            raise InputStructureError(_one_record(f, walk.header, mf))
+        try:
+            header = _control(f, walk.header, mf.header, "first", "header")
+            trailer = _control(f, walk.trailer, mf.trailer, "last", "trailer")
+        except InputStructureError as exc:  # the first reason a header fails: VB read as FB
+            raise InputStructureError(f"{exc}{framing_hint(path, mf.fmt)}") from None
     ranges = range_digests(path, _ranges(walk, mf.fmt, before.size))
     plan = InputPlan(path, before.size, walk.sha256, header, trailer, ranges)
     return with_identity(plan, before, FileIdentity.of(os.stat(path)))
@@ -229,6 +232,18 @@ def _ranges(walk: Any, fmt: RecordFormat, size: int) -> tuple[ByteRange, ...]:
         first = max(r, 1)
         ranges.append(ByteRange(offset, nxt_offset, first + 1, nxt_r - first))
     return tuple(rg for rg in ranges if rg.lines > 0) or (ranges[0],)
+
+
+def _one_record(f: Any, where: tuple[int, int], mf: MainframeInput) -> str:
+    """What a one-record file holds, for its message: a header or a trailer alone."""
+    for spec, what, missing in ((mf.header, "a header", "trailer"),
+                                (mf.trailer, "a trailer", "header")):
+        try:
+            _control(f, where, spec, "only", what)
+        except InputStructureError:
+            continue
+        return f"the file holds one record, {what} only: no {missing}"
+    return "the file holds one record, neither a header nor a trailer"
 
 
 def _control(f: Any, where: tuple[int, int], spec: RecordDecoder, position: str,

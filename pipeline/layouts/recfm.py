@@ -108,6 +108,8 @@ def _rdw(raw: bytes, pos: int, base: int) -> int:
 
 
 def walk_file(path: Path, fmt: RecordFormat, parts: int) -> Walk:
+    if path.is_dir():  # its st_size (4096) would pass for a file of 4096 bytes
+        raise InputStructureError(f"input file {path} is a directory, not a file")
     size = path.stat().st_size
     if size == 0:
         raise InputStructureError(f"input file {path} is empty: no header, no trailer")
@@ -122,7 +124,8 @@ def _walk_fb(path: Path, length: int, size: int, parts: int) -> Walk:
     if size % length:
         raise InputStructureError(
             f"the file is {size} bytes, not a multiple of the record length {length}: "
-            f"the last record is short ({size % length} bytes)")
+            f"the last record is short ({size % length} bytes)"
+            f"{framing_hint(path, RecordFormat('fb', length))}")
     records = size // length
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -132,6 +135,36 @@ def _walk_fb(path: Path, length: int, size: int, parts: int) -> Walk:
     cuts = sorted({1 + details * k // parts for k in range(parts)})
     return Walk(digest.hexdigest(), records, (0, length), ((records - 1) * length, length),
                 (records - 1) * length, [(r * length, r) for r in cuts])
+
+
+def framing_hint(path: Path, fmt: RecordFormat) -> str:
+    """'; it looks like ...' when the file's first bytes are the descriptor words of
+    another record format than the job's (an FB job given a VB file, a VB job a blocked
+    one), else ''. A hint for an error message, never a guess acted on."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    first = _descriptor(head, 0)
+    if first is None or fmt.blocked:
+        return ""
+    shown = f"X'{head[:4].hex().upper()}'"
+    inner = _descriptor(head, 4)
+    if inner is not None and inner <= first - 4:
+        return (f"; it looks like blocked VB: its first 8 bytes X'{head[:8].hex().upper()}' "
+                f"read as a block descriptor (a {first}-byte block) and a record descriptor "
+                f"(a {inner}-byte record): input.format = \"vb\" and input.blocked = true")
+    if fmt.kind == "fb" and (first == len(head) or _descriptor(head, first) is not None):
+        return (f"; it looks like RECFM=VB: its first 4 bytes {shown} read as a record "
+                f"descriptor word (a {first}-byte record, the next one where it ends): "
+                "input.format = \"vb\"")
+    return ""
+
+
+def _descriptor(head: bytes, pos: int) -> int | None:
+    """The length an RDW/BDW at ``pos`` holds, or None where the bytes cannot be one."""
+    if pos + 4 > len(head) or head[pos + 2] or head[pos + 3]:
+        return None
+    length = head[pos] << 8 | head[pos + 1]
+    return length if length >= 5 else None
 
 
 def _walk_vb(f: Any, fmt: RecordFormat, size: int, targets: list[int]) -> Walk:

@@ -503,3 +503,22 @@ def test_a_directory_as_input_or_output_is_named(tmp_path: Path) -> None:
                        "--format", fmt, timeout=60)
         assert made.returncode == 2 and "Errno" not in made.stderr
         assert f"--out {tmp_path} is a directory: name the file to write" in made.stderr
+
+
+def test_the_shipped_vb_job_reads_its_sample_and_what_generate_writes(tmp_path: Path) -> None:
+    """`generate --format ebcdic-vb` had no shipped job that reads it."""
+    db = f"sqlite:///{tmp_path / 'vb.db'}"
+    first = run_cli(tmp_path, "run", "daily_transactions_ebcdic_vb", "--db", db, timeout=120)
+    assert first.returncode == 0, first.stderr
+    made = run_cli(tmp_path, "generate", "--format", "ebcdic-vb", "--records", "300",
+                   "--seed", "9", "--out", str(tmp_path / "night.vb"), timeout=60)
+    assert made.returncode == 0, made.stderr
+    check = run_cli(tmp_path, "validate", "daily_transactions_ebcdic_vb",
+                    "--input", str(tmp_path / "night.vb"), timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "300 read" in check.stdout
+    config = load_config(shipped_config("daily_transactions_ebcdic_vb"))
+    assert config.mainframe is not None and config.mainframe.fmt.kind == "vb"
+    with engine_for(db) as engine, engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(
+            job_tables(config).final)).scalar_one() == 20

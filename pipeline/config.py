@@ -69,6 +69,15 @@ class JobConfig:
     volume: VolumeRule = VolumeRule()
 
     @property
+    def code_page(self) -> str:
+        """The code page the input is read in (text jobs: ASCII), recorded in BATCH_RUN."""
+        return self.mainframe.detail.code_page.name if self.mainframe else "ascii"
+
+    @property
+    def copybook_sha256(self) -> str | None:
+        return self.mainframe.copybook_sha256 if self.mainframe else None
+
+    @property
     def amount_field(self) -> Field:
         return self.detail.field(self.amount)
 

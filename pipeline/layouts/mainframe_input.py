@@ -7,6 +7,7 @@ RecordDecoders (how the bytes are read), plans the file and yields detail batche
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class MainframeInput:
     header: RecordDecoder
     detail: RecordDecoder
     trailer: RecordDecoder
+    copybook_sha256: str = ""  # of the copybook file as read, recorded in BATCH_RUN
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ def build_mainframe(section: Mapping[str, Any], fmt: RecordFormat, encoding: str
     if not isinstance(path, str) or not path:
         raise ConfigError("copybook.path: missing")
     records = parse_copybook_file(source.parent / path)
+    sha256 = hashlib.sha256((source.parent / path).read_bytes()).hexdigest()
     cp = code_page(encoding)
     dates = section.get("dates", [])
     if not isinstance(dates, list) or not all(isinstance(d, str) for d in dates):
@@ -79,7 +82,8 @@ def build_mainframe(section: Mapping[str, Any], fmt: RecordFormat, encoding: str
         decoder = _decoder(record, role, cp, type_name, values, set(dates), roles)
         decoders[role] = decoder
         layouts[role] = _layout(decoder, values[role] or role[0].upper())
-    mf = MainframeInput(fmt, decoders["header"], decoders["detail"], decoders["trailer"])
+    mf = MainframeInput(fmt, decoders["header"], decoders["detail"], decoders["trailer"],
+                        sha256)
     return mf, layouts
 
 

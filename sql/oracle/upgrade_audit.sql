@@ -1,7 +1,8 @@
 -- Audit tables created by an earlier version (before the job lock's fencing token, the
 -- run's host and pid, the stage times, the job instance's business date and overrides,
--- the staging proof): adds the columns, keeps every row. Run it once: the job refuses to
--- start (exit 2, naming this file) while a column is missing. A table that already has
+-- the staging proof, the code page and copybook read): adds the columns, keeps every
+-- row. Run it once: the job refuses to start (exit 2, naming this file) while a column
+-- is missing. A table that already has
 -- some of them: run only the statements of the columns it lacks. RECON_EVIDENCE, a table
 -- of its own, needs nothing here: the job creates it when it is missing (its DDL is in
 -- audit.sql).
@@ -11,3 +12,4 @@ ALTER TABLE batch_run ADD (host VARCHAR2(255 CHAR), pid INTEGER, plan_ms NUMBER(
                            audit_ms NUMBER(19));
 ALTER TABLE batch_run ADD (business_date DATE, rerun CHAR(1), allow_older CHAR(1));
 ALTER TABLE batch_run ADD (staging_proven_ts TIMESTAMP);
+ALTER TABLE batch_run ADD (code_page VARCHAR2(10 CHAR), copybook_sha256 CHAR(64));

@@ -224,7 +224,7 @@ def _ranges(walk: Any, fmt: RecordFormat, size: int) -> tuple[ByteRange, ...]:
     last = walk.records - 1  # 0-based number of the trailer
     if fmt.blocked:
         starts = [(o, r) for o, r in walk.cuts if r < last]
-        end = size
+        end = size - fmt.file_end
     else:
         first_detail = walk.header[0] + walk.header[1]
         starts = [(first_detail, 1)] + [(o, r) for o, r in walk.cuts if 1 < r < last]

@@ -174,7 +174,8 @@ def _layouts(data: Mapping[str, Any], layout: Mapping[str, Any], length: int, fm
     if layout:
         raise ConfigError("[layout]: a fb/vb job takes its layout from [copybook]")
     book = _section(data, "copybook", {"path", "header", "detail", "trailer", "record_type",
-                                       "header_type", "detail_type", "trailer_type", "dates"})
+                                       "header_type", "detail_type", "trailer_type", "dates",
+                                       "library"})
     inp, tables, control = data.get("input", {}), data.get("tables", {}), data.get("control", {})
     blocked = _get(inp, "input.blocked", bool, False)
     if fmt == "fb" and (length < 1 or blocked):

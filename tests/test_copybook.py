@@ -279,3 +279,79 @@ def test_a_binary_or_huge_copybook_file_is_refused(tmp_path: Path) -> None:
         parse_copybook_file(tmp_path / "big.cpy")
     with pytest.raises(CopybookError, match="is a directory"):
         parse_copybook_file(tmp_path)
+
+
+# --- COPY members ------------------------------------------------------------------------
+
+
+def _library(tmp_path: Path) -> Path:
+    lib = tmp_path / "copylib"
+    lib.mkdir()
+    (lib / "TXNKEY.cpy").write_text("           05  TXN-ID      PIC X(16).\n"
+                                    "           05  ACCOUNT-ID  PIC 9(10).\n")
+    (lib / "amounts").write_text("      * THE AMOUNTS, ONE LEVEL DOWN\n"
+                                 "           05  AMOUNTS.\n"
+                                 "               COPY 'money'.\n")
+    (lib / "money.CPY").write_text("10 AMT PIC S9(5) COMP-3.\n10 FEE PIC S9(3) COMP-3.\n")
+    return lib
+
+
+def test_copy_members_are_read_from_the_library(tmp_path: Path) -> None:
+    lib = _library(tmp_path)
+    text = ("       01  REC.\n"
+            "           05  REC-TYPE    PIC X.\n"
+            "           COPY TXNKEY.\n"
+            "           COPY AMOUNTS.\n"
+            "           05  TAIL        PIC X.\n")
+    rec = parse_copybook(text, "book.cpy", [tmp_path / "nowhere", lib])["rec"]
+    assert [(i.name, i.offset, i.size) for i in rec.items] == [
+        ("rec_type", 0, 1), ("txn_id", 1, 16), ("account_id", 17, 10), ("amt", 27, 3),
+        ("fee", 30, 2), ("tail", 32, 1)]
+    assert rec.at(rec.item("tail").line) == "copybook line 5"
+    assert rec.at(rec.item("fee").line) == (
+        f"{lib / 'money.CPY'} line 2 (COPY money at {lib / 'amounts'} line 3 "
+        "(COPY AMOUNTS at book.cpy line 4))")
+
+
+@pytest.mark.parametrize("line, words", [
+    ("COPY NOSUCH.", "book.cpy line 2: COPY NOSUCH: no such member in the copybook library"),
+    ("COPY TXNKEY REPLACING ==A== BY ==B==.", "book.cpy line 2: only a plain 'COPY member.'"),
+    ("COPY LOOP.", "copies itself or nests more than 8 deep (LOOP -> LOOP)"),
+])
+def test_copy_mistakes_name_the_line(tmp_path: Path, line: str, words: str) -> None:
+    lib = _library(tmp_path)
+    (lib / "LOOP.cpy").write_text("           COPY LOOP.\n")
+    with pytest.raises(CopybookError) as err:
+        parse_copybook(f"       01  REC.\n           {line}\n", "book.cpy", [lib])
+    assert words in str(err.value)
+
+
+def test_a_member_error_names_the_member_and_where_it_was_copied(tmp_path: Path) -> None:
+    lib = _library(tmp_path)
+    (lib / "BAD.cpy").write_text("           05  A PIC X.\n           05  B PIC X(0).\n")
+    with pytest.raises(CopybookError) as err:
+        parse_copybook("       01  REC.\n           COPY BAD.\n", "book.cpy", [lib])
+    assert str(err.value).startswith(
+        f"{lib / 'BAD.cpy'} line 2 (COPY BAD at book.cpy line 2): PIC X(0): a repeat count of 0")
+
+
+def test_the_copybook_library_in_a_job(tmp_path: Path) -> None:
+    from pipeline.config import load_config
+
+    lib = _library(tmp_path)
+    shipped = Path(__file__).parent.parent / "pipeline" / "jobs"
+    book = (shipped / "daily_transactions_ebcdic.cpy").read_text().replace(
+        "           05  TXN-ID                  PIC X(16).\n"
+        "           05  ACCOUNT-ID              PIC 9(10).\n", "           COPY TXNKEY.\n")
+    (tmp_path / "daily_transactions_ebcdic.cpy").write_text(book)
+    job = write_job(tmp_path / "job.toml", ('dates = ["business_date", "txn_date"]',
+                                            'dates = ["business_date", "txn_date"]\n'
+                                            'library = ["copylib"]'),
+                    job="daily_transactions_ebcdic")
+    config = load_config(job)
+    assert config.detail.field("account_id").start == 18
+    (lib / "TXNKEY.cpy").unlink()
+    run = run_cli(tmp_path, "validate", str(job), "--input", str(tmp_path / "x.bin"), timeout=60)
+    assert run.returncode == 2
+    assert "ebcdic.cpy line 13: COPY TXNKEY: no such member in the copybook library" in run.stderr
+    assert f"copybook.library: {lib}" in run.stderr and "Traceback" not in run.stderr

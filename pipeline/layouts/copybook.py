@@ -16,6 +16,7 @@ they were DISPLAY, decodes decimals to float and reports no line numbers.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -63,6 +64,11 @@ class Record:
     size: int
     items: tuple[Item, ...]
     line: int
+    origins: Mapping[int, str] = field(default_factory=dict)  # lines from COPY members
+
+    def at(self, line: int) -> str:
+        """Where an item's line is: 'copybook line 12', or in the COPY member it came from."""
+        return self.origins.get(line, f"copybook line {line}")
 
     def item(self, name: str) -> Item:
         for it in self.items:
@@ -113,8 +119,8 @@ MAX_RECORD_BYTES = 32_760
 MAX_COPYBOOK_BYTES = 4 << 20  # a copybook is text a person wrote: megabytes, not gigabytes
 
 
-def parse_copybook_file(path: Path) -> dict[str, Record]:
-    return parse_copybook(read_copybook_text(path), str(path))
+def parse_copybook_file(path: Path, library: Sequence[Path] = ()) -> dict[str, Record]:
+    return parse_copybook(read_copybook_text(path), str(path), library)
 
 
 def read_copybook_text(path: Path) -> str:
@@ -130,23 +136,88 @@ def read_copybook_text(path: Path) -> str:
         raise CopybookError(f"copybook {path} cannot be read: {exc}") from None
 
 
-def parse_copybook(text: str, source: str = "copybook") -> dict[str, Record]:
-    """The 01-level records of a copybook, by name (lower case, '-' as '_')."""
-    entries = _entries(_code_lines(text, source), source)
+def parse_copybook(text: str, name: str = "copybook",
+                   library: Sequence[Path] = ()) -> dict[str, Record]:
+    """The 01-level records of a copybook, by name (lower case, '-' as '_'); its
+    ``COPY member.`` statements are read from the ``library`` folders."""
+    source = Source(name, library)
+    entries = _entries(source.lines(text), source)
     records: dict[str, Record] = {}
     for top in _tree(entries, source):
         if top.redefines and top.redefines not in records:
-            raise CopybookError(f"{source} line {top.line}: {top.name} REDEFINES "
+            raise CopybookError(f"{source.at(top.line)}: {top.name} REDEFINES "
                                 f"{top.redefines}, which is not an earlier 01 record")
         items: list[Item] = []
         size = _layout(top, 0, "", items, source)
-        records[top.name] = Record(top.name, size, tuple(items), top.line)
+        records[top.name] = Record(top.name, size, tuple(items), top.line, source.origins)
     if not records:
         raise CopybookError(f"{source}: no 01-level record found")
     return records
 
 
-def _code_lines(text: str, source: str) -> list[tuple[int, str]]:
+MAX_COPY_DEPTH = 8  # members that COPY members: a loop is refused, not followed
+_COPY = re.compile(r"\s*COPY\s+(?:'([^']+)'|\"([^\"]+)\"|([A-Z0-9$#@_-]+))\s*\.\s*", re.I)
+_MEMBER_NAMES = ("{}", "{}.cpy", "{}.CPY", "{}.cbl", "{}.cob", "{}.copy")
+
+
+class Source:
+    """Where each code line of a copybook comes from: the copybook's own lines keep their
+    numbers, lines of COPY members get numbers past any a copybook can have."""
+
+    def __init__(self, name: str, library: Sequence[Path] = ()) -> None:
+        self.name, self.library = name, tuple(library)
+        self.origins: dict[int, str] = {}
+
+    def at(self, line: int) -> str:
+        return self.origins.get(line, f"{self.name} line {line}")
+
+    def lines(self, text: str) -> list[tuple[int, str]]:
+        """The code lines of the copybook, each ``COPY member.`` replaced by the member's."""
+        return self._resolve(_code_lines(text, self.name), ())
+
+    def _resolve(self, lines: list[tuple[int, str]],
+                 chain: tuple[str, ...]) -> list[tuple[int, str]]:
+        out: list[tuple[int, str]] = []
+        for number, code in lines:
+            if not re.match(r"\s*COPY(\s|$)", code, re.I):
+                out.append((number, code))
+                continue
+            member = _COPY.fullmatch(code)
+            if member is None:
+                raise CopybookError(f"{self.at(number)}: only a plain 'COPY member.' is "
+                                    "supported (no REPLACING, OF or IN; on a line of its own)")
+            name = next(g for g in member.groups() if g)
+            out.extend(self._member(name, self.at(number), chain))
+        return out
+
+    def _member(self, member: str, where: str, chain: tuple[str, ...]) -> list[tuple[int, str]]:
+        chain = (*chain, member.upper())
+        if len(set(chain)) < len(chain) or len(chain) > MAX_COPY_DEPTH:
+            raise CopybookError(f"{where}: COPY {member} copies itself or nests more than "
+                                f"{MAX_COPY_DEPTH} deep ({' -> '.join(chain)})")
+        path = self._find(member, where)
+        first = max([*self.origins, _MEMBER_LINES]) + 1
+        numbered = []
+        for k, (number, code) in enumerate(_code_lines(read_copybook_text(path), str(path))):
+            self.origins[first + k] = f"{path} line {number} (COPY {member} at {where})"
+            numbered.append((first + k, code))
+        return self._resolve(numbered, chain)
+
+    def _find(self, member: str, where: str) -> Path:
+        for folder in self.library:
+            for pattern in _MEMBER_NAMES:
+                for name in dict.fromkeys((member, member.lower(), member.upper())):
+                    if (folder / pattern.format(name)).is_file():
+                        return folder / pattern.format(name)
+        folders = ", ".join(str(f) for f in self.library) or "none"
+        raise CopybookError(f"{where}: COPY {member}: no such member in the copybook library "
+                            f"(copybook.library: {folders})")
+
+
+_MEMBER_LINES = 1 << 23  # past the lines of any copybook (MAX_COPYBOOK_BYTES)
+
+
+def _code_lines(text: str, name: str) -> list[tuple[int, str]]:
     """(line number, code) with the sequence area, comments and columns 73-80 removed.
 
     Fixed format puts code in columns 8-72 and an identification (a program name, a
@@ -165,9 +236,9 @@ def _code_lines(text: str, source: str) -> list[tuple[int, str]]:
         if fixed:
             if len(ln) < 7 or ln[6] in "*/dD":
                 continue
-            _check_columns(ln, f"{source} line {number}")
+            _check_columns(ln, f"{name} line {number}")
             if ln[6] == "-":
-                _continue(out, ln[7:72], f"{source} line {number}")
+                _continue(out, ln[7:72], f"{name} line {number}")
                 continue
             ln = ln[7:72]
         ln = ln.split("*>", 1)[0]
@@ -201,7 +272,7 @@ def _continue(out: list[tuple[int, str]], code: str, where: str) -> None:
     out[-1] = (number, joined)
 
 
-def _entries(lines: list[tuple[int, str]], source: str) -> list[_Entry]:
+def _entries(lines: list[tuple[int, str]], source: Source) -> list[_Entry]:
     """One _Entry per period-ended data description entry."""
     tokens: list[tuple[int, str]] = []
     for number, ln in lines:
@@ -219,14 +290,14 @@ def _entries(lines: list[tuple[int, str]], source: str) -> list[_Entry]:
                 entries.append(entry)
             sentence = []
     if sentence:
-        raise CopybookError(f"{source} line {sentence[0][0]}: entry does not end with a period")
+        raise CopybookError(f"{source.at(sentence[0][0])}: entry does not end with a period")
     return entries
 
 
-def _entry(sentence: list[tuple[int, str]], source: str) -> _Entry | None:
+def _entry(sentence: list[tuple[int, str]], source: Source) -> _Entry | None:
     line = sentence[0][0]
     words = [w for _, w in sentence]
-    where = f"{source} line {line}"
+    where = f"{source.at(line)}"
     if not re.fullmatch(r"[0-9]{1,2}", words[0]):
         raise CopybookError(f"{where}: expected a level number, got {words[0][:40]!r}")
     level = int(words[0])
@@ -322,32 +393,32 @@ def _skip_value(words: list[str], i: int) -> int:
     return i
 
 
-def _tree(entries: list[_Entry], source: str) -> list[_Entry]:
+def _tree(entries: list[_Entry], source: Source) -> list[_Entry]:
     """The 01 entries, each holding its subordinate entries."""
     tops: list[_Entry] = []
     stack: list[_Entry] = []
     for e in entries:
         if e.level == 1:
             if e.occurs > 1:
-                raise CopybookError(f"{source} line {e.line}: a 01 record cannot OCCUR")
+                raise CopybookError(f"{source.at(e.line)}: a 01 record cannot OCCUR")
             tops.append(e)
             stack = [e]
             continue
         if not stack:
-            raise CopybookError(f"{source} line {e.line}: level {e.level:02d} before any 01")
+            raise CopybookError(f"{source.at(e.line)}: level {e.level:02d} before any 01")
         while stack and stack[-1].level >= e.level:
             stack.pop()
         if not stack:
-            raise CopybookError(f"{source} line {e.line}: level {e.level:02d} has no parent")
+            raise CopybookError(f"{source.at(e.line)}: level {e.level:02d} has no parent")
         if stack[-1].pic:
-            raise CopybookError(f"{source} line {e.line}: {stack[-1].name} has a PIC, "
+            raise CopybookError(f"{source.at(e.line)}: {stack[-1].name} has a PIC, "
                                 "so it cannot have subordinate items")
         stack[-1].children.append(e)
         stack.append(e)
     return tops
 
 
-def _layout(e: _Entry, offset: int, suffix: str, out: list[Item], source: str,
+def _layout(e: _Entry, offset: int, suffix: str, out: list[Item], source: Source,
             usage: Usage | None = None, sign: tuple[bool | None, bool] = (None, False)) -> int:
     """Append the items of ``e`` (all its occurrences) at ``offset``; return its size."""
     usage, sign = _inherit(e, usage, sign)
@@ -374,13 +445,13 @@ def _inherit(e: _Entry, usage: Usage | None,
     return usage, sign
 
 
-def _size_of(e: _Entry, source: str, usage: Usage | None,
+def _size_of(e: _Entry, source: Source, usage: Usage | None,
              sign: tuple[bool | None, bool]) -> int:
     """Bytes of one occurrence of ``e``: every subtotal bounded, REDEFINES checked."""
     usage, sign = _inherit(e, usage, sign)
     if not e.children:
         if not e.pic:
-            raise CopybookError(f"{source} line {e.line}: {e.name} has neither a PIC nor items")
+            raise CopybookError(f"{source.at(e.line)}: {e.name} has neither a PIC nor items")
         return _item(e, 0, 0, "", source, usage, sign).size
     total, sizes = 0, dict[str, int]()
     for c in e.children:
@@ -393,16 +464,16 @@ def _size_of(e: _Entry, source: str, usage: Usage | None,
     return total
 
 
-def _bounded(size: int, e: _Entry, source: str) -> int:
+def _bounded(size: int, e: _Entry, source: Source) -> int:
     if size > MAX_RECORD_BYTES:
-        raise CopybookError(f"{source} line {e.line}: {e.name} is {size:,} bytes, more than "
+        raise CopybookError(f"{source.at(e.line)}: {e.name} is {size:,} bytes, more than "
                             f"a record holds ({MAX_RECORD_BYTES:,})")
     return size
 
 
-def _check_redefines(e: _Entry, size: int, sizes: dict[str, int], source: str) -> None:
+def _check_redefines(e: _Entry, size: int, sizes: dict[str, int], source: Source) -> None:
     """COBOL: an item redefines an earlier item of its level, and is not longer."""
-    where = f"{source} line {e.line}: {e.name} REDEFINES {e.redefines}"
+    where = f"{source.at(e.line)}: {e.name} REDEFINES {e.redefines}"
     if e.redefines not in sizes:
         raise CopybookError(f"{where}, which is not an earlier item of the same group")
     if size > sizes[e.redefines]:
@@ -410,9 +481,9 @@ def _check_redefines(e: _Entry, size: int, sizes: dict[str, int], source: str) -
                             f"{sizes[e.redefines]}: a REDEFINES may not be longer")
 
 
-def _item(e: _Entry, offset: int, size: int, suffix: str, source: str, usage: Usage | None,
+def _item(e: _Entry, offset: int, size: int, suffix: str, source: Source, usage: Usage | None,
           sign: tuple[bool | None, bool]) -> Item:
-    where = f"{source} line {e.line}"
+    where = f"{source.at(e.line)}"
     pic = _expand(e.pic, where)
     usage = usage or Usage.DISPLAY
     if set(pic) <= {"X", "A"}:

@@ -60,7 +60,7 @@ def build_mainframe(section: Mapping[str, Any], fmt: RecordFormat, encoding: str
     path = section.get("path")
     if not isinstance(path, str) or not path:
         raise ConfigError("copybook.path: missing")
-    records = parse_copybook_file(source.parent / path)
+    records = parse_copybook_file(source.parent / path, _library(section, source, path))
     sha256 = hashlib.sha256((source.parent / path).read_bytes()).hexdigest()
     cp = code_page(encoding)
     dates = section.get("dates", [])
@@ -100,6 +100,15 @@ def _check_length(record: Record, role: str, fmt: RecordFormat) -> None:
                           "does not describe these records (a field missing or too long?)")
 
 
+def _library(section: Mapping[str, Any], source: Path, path: str) -> list[Path]:
+    """The folders COPY members are read from (copybook.library, relative to the config;
+    by default the copybook's own folder)."""
+    library = section.get("library", [str(Path(path).parent)])
+    if not isinstance(library, list) or not all(isinstance(f, str) and f for f in library):
+        raise ConfigError("copybook.library: expected a list of folders")
+    return [source.parent / folder for folder in library]
+
+
 def _text_key(section: Mapping[str, Any], key: str) -> str:
     value = section.get(key, "")
     if not isinstance(value, str) or not (value.isascii() and value.isprintable()):
@@ -116,7 +125,7 @@ def _check_names(record: Record) -> None:
 
     seen: set[str] = set()
     for it in record.items:
-        where = f"copybook line {it.line}"
+        where = record.at(it.line)
         if not IDENTIFIER.fullmatch(it.name):
             raise ConfigError(f"{where}: {it.name!r} cannot be a column name (a letter, then "
                               "letters, digits or _, at most 30; name it FILLER if unused)")
@@ -125,7 +134,7 @@ def _check_names(record: Record) -> None:
                               "(COBOL qualifies it with OF; a table cannot)")
         seen.add(it.name)
     if len(record.items) > MAX_COLUMNS:
-        raise ConfigError(f"copybook line {record.line}: {record.name} flattens to "
+        raise ConfigError(f"{record.at(record.line)}: {record.name} flattens to "
                           f"{len(record.items)} fields, more than a table holds ({MAX_COLUMNS})")
 
 
@@ -138,7 +147,8 @@ def _decoder(record: Record, role: str, cp: Any, type_name: str, values: dict[st
         except KeyError:
             raise ConfigError(f"copybook.record_type: no field {type_name!r} in "
                               f"{record.name}") from None
-    columns = tuple(_column(it, role, dates, roles) for it in record.items if it is not type_item)
+    columns = tuple(_column(it, record.at(it.line), role, dates, roles)
+                    for it in record.items if it is not type_item)
     if type_item is not None and any(len(v) > type_item.size for v in values.values()):
         raise ConfigError(f"copybook: a record type value is longer than {type_name} "
                           f"({type_item.size} bytes)")
@@ -148,8 +158,8 @@ def _decoder(record: Record, role: str, cp: Any, type_name: str, values: dict[st
     return RecordDecoder(record.name, record.size, columns, cp, type_item, encoded[role], others)
 
 
-def _column(item: Item, role: str, dates: set[str], roles: Roles) -> Column:
-    where = f"copybook line {item.line}: {item.name}"
+def _column(item: Item, line: str, role: str, dates: set[str], roles: Roles) -> Column:
+    where = f"{line}: {item.name}"
     if not item.numeric:
         if item.name in dates:
             raise ConfigError(f"{where}: a date must be PIC 9(8) (YYYYMMDD)")

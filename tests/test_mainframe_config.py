@@ -46,6 +46,8 @@ def test_the_shipped_job_becomes_layouts_the_tables_understand() -> None:
     (('encoding = "cp037"', 'encoding = "cp1252"'), "input.encoding"),
     (("record_length = 100", "record_length = 90"), "longer than input.record_length"),
     (("record_length = 100", ""), "input.record_length"),
+    # bounded before anything is read: a batch of such records would be terabytes
+    (("record_length = 100", "record_length = 99999999999"), "more than a record holds"),
     (('dates = ["business_date", "txn_date"]', 'dates = ["description"]'), "PIC 9(8)"),
     (('detail_type = "D"', 'detail_type = "DD"'), "longer than rec_type"),
     (('detail_type = "D"', 'detail_type = "\u00e9"'), "printable ASCII"),

@@ -32,4 +32,4 @@ bench-full: .venv
 	$(PY) -m benchmarks --full
 
 clean:
-	rm -rf .venv pipeline_work
+	rm -rf .venv pipeline_work test-artifacts

@@ -209,10 +209,15 @@ def _report(args: argparse.Namespace) -> int:
         report = load_report(engine, run_id, job_scales(config), job)
         extras = report_extras(config, engine, report) if args.html or args.json else ([], None)
     if args.html:
+        from pipeline.publish import history_page
         from pipeline.reporting.htmlpage import render_html
 
+        # the job's history page, where the job's runs publish it, linked as from the page
+        history = history_page(config)
+        href = (os.path.relpath(history, args.html.resolve().parent)
+                if history.exists() and report.run.job_name == config.name else None)
         try:
-            args.html.write_text(render_html(report, *extras), encoding="utf-8")
+            args.html.write_text(render_html(report, *extras, history=href), encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"--html {args.html}: cannot write it ({exc.strerror})") from None
         _emit(f"wrote {args.html}")
@@ -267,6 +272,35 @@ def _runs(args: argparse.Namespace) -> int:
         from pipeline.reporting.text import format_runs
 
         _emit(format_runs(runs))
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from pipeline.audit.reader import open_audit
+    from pipeline.reporting.history import format_history, history_document, load_history
+
+    if args.nights < 1:
+        raise ConfigError(f"--nights: expected a positive number, got {args.nights}")
+    config = _load_config(args.config)
+    job = args.job or config.name
+    scale = config.amount_field.scale if job == config.name else None
+    with open_audit(args.db or config.database_url) as engine:
+        history = load_history(engine, job, args.nights, config.volume, scale)
+    if args.html:
+        from pipeline.reporting.historypage import write_history_page
+
+        try:
+            write_history_page(args.html, history, config.output_dir)
+        except OSError as exc:
+            raise ConfigError(f"--html {args.html}: cannot write it ({exc.strerror})") from None
+        _emit(f"wrote {args.html}")
+    elif args.json:
+        def page(run_id: str) -> str:  # a monitor follows an absolute path from anywhere
+            return str((config.output_dir / "runs" / run_id / "report.html").resolve())
+
+        _emit(json.dumps(history_document(history, page), indent=2))
+    else:
+        _emit(format_history(history))
     return 0
 
 
@@ -390,6 +424,23 @@ def _parser() -> argparse.ArgumentParser:
                            "else every job's)")
     runs.add_argument("--json", action="store_true", help="JSON instead of a table")
     runs.set_defaults(command=_runs)
+
+    history = sub.add_parser("history", parents=common,
+                             help="a job's runs night after night, marked where a figure "
+                                  "is outside the job's usual band")
+    history.add_argument("config", nargs="?", type=Path,
+                         help="job config (TOML) or the name of a shipped job, whose "
+                              "database and band to use (default: the shipped job)")
+    _db_option(history)
+    history.add_argument("--job", metavar="NAME",
+                         help="the job whose runs to show (default: the CONFIG's)")
+    history.add_argument("--nights", type=int, default=30,
+                         help="how many of the job's latest runs (default 30)")
+    shape = history.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="JSON, for monitoring")
+    shape.add_argument("--html", type=Path, metavar="PATH",
+                       help="write a self-contained HTML page with plots to PATH")
+    history.set_defaults(command=_history)
 
     gen = sub.add_parser("generate", parents=common, help="write a valid sample input file")
     gen.add_argument("--records", type=int, required=True,

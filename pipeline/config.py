@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import ConfigError
 from pipeline.layouts.csv import CsvLayout
 from pipeline.layouts.fields import Charset, Field, FieldType, Layout
-from recon.values import RejectLimit, VolumeRule
+from recon.values import HashTotal, RejectLimit, TrailerTotals, VolumeRule
 
 if TYPE_CHECKING:
     from pipeline.layouts.mainframe_input import MainframeInput
@@ -67,6 +67,9 @@ class JobConfig:
     business_date: str | None = None
     # tonight's records read against the job's history (control.volume_*)
     volume: VolumeRule = VolumeRule()
+    # the trailer's hash total (control.trailer_hash_total), its value not yet read;
+    # None: the trailer carries none
+    hash_total: HashTotal | None = None
 
     @property
     def code_page(self) -> str:
@@ -117,7 +120,7 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
                                        "keep_staging_runs"})
     control = _section(data, "control", {"trailer_count", "trailer_amount",
                                          "max_reject_rate", "max_rejects", "business_date",
-                                         *VOLUME_KEYS})
+                                         "trailer_hash_total", *VOLUME_KEYS})
     layout = _section(data, "layout", {"header", "detail", "trailer"})
 
     fmt = _get(inp, "input.format", str, "fixed")
@@ -153,6 +156,7 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
         business_date=_optional_identifier(control, "control.business_date"),
         volume=_volume_rule(control),
     )
+    config = replace(config, hash_total=_hash_total(control, config))
     _check_workers(config)
     _check_roles(config)
     return config
@@ -231,6 +235,41 @@ def _reject_limit(control: Mapping[str, Any]) -> dict[str, Any]:
     # the TOML number as written (0.05, not the float nearest to it): the limit is exact
     return {"max_reject_rate": None if rate is None else Decimal(str(rate)),
             "max_rejects": count}
+
+
+def trailer_totals(config: JobConfig, trailer: Mapping[str, Any]) -> TrailerTotals:
+    """What a trailer record's fields (as planned) declare, by the job's control keys."""
+    rule = config.hash_total
+    return TrailerTotals(trailer[config.trailer_count], trailer[config.trailer_amount],
+                         None if rule is None else replace(rule, value=trailer[rule.field]))
+
+
+def _hash_total(control: Mapping[str, Any], config: JobConfig) -> HashTotal | None:
+    """``control.trailer_hash_total = { field = "...", of = "..." }``: the trailer field
+    holding the sum of the detail field ``of`` (a whole number, e.g. the account)."""
+    key = "control.trailer_hash_total"
+    spec = control.get("trailer_hash_total")
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f'{key}: expected {{ field = "<trailer field>", of = "<detail '
+                          f'field>" }}, got {spec!r}')
+    _refuse_unknown(spec, key, {"field", "of"})
+    total = _expect_field(config.trailer, _identifier(spec, f"{key}.field"), f"{key}.field",
+                          {FieldType.NUMBER})
+    of = _expect_field(config.detail, _identifier(spec, f"{key}.of"), f"{key}.of",
+                       {FieldType.DIGITS, FieldType.NUMBER, FieldType.AMOUNT})
+    if of.type is FieldType.AMOUNT and of.scale:
+        raise ConfigError(f"{key}.of: field {of.name!r} has decimals; a hash total sums a "
+                          "whole number (an account, a branch)")
+    for fld, what in ((total, "field"), (of, "of")):
+        if fld.length > MAX_AMOUNT_DIGITS:
+            raise ConfigError(f"{key}.{what}: field {fld.name!r} has {fld.length} digits; "
+                              f"at most {MAX_AMOUNT_DIGITS} are summed exactly")
+    if not of.stored:
+        raise ConfigError(f"{key}.of: field {of.name!r} is not stored, so staging and the "
+                          "final table could not be summed")
+    return HashTotal(total.name, of.name, total.length)
 
 
 def _check_workers(config: JobConfig) -> None:

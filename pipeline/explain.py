@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import itertools
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,13 +46,15 @@ from pipeline.metrics.aggregator import PROCESSOR
 from pipeline.rejects import read_rejects, reason_counts, reason_lines, rejected_lines
 from recon import checks
 from recon.checks import failure_summary
-from recon.values import Evidence
+from recon.values import HASH_TOTAL, Evidence
 
 FIRST_LINE = 2  # line 1 is the header
 STAGING_CHECKS = (checks.PROCESSED_TO_STAGING, checks.PROCESSED_TO_STAGING_AMOUNT,
-                  checks.WRITTEN_TO_STAGING)
-FINAL_CHECKS = (checks.STAGING_TO_FINAL, checks.STAGING_TO_FINAL_AMOUNT)
-TRAILER_CHECKS = (checks.SOURCE_TRAILER_COUNT, checks.SOURCE_TRAILER_AMOUNT)
+                  checks.PROCESSED_TO_STAGING_HASH, checks.WRITTEN_TO_STAGING)
+FINAL_CHECKS = (checks.STAGING_TO_FINAL, checks.STAGING_TO_FINAL_AMOUNT,
+                checks.STAGING_TO_FINAL_HASH)
+TRAILER_CHECKS = (checks.SOURCE_TRAILER_COUNT, checks.SOURCE_TRAILER_AMOUNT,
+                  checks.SOURCE_TRAILER_HASH)
 
 NOT_IN_STAGING = "accepted, not in staging"
 NOT_ACCEPTED = "in staging, not accepted"
@@ -360,8 +363,25 @@ def _add(found: Explanation, sink: list[Finding] | None, limit: int, finding: Fi
 # --- output --------------------------------------------------------------------------------
 
 
+# A cell a spreadsheet would read as a formula (OWASP "CSV injection"): a key is input
+# data, and `=cmd|calc!A1` must reach the person who opens the file as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """``cell``, with a leading ``'`` when a spreadsheet would run it as a formula; a plain
+    number (a negative amount) stays a number."""
+    if cell.startswith(FORMULA_STARTS) and not PLAIN_NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
 def write_csv(path: Path, found: Explanation) -> int:
     from pipeline.money import format_minor
+
+    def amount(minor: int | None) -> str:
+        return "" if minor is None else format_minor(minor, found.scale)
 
     rows = found.full if found.full is not None else found.findings
     with open(path, "w", newline="", encoding="utf-8") as f:
@@ -369,12 +389,9 @@ def write_csv(path: Path, found: Explanation) -> int:
         out.writerow(["run_id", "section", "kind", "source_line", "key", "staged_amount",
                       "final_amount"])
         for x in rows:
-            out.writerow([found.report.run.run_id, x.section, x.kind, x.source_line or "",
-                          x.key or "",
-                          "" if x.staged_amount is None else format_minor(x.staged_amount,
-                                                                          found.scale),
-                          "" if x.final_amount is None else format_minor(x.final_amount,
-                                                                         found.scale)])
+            cells = [found.report.run.run_id, x.section, x.kind, str(x.source_line or ""),
+                     x.key or "", amount(x.staged_amount), amount(x.final_amount)]
+            out.writerow([spreadsheet_safe(c) for c in cells])
     return len(rows)
 
 
@@ -471,6 +488,9 @@ def _trailer_lines(found: Explanation, money: Any) -> list[str]:
             if r.is_amount_check:
                 out.append(f"  trailer amount {money(r.expected_amount) or '?'}, read "
                            f"{money(r.actual_amount) or '?'} ({r.detail or 'differs'})")
+            elif r.kind == HASH_TOTAL:
+                out.append(f"  trailer hash total {r.expected_count:,}, read "
+                           f"{r.actual_count:,} ({r.detail})")
             else:
                 out.append(f"  trailer count {r.expected_count:,}, read {r.actual_count:,} "
                            f"({r.discrepancy:+,})")

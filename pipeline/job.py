@@ -32,7 +32,7 @@ from pipeline.audit import history
 from pipeline.audit.schema import utc_now
 from pipeline.audit.writer import AuditWriter
 from pipeline.column_proof import InputRows
-from pipeline.config import JobConfig
+from pipeline.config import JobConfig, trailer_totals
 from pipeline.db.bulk import loader_for
 from pipeline.db.dialects import profile_for
 from pipeline.db.engine import (
@@ -77,7 +77,6 @@ from recon.values import (
     SUCCEEDED,
     ReconciliationResult,
     RunOutcome,
-    TrailerTotals,
 )
 
 if TYPE_CHECKING:
@@ -206,7 +205,7 @@ def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
                     f"{outcome.metrics.misplaced_control} header or trailer record(s) inside "
                     f"the details (see {outcome.reject_file}): not a valid input")
             if outcome.metrics is not None:
-                audit_writer.record_load(outcome.run_id, _trailer(config, plan),
+                audit_writer.record_load(outcome.run_id, trailer_totals(config, plan.trailer),
                                          outcome.metrics)
             if after_load:
                 after_load(engine, outcome.run_id)
@@ -410,7 +409,7 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
     rows = InputRows(config, outcome.input_path, plan.sha256, outcome.run_id, loader)
     service = ReconciliationService(
         engine, tables, config.key_columns, config.amount,
-        TrailerTotals(*_trailer(config, plan)), config.reject_limit, input_rows=rows,
+        trailer_totals(config, plan.trailer), config.reject_limit, input_rows=rows,
         on_proven=lambda: _proven(outcome))
 
     def record(conn: Connection, results: list[ReconciliationResult]) -> None:
@@ -450,10 +449,6 @@ def log_warnings(results: list[ReconciliationResult]) -> None:
     for r in results:
         if warning := warning_of(r):
             log.warning("%s: %s", r.check_name, warning, extra={"check_name": r.check_name})
-
-
-def _trailer(config: JobConfig, plan: InputPlan) -> tuple[int, int]:
-    return plan.trailer[config.trailer_count], plan.trailer[config.trailer_amount]
 
 
 def _fail(outcome: RunOutcome, exc: PipelineError) -> None:

@@ -95,6 +95,18 @@ def sum_split(hi: np.ndarray, lo: np.ndarray) -> int:
     return checked_sum(hi) * SPLIT_BASE + checked_sum(lo)
 
 
+def format_grouped(minor: int | np.integer, scale: int) -> str:
+    """Minor units with thousands separators, as counts are shown: "-1,234,567.89"."""
+    return group_digits(format_minor(minor, scale))
+
+
+def group_digits(amount: str) -> str:
+    """A plain decimal string ("-1234567.89") with thousands separators; "" stays ""."""
+    sign, digits = ("-", amount[1:]) if amount.startswith("-") else ("", amount)
+    whole, dot, fraction = digits.partition(".")
+    return f"{sign}{int(whole):,}{dot}{fraction}" if whole else amount
+
+
 def format_minor(minor: int | np.integer, scale: int) -> str:
     """Minor units to a plain decimal string: format_minor(-12345, 2) == "-123.45"."""
     minor = operator.index(minor)

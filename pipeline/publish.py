@@ -3,7 +3,9 @@
 ``run_job`` itself commits the audit (BATCH_RUN, RECON_AUDIT, RECON_WORKER_AUDIT) and
 files the rejects (``rejects.txt``); ``publish_outputs`` adds the rest, in the run's
 folder: ``report.html`` (read back from the audit just committed, so it shows what the
-database holds), the Prometheus textfile when the job names one, and ``summary.txt``.
+database holds), the job's history page beside the run folders
+(``runs/history-<job>.html``), the Prometheus textfile when the job names one, and
+``summary.txt``.
 The CLI calls it after every run, refused and failed ones too; a program calling
 ``run_job`` calls it the same way to get the same files.
 
@@ -37,6 +39,7 @@ class Published:
     summary: str  # the text of summary.txt, which the CLI also prints
     report: Path | None  # report.html, or None when there is no audit or it was not written
     prometheus: Path | None  # the textfile written, or None
+    history: Path | None = None  # the job's history page, refreshed, or None
 
 
 def publish_outputs(outcome: RunOutcome, config: JobConfig, duration_s: float) -> Published:
@@ -52,15 +55,27 @@ def publish_outputs(outcome: RunOutcome, config: JobConfig, duration_s: float) -
     prometheus = None
     with run_context(outcome.run_id):
         report = write_html_report(config, outcome)
-        if config.prometheus_textfile is not None and write_prometheus(
-                config.prometheus_textfile, outcome, duration_s):
-            prometheus = config.prometheus_textfile
+        history = write_history(config, outcome)
+        # a resume that changed nothing is not the job's last run: its metrics stand
+        textfile = None if outcome.changed_nothing else config.prometheus_textfile
+        if textfile is not None and write_prometheus(textfile, outcome, duration_s):
+            prometheus = textfile
     text = format_summary(outcome, config.amount_field.scale, report=report)
+    write_summary(outcome, text)
+    return Published(text, report, prometheus, history)
+
+
+def write_summary(outcome: RunOutcome, text: str) -> None:
+    """summary.txt in the run's folder; a resume that found nothing to do keeps the
+    summary of the run that did the work (the text still goes to stdout)."""
+    target = outcome.run_dir / "summary.txt"
+    if outcome.changed_nothing and target.exists():
+        log.info("%s kept: the resume changed nothing", target)
+        return
     try:
-        (outcome.run_dir / "summary.txt").write_text(text + "\n", encoding="utf-8")
+        target.write_text(text + "\n", encoding="utf-8")
     except OSError as exc:
         log.warning("summary.txt not written: %s", exc)
-    return Published(text, report, prometheus)
 
 
 def write_html_report(config: JobConfig, outcome: RunOutcome) -> Path | None:
@@ -75,13 +90,42 @@ def write_html_report(config: JobConfig, outcome: RunOutcome) -> Path | None:
         with open_audit(config.database_url) as engine:
             report = load_report(engine, outcome.run_id, job_scales(config))
             extras = report_extras(config, engine, report)
-        target.write_text(render_html(report, *extras), encoding="utf-8")
+        history = f"../{history_page(config).name}"  # refreshed right after this page
+        target.write_text(render_html(report, *extras, history=history), encoding="utf-8")
     except (PipelineError, OSError) as exc:
         log.warning("report.html not written: %s", exc)
         return None
     # a failed run's last log line must stay the one that says why; stdout names the report
     log.log(logging.INFO if outcome.exit_code == 0 else logging.DEBUG,
             "report written: %s", target)
+    return target
+
+
+def history_page(config: JobConfig) -> Path:
+    """The job's history page, beside the run folders it links to."""
+    return config.output_dir / "runs" / f"history-{config.name}.html"
+
+
+def write_history(config: JobConfig, outcome: RunOutcome,
+                  nights: int = 90) -> Path | None:
+    """Refresh the job's history page with the run just recorded (the last ``nights``
+    runs: about a quarter of nightly runs, well under a megabyte)."""
+    from pipeline.audit.reader import open_audit
+    from pipeline.reporting.history import load_history
+    from pipeline.reporting.historypage import write_history_page
+
+    if not outcome.recorded:
+        return None  # nothing new in the audit: the page already shows what it holds
+    target = history_page(config)
+    try:
+        with open_audit(config.database_url) as engine:
+            found = load_history(engine, config.name, nights, config.volume,
+                                 config.amount_field.scale)
+        write_history_page(target, found, config.output_dir)
+    except (PipelineError, OSError) as exc:
+        log.warning("history page not written: %s", exc)
+        return None
+    log.debug("history page written: %s", target)
     return target
 
 

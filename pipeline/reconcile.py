@@ -24,7 +24,7 @@ from pipeline.column_proof import EVIDENCE_ROWS, ColumnFinding, InputRows, compa
 from pipeline.db.backends import backend_for
 from pipeline.db.engine import database_errors
 from pipeline.db.lock import FinalTransaction, HeldLock, own_transaction
-from pipeline.db.repositories import FinalRepository, StagingRepository
+from pipeline.db.repositories import FinalRepository, StagingRepository, Totals
 from pipeline.db.tables import JobTables
 from pipeline.stages import CHECKS, MERGE, StageClock, maybe
 from recon import checks
@@ -32,6 +32,7 @@ from recon.values import (
     ROW,
     AggregatedMetrics,
     Evidence,
+    HashTotal,
     ReconciliationResult,
     RejectLimit,
     TrailerTotals,
@@ -66,6 +67,7 @@ class ReconciliationService:
         in BATCH_RUN); ``proven_at``, on a resume, is when the run proved it."""
         self.engine, self.tables = engine, tables
         self.key, self.amount, self.trailer = key, amount, trailer
+        self.hash_of = trailer.hash.of if trailer.hash is not None else None
         self.reject_limit = reject_limit
         self.input_rows, self.on_proven, self.proven_at = input_rows, on_proven, proven_at
         self.evidence: list[Evidence] = []  # behind the failed column checks, so far
@@ -92,27 +94,27 @@ class ReconciliationService:
         """
         superseded: list[int] | None = []  # None: not known, every row is ranked
         with maybe(stages, CHECKS):
-            results = [*self.reconcile_counts(run_id, aggregated), *before_merge]
-            staged = next(r for r in results
-                          if r.check_name == checks.PROCESSED_TO_STAGING_AMOUNT)
-            staged_rows, staged_amount = staged.actual_count, staged.actual_amount or 0
+            results, staged = self._load_checks(run_id, aggregated)
+            results = checks.in_order([*results, *before_merge])
+            staged_rows = staged.rows
             passed = all(r.passed for r in results)
             if passed and repeats and repeated_lines is not None:
-                keys, survivors_amount, superseded = self._survivors_from(
-                    run_id, repeated_lines, staged_rows, staged_amount)
+                survivors, superseded = self._survivors_from(run_id, repeated_lines, staged)
             elif not passed or repeats is not False:
-                keys, survivors_amount = self._survivors(run_id)
+                survivors = self._survivors(run_id)
                 superseded = None
             else:
-                keys, survivors_amount = staged_rows, staged_amount
+                survivors = staged
+        keys = survivors.rows
         if not passed:
-            return ReconciliationOutcome([*results, *checks.merge_skipped(keys)], staged_rows,
+            skipped = checks.merge_skipped(keys, hashed=self.hash_of is not None)
+            return ReconciliationOutcome([*results, *skipped], staged_rows,
                                          staged_rows - keys, self.evidence)
         collapsed = staged_rows - keys
         earlier = results
         audit = (lambda c, r: record(c, [*earlier, *r])) if record else None
         with maybe(stages, MERGE, f"{keys:,} keys"):
-            final_results = self.merge_and_verify(run_id, merged_at, keys, survivors_amount,
+            final_results = self.merge_and_verify(run_id, merged_at, survivors,
                                                   collapsed, deduplicate=superseded is None,
                                                   superseded=superseded or (),
                                                   record=audit, lock=lock)
@@ -122,18 +124,17 @@ class ReconciliationService:
             # hashes rule out any other repeated key, so something else changed FINAL's
             # rows (a trigger, another writer): the de-duplicating MERGE, with its own
             # checks, then tells exactly what FINAL got. Never the normal path.
-            keys, survivors_amount = self._survivors(run_id)
-            collapsed = staged_rows - keys
-            with maybe(stages, MERGE, f"{keys:,} keys, again"):
-                final_results = self.merge_and_verify(run_id, merged_at, keys,
-                                                      survivors_amount, collapsed,
+            survivors = self._survivors(run_id)
+            collapsed = staged_rows - survivors.rows
+            with maybe(stages, MERGE, f"{survivors.rows:,} keys, again"):
+                final_results = self.merge_and_verify(run_id, merged_at, survivors, collapsed,
                                                       record=audit, lock=lock)
             assert final_results is not None
         return ReconciliationOutcome([*results, *final_results], staged_rows, collapsed,
                                      self.evidence)
 
-    def _survivors_from(self, run_id: str, lines: Sequence[int], staged_rows: int,
-                        staged_amount: int) -> tuple[int, int, list[int] | None]:
+    def _survivors_from(self, run_id: str, lines: Sequence[int], staged: Totals
+                        ) -> tuple[Totals, list[int] | None]:
         """As ``_survivors``, from the staged totals less the records a repeat drops, and
         the source lines of those records (None when every row had to be ranked).
 
@@ -144,30 +145,37 @@ class ReconciliationService:
         1.60-1.68x on SQLite, 1.21-1.23x since (benchmarks/results/night-repeats-cliff.md).
         """
         with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
-            dropped = StagingRepository(conn, self.tables, self.key,
-                                        self.amount).collapsed_at_lines(run_id, lines)
+            dropped = self._staging(conn).collapsed_at_lines(run_id, lines)
         if dropped is None:  # no one-parameter list of lines (Oracle): rank every row
-            return *self._survivors(run_id), None
-        records, amount, superseded = dropped
-        return staged_rows - records, staged_amount - amount, superseded
+            return self._survivors(run_id), None
+        records, superseded = dropped
+        return staged.less(records), superseded
 
-    def _survivors(self, run_id: str) -> tuple[int, int]:
-        """Distinct keys of the run and the amount total of each key's last staging row."""
+    def _survivors(self, run_id: str) -> Totals:
+        """Distinct keys of the run and the totals of each key's last staging row."""
         with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
-            return StagingRepository(conn, self.tables, self.key,
-                                     self.amount).surviving_count_and_amount(run_id)
+            return self._staging(conn).surviving_count_and_amount(run_id)
+
+    def _staging(self, conn: Connection) -> StagingRepository:
+        return StagingRepository(conn, self.tables, self.key, self.amount, self.hash_of)
+
+    def final_repository(self, conn: Connection) -> FinalRepository:
+        return FinalRepository(conn, self.tables, self.key, self.amount, self.hash_of)
 
     def reconcile_counts(self, run_id: str,
                          aggregated: AggregatedMetrics) -> list[ReconciliationResult]:
-        """The checks before the MERGE: trailer -> read -> staging, counts, amounts and
-        every stored column."""
+        """The checks before the MERGE: trailer -> read -> staging, counts, amounts, the
+        hash total and every stored column."""
+        return checks.in_order(self._load_checks(run_id, aggregated)[0])
+
+    def _load_checks(self, run_id: str, aggregated: AggregatedMetrics
+                     ) -> tuple[list[ReconciliationResult], Totals]:
+        """reconcile_counts' checks, unordered, and the run's staging totals."""
         with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
-            staged, staged_amount = StagingRepository(
-                conn, self.tables, self.key, self.amount).count_and_amount(run_id)
+            staged = self._staging(conn).count_and_amount(run_id)
             columns = self._staging_columns(conn, run_id, aggregated)
-        return checks.in_order([*checks.load_checks(self.trailer, aggregated, staged,
-                                                    staged_amount, self.reject_limit),
-                                columns])
+        return [*checks.load_checks(self.trailer, aggregated, staged.rows, staged.amount,
+                                    self.reject_limit, staged.hash), columns], staged
 
     def _staging_columns(self, conn: Connection, run_id: str,
                          aggregated: AggregatedMetrics) -> ReconciliationResult:
@@ -203,8 +211,8 @@ class ReconciliationService:
         self.evidence += finding.evidence
         return finding.result(checks.PROCESSED_TO_STAGING_COLUMNS)
 
-    def merge_and_verify(self, run_id: str, merged_at: datetime, keys: int,
-                         survivors_amount: int, collapsed: int, deduplicate: bool = True, *,
+    def merge_and_verify(self, run_id: str, merged_at: datetime, survivors: Totals,
+                         collapsed: int, deduplicate: bool = True, *,
                          superseded: Sequence[int] = (),
                          record: Record | None = None,
                          lock: HeldLock | None = None) -> list[ReconciliationResult] | None:
@@ -224,7 +232,8 @@ class ReconciliationService:
         with database_errors(self.engine, "merging into the final table"), \
                 self._final_transaction(lock) as transaction:
             conn = transaction.connection
-            final = FinalRepository(conn, self.tables, self.key, self.amount)
+            final = self.final_repository(conn)
+            keys = survivors.rows
             # a driver error (a lock timeout...) ends the run: no retry decides anything,
             # but for a repeated key in the plain MERGE's source, which PostgreSQL and
             # Oracle refuse outright where SQLite touches one row fewer
@@ -237,10 +246,12 @@ class ReconciliationService:
             if not deduplicate and touched != keys:
                 transaction.rollback()
                 return None
-            count, amount = final.count_and_amount_for_run(run_id)
-            results = checks.final_checks(self.key, keys, survivors_amount, collapsed, count,
-                                          amount)
-            results.append(self._final_columns(final, run_id, keys, deduplicate, superseded))
+            found = final.count_and_amount_for_run(run_id, digest=True)
+            results = checks.final_checks(self.key, keys, survivors.amount, collapsed,
+                                          found.rows, found.amount, self._hashes(survivors,
+                                                                                  found))
+            results.append(self._final_columns(final, run_id, keys, deduplicate, superseded,
+                                               found.digest))
             if all(r.passed for r in results):
                 if record is not None:
                     record(conn, results)
@@ -250,19 +261,45 @@ class ReconciliationService:
                 results = [checks.rolled_back(r) for r in results]
         return results
 
+    def final_as_it_is(self, run_id: str) -> list[ReconciliationResult]:
+        """The checks after the MERGE against FINAL as it stands, merging nothing: a
+        resumed run whose MERGE had committed before its audit."""
+        with database_errors(self.engine, "reconciling the final table"), \
+                self.engine.connect() as conn:
+            staging = self._staging(conn)
+            staged = staging.count_and_amount(run_id).rows
+            survivors = staging.surviving_count_and_amount(run_id)
+            final = self.final_repository(conn)
+            found = final.count_and_amount_for_run(run_id)
+            equal = final.columns_equal_count(*final.survivors(run_id, deduplicate=True))
+        keys = survivors.rows
+        return [*checks.final_checks(self.key, keys, survivors.amount, staged - keys,
+                                     found.rows, found.amount, self._hashes(survivors, found)),
+                checks.columns_check(checks.STAGING_TO_FINAL_COLUMNS, keys, equal)]
+
+    def _hashes(self, survivors: Totals, final: Totals
+                ) -> tuple[HashTotal, int, int | None] | None:
+        """final_checks' hash figures: the rule, the survivors' sum and FINAL's."""
+        rule = self.trailer.hash
+        if rule is None or survivors.hash is None:
+            return None
+        return rule, survivors.hash, final.hash
+
     def _final_columns(self, final: FinalRepository, run_id: str, keys: int,
-                       deduplicate: bool, superseded: Sequence[int]) -> ReconciliationResult:
+                       deduplicate: bool, superseded: Sequence[int],
+                       final_digest: int | None) -> ReconciliationResult:
         """staging_to_final_columns, in the MERGE's transaction: every surviving staging
         row against the FINAL row the MERGE left. The database digests both sides (64
-        bits a row, its backend's ``value_digest_sums``): equal sums pass. A row by row
+        bits a row, its backend's ``value_digest_sums``; ``final_digest``, FINAL's, in
+        the pass that counted its rows): equal sums pass. A row by row
         join on the key costs more than the MERGE itself on SQLite (1M rows into 4M: 5.9 s
         against 2.6 s for both digests), so it runs only when the sums differ, or
         where the database has no digest (Oracle): it counts the equal rows exactly
         (NULL-safe) and keeps the differing rows' values as evidence before any
         rollback can take them."""
         source, params = final.survivors(run_id, deduplicate, superseded)
-        digests = final.value_digests(source, params)
-        if digests is not None and digests[0] == digests[1]:
+        staged = None if final_digest is None else final.staged_digest(source, params)
+        if staged is not None and staged == final_digest:
             return checks.columns_check(checks.STAGING_TO_FINAL_COLUMNS, keys, keys)
         equal = final.columns_equal_count(source, params)
         finding = ColumnFinding(keys, equal)

@@ -12,7 +12,7 @@ audit says SUCCEEDED is left alone, and one whose MERGE committed without its au
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,12 @@ from pipeline.config import JobConfig
 from pipeline.db.bulk import loader_for
 from pipeline.db.engine import database_errors
 from pipeline.db.lock import HeldLock, job_lock
-from pipeline.db.repositories import FinalRepository, StagingRepository
 from pipeline.db.tables import JobTables, job_tables
 from pipeline.errors import ConfigError
 from pipeline.logs import run_context
 from pipeline.reconcile import ReconciliationService
 from recon import checks
-from recon.checks import amount_check, count_check, failure_summary
+from recon.checks import failure_summary
 from recon.values import (
     FAILED_RECONCILIATION,
     SUCCEEDED,
@@ -84,12 +83,12 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
             outcome: RunOutcome, lock: HeldLock) -> None:
     run_id = outcome.run_id
     if row.status == SUCCEEDED:
-        outcome.status, outcome.exit_code = SUCCEEDED, 0
+        outcome.status, outcome.exit_code, outcome.changed_nothing = SUCCEEDED, 0, True
         outcome.message = (f"run {run_id} had already committed its MERGE (its audit says "
                            f"{SUCCEEDED}); nothing to resume, {config.final_table} "
                            "untouched")
         return
-    totals = load_totals(row, config.amount_field.scale)
+    totals = load_totals(row, config)
     if totals is None:
         raise ResumeRefused(f"run {run_id} ended {row.status} before its staging load "
                             "completed: nothing to resume from; run it again from its file")
@@ -112,11 +111,11 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
     # judged against the runs before it, as when it first ran: a resume never overrides it
     volume = history.volume_check(engine, tables.batch_run, config.name, row.start_ts,
                                   config.volume, totals.metrics.total_read)
-    merged_rows = _final_count(engine, tables, config, run_id)
+    merged_rows = _final_count(engine, service, run_id)
     if merged_rows:
         # its MERGE committed but the run died before its audit: finish the audit only
         outcome.results = [*service.reconcile_counts(run_id, totals.metrics), volume,
-                           *_final_checks(engine, tables, config, run_id)]
+                           *service.final_as_it_is(run_id)]
         merged = "its MERGE had committed; audit finished without merging again"
     else:
         _refuse_unless_staging_matches(service, run_id, totals)
@@ -160,10 +159,15 @@ def _refuse_unless_staging_matches(service: ReconciliationService, run_id: str,
                             "the records")
 
 
-def load_totals(row: Any, scale: int) -> LoadTotals | None:
+def load_totals(row: Any, config: JobConfig) -> LoadTotals | None:
     """The stored load totals of a BATCH_RUN row at the job's scale, or None (not loaded)."""
     if row.read_cnt is None:
         return None
+    scale, rule = config.amount_field.scale, config.hash_total
+    if rule is not None and row.trailer_hash is None:
+        raise ResumeRefused(f"run {row.run_id} was loaded without the trailer hash total "
+                            "the job now names (control.trailer_hash_total): run it again "
+                            "from its file")
 
     def minor(audit_amount: int | None) -> int:
         return from_audit(int(audit_amount or 0), scale) or 0
@@ -173,8 +177,13 @@ def load_totals(row: Any, scale: int) -> LoadTotals | None:
         total_errors=int(row.rejected_cnt), accepted_amount=minor(row.accepted_amt),
         read_amount=minor(row.read_amt), written_amount=minor(row.accepted_amt),
         unreadable_amounts=int(row.unreadable_cnt or 0), misplaced_control=0,
-        writer_errors=0, workers=())
-    return LoadTotals(TrailerTotals(int(row.trailer_cnt), minor(row.trailer_amt)), metrics)
+        writer_errors=0, workers=(),
+        **({} if rule is None else dict(hash_read=int(row.read_hash),
+                                        hash_accepted=int(row.accepted_hash),
+                                        unhashed=int(row.unhashed_cnt))))
+    hashed = None if rule is None else replace(rule, value=int(row.trailer_hash))
+    return LoadTotals(TrailerTotals(int(row.trailer_cnt), minor(row.trailer_amt), hashed),
+                      metrics)
 
 
 def _batch_run(engine: Engine, tables: JobTables, run_id: str) -> Any:
@@ -186,25 +195,7 @@ def _batch_run(engine: Engine, tables: JobTables, run_id: str) -> Any:
     return row
 
 
-def _final_count(engine: Engine, tables: JobTables, config: JobConfig, run_id: str) -> int:
+def _final_count(engine: Engine, service: ReconciliationService, run_id: str) -> int:
     with database_errors(engine, "reading the final table"), engine.connect() as conn:
-        final = FinalRepository(conn, tables, config.key_columns, config.amount)
-        return final.get_count_for_run(run_id)
-
-
-def _final_checks(engine: Engine, tables: JobTables, config: JobConfig,
-                  run_id: str) -> list[ReconciliationResult]:
-    """The checks after the MERGE, against FINAL as it is (no MERGE)."""
-    with database_errors(engine, "reconciling the final table"), engine.connect() as conn:
-        keys, amount = _staging(conn, tables, config).surviving_count_and_amount(run_id)
-        final = FinalRepository(conn, tables, config.key_columns, config.amount)
-        count, final_amount = final.count_and_amount_for_run(run_id)
-        equal = final.columns_equal_count(*final.survivors(run_id, deduplicate=True))
-    return [count_check(checks.STAGING_TO_FINAL, keys, count),
-            amount_check(checks.STAGING_TO_FINAL_AMOUNT, (keys, count), amount, final_amount),
-            checks.columns_check(checks.STAGING_TO_FINAL_COLUMNS, keys, equal)]
-
-
-def _staging(conn: Connection, tables: JobTables, config: JobConfig) -> StagingRepository:
-    return StagingRepository(conn, tables, config.key_columns, config.amount)
+        return service.final_repository(conn).get_count_for_run(run_id)
 

@@ -36,28 +36,45 @@ class StageClock:
         self.listener, self.clock = listener, clock
         self.seconds: dict[str, float] = {}
         self._open: list[str] = []
+        self._started: dict[str, float] = {}
+        self._logged: set[str] = set()  # the open stages whose "done" line is written
 
     @contextmanager
     def stage(self, name: str, detail: str = "") -> Iterator[None]:
+        started = self.clock()
+        if self._open:
+            self._log_done(self._open[-1], started)
         if self.listener is not None:
             self.listener.stage(name, detail)
         if name != LOAD:  # the load has its own log lines (progress, "load done")
             log.info("stage %s started%s", name, f": {detail}" if detail else "",
                      extra={"stage": name})
-        started = self.clock()
         self._open.append(name)
+        self._started[name] = started
         try:
             yield
         finally:
             self._open.pop()
-            elapsed = self.clock() - started
+            ended = self.clock()
+            elapsed = ended - started
             self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
             if self._open:
                 outer = self._open[-1]
                 self.seconds[outer] = self.seconds.get(outer, 0.0) - elapsed
-            if name != LOAD:
-                log.info("stage %s done in %.1f s", name, elapsed,
-                         extra={"stage": name, "seconds": round(elapsed, 3)})
+            self._log_done(name, ended)
+            self._logged.discard(name)
+
+    def _log_done(self, name: str, now: float) -> None:
+        """``stage NAME done``, once per entry: a stage entered inside another (the audit
+        in the MERGE's transaction) closes the outer one's log lines first, so the log
+        reads merge started, merge done, audit started, audit done, in that order; what
+        the outer stage does after the inner one (the COMMIT) still counts for it."""
+        if name == LOAD or name in self._logged:  # the load has its own log lines
+            return
+        self._logged.add(name)
+        elapsed = now - self._started[name]
+        log.info("stage %s done in %.1f s", name, elapsed,
+                 extra={"stage": name, "seconds": round(elapsed, 3)})
 
     def milliseconds(self) -> dict[str, int]:
         """{stage: whole milliseconds} of the stages that ran, in run order."""

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 
@@ -34,9 +34,7 @@ def format_summary(outcome: RunOutcome, scale: int, report: Path | None = None) 
     if outcome.reject_file is not None and outcome.rejects:
         lines.append(f"rejects  {outcome.rejects:,} -> {outcome.reject_file}")
         lines += reason_lines(reason_counts(outcome.reject_file))
-    if outcome.duplicates_collapsed:
-        lines.append(f"duplicate keys collapsed: {outcome.duplicates_collapsed:,} "
-                     "(the later record won)")
+    lines += duplicate_lines(outcome)
     lines += warning_lines(outcome.results)
     if report is not None:
         lines.append(f"report   {report}")
@@ -50,6 +48,18 @@ def reading_lines(code_page: str | None, copybook_sha256: str | None) -> list[st
     if copybook_sha256:
         lines.append(f"copybook sha256 {copybook_sha256}")
     return lines
+
+
+def duplicate_lines(outcome: RunOutcome) -> list[str]:
+    """Keys repeated in the input: collapsed only if the MERGE committed (exit 0); a run
+    that failed merged nothing, so nothing was collapsed, whatever staging holds."""
+    n = outcome.duplicates_collapsed
+    if not n:
+        return []
+    if outcome.exit_code == 0:
+        return [f"duplicate keys collapsed: {n:,} (the later record won)"]
+    return [f"duplicate keys: {n:,} repeated in the input; nothing collapsed, no MERGE "
+            "committed (the later record will win)"]
 
 
 def instance_lines(business_date: date | None, overrides: Sequence[str]) -> list[str]:
@@ -99,15 +109,24 @@ def worker_lines(workers: Sequence[WorkerMetrics], scale: int) -> list[str]:
 
 
 def _check_line(r: ReconciliationResult, scale: int) -> str:
-    ok = "Y" if r.passed else "N"
-    if not r.evaluated:  # no actual figure: a difference here would read like lost data
-        exp = (format_minor(r.expected_amount, scale) if r.expected_amount is not None
-               else "" if r.is_amount_check else f"{r.expected_count:,}")
-        return f"{r.check_name:<29} {exp:>20} {'-':>20} {'-':>14}  {ok}"
+    exp, act, diff = check_figures(r, scale, format_minor)
+    return f"{r.check_name:<29} {exp:>20} {act:>20} {diff:>14}  {'Y' if r.passed else 'N'}"
+
+
+def check_figures(r: ReconciliationResult, scale: int,
+                  money: Callable[[int, int], str]) -> tuple[str, str, str]:
+    """A check's expected, actual and difference as every report shows them (``money``
+    formats an amount): a check that never ran has no actual figure and no difference
+    ("-": a difference there would read like lost data), an amount nobody could give
+    is "?" (not provable) where the check ran and blank where it did not."""
+    def amount(value: int | None, unknown: str = "?") -> str:
+        return unknown if value is None else money(value, scale)
+
+    if not r.evaluated:
+        exp = (amount(r.expected_amount, "") if r.is_amount_check or r.expected_amount
+               is not None else f"{r.expected_count:,}")
+        return exp, "-", "-"
     if r.is_amount_check:
-        exp = "?" if r.expected_amount is None else format_minor(r.expected_amount, scale)
-        act = "?" if r.actual_amount is None else format_minor(r.actual_amount, scale)
-        diff = "?" if r.amount_discrepancy is None else format_minor(r.amount_discrepancy, scale)
-        return f"{r.check_name:<29} {exp:>20} {act:>20} {diff:>14}  {ok}"
-    return (f"{r.check_name:<29} {r.expected_count:>20,} {r.actual_count:>20,} "
-            f"{r.discrepancy:>14,}  {ok}")
+        return (amount(r.expected_amount), amount(r.actual_amount),
+                amount(r.amount_discrepancy))
+    return f"{r.expected_count:,}", f"{r.actual_count:,}", f"{r.discrepancy:,}"

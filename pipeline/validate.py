@@ -16,14 +16,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.config import JobConfig
+from pipeline.config import JobConfig, trailer_totals
 from pipeline.errors import InputStructureError
 from pipeline.layouts.codepage_check import Reading, other_reading_lines, other_readings
 from pipeline.source import InputPlan, plan_job_input
 from pipeline.workers.processor import detail_batches_of, write_rejects
 from recon import checks
-from recon.checks import amount_check, count_check, reject_limit_check
-from recon.values import ReconciliationResult
+from recon.checks import reject_limit_check
+from recon.values import AggregatedMetrics, ReconciliationResult
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ class Validation:
     rejects: int = 0
     read_amount: int = 0
     unreadable_amounts: int = 0
+    hash_read: int = 0  # with a trailer hash total: the hashed field's sum, as a run's
+    unhashed: int = 0
     misplaced: int = 0
     results: list[ReconciliationResult] = field(default_factory=list)
     code_page: str = "ascii"
@@ -66,6 +68,8 @@ def validate_input(config: JobConfig, input_path: Path, out_dir: Path) -> Valida
                 found.rejects += len(batch.rejects)
                 found.read_amount += batch.read_amount
                 found.unreadable_amounts += batch.unreadable_amounts
+                found.hash_read += batch.hash_read
+                found.unhashed += batch.unhashed
                 found.misplaced += len(batch.misplaced)
     if found.misplaced:
         raise InputStructureError(f"{found.misplaced} header or trailer record(s) inside the "
@@ -79,16 +83,13 @@ def validate_input(config: JobConfig, input_path: Path, out_dir: Path) -> Valida
 
 def trailer_checks(config: JobConfig, plan: InputPlan,
                    found: Validation) -> list[ReconciliationResult]:
-    """The run's two trailer checks, on what this pass read."""
-    count = plan.trailer[config.trailer_count]
-    amount = plan.trailer[config.trailer_amount]
-    unreadable = (f"{found.unreadable_amounts} rejected record(s) have an unreadable amount"
-                  if found.unreadable_amounts else "")
-    return [
-        count_check(checks.SOURCE_TRAILER_COUNT, count, found.records_read),
-        amount_check(checks.SOURCE_TRAILER_AMOUNT, (count, found.records_read), amount,
-                     None if unreadable else found.read_amount, unreadable),
-    ]
+    """The run's trailer checks (recon.checks.trailer_checks), on what this pass read."""
+    read = AggregatedMetrics(
+        total_read=found.records_read, total_written=0, total_errors=found.rejects,
+        accepted_amount=0, read_amount=found.read_amount, written_amount=0,
+        unreadable_amounts=found.unreadable_amounts, misplaced_control=found.misplaced,
+        writer_errors=0, workers=(), hash_read=found.hash_read, unhashed=found.unhashed)
+    return checks.trailer_checks(trailer_totals(config, plan.trailer), read)
 
 
 def format_validation(found: Validation, job_name: str, scale: int) -> str:

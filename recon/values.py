@@ -24,6 +24,10 @@ ABENDED = "ABENDED"  # its process was killed before it could record its end
 
 NOT_EVALUATED = "not evaluated"  # how a check that could not run begins its detail
 
+# what a check's figures are (ReconciliationResult.kind; recon.checks.KINDS names each
+# check's): records, money, a hash total, rows compared column by column, or a most
+COUNT, AMOUNT, HASH_TOTAL, COLUMNS, LIMIT = "count", "amount", "hash_total", "columns", "limit"
+
 
 @dataclass(frozen=True)
 class WorkerMetrics:
@@ -44,6 +48,12 @@ class WorkerMetrics:
     misplaced_control: int = 0
     batches: int = 0
     row_digest: int = 0  # processor: exact sum of its accepted rows' digests
+    # processor, with a trailer hash total (HashTotal): the hashed field's sums over the
+    # records read and accepted, kept to the trailer field's digits, and the records
+    # whose field could not be read
+    hash_read: int = 0
+    hash_accepted: int = 0
+    unhashed: int = 0
     state: str = "not_started"
     exit_code: int | None = None
     pid: int = 0
@@ -65,6 +75,10 @@ class AggregatedMetrics:
     workers: tuple[WorkerMetrics, ...]
     # Σ of the accepted rows' digests (pipeline.db.digests); None: not known (a resume)
     row_digest: int | None = None
+    # the processors' hash sums (WorkerMetrics), exact: HashTotal.reduce keeps the digits
+    hash_read: int = 0
+    hash_accepted: int = 0
+    unhashed: int = 0
 
     @property
     def failed_workers(self) -> tuple[WorkerMetrics, ...]:
@@ -83,9 +97,13 @@ class ReconciliationResult:
     expected_amount: int | None = None
     actual_amount: int | None = None
     detail: str = ""
-    # the expected count is a most, not a figure to equal (reject_limit): the discrepancy
-    # is what exceeds it, so a check that passed always shows 0 (WHERE discrepancy <> 0)
-    is_limit: bool = False
+    kind: str = COUNT  # what its figures are: how they are shown and compared
+
+    @property
+    def is_limit(self) -> bool:
+        """The expected count is a most, not a figure to equal (reject_limit): the
+        discrepancy is what exceeds it, so a check that passed always shows 0."""
+        return self.kind == LIMIT
 
     @property
     def discrepancy(self) -> int:
@@ -105,7 +123,7 @@ class ReconciliationResult:
 
     @property
     def is_amount_check(self) -> bool:
-        return self.check_name.endswith("_amount")
+        return self.kind == AMOUNT
 
 
 @dataclass(frozen=True)
@@ -147,11 +165,32 @@ class VolumeRule:
 
 
 @dataclass(frozen=True)
+class HashTotal:
+    """A trailer's hash total (``control.trailer_hash_total``): the sum of one numeric
+    detail field over every detail record, e.g. the account numbers, a figure with no
+    meaning but that changes when any of them does.
+
+    A sender's field holds ``digits`` digits: a sum too wide for it keeps its low-order
+    digits, as mainframe hash totals do, so every figure is compared modulo 10**digits.
+    """
+
+    field: str  # the trailer field holding it
+    of: str  # the detail field summed
+    digits: int  # the trailer field's width (at most 18: every figure fits int64)
+    value: int = 0  # the trailer's figure, once read
+
+    def reduce(self, total: int) -> int:
+        return total % 10**self.digits
+
+
+@dataclass(frozen=True)
 class TrailerTotals:
-    """What the input's trailer declares: the records and their amount (minor units)."""
+    """What the input's trailer declares: the records and their amount (minor units), and
+    its hash total where the job names one."""
 
     count: int
     amount: int
+    hash: HashTotal | None = None
 
 
 @dataclass
@@ -181,3 +220,6 @@ class RunOutcome:
     code_page: str | None = None  # how the input was read (BATCH_RUN.CODE_PAGE)
     copybook_sha256: str | None = None  # mainframe jobs: the copybook that described it
     overrides: tuple[str, ...] = ()  # the identity refusals overridden: --rerun, --allow-older
+    # a `run --resume` of a run already SUCCEEDED: nothing done, so nothing of the run's
+    # own outputs (summary.txt, the metrics of its night) is replaced
+    changed_nothing: bool = False

@@ -236,12 +236,12 @@ def test_survivors_from_the_repeated_lines_equal_ranking_every_row(
         with engine.connect() as conn:
             staging = StagingRepository(conn, job_tables(config), config.key_columns,
                                         config.amount)
-            rows, amount = staging.count_and_amount(outcome.run_id)
+            staged = staging.count_and_amount(outcome.run_id)
             dropped = staging.collapsed_at_lines(outcome.run_id, list(range(1, 3_100)))
             assert dropped is not None
-            assert (rows - dropped[0], amount - dropped[1]) == \
-                staging.surviving_count_and_amount(outcome.run_id)
-            assert dropped[0] == outcome.duplicates_collapsed == len(dropped[2])
+            records, lines = dropped
+            assert staged.less(records) == staging.surviving_count_and_amount(outcome.run_id)
+            assert records.rows == outcome.duplicates_collapsed == len(lines)
     finally:
         engine.dispose()
 
@@ -345,16 +345,17 @@ def test_past_the_old_cutoff_the_survivors_come_from_the_repeated_lines(
         with engine.connect() as conn:
             staging = StagingRepository(conn, tables, job_config.key_columns,
                                         job_config.amount)
-            rows, amount = staging.count_and_amount(outcome.run_id)
+            staged = staging.count_and_amount(outcome.run_id)
             ranked = staging.surviving_count_and_amount(outcome.run_id)
         monkeypatch.setattr(StagingRepository, "surviving_count_and_amount", _rank_every_row)
         service = ReconciliationService(engine, tables, job_config.key_columns,
-                                        job_config.amount, TrailerTotals(rows, amount))
-        keys, survivors_amount, superseded = service._survivors_from(
-            outcome.run_id, list(range(1, lines + 1)), rows, amount)
+                                        job_config.amount,
+                                        TrailerTotals(staged.rows, staged.amount))
+        survivors, superseded = service._survivors_from(
+            outcome.run_id, list(range(1, lines + 1)), staged)
     finally:
         engine.dispose()
-    assert (keys, survivors_amount) == ranked == \
+    assert (survivors.rows, survivors.amount) == ranked[:2] == \
         (len(expected.final), sum(t.amount for t in expected.final.values()))
     last = {t.txn_id: t.line for t in expected.final.values()}
     assert superseded == sorted(t.line for t in expected.accepted if last[t.txn_id] != t.line)

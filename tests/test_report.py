@@ -17,7 +17,7 @@ from pipeline.config import JobConfig
 from pipeline.generate import generate_file
 from pipeline.identity import Overrides
 from pipeline.job import run_job
-from pipeline.metrics.prometheus import exposition, run_families, write_textfile
+from pipeline.metrics.prometheus import Family, exposition, run_families, write_textfile
 from pipeline.money import format_minor
 from pipeline.reporting.htmlpage import render_html
 from pipeline.reporting.jsondoc import report_document
@@ -60,7 +60,11 @@ class Page(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
-        if tag in ("link", "script", "img") or (tag == "a" and "href" in a):
+        # an anchor to a page beside it (the job's history) is no fetch; any URL with a
+        # scheme or a host is
+        href = a.get("href", "")
+        if tag in ("link", "script", "img") or (tag == "a" and (":" in href
+                                                                or href.startswith("//"))):
             self.external.append(tag)
         if tag == "table":
             self._table = a.get("id", "")
@@ -190,11 +194,13 @@ def test_html_report_of_a_passed_run_is_self_contained(
     assert "stages   plan " in done.stdout and ", audit " in done.stdout
     assert page.external == [] and "url(" not in written.read_text()  # nothing to fetch
 
-    again = tmp_path / "again.html"
+    # the same page again, beside the first: its link to the job's history page included
+    again = written.with_name("again.html")
     done = run_cli(tmp_path, "report", run_id, "--db", job_config.database_url,
                    "--html", str(again))
     assert done.returncode == 0, done.stderr
     assert again.read_text() == written.read_text()
+    assert '<a href="../history-daily_transactions.html">' in again.read_text()
 
 
 def test_html_report_of_a_failed_run_marks_the_failed_checks(
@@ -285,14 +291,16 @@ def test_prometheus_labels_are_escaped_and_a_failed_write_keeps_the_old_file(
         tmp_path: Path) -> None:
     outcome = RunOutcome('20261125T000000-0000000a', 'odd"job\\name', "SUCCEEDED", 0, "ok",
                          Path("in"), "sqlite://", tmp_path)
-    text_out = exposition(run_families(outcome, 1.5, ended_at=1.0))
+    families = run_families(outcome, 1.5, ended_at=1.0)
+    text_out = exposition(families)
     metrics = parse_exposition(text_out)
     assert '{job="odd\\"job\\\\name",status="SUCCEEDED"}' in metrics["pipeline_checks"]
 
     target = tmp_path / "x.prom"
-    write_textfile(target, text_out)
+    write_textfile(target, families)
+    broken = Family("pipeline_broken", "a label no encoding holds", [({"job": "\ud800"}, 1)])
     with pytest.raises(UnicodeEncodeError):
-        write_textfile(target, "broken \ud800\n")  # fails half way through the write
+        write_textfile(target, [broken])  # fails half way through the write
     assert target.read_text() == text_out
     assert sorted(os.listdir(tmp_path)) == ["x.prom"]
 

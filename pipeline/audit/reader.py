@@ -15,13 +15,13 @@ from typing import Any
 
 from sqlalchemy import Engine, MetaData, Table, func, inspect, select
 
-from pipeline.audit.schema import AUDIT_SCALE, audit_tables, aware_utc, from_audit
+from pipeline.audit.schema import AUDIT_SCALE, audit_tables, aware_utc, from_audit, naive_utc
 from pipeline.db.engine import database_errors, make_engine, parse_url, safe_url
 from pipeline.errors import ConfigError
 from pipeline.metrics.aggregator import PROCESSOR
 from pipeline.stages import STAGES
 from recon import checks
-from recon.values import Evidence, ReconciliationResult, WorkerMetrics
+from recon.values import SUCCEEDED, Evidence, ReconciliationResult, WorkerMetrics
 
 OVERRIDE_COLUMNS = ("rerun", "allow_older")  # BATCH_RUN's flags, 'Y' when used
 
@@ -49,6 +49,9 @@ class RunRow:
     code_page: str | None = None  # how the input was read
     copybook_sha256: str | None = None
     overrides: tuple[str, ...] = ()  # the identity refusals overridden: --rerun, --allow-older
+    rejected: int | None = None  # BATCH_RUN.REJECTED_CNT: None before the load ended
+    amount_read: int | None = None  # BATCH_RUN.READ_AMT, at the audit's scale
+    keys_merged: int | None = None  # staging_to_final's FINAL rows, when it passed
 
     @property
     def duration_s(self) -> float | None:
@@ -129,19 +132,30 @@ def load_evidence(engine: Engine, run_id: str) -> list[Evidence]:
                              r.actual_value, r.source_line) for r in rows]
 
 
-def list_runs(engine: Engine, limit: int = 20, job_name: str | None = None) -> list[RunRow]:
-    """The most recent runs first (of ``job_name`` only, if given)."""
+def list_runs(engine: Engine, limit: int = 20, job_name: str | None = None,
+              succeeded_before: datetime | None = None) -> list[RunRow]:
+    """The most recent runs first (of ``job_name`` only, if given; only the SUCCEEDED runs
+    started before ``succeeded_before``, if given)."""
     t = _tables()
     read = (select(t.worker_audit.c.run_id,
                    func.sum(t.worker_audit.c.records_processed).label("records_read"))
             .where(t.worker_audit.c.worker_type == PROCESSOR)
             .group_by(t.worker_audit.c.run_id).subquery())
-    query = (select(t.batch_run, read.c.records_read)
+    audit = t.recon_audit.c
+    # correlated: read for the rows returned only, through RECON_AUDIT's run_id index
+    merged = (select(func.max(audit.actual_cnt))
+              .where(audit.run_id == t.batch_run.c.run_id,
+                     audit.check_name == checks.STAGING_TO_FINAL, audit.passed == "Y")
+              .scalar_subquery().label("keys_merged"))
+    query = (select(t.batch_run, read.c.records_read, merged)
              .outerjoin(read, read.c.run_id == t.batch_run.c.run_id)
              .order_by(t.batch_run.c.start_ts.desc(), t.batch_run.c.run_id.desc())
              .limit(limit))
     if job_name is not None:
         query = query.where(t.batch_run.c.job_name == job_name)
+    if succeeded_before is not None:
+        query = query.where(t.batch_run.c.status == SUCCEEDED,
+                            t.batch_run.c.start_ts < naive_utc(succeeded_before))
     with database_errors(engine, "listing the runs"), engine.connect() as conn:
         return [_run_row(row._mapping) for row in conn.execute(query)]
 
@@ -174,11 +188,7 @@ def load_report(engine: Engine, run_id: str | None = None,
     read = sum(w.records_processed for w in workers if w.worker_type == PROCESSOR)
     amounts = [a for c in held for a in (c.expected_amt, c.actual_amt)] + \
         [w.amount for w in workers]
-    wanted = (job_scales or {}).get(run.job_name)
-    # another job's run: its config is not at hand, so the fewest decimals (at least the
-    # 2 of most currencies) that show every amount exactly, not the audit's 6
-    shown = _exact_scale(amounts, wanted) if wanted is not None else next(
-        s for s in range(2, AUDIT_SCALE + 1) if _exact_scale(amounts, s) == s)
+    shown = shown_scale(amounts, (job_scales or {}).get(run.job_name))
     return RunReport(
         run=_run_row({**run._mapping, "records_read": read if workers else None}),
         scale=shown,
@@ -203,6 +213,15 @@ def last_attempt(rows: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     return ([r for r in rows if r.check_ts == last], [r for r in rows if r.check_ts != last])
 
 
+def shown_scale(amounts: list[int | None], wanted: int | None) -> int:
+    """The scale to show audit ``amounts`` at: the job's (``wanted``) when that is exact;
+    for another job's run, whose config is not at hand, the fewest decimals (at least
+    the 2 of most currencies) that show every amount exactly, not the audit's 6."""
+    if wanted is not None:
+        return _exact_scale(amounts, wanted)
+    return next(s for s in range(2, AUDIT_SCALE + 1) if _exact_scale(amounts, s) == s)
+
+
 def _exact_scale(amounts: list[int | None], wanted: int) -> int:
     """``wanted`` if every audit amount is whole at that scale, else the audit's own."""
     step = 10 ** (AUDIT_SCALE - wanted) if 0 <= wanted <= AUDIT_SCALE else 0
@@ -217,13 +236,20 @@ def _run_row(row: Any) -> RunRow:
                   end_ts=aware_utc(row["end_ts"]) if row["end_ts"] else None,
                   input_path=row["input_path"], input_sha256=row["input_sha256"],
                   message=row["message"] or "",
-                  records_read=None if row["records_read"] is None else int(row["records_read"]),
+                  records_read=_int_or_none(row["records_read"]),
                   stages={s: int(row[f"{s}_ms"]) for s in STAGES
                           if row.get(f"{s}_ms") is not None},
                   business_date=row.get("business_date"),
                   code_page=row.get("code_page"), copybook_sha256=row.get("copybook_sha256"),
                   overrides=tuple(f"--{name.replace('_', '-')}" for name in OVERRIDE_COLUMNS
-                                  if row.get(name) == "Y"))
+                                  if row.get(name) == "Y"),
+                  rejected=_int_or_none(row.get("rejected_cnt")),
+                  amount_read=_int_or_none(row.get("read_amt")),
+                  keys_merged=_int_or_none(row.get("keys_merged")))
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _result(row: Any, scale: int) -> ReconciliationResult:
@@ -232,7 +258,7 @@ def _result(row: Any, scale: int) -> ReconciliationResult:
         actual_count=row.actual_cnt, passed=row.passed == "Y",
         expected_amount=from_audit(row.expected_amt, scale),
         actual_amount=from_audit(row.actual_amt, scale), detail=row.detail or "",
-        is_limit=row.check_name == checks.REJECT_LIMIT)
+        kind=checks.kind_of(row.check_name))
 
 
 def _worker(row: Any, scale: int) -> WorkerMetrics:

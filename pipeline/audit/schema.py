@@ -147,6 +147,13 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table, Table]
         Column("read_amt", money),
         Column("accepted_amt", money),
         Column("unreadable_cnt", BigInteger),
+        # with a trailer hash total (control.trailer_hash_total): the trailer's, the sums
+        # over the records read and accepted (within the trailer field's digits), and the
+        # records whose hashed field could not be read
+        Column("trailer_hash", BigInteger),
+        Column("read_hash", BigInteger),
+        Column("accepted_hash", BigInteger),
+        Column("unhashed_cnt", BigInteger),
         Column("resumed_ts", Timestamp),  # the last `run --resume` of this run
         # when processed_to_staging_columns proved staging held the processors' rows (kept
         # by a run that failed after it): a resume without the input file can say so,

@@ -13,6 +13,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
@@ -26,6 +27,7 @@ from recon.values import (
     AggregatedMetrics,
     Evidence,
     ReconciliationResult,
+    TrailerTotals,
     WorkerMetrics,
 )
 
@@ -63,17 +65,22 @@ class AuditWriter:
                 status=status, start_ts=started, end_ts=utc_now(), exit_code=exit_code,
                 message=message[:1000], host=socket.gethostname()[:255], pid=os.getpid()))
 
-    def record_load(self, run_id: str, trailer: tuple[int, int],
+    def record_load(self, run_id: str, trailer: TrailerTotals,
                     metrics: AggregatedMetrics) -> None:
-        """The load's control totals (trailer count and amount, the bus's totals), kept so
-        that `run --resume` can redo the checks and the MERGE without the input file."""
+        """The load's control totals (the trailer's, the bus's), kept so that
+        `run --resume` can redo the checks and the MERGE without the input file."""
         t = self.tables.batch_run
-        values = dict(
-            trailer_cnt=trailer[0], trailer_amt=self._amount(trailer[1]),
+        values: dict[str, Any] = dict(
+            trailer_cnt=trailer.count, trailer_amt=self._amount(trailer.amount),
             read_cnt=metrics.total_read, rejected_cnt=metrics.total_errors,
             written_cnt=metrics.total_written, read_amt=self._amount(metrics.read_amount),
             accepted_amt=self._amount(metrics.accepted_amount),
             unreadable_cnt=metrics.unreadable_amounts)
+        if trailer.hash is not None:  # every figure already within the trailer's digits
+            rule = trailer.hash
+            values |= dict(trailer_hash=rule.value, read_hash=rule.reduce(metrics.hash_read),
+                           accepted_hash=rule.reduce(metrics.hash_accepted),
+                           unhashed_cnt=metrics.unhashed)
         with database_errors(self.engine, "recording the load totals"), self.engine.begin() as c:
             c.execute(t.update().where(t.c.run_id == run_id).values(**values))
 

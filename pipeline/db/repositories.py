@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -14,6 +14,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    cast,
     func,
     literal,
     literal_column,
@@ -60,45 +61,76 @@ class _AmountSums:
         return int(values[0]) * _HALF + int(values[1])
 
 
-def _count_and_sum(connection: Connection, table: Any, amount: str,
-                   where: Any = None) -> tuple[int, int]:
+class Totals(NamedTuple):
+    """Some rows' count and amount total, and the sum of the field a trailer hash total
+    covers (recon.values.HashTotal; None for a job without one)."""
+
+    rows: int
+    amount: int
+    hash: int | None = None
+    # the rows' digest over the given columns (the backend's value_digest_sums), where
+    # asked for and the database has one
+    digest: int | None = None
+
+    def less(self, other: Totals) -> Totals:
+        hashed = None if self.hash is None or other.hash is None else self.hash - other.hash
+        return Totals(self.rows - other.rows, self.amount - other.amount, hashed)
+
+
+def _totals(connection: Connection, columns: Any, amount: str, hash_of: str | None,
+            source: Any = None, where: Any = None, params: Any = None,
+            digested: list[str] | None = None) -> Totals:
+    """Count, exact amount sum, hashed-field sum and (``digested``: its columns) digest
+    of ``columns`` (a table's or a subquery's), in one pass."""
     sums = _AmountSums(connection)
-    query: Select[Any] = select(func.count(), *sums.columns(table.c[amount])).select_from(table)
+    summed = [sums.columns(columns[amount])]
+    if hash_of is not None:  # an integer field, stored as digits text or a number
+        summed.append(sums.columns(cast(columns[hash_of], BigInteger)))
+    digest_sums = None if digested is None else backend_for(
+        connection.dialect.name).value_digest_sums([columns[c] for c in digested])
+    query: Select[Any] = select(func.count(), *(c for part in summed for c in part),
+                                *(digest_sums or []))
+    if source is not None:
+        query = query.select_from(source)
     if where is not None:
         query = query.where(where)
-    row = connection.execute(query).one()
-    return int(row[0]), sums.total(list(row[1:]))
+    row = list(connection.execute(query, params).one())
+    found, at = [], 1
+    for part in summed:
+        found.append(sums.total(row[at:at + len(part)]))
+        at += len(part)
+    return Totals(int(row[0]), found[0], found[1] if hash_of is not None else None,
+                  _joined_sums(row[at:]) if digest_sums is not None else None)
 
 
 class StagingRepository:
     def __init__(self, connection: Connection, tables: JobTables, key: tuple[str, ...],
-                 amount: str) -> None:
+                 amount: str, hash_of: str | None = None) -> None:
+        """``hash_of``: the field a trailer hash total covers, summed beside the amount."""
         self.connection, self.table = connection, tables.staging
-        self.key, self.amount = key, amount
+        self.key, self.amount, self.hash_of = key, amount, hash_of
         self.columns = tables.business_columns
 
     def get_record_count(self, run_id: str) -> int:
-        return self.count_and_amount(run_id)[0]
+        return self.count_and_amount(run_id).rows
 
     def get_amount_total(self, run_id: str) -> int:
-        return self.count_and_amount(run_id)[1]
+        return self.count_and_amount(run_id).amount
 
-    def count_and_amount(self, run_id: str) -> tuple[int, int]:
-        return _count_and_sum(self.connection, self.table, self.amount,
-                              self.table.c.run_id == run_id)
+    def count_and_amount(self, run_id: str) -> Totals:
+        return _totals(self.connection, self.table.c, self.amount, self.hash_of, self.table,
+                       self.table.c.run_id == run_id)
 
-    def surviving_count_and_amount(self, run_id: str) -> tuple[int, int]:
-        """Distinct keys of the run and the amount total of each key's last row."""
+    def surviving_count_and_amount(self, run_id: str) -> Totals:
+        """Distinct keys of the run and the totals of each key's last row."""
         survivors = surviving_rows(self.table, self.key, self.columns).subquery("survivors")
-        sums = _AmountSums(self.connection)
-        query = select(func.count(), *sums.columns(survivors.c[self.amount]))
-        row = self.connection.execute(query, {"run_id": run_id}).one()
-        return int(row[0]), sums.total(list(row[1:]))
+        return _totals(self.connection, survivors.c, self.amount, self.hash_of,
+                       params={"run_id": run_id})
 
     def collapsed_at_lines(self, run_id: str, lines: Sequence[int]
-                           ) -> tuple[int, int, list[int]] | None:
-        """(records, amount, their source lines) that keeping each key's last record
-        drops, read from the run's rows at ``lines`` only: every record of a repeated key
+                           ) -> tuple[Totals, list[int]] | None:
+        """(the totals of the records that keeping each key's last record drops, their
+        source lines), read from the run's rows at ``lines`` only: every record of a repeated key
         must be among them (pipeline.repeats.repeated_lines). The real keys are compared
         here, so a line there by a mere hash collision changes nothing. None where this
         database has no one-parameter list of lines (Oracle): the caller then ranks every
@@ -123,18 +155,23 @@ class StagingRepository:
         assert isinstance(money, Money)
         # the driver's own value (Decimal on PostgreSQL): summed exactly, converted once
         raw = type_coerce(s.c[self.amount], money.load_dialect_impl(self.connection.dialect))
+        hashed = [] if self.hash_of is None else [cast(s.c[self.hash_of], BigInteger)
+                                                  .label("hashed")]
         ranked = select(
-            s.c.source_line, raw.label("amount"),
+            s.c.source_line, raw.label("amount"), *hashed,
             func.row_number().over(partition_by=key_of(s, self.key),
                                    order_by=s.c.source_line.desc()).label("rn"),
         ).where(s.c.run_id == run_id, at).subquery("ranked")
         # every record of a key but its last: those keeping the last record drops
         rows = self.connection.execute(
-            select(ranked.c.source_line, ranked.c.amount)
+            select(ranked.c.source_line, ranked.c.amount,
+                   *([] if self.hash_of is None else [ranked.c.hashed]))
             .where(ranked.c.rn > literal_column("1")), {"lines": bound}).all()
-        amount = money.process_result_value(sum(a for _, a in rows), self.connection.dialect)
+        amount = money.process_result_value(sum(r[1] for r in rows), self.connection.dialect)
         assert amount is not None
-        return len(rows), amount, sorted(int(line) for line, _ in rows)
+        hash_sum = None if self.hash_of is None else sum(int(r[2]) for r in rows)
+        return (Totals(len(rows), amount, hash_sum),
+                sorted(int(r[0]) for r in rows))
 
     def purge_older_runs(self, batch_run: Table, job_name: str, keep: int) -> int:
         """Delete the staging rows of the job's runs older than its ``keep`` latest; returns
@@ -168,20 +205,23 @@ class StagingRepository:
 
 class FinalRepository:
     def __init__(self, connection: Connection, tables: JobTables, key: tuple[str, ...],
-                 amount: str) -> None:
+                 amount: str, hash_of: str | None = None) -> None:
         self.connection, self.tables = connection, tables
         self.table: Table = tables.final
-        self.key, self.amount = key, amount
+        self.key, self.amount, self.hash_of = key, amount, hash_of
 
     def get_count_for_run(self, run_id: str) -> int:
-        return self.count_and_amount_for_run(run_id)[0]
+        return self.count_and_amount_for_run(run_id).rows
 
     def get_amount_total_for_run(self, run_id: str) -> int:
-        return self.count_and_amount_for_run(run_id)[1]
+        return self.count_and_amount_for_run(run_id).amount
 
-    def count_and_amount_for_run(self, run_id: str) -> tuple[int, int]:
-        return _count_and_sum(self.connection, self.table, self.amount,
-                              self.table.c.last_run_id == run_id)
+    def count_and_amount_for_run(self, run_id: str, digest: bool = False) -> Totals:
+        """The run's FINAL rows' totals; with ``digest``, their digest over every stored
+        column too, in the same pass (``staged_digest`` is its staging twin)."""
+        return _totals(self.connection, self.table.c, self.amount, self.hash_of, self.table,
+                       self.table.c.last_run_id == run_id,
+                       digested=list(self.tables.business_columns) if digest else None)
 
     def merge_run(self, run_id: str, updated_ts: datetime, deduplicate: bool = True,
                   superseded: Sequence[int] = ()) -> int:
@@ -221,20 +261,14 @@ class FinalRepository:
                 else staged_rows(staging, columns, skip))
         return rows.subquery("s"), params
 
-    def value_digests(self, source: Any, params: dict[str, Any]) -> tuple[int, int] | None:
-        """(the surviving staging rows' digest, the run's FINAL rows' digest), each over
-        every stored column as the database computes it (its backend's
-        ``value_digest_sums``); None where the database has none."""
-        sums = backend_for(self.connection.dialect.name).value_digest_sums
-        names = self.tables.business_columns
-        staged_sums, final_sums = sums([source.c[c] for c in names]), sums(
-            [self.table.c[c] for c in names])
-        if staged_sums is None or final_sums is None:
+    def staged_digest(self, source: Any, params: dict[str, Any]) -> int | None:
+        """The surviving staging rows' digest over every stored column, as the database
+        computes it (its backend's ``value_digest_sums``); None where it has none."""
+        sums = backend_for(self.connection.dialect.name).value_digest_sums(
+            [source.c[c] for c in self.tables.business_columns])
+        if sums is None:
             return None
-        staged = self.connection.execute(select(*staged_sums), params).one()
-        final = self.connection.execute(select(*final_sums).where(
-            self.table.c.last_run_id == bindparam("run_id")), params).one()
-        return _joined_sums(staged), _joined_sums(final)
+        return _joined_sums(self.connection.execute(select(*sums), params).one())
 
     def columns_equal_count(self, source: Any, params: dict[str, Any]) -> int:
         """FINAL rows of the run (bound as ``:run_id``) equal, in every stored column

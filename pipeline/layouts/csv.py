@@ -23,7 +23,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from pipeline.layouts.fields import Field, FieldType, Layout
-from pipeline.layouts.fixed import CheckedRecords, DetailBatch, Reject, check_records, columns_of
+from pipeline.layouts.fixed import (
+    CheckedRecords,
+    DetailBatch,
+    Reject,
+    check_records,
+    columns_of,
+    hash_figures,
+    hashed_field,
+)
 from pipeline.money import checked_sum, decimal_parts
 
 CONTROL_TYPES = ("H", "T")  # as the fixed parser: a header or trailer inside the details
@@ -198,8 +206,10 @@ def _fill(rec: np.ndarray, fld: Field, cells: list[str]) -> None:
 
 
 def parse_csv_details(layout: CsvLayout, amount: str, data: bytes, first_line: int,
-                      control_types: str = "".join(CONTROL_TYPES)) -> DetailBatch:
-    """Parse whole, newline-ended CSV detail lines that start at line ``first_line``."""
+                      control_types: str = "".join(CONTROL_TYPES),
+                      hash_of: str | None = None) -> DetailBatch:
+    """Parse whole, newline-ended CSV detail lines that start at line ``first_line``
+    (``hash_of``: the field a trailer hash total sums)."""
     lines = data.decode("latin-1").split("\n")[:-1]
     good: list[int] = []
     cells: list[list[str]] = []
@@ -217,11 +227,12 @@ def parse_csv_details(layout: CsvLayout, amount: str, data: bytes, first_line: i
             cells.append(row)
     virtual = virtual_records(layout, cells)
     return _detail_batch(virtual, amount, lines, np.array(good, dtype=np.int64), first_line,
-                         rejects, misplaced)
+                         rejects, misplaced, hash_of)
 
 
 def _detail_batch(virtual: VirtualRecords, amount: str, lines: list[str], good: np.ndarray,
-                  first_line: int, rejects: list[Reject], misplaced: list[int]) -> DetailBatch:
+                  first_line: int, rejects: list[Reject], misplaced: list[int],
+                  hash_of: str | None) -> DetailBatch:
     checked = check_records(virtual.layout, virtual.rec)
     ok = checked.ok & ~virtual.cell_bad
     amounts, readable = checked.numbers[amount], checked.readable[amount]
@@ -241,6 +252,9 @@ def _detail_batch(virtual: VirtualRecords, amount: str, lines: list[str], good: 
         read_amount=checked_sum(amounts[readable]),
         unreadable_amounts=int(np.count_nonzero(~readable)) + unsplit,
         misplaced=misplaced,
+        **({} if hash_of is None else hash_figures(
+            *hashed_field(virtual.layout, virtual.rec, checked, hash_of), ok,
+            np.ones(len(ok), dtype=bool), unsplit)),
     )
 
 

@@ -194,10 +194,26 @@ class DetailBatch:
     read_amount: int  # Σ amounts of every record whose amount was readable
     unreadable_amounts: int
     misplaced: list[int]  # line numbers of header/trailer records inside the details
+    # with a trailer hash total (recon.values.HashTotal): the hashed field summed over the
+    # records accepted and read (exact), and the records whose field could not be read
+    hash_accepted: int = 0
+    hash_read: int = 0
+    unhashed: int = 0
 
     @property
     def accepted(self) -> int:
         return len(self.lines)
+
+
+def hash_figures(values: np.ndarray, readable: np.ndarray, ok: np.ndarray,
+                 records: np.ndarray, unknowable: int = 0) -> dict[str, int]:
+    """DetailBatch's hash figures from the hashed field's ``values``, where they were
+    ``readable``, over the rows that are detail ``records`` (control records are not
+    hashed), ``ok`` the accepted ones; ``unknowable``: records whose field was not even
+    found (a line of the wrong length)."""
+    readable = readable & records
+    return dict(hash_accepted=checked_sum(values[ok]), hash_read=checked_sum(values[readable]),
+                unhashed=int(np.count_nonzero(records & ~readable)) + unknowable)
 
 
 def split_lines(buf: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -218,11 +234,12 @@ def split_lines(buf: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, n
 
 
 def parse_details(layout: Layout, amount: str, data: bytes, first_line: int,
-                  control_types: str = "HT") -> DetailBatch:
+                  control_types: str = "HT", hash_of: str | None = None) -> DetailBatch:
     """Parse whole, newline-ended detail lines that start at line ``first_line``.
 
     A line whose type is one of ``control_types`` (the header's and the trailer's) is a
-    misplaced control record: not a detail, and not a valid input.
+    misplaced control record: not a detail, and not a valid input. ``hash_of``: the
+    field a trailer hash total sums.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
     starts, lengths, rec = split_lines(buf, layout.length)
@@ -247,7 +264,19 @@ def parse_details(layout: Layout, amount: str, data: bytes, first_line: int,
         unreadable_amounts=int(np.count_nonzero(detail & ~readable))
         + int(np.count_nonzero(~right_length)),
         misplaced=misplaced,
+        **({} if hash_of is None else hash_figures(
+            *hashed_field(layout, rec, checked, hash_of), ok, detail,
+            int(np.count_nonzero(~right_length)))),
     )
+
+
+def hashed_field(layout: Layout, rec: np.ndarray, checked: CheckedRecords,
+                 name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The values of the field a hash total sums, and where they were readable: a
+    number's as checked, a digits field's read here (it is stored as text)."""
+    if name in checked.numbers:
+        return checked.numbers[name], checked.readable[name]
+    return _number(layout, rec, layout.field(name))
 
 
 def _rejects(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, lines: np.ndarray,

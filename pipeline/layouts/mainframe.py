@@ -23,6 +23,7 @@ from pipeline.layouts.fixed import (
     RuleFailures,
     _as_str,
     _calendar_dates,
+    hash_figures,
 )
 from pipeline.money import checked_sum
 
@@ -328,7 +329,7 @@ def _text(cp: CodePage, raw: bytes) -> str:
 
 def decode_details(spec: RecordDecoder, amount: str, rec: np.ndarray, lengths: np.ndarray,
                    offsets: np.ndarray, first_record: int,
-                   exact_length: bool = True) -> DetailBatch:
+                   exact_length: bool = True, hash_of: str | None = None) -> DetailBatch:
     """Decode a batch of detail records (rows of ``rec``; ``lengths`` their true size).
 
     A VB record must be exactly the detail's length (``exact_length``); an FB record may
@@ -366,6 +367,8 @@ def decode_details(spec: RecordDecoder, amount: str, rec: np.ndarray, lengths: n
         read_amount=checked_sum(amounts if everything else amounts[readable]),
         unreadable_amounts=int(np.count_nonzero(~readable & ~control)),
         misplaced=numbers[control].tolist(),
+        **({} if hash_of is None else hash_figures(
+            decoded.values[hash_of], decoded.readable[hash_of] & full, ok, ~control)),
     )
 
 

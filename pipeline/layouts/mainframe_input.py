@@ -280,9 +280,10 @@ def _control(f: Any, where: tuple[int, int], spec: RecordDecoder, position: str,
 
 
 def detail_batches(mf: MainframeInput, amount: str, path: Path, rng: ByteRange,
-                   batch: int, digest: Any = None) -> Iterator[DetailBatch]:
+                   batch: int, digest: Any = None,
+                   hash_of: str | None = None) -> Iterator[DetailBatch]:
     size = mf.fmt.record_length if mf.fmt.kind == "fb" else mf.detail.size + 4
     for b in read_batches(path, mf.fmt, rng.start, rng.end, rng.first_line, rng.lines, batch,
                           size, digest):
         yield decode_details(mf.detail, amount, b.rec, b.lengths, b.offsets, b.first_record,
-                             exact_length=mf.fmt.kind == "vb")
+                             exact_length=mf.fmt.kind == "vb", hash_of=hash_of)

@@ -63,6 +63,9 @@ def _worker(worker_id: int, row: Sequence[int], exit_code: int | None) -> Worker
         misplaced_control=row[Col.MISPLACED],
         batches=row[Col.BATCHES],
         row_digest=row[Col.ROW_DIGEST],
+        hash_read=row[Col.HASH_READ],
+        hash_accepted=row[Col.HASH_ACCEPTED],
+        unhashed=row[Col.UNHASHED],
         state=_state(row[Col.STATE], exit_code),
         exit_code=exit_code,
         pid=row[Col.PID],
@@ -114,4 +117,7 @@ class MetricsAggregator:
             writer_errors=_count_total(writers, "errors_count"),
             workers=tuple(worker_metrics),
             row_digest=sum(w.row_digest for w in procs),  # Python ints: exact
+            hash_read=sum(w.hash_read for w in procs),
+            hash_accepted=sum(w.hash_accepted for w in procs),
+            unhashed=_count_total(procs, "unhashed"),
         )

@@ -54,6 +54,12 @@ class Col(IntEnum):
     BATCHES = 13
     MISPLACED = 14  # processor: header/trailer records found inside the detail range
     ROW_DIGEST = 15  # processor: exact sum of its accepted rows' digests (pipeline.db.digests)
+    # processor, with a trailer hash total: the hashed field summed over the records read
+    # and accepted, each kept to the trailer field's digits (< 10**18), and the records
+    # whose field could not be read (recon.values.HashTotal)
+    HASH_READ = 16
+    HASH_ACCEPTED = 17
+    UNHASHED = 18
 
 
 class State(IntEnum):
@@ -236,9 +242,12 @@ class MetricsBus:
         misplaced: int = 0,
         batches: int = 1,
         digest_total_so_far: int = 0,
+        hashes_so_far: tuple[int, int] = (0, 0),
+        unhashed: int = 0,
     ) -> None:
         """Publish one batch (or ``batches``, committed together): counts are added,
-        amounts (and a processor's row digest) overwritten from running totals.
+        amounts (and a processor's row digest and hash sums: read, accepted) overwritten
+        from running totals.
 
         Workers keep exact Python-int running totals and pass them here, so a lost or
         repeated call can never corrupt the amount; the int64 cells cannot overflow.
@@ -248,6 +257,7 @@ class MetricsBus:
         amount = split_amount(amount_total_so_far)
         read_amount = split_amount(read_amount_total_so_far)
         digest = np.int64(digest_total_so_far)  # 2**31 rows of 32-bit digests fit
+        hash_read, hash_accepted = (np.int64(h) for h in hashes_so_far)
         row[Col.RECORDS] += records
         row[Col.ERRORS] += errors
         row[Col.UNREADABLE] += unreadable
@@ -255,6 +265,8 @@ class MetricsBus:
         row[Col.AMOUNT_HI], row[Col.AMOUNT_LO] = amount
         row[Col.READ_AMOUNT_HI], row[Col.READ_AMOUNT_LO] = read_amount
         row[Col.ROW_DIGEST] = digest
+        row[Col.HASH_READ], row[Col.HASH_ACCEPTED] = hash_read, hash_accepted
+        row[Col.UNHASHED] += unhashed
         row[Col.BATCHES] += batches
         row[Col.HEARTBEAT_NS] = time.monotonic_ns()
 

@@ -1,20 +1,22 @@
 """The run's counters for monitoring, as a node_exporter textfile-collector file.
 
-The collector reads every ``*.prom`` file of its directory on each scrape, so a half
-written file would be scraped as garbage: the text goes to a temporary file in the same
-directory (same filesystem, so the rename is atomic) whose name does not end in
-``.prom``, and is renamed over the target only when complete. Every value is about the
-last run only, hence gauges; the file is replaced, never appended to.
+Written with ``prometheus_client``, the ecosystem's own: its registry formats the text
+exposition (escaping, HELP/TYPE lines) and ``write_to_textfile`` writes a temporary file
+beside the target (named ``<target>.<pid>.<thread>``, which the collector ignores since
+it does not end in ``.prom``) and renames it over the target, so a scrape sees the old
+file or the new one, never half of one. Every value is about the last run only, hence
+gauges; the file is replaced, never appended to.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest, write_to_textfile
 
 from recon.values import RunOutcome
 
@@ -23,36 +25,11 @@ PREFIX = "pipeline"
 
 @dataclass
 class Family:
-    """One metric: its HELP and TYPE lines and its samples (labels, value)."""
+    """One metric: its help text and its samples (labels, value)."""
 
     name: str
     help: str
     samples: list[tuple[dict[str, str], float | int]] = field(default_factory=list)
-    type: str = "gauge"
-
-    def lines(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {_escape_help(self.help)}"
-        yield f"# TYPE {self.name} {self.type}"
-        for labels, value in self.samples:
-            yield f"{self.name}{_labels(labels)} {_value(value)}"
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _escape_label(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items()) + "}"
-
-
-def _value(value: float | int) -> str:
-    return str(value) if isinstance(value, int) else repr(float(value))
 
 
 def run_families(outcome: RunOutcome, duration_s: float,
@@ -104,27 +81,30 @@ def _worker_families(outcome: RunOutcome, base: dict[str, str]) -> list[Family]:
     return [f for f in (records, errors, done) if f.samples]
 
 
+def registry_of(families: Iterable[Family]) -> CollectorRegistry:
+    """A registry of its own (not the process-wide default one) holding ``families``."""
+    registry = CollectorRegistry(auto_describe=True)
+    for family in families:
+        names = list(family.samples[0][0]) if family.samples else []
+        gauge = Gauge(family.name, family.help, names, registry=registry)
+        for labels, value in family.samples:
+            (gauge.labels(**labels) if names else gauge).set(value)
+    return registry
+
+
 def exposition(families: Iterable[Family]) -> str:
     """The text exposition format: HELP, TYPE and samples per family, ending in a newline."""
-    return "".join(line + "\n" for family in families for line in family.lines())
+    return generate_latest(registry_of(families)).decode("utf-8")
 
 
-def write_textfile(path: Path, text: str) -> None:
+def write_textfile(path: Path, families: Iterable[Family]) -> None:
     """Replace ``path`` atomically: a scrape sees the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes it 0600; node_exporter often runs as another user
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_to_textfile(str(path), registry_of(families))
+    # the library's file gets the process umask's mode; node_exporter often runs as
+    # another user, so it must be readable by others
+    os.chmod(path, 0o644)
 
 
 def write_run_metrics(path: Path, outcome: RunOutcome, duration_s: float) -> None:
-    write_textfile(path, exposition(run_families(outcome, duration_s)))
+    write_textfile(path, run_families(outcome, duration_s))

@@ -9,8 +9,9 @@ from html import escape
 from typing import Any
 
 from pipeline.audit.reader import RunReport
-from pipeline.money import format_minor
+from pipeline.money import format_grouped, group_digits
 from pipeline.reporting.text import format_duration, format_exit, format_ts
+from pipeline.summary import check_figures
 from recon.values import ReconciliationResult, WorkerMetrics
 
 CSS = """
@@ -33,9 +34,10 @@ BAR_H, ROW_H, LABEL_W, PLOT_W = 16, 24, 120, 640
 
 
 def render_html(report: RunReport, rejects: list[tuple[str, int]] | None = None,
-                explanation: dict[str, Any] | None = None) -> str:
+                explanation: dict[str, Any] | None = None, history: str | None = None) -> str:
     """``rejects``: counts per reason (pipeline.rejects); ``explanation``: the records
-    behind the failed checks (pipeline.explain.explanation_document)."""
+    behind the failed checks (pipeline.explain.explanation_document); ``history``: the
+    href of the job's history page, when the page is written beside it."""
     run = report.run
     good = run.exit_code == 0
     parts = [
@@ -46,6 +48,8 @@ def render_html(report: RunReport, rejects: list[tuple[str, int]] | None = None,
         f"<h1>{escape(run.job_name)} &middot; run {escape(run.run_id)}</h1>",
         f'<p><span class="status {"good" if good else "bad"}">{escape(run.status)} '
         f"(exit {format_exit(run.exit_code)})</span> {escape(run.message)}</p>",
+        *([f'<p><a href="{escape(history)}">the nights before</a> (history of '
+           f"{escape(run.job_name)})</p>"] if history else []),
         _facts(report),
         "<h2>Checks</h2>",
         _checks_table(report.results, report.scale),
@@ -54,8 +58,7 @@ def render_html(report: RunReport, rejects: list[tuple[str, int]] | None = None,
         *_rejected_section(explanation),
         *_rejects_section(rejects),
         "<h2>Stages and workers</h2>",
-        _timeline(report.workers, run.end_ts, run.stages, run.start_ts),
-        _workers_table(report.workers, report.scale),
+        *_stages_and_workers(report),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
@@ -99,26 +102,30 @@ def _earlier_section(report: RunReport) -> list[str]:
 
 def _checks_table(results: list[ReconciliationResult], scale: int,
                   table_id: str = "checks") -> str:
-    def money(v: int | None) -> str:
-        return "?" if v is None else format_minor(v, scale)
-
     if not results:
         return "<p>No check was recorded: the run ended before its checks.</p>"
     rows = []
     for r in results:
-        if not r.evaluated:  # it never ran: no actual figure, no difference
-            cells = [money(r.expected_amount) if r.is_amount_check
-                     else f"{r.expected_count:,}", "-", "-"]
-        elif r.is_amount_check:
-            cells = [money(r.expected_amount), money(r.actual_amount),
-                     money(r.amount_discrepancy)]
-        else:
-            cells = [f"{r.expected_count:,}", f"{r.actual_count:,}", f"{r.discrepancy:,}"]
+        # the summary's figures, amounts grouped in thousands as the counts are
+        cells = check_figures(r, scale, format_grouped)
         rows.append(f'<tr class="{"pass" if r.passed else "fail"}">' + _td(r.check_name)
                     + "".join(_td(c, numeric=True) for c in cells)
                     + _td("Y" if r.passed else "N", cls="ok") + _td(r.detail) + "</tr>")
     return _table(table_id, ["check", "expected", "actual", "discrepancy", "passed", "detail"],
                   rows)
+
+
+def _stages_and_workers(report: RunReport) -> list[str]:
+    """The timeline and the workers; a run that ended before any worker started (refused
+    input, the job's lock held) gets a sentence: a time axis over a plan of a few
+    milliseconds and a table of headings only said nothing."""
+    run = report.run
+    if report.workers:
+        return [_timeline(report.workers, run.end_ts, run.stages, run.start_ts),
+                _workers_table(report.workers, report.scale)]
+    took = ", ".join(f"{name} {ms / 1000:.2f} s" for name, ms in run.stages.items())
+    return [f"<p>No worker started: the run ended before its load"
+            f"{f' ({escape(took)})' if took else ''}.</p>"]
 
 
 def _workers_table(workers: list[WorkerMetrics], scale: int) -> str:
@@ -127,7 +134,7 @@ def _workers_table(workers: list[WorkerMetrics], scale: int) -> str:
         rows.append("<tr>" + _td(str(w.worker_id), numeric=True) + _td(w.worker_type)
                     + _td(f"{w.records_processed:,}", numeric=True)
                     + _td(f"{w.errors_count:,}", numeric=True)
-                    + _td(format_minor(w.amount, scale), numeric=True)
+                    + _td(format_grouped(w.amount, scale), numeric=True)
                     + _td(format_ts(w.start_time)) + _td(format_ts(w.end_time)) + _td(w.state)
                     + _td("" if w.exit_code is None else str(w.exit_code)) + "</tr>")
     return _table("workers", ["worker", "type", "records", "errors", "amount", "start (UTC)",
@@ -226,8 +233,9 @@ def _explain_section(explanation: dict[str, Any] | None) -> list[str]:
               for kind, n in explanation["counts"].items()]
     records = ["<tr>" + _td("" if r["source_line"] is None else f"{r['source_line']:,}",
                             numeric=True)
-               + _td(r["key"] or "") + _td(r["staged_amount"] or "", numeric=True)
-               + _td(r["final_amount"] or "", numeric=True) + _td(r["kind"]) + "</tr>"
+               + _td(r["key"] or "") + _td(group_digits(r["staged_amount"] or ""), numeric=True)
+               + _td(group_digits(r["final_amount"] or ""), numeric=True) + _td(r["kind"])
+               + "</tr>"
                for r in explanation["records"]]
     notes = "".join(f"<p>{escape(n)}</p>" for n in explanation["notes"])
     return ["<h2>Records behind the failed checks</h2>",

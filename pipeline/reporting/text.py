@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from pipeline.audit.reader import RunReport, RunRow
@@ -44,14 +44,26 @@ def format_report(report: RunReport) -> str:
 def format_runs(runs: Sequence[RunRow]) -> str:
     if not runs:
         return "no runs recorded"
-    lines = [f"{'run id':<25} {'job':<20} {'status':<15} {'exit':>4} {'started (UTC)':<19} "
-             f"{'duration':>9} {'records':>12}"]
-    for r in runs:
-        records = "-" if r.records_read is None else f"{r.records_read:,}"
-        started, took = format_ts(r.start_ts), format_duration(r.duration_s)
-        lines.append(f"{r.run_id:<25} {r.job_name:<20} {r.status:<15} "
-                     f"{format_exit(r.exit_code):>4} {started:<19} {took:>9} {records:>12}")
-    return "\n".join(lines)
+    rows = [[r.run_id, r.job_name, r.status, format_exit(r.exit_code), format_ts(r.start_ts),
+             format_duration(r.duration_s),
+             "-" if r.records_read is None else f"{r.records_read:,}"] for r in runs]
+    return "\n".join(format_table(["run id", "job", "status", "exit", "started (UTC)",
+                                   "duration", "records"], rows, left={0, 1, 2, 4}))
+
+
+def format_table(headings: Sequence[str], rows: Sequence[Sequence[str]],
+                 left: Collection[int] = ()) -> list[str]:
+    """A heading line and one line per row, each column as wide as its widest cell (a job
+    name of 25 characters widens its column rather than shifting the ones after it);
+    columns in ``left`` are left-aligned, the others (figures) right-aligned."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headings, *rows,
+                                                                      strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return " ".join(c.ljust(w) if i in left else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return [line(headings), *(line(r) for r in rows)]
 
 
 def format_ts(moment: datetime | None) -> str:

@@ -27,7 +27,9 @@ def run_processor(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
 
 def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
     ctx.bus.register(worker_id, WorkerType.PROCESSOR)
-    accepted_amount = read_amount = rows_digest = 0
+    accepted_amount = read_amount = rows_digest = hash_read = hash_accepted = 0
+    # a hash total's sums are kept to the trailer field's digits, as the sender's are
+    reduce = ctx.config.hash_total.reduce if ctx.config.hash_total else (lambda total: 0)
     with open(ctx.reject_path(worker_id), "w", encoding="ascii") as rejects, \
             reading_range(ctx.plan, rng) as reading, key_spill(ctx, worker_id) as keys:
         # the bytes parsed are checksummed as they are read, and checked against the plan's
@@ -45,10 +47,14 @@ def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
                 ctx.put(worker_id, (worker_id, batch.accepted, batch.accepted_amount, payload))
             accepted_amount += batch.accepted_amount
             read_amount += batch.read_amount
+            hash_read = reduce(hash_read + batch.hash_read)
+            hash_accepted = reduce(hash_accepted + batch.hash_accepted)
             # the bus is updated once per batch, after the batch is on its way
             ctx.bus.add_batch(worker_id, batch.records_read, len(batch.rejects),
                               accepted_amount, read_amount, batch.unreadable_amounts,
-                              len(batch.misplaced), digest_total_so_far=rows_digest)
+                              len(batch.misplaced), digest_total_so_far=rows_digest,
+                              hashes_so_far=(hash_read, hash_accepted),
+                              unhashed=batch.unhashed)
 
 
 @contextmanager
@@ -66,11 +72,12 @@ def key_spill(ctx: WorkerContext, worker_id: int) -> Iterator[HashSpill]:
 def detail_batches_of(config: JobConfig, path: Path, rng: ByteRange, batch_size: int,
                       digest: Any = None) -> Iterator[DetailBatch]:
     """The detail batches of the range, whatever the input format (also `validate`'s)."""
+    hash_of = config.hash_total.of if config.hash_total else None
     if config.mainframe is not None:
         yield from detail_batches(config.mainframe, config.amount, path, rng, batch_size,
-                                  digest)
+                                  digest, hash_of)
         return
-    parse = _parser(config)
+    parse = _parser(config, hash_of)
     for item in read_lines(path, rng, batch_size, config.detail.length, digest):
         if isinstance(item, LineChunk):
             yield parse(item.data, item.first_line)
@@ -78,20 +85,23 @@ def detail_batches_of(config: JobConfig, path: Path, rng: ByteRange, batch_size:
             yield _unreadable(item)
 
 
-def _parser(config: JobConfig) -> Callable[[bytes, int], DetailBatch]:
+def _parser(config: JobConfig, hash_of: str | None) -> Callable[[bytes, int], DetailBatch]:
     """The detail parser of the input format; both yield the same DetailBatch."""
     layout, amount = config.detail, config.amount
     control = config.header.record_type[:1] + config.trailer.record_type[:1]
     if config.input_format == "csv":
         if not isinstance(layout, CsvLayout):
             raise TypeError("input.format is csv but the detail layout is not a CsvLayout")
-        return lambda data, line: parse_csv_details(layout, amount, data, line, control)
-    return lambda data, line: parse_details(layout, amount, data, line, control)
+        return lambda data, line: parse_csv_details(layout, amount, data, line, control,
+                                                    hash_of)
+    return lambda data, line: parse_details(layout, amount, data, line, control, hash_of)
 
 
 def _unreadable(reject: Reject) -> DetailBatch:
-    """An over-long line: one record read, rejected, its amount unknowable."""
-    return DetailBatch(reject.line, np.empty(0, np.int64), {}, 1, [reject], 0, 0, 1, [])
+    """An over-long line: one record read, rejected, its amount (and hashed field)
+    unknowable."""
+    return DetailBatch(reject.line, np.empty(0, np.int64), {}, 1, [reject], 0, 0, 1, [],
+                       unhashed=1)
 
 
 # one reject per line of the reject file, whatever bytes the record held: every byte

@@ -65,6 +65,10 @@ CREATE TABLE batch_run (
     read_amt      NUMBER(38, 6),
     accepted_amt  NUMBER(38, 6),
     unreadable_cnt NUMBER(19),
+    trailer_hash  NUMBER(19),               -- with a trailer hash total: the trailer's, the sums over
+    read_hash     NUMBER(19),               -- the records read and accepted (within the trailer
+    accepted_hash NUMBER(19),               -- field's digits), the records whose field was unreadable
+    unhashed_cnt  NUMBER(19),
     resumed_ts    TIMESTAMP,                -- the last `run --resume` of this run
     staging_proven_ts TIMESTAMP,          -- when the run proved staging held the processors' rows
     host          VARCHAR2(255 CHAR),             -- where the run's process lives, and its pid:

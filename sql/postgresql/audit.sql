@@ -64,6 +64,10 @@ CREATE TABLE batch_run (
     read_amt      NUMERIC(38, 6),
     accepted_amt  NUMERIC(38, 6),
     unreadable_cnt BIGINT,
+    trailer_hash  BIGINT,                   -- with a trailer hash total: the trailer's, the sums over
+    read_hash     BIGINT,                   -- the records read and accepted (within the trailer
+    accepted_hash BIGINT,                   -- field's digits), the records whose field was unreadable
+    unhashed_cnt  BIGINT,
     resumed_ts    TIMESTAMP,                -- the last `run --resume` of this run
     staging_proven_ts TIMESTAMP,          -- when the run proved staging held the processors' rows
     host          VARCHAR(255),             -- where the run's process lives, and its pid:

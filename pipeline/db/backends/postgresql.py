@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import (
     BigInteger,
     Connection,
+    Date,
     Engine,
+    Integer,
     Numeric,
+    String,
     Table,
     Text,
     any_,
@@ -26,13 +28,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import BIT
 from sqlalchemy.engine import URL, Dialect
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine, UserDefinedType
 
 from pipeline.db.bulk import BulkLoader, LoadResult, StagingBatch
 from pipeline.db.dialects import DialectProfile
-from pipeline.db.digests import crc32_lines, total
+from pipeline.db.digests import md5_lines
 from pipeline.db.engine import milliseconds, timeout_named
 from pipeline.db.lock import HeldLock, driver_error, row_lock
 from pipeline.layouts.fields import FieldType
@@ -155,21 +156,48 @@ def merging(connection: Connection) -> Iterator[None]:
 
 def staging_digests(connection: Connection, staging: Table,
                     run_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The run's rows as COPY text: each line's CRC-32, source line and worker id (its
-    2nd and 3rd fields)."""
-    ids: list[tuple[int, int]] = []
-    digests: list[np.ndarray] = []
-    for text in _copy_out(connection, staging, run_id):
-        digests.append(crc32_lines(text))
-        ids += [(int(f[1]), int(f[2])) for f in (r.split(b"\t", 3) for r in text.splitlines())]
-    found = np.array(ids, dtype=np.int64).reshape(-1, 2)
-    return found[:, 0], found[:, 1], _joined(digests)
+    """Each of the run's rows: its source line, worker id and digest, computed in the
+    server (``_line_digest``)."""
+    query = select(staging.c.source_line, staging.c.worker_id, _line_digest(staging)).where(
+        staging.c.run_id == run_id)
+    found = np.array(connection.execute(query).all(), dtype=np.int64).reshape(-1, 3)
+    return found[:, 0], found[:, 1], found[:, 2]
 
 
 def staging_digest_total(connection: Connection, staging: Table,
                          run_id: str) -> tuple[int, int]:
-    digests = _joined([crc32_lines(text) for text in _copy_out(connection, staging, run_id)])
-    return len(digests), total(digests)
+    query = select(func.count(), func.coalesce(func.sum(_line_digest(staging)), 0)).where(
+        staging.c.run_id == run_id)
+    rows, summed = connection.execute(query).one()
+    return int(rows), int(summed)
+
+
+def _line_digest(staging: Table) -> ColumnElement[Any]:
+    """digests.md5_lines in SQL: the first 32 bits of the md5 of the row's COPY text as
+    the loader wrote it (``_copy_text``), a signed integer. All of it in the server:
+    reading the rows back with COPY TO STDOUT to digest them in Python took 3.4-3.7 s
+    for 1M rows, this 1.0-1.1 s (2026-12-04)."""
+    utf8 = func.convert_to(_copy_text(list(staging.columns)), literal_column("'UTF8'"))
+    first32 = literal_column("'x'", Text).concat(func.substr(func.md5(utf8), 1, 8))
+    return cast(cast(first32, BIT(32)), Integer)
+
+
+def _copy_text(columns: list[Any]) -> ColumnElement[Any]:
+    """The row as COPY's text format writes it, and so as the loader's lines read:
+    tab-separated, NULL as \\N, dates in ISO whatever the session's DateStyle, a text's
+    backslash (and tab, which no loaded text holds) escaped."""
+    parts: list[ColumnElement[Any]] = []
+    for c in columns:
+        if isinstance(c.type, Date):
+            text: ColumnElement[Any] = func.to_char(c, literal_column("'YYYY-MM-DD'"))
+        elif isinstance(c.type, String):
+            text = func.replace(func.replace(c, literal_column("E'\\\\'"),
+                                             literal_column("E'\\\\\\\\'")),
+                                literal_column("E'\\t'"), literal_column("E'\\\\t'"))
+        else:
+            text = cast(c, Text)
+        parts.append(func.coalesce(text, literal_column("E'\\\\N'")) if c.nullable else text)
+    return func.concat_ws(literal_column("E'\\t'"), *parts)
 
 
 def value_digest_sums(columns: list[ColumnElement[Any]]) -> list[ColumnElement[Any]]:
@@ -178,34 +206,6 @@ def value_digest_sums(columns: list[ColumnElement[Any]]) -> list[ColumnElement[A
     text = cast(tuple_(*columns), Text)
     first64 = literal_column("'x'", Text).concat(func.substr(func.md5(text), 1, 16))
     return [func.coalesce(func.sum(cast(cast(first64, BIT(64)), BigInteger)), 0)]
-
-
-def _joined(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-
-COPY_OUT_ROWS = 100_000  # rows of COPY text digested at a time
-
-
-def _copy_out(connection: Connection, staging: Table, run_id: str) -> Iterator[bytes]:
-    """The run's staging rows as the loader wrote them (COPY text, whole lines),
-    ``COPY_OUT_ROWS`` at a time: the same columns in the same order, dates in ISO, text
-    in UTF-8."""
-    rows = select(*staging.columns).where(staging.c.run_id == run_id)
-    query = rows.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
-    connection.exec_driver_sql("SET LOCAL DateStyle = 'ISO'")
-    connection.exec_driver_sql("SET LOCAL client_encoding = 'UTF8'")
-    cursor = connection.connection.cursor()
-    driver_error = connection.dialect.loaded_dbapi.Error
-    try:
-        with cursor.copy(f"COPY ({query}) TO STDOUT") as copy:
-            rows = iter(copy)  # whole rows, one at a time, as the server sends them
-            while chunk := b"".join(islice(rows, COPY_OUT_ROWS)):
-                yield chunk
-    except driver_error as exc:  # the raw driver's own: database_errors expects SQLAlchemy's
-        raise DBAPIError.instance(None, None, exc, driver_error) from exc
-    finally:
-        cursor.close()
 
 
 class PostgresLoader(BulkLoader):
@@ -233,9 +233,10 @@ class PostgresLoader(BulkLoader):
         return ("\n".join(map("\t".join, zip(*columns, strict=True))) + "\n").encode("utf-8")
 
     def encode_digested(self, batch: StagingBatch) -> tuple[bytes, np.ndarray]:
-        """The COPY text and each line's CRC-32: the text the server gives back."""
+        """The COPY text and each line's digest, as the server computes it over the
+        stored row (``_line_digest``)."""
         payload = self.encode(batch)
-        return payload, crc32_lines(payload)
+        return payload, md5_lines(payload)
 
     @staticmethod
     def _text(field: Any, column: np.ndarray) -> list[str]:

@@ -322,12 +322,17 @@ def _generate(args: argparse.Namespace) -> int:
 
     options = {"seed": args.seed, "reject_rate": args.reject_rate,
                "duplicate_rate": args.duplicate_rate}
+    if Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out} is a directory: name the file to write "
+                          f"(e.g. {Path(args.out) / 'input.dat'})")
     try:
         if args.format == "fixed":
             made = generate_file(args.out, args.records, **options)
         else:
             made = generate_mainframe_file(args.out, args.records, args.format, **options)
-    except (ValueError, OSError) as exc:
+    except OSError as exc:
+        raise ConfigError(f"--out {args.out}: cannot write it ({exc.strerror})") from None
+    except ValueError as exc:
         _error(args, str(exc))
         return 2
     _emit(f"wrote {made.records:,} detail records to {made.path} "

@@ -75,6 +75,15 @@ class JobConfig:
     details: tuple[DetailType, ...] = ()
 
     @property
+    def code_page(self) -> str:
+        """The code page the input is read in (text jobs: ASCII), recorded in BATCH_RUN."""
+        return self.mainframe.detail.code_page.name if self.mainframe else "ascii"
+
+    @property
+    def copybook_sha256(self) -> str | None:
+        return self.mainframe.copybook_sha256 if self.mainframe else None
+
+    @property
     def amount_field(self) -> Field:
         return self.detail.field(self.amount)
 
@@ -123,7 +132,7 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
         return _several_details(data, source)
     job = _section(data, "job", {"name", "description"})
     inp = _section(data, "input", {"format", "record_length", "path", "delimiter", "encoding",
-                                   "blocked"})
+                                   "blocked", *FRAMING_KEYS})
     out = _section(data, "output", {"dir", "prometheus_textfile"})
     db = _section(data, "database", {"url", "lock_timeout", "statement_timeout"})
     workers = _section(data, "workers", {"processors", "writers", "batch_size",
@@ -178,27 +187,32 @@ def _layouts(data: Mapping[str, Any], layout: Mapping[str, Any], length: int, fm
              delimiter: str, source: Path) -> dict[str, Any]:
     """header, detail, trailer (and the mainframe decoders) of the job."""
     if fmt not in ("fb", "vb"):
-        if "copybook" in data or {"encoding", "blocked"} & set(data.get("input", {})):
-            raise ConfigError("[copybook], input.encoding and input.blocked: only for "
-                              "input.format fb or vb")
+        if "copybook" in data or {"encoding", "blocked", *FRAMING_KEYS} & set(
+                data.get("input", {})):
+            raise ConfigError(f"[copybook], input.encoding, input.blocked and input."
+                              f"{', input.'.join(FRAMING_KEYS)}: only for input.format fb or vb")
         return {role: _layout(layout, role, length, fmt, delimiter)
                 for role in ("header", "detail", "trailer")}
+    from pipeline.layouts.copybook import MAX_RECORD_BYTES
     from pipeline.layouts.mainframe_input import Roles, build_mainframe
-    from pipeline.layouts.recfm import RecordFormat
 
     if layout:
         raise ConfigError("[layout]: a fb/vb job takes its layout from [copybook]")
     book = _section(data, "copybook", {"path", "header", "detail", "trailer", "record_type",
-                                       "header_type", "detail_type", "trailer_type", "dates"})
+                                       "header_type", "detail_type", "trailer_type", "dates",
+                                       "library"})
     inp, tables, control = data.get("input", {}), data.get("tables", {}), data.get("control", {})
     blocked = _get(inp, "input.blocked", bool, False)
     if fmt == "fb" and (length < 1 or blocked):
         raise ConfigError("input.record_length: a fb input needs a positive record length "
                           "(and no blocked = true)")
+    if length > MAX_RECORD_BYTES:
+        raise ConfigError(f"input.record_length: {length} is more than a record holds "
+                          f"({MAX_RECORD_BYTES})")
     key = tables.get("key", "")
     roles = Roles(frozenset(key if isinstance(key, list) else [key]), str(tables.get("amount", "")),
                   str(control.get("trailer_count", "")), str(control.get("trailer_amount", "")))
-    mf, layouts = build_mainframe(book, RecordFormat(fmt, length or 32756, blocked),
+    mf, layouts = build_mainframe(book, _record_format(inp, fmt, length, blocked),
                                   _get(inp, "input.encoding", str, "cp037"), source, roles)
     return {**layouts, "mainframe": mf}
 
@@ -218,7 +232,7 @@ def _several_details(data: Mapping[str, Any], source: Path) -> JobConfig:
     if data.get("input", {}).get("format") not in ("fb", "vb"):
         raise ConfigError("[[details]]: only for input.format fb or vb (a copybook job)")
     book = _section(data, "copybook", {"path", "header", "trailer", "record_type",
-                                       "header_type", "trailer_type", "dates"})
+                                       "header_type", "trailer_type", "dates", "library"})
     if not book.get("record_type"):
         raise ConfigError("copybook.record_type: [[details]] needs the field that tells the "
                           "record types apart")
@@ -277,6 +291,29 @@ def _check_types(types: list[DetailType], counts: Any) -> tuple[DetailType, ...]
             raise ConfigError(f"{key}: expected the name of a trailer field, got {field!r}")
         _expect_field(trailer, field, key, {FieldType.NUMBER})
     return tuple(replace(t, trailer_count=counts.get(t.type_value)) for t in types)
+
+
+FRAMING_KEYS = ("file_start_offset", "file_end_offset", "rdw_big_endian", "rdw_adjustment")
+
+
+def _record_format(inp: Mapping[str, Any], fmt: str, length: int, blocked: bool) -> Any:
+    """The FB/VB framing: record length, blocks, bytes around the records, the RDW's shape."""
+    from pipeline.layouts.copybook import MAX_RECORD_BYTES
+    from pipeline.layouts.recfm import RecordFormat
+
+    offsets = [_get(inp, f"input.{key}", int, 0) for key in FRAMING_KEYS[:2]]
+    if any(not 0 <= n <= 1 << 40 for n in offsets):
+        raise ConfigError("input.file_start_offset, input.file_end_offset: a number of bytes "
+                          "(0 or more)")
+    big_endian = _get(inp, "input.rdw_big_endian", bool, True)
+    adjustment = _get(inp, "input.rdw_adjustment", int, 0)
+    if fmt == "fb" and ("rdw_big_endian" in inp or "rdw_adjustment" in inp):
+        raise ConfigError("input.rdw_big_endian, input.rdw_adjustment: only for input.format "
+                          "vb (FB records have no RDW)")
+    if not -MAX_RECORD_BYTES <= adjustment <= MAX_RECORD_BYTES:
+        raise ConfigError(f"input.rdw_adjustment: {adjustment} is no RDW adjustment")
+    return RecordFormat(fmt, length or 32756, blocked, offsets[0], offsets[1], big_endian,
+                        adjustment)
 
 
 def _reject_limit(control: Mapping[str, Any]) -> dict[str, Any]:

@@ -316,9 +316,11 @@ def _record_and_plan(config: JobConfig, outcome: RunOutcome, engine: Engine,
     audit_writer.start_run(outcome.run_id, config.name, outcome.input_path.resolve(), started,
                            overrides.columns())
     outcome.recorded = True
+    outcome.code_page, outcome.copybook_sha256 = config.code_page, config.copybook_sha256
     plan = plan_job_input(config, outcome.input_path, processors)
     outcome.business_date = business_date(plan, config.business_date)
-    audit_writer.record_input(outcome.run_id, plan.sha256, outcome.business_date)
+    audit_writer.record_input(outcome.run_id, plan.sha256, outcome.business_date,
+                              config.code_page, config.copybook_sha256)
     log.info("planned input: %d detail lines in %d ranges, sha256 %s, business date %s",
              plan.detail_lines, len(plan.ranges), plan.sha256, outcome.business_date or "-",
              extra={"detail_lines": plan.detail_lines})

@@ -16,9 +16,12 @@ import numpy as np
 # the offending bytes, a Python literal ('...' or "...") right after the field's name
 _QUOTED = re.compile(r"""(^|; )(\w+) (?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*") """)
 _LENGTH = re.compile(r"record is \d+ bytes long")
-# a binary record's reasons: a hex dump, the faulty byte's place and the record's offset
-_BINARY = [(re.compile(r"X'[0-9A-F]*'"), "X'..'"), (re.compile(r"\bbyte \d+ "), "byte N "),
-           (re.compile(r" \(record at byte offset \d+\)"), "")]
+# a binary record's reasons: a hex dump, the faulty byte's place, the record's offset
+# and the value as read (first: it may hold anything)
+_BINARY = [(re.compile(r" \(read as (?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")\)"), ""),
+           (re.compile(r"X'[0-9A-F]*'"), "X'..'"), (re.compile(r"\bbyte \d+ "), "byte N "),
+           (re.compile(r" \(record at byte offset \d+\)"), ""),
+           (re.compile(r"\bis -?\d+: out of range"), "is out of range")]
 
 
 def reason_group(reason: str) -> str:

@@ -22,6 +22,7 @@ def format_summary(outcome: RunOutcome, scale: int, report: Path | None = None) 
         f"run      {outcome.run_id}",
         f"job      {outcome.job_name}",
         f"input    {outcome.input_path}",
+        *reading_lines(outcome.code_page, outcome.copybook_sha256),
         *instance_lines(outcome.business_date, outcome.overrides),
         f"database {safe_url(outcome.database)}",
         f"status   {outcome.status} (exit {outcome.exit_code})",
@@ -39,6 +40,14 @@ def format_summary(outcome: RunOutcome, scale: int, report: Path | None = None) 
         lines.append(f"report   {report}")
     lines.append(("OK: " if outcome.exit_code == 0 else "FAILED: ") + outcome.message)
     return "\n".join(lines)
+
+
+def reading_lines(code_page: str | None, copybook_sha256: str | None) -> list[str]:
+    """How the input was read: a wrong EBCDIC code page balances, so it is always shown."""
+    lines = [] if code_page is None else [f"codepage {code_page}"]
+    if copybook_sha256:
+        lines.append(f"copybook sha256 {copybook_sha256}")
+    return lines
 
 
 def duplicate_lines(outcome: RunOutcome) -> list[str]:

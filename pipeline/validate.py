@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pipeline.config import JobConfig, trailer_totals
 from pipeline.errors import InputStructureError
+from pipeline.layouts.codepage_check import Reading, other_reading_lines, other_readings
 from pipeline.layouts.detail_types import Typed
 from pipeline.source import ByteRange, InputPlan, plan_job_input
 from pipeline.workers.processor import detail_batches_of, typed_batches_of, write_rejects
@@ -43,6 +44,9 @@ class Validation:
     misplaced: int = 0
     type_read: list[int] = field(default_factory=list)  # [[details]]: records of each type
     results: list[ReconciliationResult] = field(default_factory=list)
+    code_page: str = "ascii"
+    copybook_sha256: str | None = None
+    other_readings: list[Reading] = field(default_factory=list)  # other EBCDIC code pages
 
     @property
     def exit_code(self) -> int:
@@ -57,6 +61,7 @@ def validate_input(config: JobConfig, input_path: Path, out_dir: Path) -> Valida
     plan = plan_job_input(config, input_path, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     found = Validation(input_path, out_dir / "rejects.txt", plan,
+                       code_page=config.code_page, copybook_sha256=config.copybook_sha256,
                        type_read=[0] * len(config.details))
     with open(found.reject_file, "w", encoding="ascii") as rejects:
         for rng in plan.ranges:
@@ -74,6 +79,8 @@ def validate_input(config: JobConfig, input_path: Path, out_dir: Path) -> Valida
     if found.misplaced:
         raise InputStructureError(f"{found.misplaced} header or trailer record(s) inside the "
                                   f"details (see {found.reject_file}): not a valid input")
+    if config.mainframe is not None:
+        found.other_readings = other_readings(config.mainframe, input_path, plan)
     found.results = [*trailer_checks(config, plan, found),
                      reject_limit_check(config.reject_limit, found.records_read, found.rejects)]
     found.results += [checks.count_check(f"{t.label}:{checks.SOURCE_TRAILER_COUNT}",
@@ -105,13 +112,15 @@ def trailer_checks(config: JobConfig, plan: InputPlan,
 
 def format_validation(found: Validation, job_name: str, scale: int) -> str:
     from pipeline.rejects import reason_counts, reason_lines
-    from pipeline.summary import check_lines
+    from pipeline.summary import check_lines, reading_lines
 
     plan = found.plan
     lines = [
         f"validate {found.input_path}",
         f"job      {job_name}",
         f"sha256   {plan.sha256 if plan else '-'}",
+        *reading_lines(found.code_page, found.copybook_sha256),
+        *other_reading_lines(found.other_readings),
         f"records  {found.records_read:,} read, {found.records_read - found.rejects:,} "
         f"accepted, {found.rejects:,} rejected",
     ]

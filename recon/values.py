@@ -217,6 +217,8 @@ class RunOutcome:
     audited: bool = False  # its audit committed with the MERGE: nothing left to write
     stages: dict[str, int] = field(default_factory=dict)  # stage -> milliseconds, run order
     business_date: date | None = None  # the header's (control.business_date), once planned
+    code_page: str | None = None  # how the input was read (BATCH_RUN.CODE_PAGE)
+    copybook_sha256: str | None = None  # mainframe jobs: the copybook that described it
     overrides: tuple[str, ...] = ()  # the identity refusals overridden: --rerun, --allow-older
     # a `run --resume` of a run already SUCCEEDED: nothing done, so nothing of the run's
     # own outputs (summary.txt, the metrics of its night) is replaced

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ REALISTIC = """\
 002100         10  HIST-AMT            PIC S9(5)V99 COMP-3.             CUSTMAST
 002200         10  HIST-CODE           PIC XX.                          CUSTMAST
 002300     05  CUST-ALT REDEFINES CUST-HISTORY.                         CUSTMAST
-002400         10  FILLER              PIC X(21).                       CUSTMAST
+002400         10  FILLER              PIC X(18).                       CUSTMAST
 002500     05  CUST-THOUSANDS          PIC 9(3)PPP.                     CUSTMAST
 002600     05  CUST-OPEN-DATE          PIC 9(8) VALUE ZEROS.            CUSTMAST
 """
@@ -100,13 +101,28 @@ def test_free_format_and_several_records() -> None:
     ("PIC S9(5) COMP SYNC", "SYNCHRONIZED"),
     ("PIC S9(40) COMP-3", "31 digits"),
     ("USAGE POINTER", "POINTER"),
+    # the copybook reader never crashes: what a new user typed, each refused on one line
+    ("PIC X(0)", "repeat count of 0"),
+    ("PIC X(99999999999)", "more than a record holds"),
+    ("PIC X(40000)", "more than a record holds"),
+    ("PIC X(20000)X(20000)", "40,000 characters"),
+    ("PIC X OCCURS 999999999999 TIMES", "1 to 32760 occurrences"),
+    ("PIC X OCCURS 0 TIMES", "1 to 32760 occurrences"),
+    ("PIC X(9000) OCCURS 4 TIMES", "36,000 bytes"),
+    ("PIC X(3) PIC X(4)", "two PIC clauses"),
+    ("PIC S9(5) COMP-3 COMP", "two USAGE clauses"),
+    ("PIC X OCCURS 2 TIMES OCCURS 3 TIMES", "two OCCURS clauses"),
+    ("REDEFINES NOSUCH PIC X", "not an earlier item of the same group"),
+    ("REDEFINES N PIC X(2)", "may not be longer"),
+    ("REDEFINES PIC X", "REDEFINES without the name"),
+    ("PIC X OCCURS \u00b2 TIMES", "fixed number of times"),
 ])
 def test_refused_clauses_name_the_line(clause: str, words: str) -> None:
     text = f"       01  REC.\n           05  N PIC 9.\n           05  BAD {clause}.\n"
     with pytest.raises(CopybookError) as err:
         parse_copybook(text, "book.cpy")
     assert "book.cpy line 3" in str(err.value) and words in str(err.value)
-    assert err.value.exit_code == 2
+    assert err.value.exit_code == 2 and "\n" not in str(err.value)
 
 
 def test_structural_errors() -> None:
@@ -163,3 +179,170 @@ def test_alphanumeric_sequence_area_and_free_format_at_column_1() -> None:
     assert [(i.name, i.size) for i in parse_copybook(fixed)["r"].items] == [("a", 2)]
     free = "01 R.\n05 A   PIC X(3).\n05 B PIC 9(2).\n"
     assert [(i.name, i.size) for i in parse_copybook(free)["r"].items] == [("a", 3), ("b", 2)]
+
+
+def test_huge_numbers_are_refused_fast() -> None:
+    """Bounded before anything is expanded: these took minutes or a MemoryError."""
+    for clause in ("FILLER PIC X OCCURS 999999999999 TIMES", "A PIC X(99999999999)",
+                   "A PIC X(" + "9" * 5000 + ")", "G OCCURS 30000.\n 10 H OCCURS 30000 PIC X"):
+        start = time.monotonic()
+        with pytest.raises(CopybookError):
+            parse_copybook(f"01 REC.\n 05 {clause}.\n")
+        assert time.monotonic() - start < 0.5, clause
+
+
+def test_a_level_number_that_is_not_one() -> None:
+    with pytest.raises(CopybookError, match="line 2: expected a level number"):
+        parse_copybook("01 R.\n" + "9" * 5000 + " A PIC X.\n")
+    with pytest.raises(CopybookError, match="line 2: expected a level number"):
+        parse_copybook("01 R.\n\u00b2 A PIC X.\n")
+
+
+def test_a_redefines_of_nothing_and_a_redefined_record() -> None:
+    with pytest.raises(CopybookError, match="line 3: a REDEFINES b, which is not an earlier"):
+        parse_copybook("01 R.\n 05 G.\n  10 A REDEFINES B PIC X.\n 05 C PIC X.\n")
+    with pytest.raises(CopybookError, match="line 3: s REDEFINES nosuch, which is not an ear"):
+        parse_copybook("01 R.\n 05 A PIC X.\n01 S REDEFINES NOSUCH.\n 05 B PIC X.\n")
+    books = parse_copybook("01 R.\n 05 A PIC X(4).\n01 S REDEFINES R.\n 05 B PIC X(2).\n")
+    assert books["s"].size == 2
+
+
+def test_a_record_cannot_occur() -> None:
+    with pytest.raises(CopybookError, match="line 1: a 01 record cannot OCCUR"):
+        parse_copybook("01 R OCCURS 3 TIMES.\n 05 A PIC X.\n")
+
+
+def test_a_redefines_as_long_as_its_target_and_nested_in_a_table() -> None:
+    rec = parse_copybook("""
+       01 R.
+          05 T OCCURS 2 TIMES.
+             10 A PIC X(4).
+             10 B REDEFINES A PIC 9(4).
+          05 C REDEFINES T PIC X(8).
+""")["r"]
+    assert [(i.name, i.offset) for i in rec.items] == [("a_1", 0), ("a_2", 4)]
+
+
+def test_continuation_lines_join_a_word_and_a_literal() -> None:
+    text = (
+        "       01  REC.\n"
+        "           05  A    PIC X(2)                                 VALUE 'AB\n"
+        "      -    'C'.\n"
+        "           05  SYS  PIC X(10) VALUE 'X'. 05  ITEM-NUMBER-OF-THE-SYS\n"
+        "      -    TEM PIC X(3).\n"
+    )
+    rec = parse_copybook(text, "book.cpy")["rec"]
+    assert [(i.name, i.offset, i.size) for i in rec.items] == [
+        ("a", 0, 2), ("sys", 2, 10), ("item_number_of_the_system", 12, 3)]
+
+
+def test_a_continuation_with_nothing_before_it_is_named() -> None:
+    with pytest.raises(CopybookError, match="line 1: a continuation line"):
+        parse_copybook("      -    TEM PIC X(3).\n       01 R.\n           05 A PIC X.\n")
+
+
+def test_a_word_cut_at_column_72_is_named() -> None:
+    line = "           05  DESCRIPTION                                 PIC X(40).  "
+    cut = line[:69].ljust(69) + "PIC" + " X(40)."  # 'PIC' at columns 70-72 ...
+    assert cut[69:72] == "PIC"
+    cut = "           05  DESCRIPTION" + " " * 44 + "PI" + "C X(40)."  # ... 'PIC' split at 72
+    text = "       01  REC.\n" + cut + "\n"
+    with pytest.raises(CopybookError) as err:
+        parse_copybook(text, "book.cpy")
+    assert "book.cpy line 2: 'PIC' runs past column 72" in str(err.value)
+    assert "columns 73-80" in str(err.value)
+
+
+def test_an_identification_in_columns_73_to_80_is_ignored() -> None:
+    text = ("       01  REC.".ljust(72) + "CUSTMAST\n"
+            + "           05  A PIC X(3)".ljust(71) + ".CUSTMAST\n")
+    assert [(i.name, i.size) for i in parse_copybook(text)["rec"].items] == [("a", 3)]
+
+
+def test_a_binary_or_huge_copybook_file_is_refused(tmp_path: Path) -> None:
+    from pipeline.layouts.copybook import parse_copybook_file
+
+    (tmp_path / "bin.cpy").write_bytes(b"\xff\xfe\x00 01 R.")
+    with pytest.raises(CopybookError, match="cannot be read"):
+        parse_copybook_file(tmp_path / "bin.cpy")
+    (tmp_path / "big.cpy").write_bytes(b"*" * (5 << 20))
+    with pytest.raises(CopybookError, match="not a copybook"):
+        parse_copybook_file(tmp_path / "big.cpy")
+    with pytest.raises(CopybookError, match="is a directory"):
+        parse_copybook_file(tmp_path)
+
+
+# --- COPY members ------------------------------------------------------------------------
+
+
+def _library(tmp_path: Path) -> Path:
+    lib = tmp_path / "copylib"
+    lib.mkdir()
+    (lib / "TXNKEY.cpy").write_text("           05  TXN-ID      PIC X(16).\n"
+                                    "           05  ACCOUNT-ID  PIC 9(10).\n")
+    (lib / "amounts").write_text("      * THE AMOUNTS, ONE LEVEL DOWN\n"
+                                 "           05  AMOUNTS.\n"
+                                 "               COPY 'money'.\n")
+    (lib / "money.CPY").write_text("10 AMT PIC S9(5) COMP-3.\n10 FEE PIC S9(3) COMP-3.\n")
+    return lib
+
+
+def test_copy_members_are_read_from_the_library(tmp_path: Path) -> None:
+    lib = _library(tmp_path)
+    text = ("       01  REC.\n"
+            "           05  REC-TYPE    PIC X.\n"
+            "           COPY TXNKEY.\n"
+            "           COPY AMOUNTS.\n"
+            "           05  TAIL        PIC X.\n")
+    rec = parse_copybook(text, "book.cpy", [tmp_path / "nowhere", lib])["rec"]
+    assert [(i.name, i.offset, i.size) for i in rec.items] == [
+        ("rec_type", 0, 1), ("txn_id", 1, 16), ("account_id", 17, 10), ("amt", 27, 3),
+        ("fee", 30, 2), ("tail", 32, 1)]
+    assert rec.at(rec.item("tail").line) == "copybook line 5"
+    assert rec.at(rec.item("fee").line) == (
+        f"{lib / 'money.CPY'} line 2 (COPY money at {lib / 'amounts'} line 3 "
+        "(COPY AMOUNTS at book.cpy line 4))")
+
+
+@pytest.mark.parametrize("line, words", [
+    ("COPY NOSUCH.", "book.cpy line 2: COPY NOSUCH: no such member in the copybook library"),
+    ("COPY TXNKEY REPLACING ==A== BY ==B==.", "book.cpy line 2: only a plain 'COPY member.'"),
+    ("COPY LOOP.", "copies itself or nests more than 8 deep (LOOP -> LOOP)"),
+])
+def test_copy_mistakes_name_the_line(tmp_path: Path, line: str, words: str) -> None:
+    lib = _library(tmp_path)
+    (lib / "LOOP.cpy").write_text("           COPY LOOP.\n")
+    with pytest.raises(CopybookError) as err:
+        parse_copybook(f"       01  REC.\n           {line}\n", "book.cpy", [lib])
+    assert words in str(err.value)
+
+
+def test_a_member_error_names_the_member_and_where_it_was_copied(tmp_path: Path) -> None:
+    lib = _library(tmp_path)
+    (lib / "BAD.cpy").write_text("           05  A PIC X.\n           05  B PIC X(0).\n")
+    with pytest.raises(CopybookError) as err:
+        parse_copybook("       01  REC.\n           COPY BAD.\n", "book.cpy", [lib])
+    assert str(err.value).startswith(
+        f"{lib / 'BAD.cpy'} line 2 (COPY BAD at book.cpy line 2): PIC X(0): a repeat count of 0")
+
+
+def test_the_copybook_library_in_a_job(tmp_path: Path) -> None:
+    from pipeline.config import load_config
+
+    lib = _library(tmp_path)
+    shipped = Path(__file__).parent.parent / "pipeline" / "jobs"
+    book = (shipped / "daily_transactions_ebcdic.cpy").read_text().replace(
+        "           05  TXN-ID                  PIC X(16).\n"
+        "           05  ACCOUNT-ID              PIC 9(10).\n", "           COPY TXNKEY.\n")
+    (tmp_path / "daily_transactions_ebcdic.cpy").write_text(book)
+    job = write_job(tmp_path / "job.toml", ('dates = ["business_date", "txn_date"]',
+                                            'dates = ["business_date", "txn_date"]\n'
+                                            'library = ["copylib"]'),
+                    job="daily_transactions_ebcdic")
+    config = load_config(job)
+    assert config.detail.field("account_id").start == 18
+    (lib / "TXNKEY.cpy").unlink()
+    run = run_cli(tmp_path, "validate", str(job), "--input", str(tmp_path / "x.bin"), timeout=60)
+    assert run.returncode == 2
+    assert "ebcdic.cpy line 13: COPY TXNKEY: no such member in the copybook library" in run.stderr
+    assert f"copybook.library: {lib}" in run.stderr and "Traceback" not in run.stderr

@@ -46,6 +46,8 @@ def test_the_shipped_job_becomes_layouts_the_tables_understand() -> None:
     (('encoding = "cp037"', 'encoding = "cp1252"'), "input.encoding"),
     (("record_length = 100", "record_length = 90"), "longer than input.record_length"),
     (("record_length = 100", ""), "input.record_length"),
+    # bounded before anything is read: a batch of such records would be terabytes
+    (("record_length = 100", "record_length = 99999999999"), "more than a record holds"),
     (('dates = ["business_date", "txn_date"]', 'dates = ["description"]'), "PIC 9(8)"),
     (('detail_type = "D"', 'detail_type = "DD"'), "longer than rec_type"),
     (('detail_type = "D"', 'detail_type = "\u00e9"'), "printable ASCII"),
@@ -66,7 +68,7 @@ def test_config_mistakes_are_named(tmp_path: Path, change: tuple[str, str], word
     (("05  DESCRIPTION             PIC X(40).", "05  ACCOUNT-ID              PIC X(40)."),
      "twice"),
     (("05  AMOUNT                  PIC S9(11)V99 COMP-3.",
-      "05  AMOUNT                  PIC S9(17)V99 COMP-3."), "at most 18"),
+      "05  AMOUNT                  PIC S9(13)P(6) COMP-3."), "at most 18"),
     (("05  CURRENCY                PIC X(3).",
       "05  CURRENCY-CODE-OF-THE-TRANSACTION-X PIC X(3)."), "cannot be a column name"),
 ])
@@ -75,9 +77,7 @@ def test_copybook_mistakes_name_the_line(tmp_path: Path, change: tuple[str, str]
     book = BOOK.read_text()
     assert change[0] in book
     with pytest.raises(ConfigError) as err:
-        # a longer LRECL, so the longer records still fit it
-        load_config(write(tmp_path, CONFIG.replace("record_length = 100", "record_length = 200"),
-                          book=book.replace(*change)))
+        load_config(write(tmp_path, CONFIG, book=book.replace(*change)))
     assert words in str(err.value) and "copybook line" in str(err.value)
 
 
@@ -85,3 +85,20 @@ def test_a_text_job_refuses_mainframe_keys(tmp_path: Path) -> None:
     write_job(tmp_path / "job.toml", ('format = "fixed"', 'format = "fixed"\nencoding = "cp037"'))
     with pytest.raises(ConfigError, match="only for input.format fb or vb"):
         load_config(tmp_path / "job.toml")
+
+
+def test_a_detail_shorter_than_the_record_length_is_refused_never_read_shifted(
+        tmp_path: Path) -> None:
+    """The issue's run: a copybook 3 bytes short read DESCRIPTION 3 bytes off and SUCCEEDED."""
+    from pipeline.generate_mainframe import generate_mainframe_file
+    from tests.conftest import run_cli
+
+    book = BOOK.read_text().replace("05  CURRENCY                PIC X(3).\n", "")
+    config = write(tmp_path, CONFIG, book=book)
+    generate_mainframe_file(tmp_path / "in.bin", 20, seed=1)
+    run = run_cli(tmp_path, "run", str(config), "--input", str(tmp_path / "in.bin"),
+                  "--db", f"sqlite:///{tmp_path / 'x.db'}", timeout=60)
+    assert run.returncode == 2, run.stderr
+    assert ("copybook.detail: record txn_detail is 97 bytes, shorter than "
+            "input.record_length 100") in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "x.db").exists()

@@ -124,8 +124,47 @@ def test_zoned_rejects_non_digits_and_misplaced_signs() -> None:
 
 def test_zoned_reasons_name_the_bad_byte() -> None:
     _, _, explain = decode_number(num(Usage.DISPLAY, 5, 5), rows(CP037.encode("12A45")), CP037)
-    assert explain(CP037.encode("12A45")).endswith("byte 3 X'C1' is not a digit")
-    assert explain(CP037.encode("1234 ")).endswith("byte 5 X'40' is not a sign")
+    assert explain(CP037.encode("12A45")).endswith(
+        "byte 3 X'C1' is not a digit (read as '12A45')")
+    assert explain(CP037.encode("1234 ")).endswith(
+        "byte 5 X'40' is not a sign (read as '1234 ')")
+
+
+def test_packed_sign_reasons_name_every_valid_sign() -> None:
+    """The reason said "not C, D or F" where A, B and E are signs too."""
+    signed = decode_number(num(Usage.PACKED, 5, 3), rows(b"\x12\x34\x57"), CP037)[2]
+    assert signed(b"\x12\x34\x57").endswith(
+        "sign nibble 7 is not a sign (A, C, E, F positive; B, D negative)")
+    unsigned = decode_number(num(Usage.PACKED, 5, 3, signed=False),
+                             rows(b"\x12\x34\x5b"), CP037)[2]
+    assert unsigned(b"\x12\x34\x5b") == ("is negative (sign nibble B) but PIC 9(5) COMP-3 "
+                                          "is unsigned")
+
+
+def test_binary_and_date_reasons_show_the_value_beside_the_hex() -> None:
+    binary = decode_number(num(Usage.BINARY, 4, 2), rows(b"\x27\x10"), CP037)[2]
+    assert binary(b"\x27\x10") == "is 10000: out of range for 4 digits"
+    spec = RecordDecoder("r", 8, (Column(Item("d", 0, 8, True, Usage.DISPLAY, 8), FieldType.DATE),),
+                         code_page("cp500"))
+    decoded = decode(spec, rows(code_page("cp500").encode("20261345")))
+    assert decoded.failures.reason(0, code_page("cp500").encode("20261345")) == (
+        "D (bytes 1-8) X'F2F0F2F6F1F3F4F5' is not a calendar date YYYYMMDD "
+        "(read as '20261345')")
+
+
+def test_the_value_read_stays_ascii_and_groups_with_its_kind() -> None:
+    from pipeline.rejects import reason_group
+
+    cp = code_page("cp037")
+    spec = RecordDecoder("r", 4, (Column(Item("t", 0, 4, False, Usage.DISPLAY), FieldType.TEXT),),
+                         cp)
+    raw = b"\xc1\x07\x51\x7d"  # A, a control character, e acute, a quote
+    reason = decode(spec, rows(raw)).failures.reason(0, raw)
+    assert reason.endswith("""not a printable character in cp037 (read as "A\\x7f\\xe9'")""")
+    assert reason.isascii()
+    other = decode(spec, rows(b"\x07\x07\x07\x07")).failures.reason(0, b"\x07" * 4)
+    assert reason_group(reason) == reason_group(other) == (
+        "T (bytes 1-4) X'..' holds a byte that is not a printable character in cp037")
 
 
 def test_zoned_unsigned_needs_plain_digits() -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, func, select
 
 from pipeline.config import JobConfig, load_config
 from pipeline.db.tables import job_tables
+from pipeline.errors import ConfigError
 from pipeline.generate import generate_file
 from pipeline.generate_mainframe import generate_mainframe_file
 from pipeline.job import RunOutcome, run_job
@@ -198,6 +199,23 @@ def _structure_cases() -> list[tuple[str, str, bytes, str]]:
         ("vb", "short header", rdw(header()[:50]) + vb(records[1:]), "a header"),
         ("vbb", "block not filled", b"\x00\xc8\x00\x00" + vb(records[:2])[:196]
          + blocked(records[2:], 2), "do not fill it"),
+        # the operator's hints: the file's descriptor words say which format it is
+        ("fb", "a VB file to an FB job", vb(records),
+         "it looks like RECFM=VB: its first 4 bytes X'00680000' read as a record descriptor "
+         'word (a 104-byte record, the next one where it ends): input.format = "vb"'),
+        ("fb", "a blocked file to an FB job", blocked(records, 2),
+         'it looks like blocked VB: its first 8 bytes X\'00D4000000680000\' read as a block '
+         'descriptor (a 212-byte block) and a record descriptor (a 104-byte record): '
+         'input.format = "vb" and input.blocked = true'),
+        ("vb", "a blocked file to a VB job", blocked(records, 2),
+         "not a valid header: REC_TYPE"),
+        ("vb", "a blocked file to a VB job, hinted", blocked(records, 2), "it looks like blocked"),
+        ("fb", "trailer only", fb([trailer(0, 0)]),
+         "the file holds one record, a trailer only: no header"),
+        ("vb", "header only", vb([header()]),
+         "the file holds one record, a header only: no trailer"),
+        ("fb", "one record, neither", fb([records[1]]),
+         "the file holds one record, neither a header nor a trailer"),
     ]
 
 
@@ -323,7 +341,7 @@ def test_a_packed_numeric_key_is_kept_as_digits(tmp_path: Path) -> None:
            05  REC-TYPE PIC X.
            05  ACCT     PIC 9(7) COMP-3.
            05  AMT      PIC S9(5)V99 COMP-3.
-           05  FILLER   PIC X(1).
+           05  FILLER   PIC X(4).
        01  TRL.
            05  REC-TYPE PIC X.
            05  CNT      PIC 9(4) COMP.
@@ -473,3 +491,112 @@ def test_national_characters_on_a_latin1_postgresql_database(tmp_path: Path, pg_
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_a_directory_as_input_or_output_is_named(tmp_path: Path) -> None:
+    """It said '4096 bytes, not a multiple...' and printed a raw [Errno 21]."""
+    for job in ("daily_transactions_ebcdic", "daily_transactions"):
+        check = run_cli(tmp_path, "validate", job, "--input", str(tmp_path), timeout=60)
+        assert check.returncode == 2 and "Traceback" not in check.stderr
+        assert f"input file {tmp_path} is a directory" in check.stderr, check.stderr
+    for fmt in ("fixed", "ebcdic-fb"):
+        made = run_cli(tmp_path, "generate", "--records", "5", "--out", str(tmp_path),
+                       "--format", fmt, timeout=60)
+        assert made.returncode == 2 and "Errno" not in made.stderr
+        assert f"--out {tmp_path} is a directory: name the file to write" in made.stderr
+
+
+def test_the_shipped_vb_job_reads_its_sample_and_what_generate_writes(tmp_path: Path) -> None:
+    """`generate --format ebcdic-vb` had no shipped job that reads it."""
+    db = f"sqlite:///{tmp_path / 'vb.db'}"
+    first = run_cli(tmp_path, "run", "daily_transactions_ebcdic_vb", "--db", db, timeout=120)
+    assert first.returncode == 0, first.stderr
+    made = run_cli(tmp_path, "generate", "--format", "ebcdic-vb", "--records", "300",
+                   "--seed", "9", "--out", str(tmp_path / "night.vb"), timeout=60)
+    assert made.returncode == 0, made.stderr
+    check = run_cli(tmp_path, "validate", "daily_transactions_ebcdic_vb",
+                    "--input", str(tmp_path / "night.vb"), timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "300 read" in check.stdout
+    config = load_config(shipped_config("daily_transactions_ebcdic_vb"))
+    assert config.mainframe is not None and config.mainframe.fmt.kind == "vb"
+    with engine_for(db) as engine, engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(
+            job_tables(config).final)).scalar_one() == 20
+
+
+# --- framing options: bytes around the records, RDWs of other tools -------------------
+
+
+def framed(config: JobConfig, kind: str, **options: Any) -> JobConfig:
+    config = as_format(config, kind[:2], blocked=kind == "vbb")
+    assert config.mainframe is not None
+    fmt = dataclasses.replace(config.mainframe.fmt, **options)
+    return config.with_overrides(mainframe=dataclasses.replace(config.mainframe, fmt=fmt))
+
+
+@pytest.mark.parametrize("kind", ["fb", "vb", "vbb"])
+def test_a_file_header_and_footer_that_are_not_records(
+        tmp_path: Path, ebcdic_config: JobConfig, kind: str) -> None:
+    records, total = sample(9)
+    body = {"fb": fb, "vb": vb, "vbb": lambda r: blocked(r, 4)}[kind](records)
+    data = b"TRANSFER HEADER OF 37 BYTES,NO RECORD" + body + b"FOOTER 11 B"
+    plain = run(as_format(ebcdic_config, kind[:2], blocked=kind == "vbb"),
+                tmp_path / "plain.bin", data)
+    assert plain.exit_code == 2  # read as records, the prefix is no header
+    config = framed(ebcdic_config, kind, file_start=37, file_end=11)
+    outcome = run(config, tmp_path / "in.bin", data, processors=3)
+    assert outcome.exit_code == 0, outcome.message
+    rows = final_txns(config)
+    assert len(rows) == 9 and sum(r[2] for r in rows.values()) == total
+
+
+@pytest.mark.parametrize("big_endian, adjustment, rdw_of", [
+    (False, 0, lambda n: b"\0\0" + n.to_bytes(2, "little")),  # little-endian
+    (True, 4, lambda n: (n - 4).to_bytes(2, "big") + b"\0\0"),  # counts the data only
+    (False, -2, lambda n: b"\0\0" + (n + 2).to_bytes(2, "little")),
+])
+def test_rdws_of_other_byte_orders_and_counts(tmp_path: Path, ebcdic_config: JobConfig,
+                                              big_endian: bool, adjustment: int,
+                                              rdw_of: Any) -> None:
+    records, total = sample(8)
+    data = b"".join(rdw_of(len(r) + 4) + r for r in records)
+    standard = run(as_format(ebcdic_config, "vb"), tmp_path / "std.bin", data)
+    assert standard.exit_code == 2 and "record descriptor word" in standard.message
+    config = framed(ebcdic_config, "vb", rdw_big_endian=big_endian, rdw_adjustment=adjustment)
+    assert config.mainframe is not None and config.mainframe.fmt.rdw(104) == rdw_of(104)
+    outcome = run(config, tmp_path / "in.bin", data)
+    assert outcome.exit_code == 0, outcome.message
+    assert sum(r[2] for r in final_txns(config).values()) == total
+
+
+def test_framing_options_in_the_config(tmp_path: Path) -> None:
+    from tests.conftest import write_job
+
+    book = shipped_config(JOB).parent / "daily_transactions_ebcdic.cpy"
+    (tmp_path / book.name).write_text(book.read_text())
+    vb_job = write_job(tmp_path / "vb.toml", (
+        'encoding = "cp037"', 'encoding = "cp037"\nfile_start_offset = 4\nfile_end_offset = 8\n'
+        'rdw_big_endian = false\nrdw_adjustment = 4'), job="daily_transactions_ebcdic_vb")
+    (tmp_path / "daily_transactions_ebcdic_vb.bin").write_bytes(b"")
+    fmt = load_config(vb_job).mainframe.fmt  # type: ignore[union-attr]
+    assert (fmt.file_start, fmt.file_end, fmt.rdw_big_endian, fmt.rdw_adjustment) == (
+        4, 8, False, 4)
+    for edit, words in [("rdw_adjustment = 2", "only for input.format vb"),
+                        ("file_start_offset = -1", "a number of bytes")]:
+        job = write_job(tmp_path / "fb.toml", ('encoding = "cp037"', f'encoding = "cp037"\n{edit}'),
+                        job=JOB)
+        with pytest.raises(ConfigError, match=words):
+            load_config(job)
+    text_job = write_job(tmp_path / "t.toml", ('format = "fixed"',
+                                               'format = "fixed"\nfile_end_offset = 3'))
+    with pytest.raises(ConfigError, match="only for input.format fb or vb"):
+        load_config(text_job)
+
+
+def test_a_file_shorter_than_its_offsets(tmp_path: Path, ebcdic_config: JobConfig) -> None:
+    outcome = run(framed(ebcdic_config, "fb", file_start=60, file_end=60), tmp_path / "in.bin",
+                  fb([header()]))
+    assert outcome.exit_code == 2
+    assert "nothing between input.file_start_offset 60 and input.file_end_offset 60" \
+        in outcome.message

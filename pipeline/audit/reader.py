@@ -46,6 +46,8 @@ class RunRow:
     records_read: int | None = None
     stages: dict[str, int] = field(default_factory=dict)  # stage -> ms (pipeline.stages)
     business_date: date | None = None  # the header's (pipeline.identity)
+    code_page: str | None = None  # how the input was read
+    copybook_sha256: str | None = None
     overrides: tuple[str, ...] = ()  # the identity refusals overridden: --rerun, --allow-older
     rejected: int | None = None  # BATCH_RUN.REJECTED_CNT: None before the load ended
     amount_read: int | None = None  # BATCH_RUN.READ_AMT, at the audit's scale
@@ -245,6 +247,7 @@ def _run_row(row: Any) -> RunRow:
                   stages={s: int(row[f"{s}_ms"]) for s in STAGES
                           if row.get(f"{s}_ms") is not None},
                   business_date=row.get("business_date"),
+                  code_page=row.get("code_page"), copybook_sha256=row.get("copybook_sha256"),
                   overrides=tuple(f"--{name.replace('_', '-')}" for name in OVERRIDE_COLUMNS
                                   if row.get(name) == "Y"),
                   rejected=_int_or_none(row.get("rejected_cnt")),

@@ -171,6 +171,10 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table, Table]
         Column("business_date", Date),
         Column("rerun", CHAR(1)),
         Column("allow_older", CHAR(1)),
+        # how the input was read: its code page (a file declared cp500 but written cp037
+        # reads '!' as ']' and still balances) and the SHA-256 of the copybook describing it
+        Column("code_page", String(10)),
+        Column("copybook_sha256", CHAR(64)),
         PrimaryKeyConstraint("run_id", name="pk_batch_run"),
     )
     job_lock = Table(

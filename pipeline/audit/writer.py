@@ -46,12 +46,15 @@ class AuditWriter:
                 status=RUNNING, start_ts=started, host=socket.gethostname()[:255],
                 pid=os.getpid(), **dict.fromkeys(overrides, "Y")))
 
-    def record_input(self, run_id: str, sha256: str, business_date: date | None) -> None:
-        """What the plan found: the job instance (the file's SHA-256, its business date)."""
+    def record_input(self, run_id: str, sha256: str, business_date: date | None,
+                     code_page: str | None = None, copybook_sha256: str | None = None) -> None:
+        """What the plan found: the job instance (the file's SHA-256, its business date),
+        and how it was read (the code page, the copybook's SHA-256)."""
         t = self.tables.batch_run
         with database_errors(self.engine, "recording the input"), self.engine.begin() as c:
             c.execute(t.update().where(t.c.run_id == run_id).values(
-                input_sha256=sha256, business_date=business_date))
+                input_sha256=sha256, business_date=business_date, code_page=code_page,
+                copybook_sha256=copybook_sha256))
 
     def record_refusal(self, run_id: str, job_name: str, input_path: Path, started: datetime,
                        status: str, exit_code: int, message: str) -> None:

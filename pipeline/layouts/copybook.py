@@ -8,7 +8,11 @@ PIC X / A / 9 / S9 with V and P, SIGN LEADING|TRAILING [SEPARATE [CHARACTER]], U
 DISPLAY / COMP-3 / PACKED-DECIMAL / COMP / COMP-4 / BINARY / COMP-5, VALUE and 88-levels
 (ignored). Anything that changes the layout in a way this job cannot store exactly
 (an OCCURS DEPENDING ON with items after it, COMP-1/COMP-2 floats, SYNCHRONIZED,
-edited pictures, RENAMES, POINTER/INDEX) is refused with a CopybookError naming the line.
+edited pictures, RENAMES, POINTER/INDEX) is refused with a CopybookError naming the line,
+and so is anything malformed: every size, repeat count and OCCURS count is bounded by a
+record's 32,760 bytes before anything is expanded, so no copybook costs more than
+milliseconds. The text itself (fixed/free format, continuation lines, COPY members) is
+read by copybook_text.
 
 The PyPI ``copybook`` package (1.0.16) was evaluated and not used: it has no COMP/BINARY,
 no COMP-5, no P scaling, no SIGN LEADING without SEPARATE, sizes COMP-3 fields as if
@@ -18,15 +22,14 @@ they were DISPLAY, decodes decimals to float and reports no line numbers.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
-from pipeline.errors import ConfigError
+from pipeline.layouts.copybook_text import CopybookError, Source, read_copybook_text
 
-
-class CopybookError(ConfigError):
-    """The copybook cannot be read into a record layout (names the line)."""
+__all__ = ["CopybookError", "Item", "Record", "Usage", "parse_copybook", "parse_copybook_file"]
 
 
 class Usage(StrEnum):
@@ -83,7 +86,12 @@ class Record:
     size: int
     items: tuple[Item, ...]
     line: int
+    origins: Mapping[int, str] = field(default_factory=dict)  # lines from COPY members
     odo: Odo | None = None  # its OCCURS DEPENDING ON table; ``size`` counts ``most`` entries
+
+    def at(self, line: int) -> str:
+        """Where an item's line is: 'copybook line 12', or in the COPY member it came from."""
+        return self.origins.get(line, f"copybook line {line}")
 
     def item(self, name: str) -> Item:
         for it in self.items:
@@ -128,21 +136,28 @@ _USAGES = {
     "COMP-5": Usage.NATIVE, "COMPUTATIONAL-5": Usage.NATIVE,
 }
 _TOKEN = re.compile(r"'[^']*'|\"[^\"]*\"|[^\s]+")
+_NUMBER = re.compile(r"[0-9]{1,9}")  # ASCII digits only: int() of '²' raises, of 10**5000 too
+# z/OS LRECL limit of a non-spanned record: every size is checked against it before
+# anything is expanded, so a typo (X(99999999999), OCCURS 999999999999) is one line of
+# error, never a MemoryError or minutes of CPU
+MAX_RECORD_BYTES = 32_760
 
 
-def parse_copybook_file(path: Path) -> dict[str, Record]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CopybookError(f"copybook {path} cannot be read: {exc}") from None
-    return parse_copybook(text, str(path))
+def parse_copybook_file(path: Path, library: Sequence[Path] = ()) -> dict[str, Record]:
+    return parse_copybook(read_copybook_text(path), str(path), library)
 
 
-def parse_copybook(text: str, source: str = "copybook") -> dict[str, Record]:
-    """The 01-level records of a copybook, by name (lower case, '-' as '_')."""
-    entries = _entries(_code_lines(text), source)
+def parse_copybook(text: str, name: str = "copybook",
+                   library: Sequence[Path] = ()) -> dict[str, Record]:
+    """The 01-level records of a copybook, by name (lower case, '-' as '_'); its
+    ``COPY member.`` statements are read from the ``library`` folders."""
+    source = Source(name, library)
+    entries = _entries(source.lines(text), source)
     records: dict[str, Record] = {}
     for top in _tree(entries, source):
+        if top.redefines and top.redefines not in records:
+            raise CopybookError(f"{source.at(top.line)}: {top.name} REDEFINES "
+                                f"{top.redefines}, which is not an earlier 01 record")
         items: list[Item] = []
         spans: dict[int, tuple[int, int]] = {}
         size = _layout(top, 0, "", items, source, spans=spans)
@@ -151,34 +166,14 @@ def parse_copybook(text: str, source: str = "copybook") -> dict[str, Record]:
             items = [it if it.offset < odo.start else
                      replace(it, occurrence=(it.offset - odo.start) // odo.entry + 1)
                      for it in items]
-        records[top.name] = Record(top.name, size, tuple(items), top.line, odo)
+        records[top.name] = Record(top.name, size, tuple(items), top.line, source.origins,
+                                   odo)
     if not records:
         raise CopybookError(f"{source}: no 01-level record found")
     return records
 
 
-def _code_lines(text: str) -> list[tuple[int, str]]:
-    """(line number, code) with the sequence area, comments and columns 73+ removed."""
-    lines = text.splitlines()
-    # fixed format: columns 1-6 blank or one sequence token (000100, CB0010), an indicator
-    # in column 7; anything else is free format
-    fixed = all(" " not in ln.strip() if len(ln) < 7 else
-                (ln[:6].strip() == "" or " " not in ln[:6]) and ln[6] in " *-/dD"
-                for ln in lines if ln.strip())
-    out = []
-    for number, ln in enumerate(lines, 1):
-        if fixed:
-            if len(ln) < 7 or ln[6] in "*/dD":
-                continue
-            ln = ln[7:72]
-        ln = ln.split("*>", 1)[0]
-        if ln.lstrip().startswith("*"):
-            continue
-        out.append((number, ln))
-    return out
-
-
-def _entries(lines: list[tuple[int, str]], source: str) -> list[_Entry]:
+def _entries(lines: list[tuple[int, str]], source: Source) -> list[_Entry]:
     """One _Entry per period-ended data description entry."""
     tokens: list[tuple[int, str]] = []
     for number, ln in lines:
@@ -196,16 +191,16 @@ def _entries(lines: list[tuple[int, str]], source: str) -> list[_Entry]:
                 entries.append(entry)
             sentence = []
     if sentence:
-        raise CopybookError(f"{source} line {sentence[0][0]}: entry does not end with a period")
+        raise CopybookError(f"{source.at(sentence[0][0])}: entry does not end with a period")
     return entries
 
 
-def _entry(sentence: list[tuple[int, str]], source: str) -> _Entry | None:
+def _entry(sentence: list[tuple[int, str]], source: Source) -> _Entry | None:
     line = sentence[0][0]
     words = [w for _, w in sentence]
-    where = f"{source} line {line}"
-    if not words[0].isdigit():
-        raise CopybookError(f"{where}: expected a level number, got {words[0]!r}")
+    where = f"{source.at(line)}"
+    if not re.fullmatch(r"[0-9]{1,2}", words[0]):
+        raise CopybookError(f"{where}: expected a level number, got {words[0][:40]!r}")
     level = int(words[0])
     if level == 88:
         return None  # condition names describe values, not bytes
@@ -230,8 +225,12 @@ _CLAUSE_WORDS = {"PIC", "PICTURE", "REDEFINES", "OCCURS", "SIGN", "LEADING", "TR
                  *_USAGES, *_REFUSED}
 
 
+_ONCE = {"PIC": "PIC", "PICTURE": "PIC", "REDEFINES": "REDEFINES", "OCCURS": "OCCURS",
+         "LEADING": "SIGN", "TRAILING": "SIGN", **{u: "USAGE" for u in _USAGES}}
+
+
 def _clauses(entry: _Entry, words: list[str], where: str) -> None:
-    i, names = 0, False
+    i, names, seen = 0, False, set()
     while i < len(words):
         w = words[i].upper()
         if names and w not in _CLAUSE_WORDS:
@@ -240,6 +239,10 @@ def _clauses(entry: _Entry, words: list[str], where: str) -> None:
         names = False
         if w in _REFUSED:
             raise CopybookError(f"{where}: {_REFUSED[w]}")
+        if w in _ONCE:
+            if _ONCE[w] in seen:  # which one would the compiler take? neither: refuse
+                raise CopybookError(f"{where}: {entry.name} has two {_ONCE[w]} clauses")
+            seen.add(_ONCE[w])
         if w in ("PIC", "PICTURE"):
             i += 1
             if i < len(words) and words[i].upper() == "IS":
@@ -249,14 +252,15 @@ def _clauses(entry: _Entry, words: list[str], where: str) -> None:
             entry.pic = words[i].upper()
         elif w == "REDEFINES":
             i += 1
-            entry.redefines = words[i].lower().replace("-", "_") if i < len(words) else "?"
+            if i >= len(words) or words[i].upper() in _CLAUSE_WORDS:
+                raise CopybookError(f"{where}: REDEFINES without the name it redefines")
+            entry.redefines = words[i].lower().replace("-", "_")
         elif w == "OCCURS":
             i += 1
-            if i >= len(words) or not words[i].isdigit():
-                raise CopybookError(f"{where}: OCCURS needs a fixed number of times")
-            entry.occurs = int(words[i])
             if i + 2 < len(words) and words[i + 1].upper() == "TO":
                 i = _depending(entry, words, i, where)
+            else:
+                entry.occurs = _occurs(words[i] if i < len(words) else "", where)
         elif w in ("LEADING", "TRAILING"):
             entry.sign_leading = w == "LEADING"
         elif w == "SEPARATE":
@@ -271,24 +275,32 @@ def _clauses(entry: _Entry, words: list[str], where: str) -> None:
             names = True
         elif w not in _NOISE and w not in ("INDEXED", "ASCENDING", "DESCENDING"):
             # a clause this parser does not know could change the layout: never guess
-            raise CopybookError(f"{where}: unknown clause {words[i]!r}")
+            raise CopybookError(f"{where}: unknown clause {words[i][:40]!r}")
         i += 1
+
+
+def _occurs(word: str, where: str) -> int:
+    if not word.isascii() or not word.isdigit():
+        raise CopybookError(f"{where}: OCCURS needs a fixed number of times, got {word[:40]!r}")
+    if not _NUMBER.fullmatch(word) or not 1 <= int(word) <= MAX_RECORD_BYTES:
+        raise CopybookError(f"{where}: OCCURS {word[:40]} TIMES: a table holds 1 to "
+                            f"{MAX_RECORD_BYTES} occurrences")
+    return int(word)
 
 
 def _depending(entry: _Entry, words: list[str], i: int, where: str) -> int:
     """OCCURS m TO n [TIMES] DEPENDING [ON] name, from m at ``i``; the index of name."""
-    rest = [w.upper() for w in words[i:i + 6]]
-    if len(rest) > 2 and not rest[2].isdigit():
-        raise CopybookError(f"{where}: OCCURS {words[i]} TO needs a number of times")
-    j = i + 3 + (rest[3:4] == ["TIMES"])
+    j = i + 3 + (i + 3 < len(words) and words[i + 3].upper() == "TIMES")
     if j >= len(words) or words[j].upper() != "DEPENDING":
         raise CopybookError(f"{where}: OCCURS m TO n without DEPENDING ON: a variable "
                             "table needs the item holding its count")
     j += 1 + (j + 1 < len(words) and words[j + 1].upper() == "ON")
     if j >= len(words):
         raise CopybookError(f"{where}: DEPENDING ON names no item")
-    entry.least, entry.occurs = int(words[i]), int(words[i + 2])
-    if not 0 <= entry.least <= entry.occurs or entry.occurs < 1:
+    if not _NUMBER.fullmatch(words[i]):
+        raise CopybookError(f"{where}: OCCURS {words[i][:40]} TO: expected a number")
+    entry.least, entry.occurs = int(words[i]), _occurs(words[i + 2], where)
+    if entry.least > entry.occurs:
         raise CopybookError(f"{where}: OCCURS {entry.least} TO {entry.occurs}: expected "
                             "0 <= m <= n and n >= 1")
     entry.depending = words[j].lower().replace("-", "_")
@@ -302,23 +314,25 @@ def _skip_value(words: list[str], i: int) -> int:
     return i
 
 
-def _tree(entries: list[_Entry], source: str) -> list[_Entry]:
+def _tree(entries: list[_Entry], source: Source) -> list[_Entry]:
     """The 01 entries, each holding its subordinate entries."""
     tops: list[_Entry] = []
     stack: list[_Entry] = []
     for e in entries:
         if e.level == 1:
+            if e.occurs > 1:
+                raise CopybookError(f"{source.at(e.line)}: a 01 record cannot OCCUR")
             tops.append(e)
             stack = [e]
             continue
         if not stack:
-            raise CopybookError(f"{source} line {e.line}: level {e.level:02d} before any 01")
+            raise CopybookError(f"{source.at(e.line)}: level {e.level:02d} before any 01")
         while stack and stack[-1].level >= e.level:
             stack.pop()
         if not stack:
-            raise CopybookError(f"{source} line {e.line}: level {e.level:02d} has no parent")
+            raise CopybookError(f"{source.at(e.line)}: level {e.level:02d} has no parent")
         if stack[-1].pic:
-            raise CopybookError(f"{source} line {e.line}: {stack[-1].name} has a PIC, "
+            raise CopybookError(f"{source.at(e.line)}: {stack[-1].name} has a PIC, "
                                 "so it cannot have subordinate items")
         stack[-1].children.append(e)
         stack.append(e)
@@ -326,14 +340,14 @@ def _tree(entries: list[_Entry], source: str) -> list[_Entry]:
 
 
 def _odo(top: _Entry, items: list[Item], size: int, spans: dict[int, tuple[int, int]],
-         source: str) -> Odo | None:
+         source: Source) -> Odo | None:
     """The record's OCCURS DEPENDING ON table: at most one, its last item, its count a
     number before it (what keeps every other item at a fixed offset)."""
     tables = [e for e in _walk(top) if e.depending]
     if not tables:
         return None
     e = tables[0]
-    where = f"{source} line {e.line}"
+    where = source.at(e.line)
     if len(tables) > 1:
         raise CopybookError(f"{where}: one OCCURS DEPENDING ON per record is supported")
     if id(e) not in spans:  # inside a REDEFINES: laid out as another view, or not at all
@@ -353,7 +367,7 @@ def _walk(e: _Entry) -> list[_Entry]:
     return [e] + [d for c in e.children for d in _walk(c)]
 
 
-def _layout(e: _Entry, offset: int, suffix: str, out: list[Item], source: str,
+def _layout(e: _Entry, offset: int, suffix: str, out: list[Item], source: Source,
             usage: Usage | None = None, sign: tuple[bool | None, bool] = (None, False),
             spans: dict[int, tuple[int, int]] | None = None) -> int:
     """Append the items of ``e`` (all its occurrences) at ``offset``; return its size.
@@ -384,20 +398,45 @@ def _inherit(e: _Entry, usage: Usage | None,
     return usage, sign
 
 
-def _size_of(e: _Entry, source: str, usage: Usage | None,
+def _size_of(e: _Entry, source: Source, usage: Usage | None,
              sign: tuple[bool | None, bool]) -> int:
+    """Bytes of one occurrence of ``e``: every subtotal bounded, REDEFINES checked."""
     usage, sign = _inherit(e, usage, sign)
-    if e.children:
-        return sum(_size_of(c, source, usage, sign) * c.occurs for c in e.children
-                   if not c.redefines)
-    if not e.pic:
-        raise CopybookError(f"{source} line {e.line}: {e.name} has neither a PIC nor items")
-    return _item(e, 0, 0, "", source, usage, sign).size
+    if not e.children:
+        if not e.pic:
+            raise CopybookError(f"{source.at(e.line)}: {e.name} has neither a PIC nor items")
+        return _item(e, 0, 0, "", source, usage, sign).size
+    total, sizes = 0, dict[str, int]()
+    for c in e.children:
+        size = _bounded(_size_of(c, source, usage, sign) * c.occurs, c, source)
+        if c.redefines:
+            _check_redefines(c, size, sizes, source)
+        else:
+            total = _bounded(total + size, e, source)
+        sizes[c.name] = size
+    return total
 
 
-def _item(e: _Entry, offset: int, size: int, suffix: str, source: str, usage: Usage | None,
+def _bounded(size: int, e: _Entry, source: Source) -> int:
+    if size > MAX_RECORD_BYTES:
+        raise CopybookError(f"{source.at(e.line)}: {e.name} is {size:,} bytes, more than "
+                            f"a record holds ({MAX_RECORD_BYTES:,})")
+    return size
+
+
+def _check_redefines(e: _Entry, size: int, sizes: dict[str, int], source: Source) -> None:
+    """COBOL: an item redefines an earlier item of its level, and is not longer."""
+    where = f"{source.at(e.line)}: {e.name} REDEFINES {e.redefines}"
+    if e.redefines not in sizes:
+        raise CopybookError(f"{where}, which is not an earlier item of the same group")
+    if size > sizes[e.redefines]:
+        raise CopybookError(f"{where}, but is {size} bytes where {e.redefines} is "
+                            f"{sizes[e.redefines]}: a REDEFINES may not be longer")
+
+
+def _item(e: _Entry, offset: int, size: int, suffix: str, source: Source, usage: Usage | None,
           sign: tuple[bool | None, bool]) -> Item:
-    where = f"{source} line {e.line}"
+    where = f"{source.at(e.line)}"
     pic = _expand(e.pic, where)
     usage = usage or Usage.DISPLAY
     if set(pic) <= {"X", "A"}:
@@ -437,11 +476,25 @@ def _bytes(digits: int, usage: Usage, separate: bool, where: str) -> int:
     return digits + (1 if separate else 0)
 
 
+_REPEAT = re.compile(r"([A-Z9])\(([0-9]+)\)")
+
+
 def _expand(pic: str, where: str) -> str:
-    """X(3)9(2) -> XXX99."""
-    out = re.sub(r"([A-Z9])\((\d+)\)", lambda m: m.group(1) * int(m.group(2)), pic)
+    """X(3)9(2) -> XXX99, the repeat counts bounded before anything is repeated."""
+    shown = pic if len(pic) <= 40 else pic[:40] + "..."
+    size = len(_REPEAT.sub("", pic))
+    for m in _REPEAT.finditer(pic):
+        if not _NUMBER.fullmatch(m.group(2)) or int(m.group(2)) > MAX_RECORD_BYTES:
+            raise CopybookError(f"{where}: PIC {shown}: repeat count {m.group(2)[:20]} is more "
+                                f"than a record holds ({MAX_RECORD_BYTES:,} bytes)")
+        if int(m.group(2)) == 0:
+            raise CopybookError(f"{where}: PIC {shown}: a repeat count of 0 (an item has at "
+                                "least one character)")
+        size += int(m.group(2))
+    if size > MAX_RECORD_BYTES:
+        raise CopybookError(f"{where}: PIC {shown} is {size:,} characters, more than a "
+                            f"record holds ({MAX_RECORD_BYTES:,} bytes)")
+    out = _REPEAT.sub(lambda m: m.group(1) * int(m.group(2)), pic)
     if "(" in out or ")" in out:
-        raise CopybookError(f"{where}: PIC {pic} has a malformed repeat count")
-    if len(out) > 10_000:
-        raise CopybookError(f"{where}: PIC {pic} is too long")
+        raise CopybookError(f"{where}: PIC {shown} has a malformed repeat count")
     return out

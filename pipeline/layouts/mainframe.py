@@ -94,14 +94,15 @@ def decode(spec: RecordDecoder, rec: np.ndarray) -> Decoded:
             value, ok, explain = decode_number(col.item, cols, spec.code_page)
             failures.add(~ok & there, col.item, explain)
             if col.kind is FieldType.DATE:
-                ok = _date_rule(col.item, value, ok & there, failures)
+                ok = _date_rule(col.item, value, ok & there, failures, spec.code_page)
             values[col.name], readable[col.name] = value, ok
             if spec.odo is not None and col.name == spec.odo.counter:
                 counts = _count_rule(spec.odo, col.item, value, ok, failures)
         else:
             text, ok = decode_text(cols, spec.code_page)
             failures.add(~ok & there, col.item, lambda raw: "holds a byte that is not a "
-                         f"printable character in {spec.code_page.name}")
+                         f"printable character in {spec.code_page.name}"
+                         f"{read_as(spec.code_page, raw)}")
             if col.required:
                 failures.add(np.strings.str_len(text) == 0, col.item, lambda raw: "is blank")
             values[col.name] = text
@@ -253,11 +254,18 @@ def digits_value(digits: np.ndarray) -> np.ndarray:
     return np.asarray(hi * 10**INT64_DIGITS + lo, dtype=object)
 
 
-def _date_rule(item: Item, value: np.ndarray, ok: np.ndarray,
-               failures: RuleFailures) -> np.ndarray:
+def _date_rule(item: Item, value: np.ndarray, ok: np.ndarray, failures: RuleFailures,
+               cp: CodePage) -> np.ndarray:
     good = _calendar_dates(ascii_digits(np.where(ok, value, 0), 8))
-    failures.add(ok & ~good, item, lambda raw: "is not a calendar date YYYYMMDD")
+    failures.add(ok & ~good, item,
+                 lambda raw: f"is not a calendar date YYYYMMDD{read_as(cp, raw)}")
     return ok & good
+
+
+def read_as(cp: CodePage, raw: bytes) -> str:
+    """' (read as '20261345')': a reject's bytes as the code page reads them, beside the
+    hex, so an operator sees the value (ASCII escapes keep the reject file ASCII)."""
+    return f" (read as {ascii(_text(cp, raw))})"
 
 
 _zoned_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -293,7 +301,12 @@ def _explain_packed(item: Item) -> Callable[[bytes], str]:
                 return f"is not packed decimal: nibble {i + 1} is {n:X}, not a digit"
         if len(nibbles) - 1 > item.digits and nibbles[0]:
             return f"is not packed decimal: the pad nibble is {nibbles[0]:X}, not 0"
-        return f"is not packed decimal: sign nibble {nibbles[-1]:X} is not C, D or F"
+        sign = nibbles[-1]
+        if sign in _NEGATIVE_NIBBLES:  # a valid sign, but the PIC has no S
+            return (f"is negative (sign nibble {sign:X}) but PIC 9({item.digits}) COMP-3 "
+                    "is unsigned")
+        return (f"is not packed decimal: sign nibble {sign:X} is not a sign "
+                "(A, C, E, F positive; B, D negative)")
     return explain
 
 
@@ -312,14 +325,17 @@ def _explain_zoned(item: Item, cp: CodePage) -> Callable[[bytes], str]:
             else:
                 fine, what = bool(digit_of[b] < 10), "a digit"
             if not fine:
-                return (f"is not zoned decimal {pic} in {cp.name}: "
-                        f"byte {i + 1} X'{b:02X}' is not {what}")
-        return f"is not zoned decimal {pic} in {cp.name}"
+                return (f"is not zoned decimal {pic} in {cp.name}: byte {i + 1} X'{b:02X}' "
+                        f"is not {what}{read_as(cp, raw)}")
+        return f"is not zoned decimal {pic} in {cp.name}{read_as(cp, raw)}"
     return explain
 
 
 def _explain_binary(item: Item) -> Callable[[bytes], str]:
-    return lambda raw: f"is out of range for {item.digits} digits"
+    def explain(raw: bytes) -> str:
+        value = int.from_bytes(raw, "big", signed=item.signed)
+        return f"is {value}: out of range for {item.digits} digits"
+    return explain
 
 
 def _text(cp: CodePage, raw: bytes) -> str:

@@ -7,6 +7,7 @@ RecordDecoders (how the bytes are read), plans the file and yields detail batche
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from pipeline.layouts.mainframe import (
     decode,
     decode_details,
 )
-from pipeline.layouts.recfm import RecordFormat, read_batches, walk_file
+from pipeline.layouts.recfm import RecordFormat, framing_hint, read_batches, walk_file
 from pipeline.source import ByteRange, FileIdentity, InputPlan, range_digests, with_identity
 
 ROLES = ("header", "detail", "trailer")
@@ -40,6 +41,7 @@ class MainframeInput:
     header: RecordDecoder
     detail: RecordDecoder
     trailer: RecordDecoder
+    copybook_sha256: str = ""  # of the copybook file as read, recorded in BATCH_RUN
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ def build_mainframe(section: Mapping[str, Any], fmt: RecordFormat, encoding: str
     path = section.get("path")
     if not isinstance(path, str) or not path:
         raise ConfigError("copybook.path: missing")
-    records = parse_copybook_file(source.parent / path)
+    records = parse_copybook_file(source.parent / path, _library(section, source, path))
+    sha256 = hashlib.sha256((source.parent / path).read_bytes()).hexdigest()
     cp = code_page(encoding)
     dates = section.get("dates", [])
     if not isinstance(dates, list) or not all(isinstance(d, str) for d in dates):
@@ -74,9 +77,7 @@ def build_mainframe(section: Mapping[str, Any], fmt: RecordFormat, encoding: str
             raise ConfigError(f"copybook.{role}: expected the name of a 01 record of {path} "
                               f"({sorted(records)}), got {name!r}")
         record = records[name.lower().replace("-", "_")]
-        if fmt.kind == "fb" and record.size > fmt.record_length:
-            raise ConfigError(f"copybook.{role}: record {record.name} is {record.size} bytes, "
-                              f"longer than input.record_length {fmt.record_length}")
+        _check_length(record, role, fmt)
         _check_names(record)
         if record.odo is not None and role != "detail":
             raise ConfigError(f"copybook.{role}: {record.name} has {record.odo.clause()}; "
@@ -84,8 +85,31 @@ def build_mainframe(section: Mapping[str, Any], fmt: RecordFormat, encoding: str
         decoder = _decoder(record, role, cp, type_name, values, set(dates), roles)
         decoders[role] = decoder
         layouts[role] = _layout(decoder, values[role] or role[0].upper())
-    mf = MainframeInput(fmt, decoders["header"], decoders["detail"], decoders["trailer"])
+    mf = MainframeInput(fmt, decoders["header"], decoders["detail"], decoders["trailer"],
+                        sha256)
     return mf, layouts
+
+
+def _check_length(record: Record, role: str, fmt: RecordFormat) -> None:
+    """An FB detail is exactly LRECL: a shorter copybook would read every field after the
+    missing bytes shifted, and still balance. Header and trailer may be shorter (the rest
+    of the record is filler nobody reads)."""
+    if fmt.kind != "fb" or record.size == fmt.record_length:
+        return
+    if role == "detail" or record.size > fmt.record_length:
+        than = "longer" if record.size > fmt.record_length else "shorter"
+        raise ConfigError(f"copybook.{role}: record {record.name} is {record.size} bytes, "
+                          f"{than} than input.record_length {fmt.record_length}: the copybook "
+                          "does not describe these records (a field missing or too long?)")
+
+
+def _library(section: Mapping[str, Any], source: Path, path: str) -> list[Path]:
+    """The folders COPY members are read from (copybook.library, relative to the config;
+    by default the copybook's own folder)."""
+    library = section.get("library", [str(Path(path).parent)])
+    if not isinstance(library, list) or not all(isinstance(f, str) and f for f in library):
+        raise ConfigError("copybook.library: expected a list of folders")
+    return [source.parent / folder for folder in library]
 
 
 def _text_key(section: Mapping[str, Any], key: str) -> str:
@@ -104,7 +128,7 @@ def _check_names(record: Record) -> None:
 
     seen: set[str] = set()
     for it in record.items:
-        where = f"copybook line {it.line}"
+        where = record.at(it.line)
         if not IDENTIFIER.fullmatch(it.name):
             raise ConfigError(f"{where}: {it.name!r} cannot be a column name (a letter, then "
                               "letters, digits or _, at most 30; name it FILLER if unused)")
@@ -113,7 +137,7 @@ def _check_names(record: Record) -> None:
                               "(COBOL qualifies it with OF; a table cannot)")
         seen.add(it.name)
     if len(record.items) > MAX_COLUMNS:
-        raise ConfigError(f"copybook line {record.line}: {record.name} flattens to "
+        raise ConfigError(f"{record.at(record.line)}: {record.name} flattens to "
                           f"{len(record.items)} fields, more than a table holds ({MAX_COLUMNS})")
 
 
@@ -126,7 +150,8 @@ def _decoder(record: Record, role: str, cp: Any, type_name: str, values: dict[st
         except KeyError:
             raise ConfigError(f"copybook.record_type: no field {type_name!r} in "
                               f"{record.name}") from None
-    columns = tuple(_column(it, role, dates, roles) for it in record.items if it is not type_item)
+    columns = tuple(_column(it, record.at(it.line), role, dates, roles)
+                    for it in record.items if it is not type_item)
     if type_item is not None and any(len(v) > type_item.size for v in values.values()):
         raise ConfigError(f"copybook: a record type value is longer than {type_name} "
                           f"({type_item.size} bytes)")
@@ -137,8 +162,8 @@ def _decoder(record: Record, role: str, cp: Any, type_name: str, values: dict[st
                          record.odo)
 
 
-def _column(item: Item, role: str, dates: set[str], roles: Roles) -> Column:
-    where = f"copybook line {item.line}: {item.name}"
+def _column(item: Item, line: str, role: str, dates: set[str], roles: Roles) -> Column:
+    where = f"{line}: {item.name}"
     if item.occurrence and item.name in roles.keys | {roles.amount}:
         raise ConfigError(f"{where}: a key or the amount cannot be inside OCCURS DEPENDING "
                           "ON (an entry past the count is absent)")
@@ -201,11 +226,14 @@ def plan_mainframe(path: Path, mf: MainframeInput, parts: int) -> InputPlan:
         raise InputStructureError(f"input file {path} does not exist") from None
     except (IsADirectoryError, PermissionError) as exc:
         raise InputStructureError(f"input file {path} cannot be read: {exc}") from None
-    if walk.records < 2:
-        raise InputStructureError("the file holds a header only: no trailer")
     with open(path, "rb") as f:
-        header = _control(f, walk.header, mf.header, "first", "header")
-        trailer = _control(f, walk.trailer, mf.trailer, "last", "trailer")
+        if walk.records < 2:
+            raise InputStructureError(_one_record(f, walk.header, mf))
+        try:
+            header = _control(f, walk.header, mf.header, "first", "header")
+            trailer = _control(f, walk.trailer, mf.trailer, "last", "trailer")
+        except InputStructureError as exc:  # the first reason a header fails: VB read as FB
+            raise InputStructureError(f"{exc}{framing_hint(path, mf.fmt)}") from None
     ranges = range_digests(path, _ranges(walk, mf.fmt, before.size))
     plan = InputPlan(path, before.size, walk.sha256, header, trailer, ranges)
     return with_identity(plan, before, FileIdentity.of(os.stat(path)))
@@ -215,7 +243,7 @@ def _ranges(walk: Any, fmt: RecordFormat, size: int) -> tuple[ByteRange, ...]:
     last = walk.records - 1  # 0-based number of the trailer
     if fmt.blocked:
         starts = [(o, r) for o, r in walk.cuts if r < last]
-        end = size
+        end = size - fmt.file_end
     else:
         first_detail = walk.header[0] + walk.header[1]
         starts = [(first_detail, 1)] + [(o, r) for o, r in walk.cuts if 1 < r < last]
@@ -227,6 +255,18 @@ def _ranges(walk: Any, fmt: RecordFormat, size: int) -> tuple[ByteRange, ...]:
         first = max(r, 1)
         ranges.append(ByteRange(offset, nxt_offset, first + 1, nxt_r - first))
     return tuple(rg for rg in ranges if rg.lines > 0) or (ranges[0],)
+
+
+def _one_record(f: Any, where: tuple[int, int], mf: MainframeInput) -> str:
+    """What a one-record file holds, for its message: a header or a trailer alone."""
+    for spec, what, missing in ((mf.header, "a header", "trailer"),
+                                (mf.trailer, "a trailer", "header")):
+        try:
+            _control(f, where, spec, "only", what)
+        except InputStructureError:
+            continue
+        return f"the file holds one record, {what} only: no {missing}"
+    return "the file holds one record, neither a header nor a trailer"
 
 
 def _control(f: Any, where: tuple[int, int], spec: RecordDecoder, position: str,

@@ -28,6 +28,24 @@ class RecordFormat:
     kind: str  # "fb" or "vb"
     record_length: int  # FB: every record; VB: the longest record's data (without the RDW)
     blocked: bool = False  # VB: blocks with a BDW
+    # bytes before the first record and after the last that are no records (a transfer
+    # tool's file header or footer: Cobrix's file_start_offset / file_end_offset)
+    file_start: int = 0
+    file_end: int = 0
+    # the RDW as some tools write it: little-endian (X'0000' then the length low byte
+    # first, Cobrix's is_rdw_big_endian = false), and a value that is not the record's
+    # length with its RDW: that length = the value + rdw_adjustment (4: the value counts
+    # the data only)
+    rdw_big_endian: bool = True
+    rdw_adjustment: int = 0
+
+    def rdw(self, length: int) -> bytes:
+        """The 4 bytes of the RDW of a record of ``length`` bytes, RDW included."""
+        value = (length - self.rdw_adjustment).to_bytes(2, "big")
+        return value + b"\0\0" if self.rdw_big_endian else b"\0\0" + value[::-1]
+
+
+IBM_VB = RecordFormat("vb", 32756)  # a standard RDW: big-endian, counting itself
 
 
 @dataclass(frozen=True)
@@ -50,7 +68,8 @@ class Walk:
     cuts: list[tuple[int, int]]  # (byte offset, 0-based record number) of range starts
 
 
-def frame_vb(buf: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray, int]:
+def frame_vb(buf: np.ndarray, base: int,
+             fmt: RecordFormat = IBM_VB) -> tuple[np.ndarray, np.ndarray, int]:
     """(RDW offsets, data lengths, bytes used) of the whole VB records at the start of buf.
 
     While records keep one length, a window of RDWs ahead is guessed and checked at
@@ -61,14 +80,15 @@ def frame_vb(buf: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray, int]:
     segments: list[tuple[int, int, int]] = []  # (offset, record length with RDW, records)
     pos, n, window = 0, len(raw), _MIN_WINDOW
     while pos + 4 <= n:
-        length = _rdw(raw, pos, base)
+        length = _rdw(raw, pos, base, fmt)
         if pos + length > n:
             break
         run, fits = 1, min((n - pos) // length, window)
         if fits > 1:
             guess = pos + np.arange(fits, dtype=np.int64) * length
-            same = ((buf[guess] == length >> 8) & (buf[guess + 1] == length & 255)
-                    & (buf[guess + 2] == 0) & (buf[guess + 3] == 0))
+            b0, b1, b2, b3 = raw[pos:pos + 4]  # this RDW: the next ones are guessed equal
+            same = ((buf[guess] == b0) & (buf[guess + 1] == b1)
+                    & (buf[guess + 2] == b2) & (buf[guess + 3] == b3))
             run = fits if same.all() else max(int(np.argmin(same)), 1)
         window = min(window * 4, _MAX_WINDOW) if run == fits else _MIN_WINDOW
         segments.append((pos, length, run))
@@ -79,9 +99,7 @@ def frame_vb(buf: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray, int]:
         # walked 120k records/s where this loop walks over 1M
         same, previous = 0, -1
         while window == _MIN_WINDOW and pos + 4 <= n:
-            length = raw[pos] << 8 | raw[pos + 1]  # _rdw inlined: this loop is per record
-            if length < 5 or raw[pos + 2] or raw[pos + 3]:
-                _rdw(raw, pos, base)  # raises, naming the bytes
+            length = _rdw(raw, pos, base, fmt)
             if pos + length > n:
                 break
             same = same + 1 if length == previous else 0
@@ -108,57 +126,111 @@ def _expand(segments: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarra
     return np.repeat(seg[:, 0], counts) + k * lengths, lengths - 4
 
 
-def _rdw(raw: bytes, pos: int, base: int) -> int:
-    length = raw[pos] << 8 | raw[pos + 1]
-    if length < 5 or raw[pos + 2] or raw[pos + 3]:
+def _rdw(raw: bytes, pos: int, base: int, fmt: RecordFormat) -> int:
+    """The length, RDW included, of the record whose RDW is at ``pos``."""
+    if fmt.rdw_big_endian:
+        value, zeros = raw[pos] << 8 | raw[pos + 1], raw[pos + 2] | raw[pos + 3]
+    else:
+        value, zeros = raw[pos + 3] << 8 | raw[pos + 2], raw[pos] | raw[pos + 1]
+    length = value + fmt.rdw_adjustment
+    if length < 5 or zeros:
+        expected = ("a 2-byte length including the RDW, then 2 zero bytes" if fmt.rdw_big_endian
+                    else "2 zero bytes, then a 2-byte little-endian length")
+        if fmt.rdw_adjustment:
+            expected += f", plus input.rdw_adjustment {fmt.rdw_adjustment}"
         raise InputStructureError(
             f"the record descriptor word at byte offset {base + pos} is "
             f"X'{raw[pos:pos + 4].hex().upper()}': not a record length "
-            "(RECFM=VB expects a 2-byte length including the RDW, then 2 zero bytes)")
+            f"(RECFM=VB expects {expected})")
     return length
 
 
 def walk_file(path: Path, fmt: RecordFormat, parts: int) -> Walk:
+    if path.is_dir():  # its st_size (4096) would pass for a file of 4096 bytes
+        raise InputStructureError(f"input file {path} is a directory, not a file")
     size = path.stat().st_size
     if size == 0:
         raise InputStructureError(f"input file {path} is empty: no header, no trailer")
+    body = size - fmt.file_start - fmt.file_end
+    if body <= 0:
+        raise InputStructureError(
+            f"input file {path} is {size} bytes: nothing between input.file_start_offset "
+            f"{fmt.file_start} and input.file_end_offset {fmt.file_end}")
     if fmt.kind == "fb":
-        return _walk_fb(path, fmt.record_length, size, parts)
-    targets = [size * k // parts for k in range(1, parts)]
+        return _walk_fb(path, fmt, size, parts)
+    targets = [fmt.file_start + body * k // parts for k in range(1, parts)]
     with open(path, "rb") as f:
         return _walk_vb(f, fmt, size, targets)
 
 
-def _walk_fb(path: Path, length: int, size: int, parts: int) -> Walk:
-    if size % length:
+def _walk_fb(path: Path, fmt: RecordFormat, size: int, parts: int) -> Walk:
+    length, start = fmt.record_length, fmt.file_start
+    body = size - start - fmt.file_end
+    if body % length:
+        offsets = (f" (between input.file_start_offset {start} and input.file_end_offset "
+                   f"{fmt.file_end})" if start or fmt.file_end else "")
         raise InputStructureError(
-            f"the file is {size} bytes, not a multiple of the record length {length}: "
-            f"the last record is short ({size % length} bytes)")
-    records = size // length
+            f"the file{offsets} is {body} bytes, not a multiple of the record length "
+            f"{length}: the last record is short ({body % length} bytes)"
+            f"{framing_hint(path, fmt)}")
+    records = body // length
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     details = max(records - 2, 0)
     cuts = sorted({1 + details * k // parts for k in range(parts)})
-    return Walk(digest.hexdigest(), records, (0, length), ((records - 1) * length, length),
-                (records - 1) * length, [(r * length, r) for r in cuts])
+    last = start + (records - 1) * length
+    return Walk(digest.hexdigest(), records, (start, length), (last, length), last,
+                [(start + r * length, r) for r in cuts])
+
+
+def framing_hint(path: Path, fmt: RecordFormat) -> str:
+    """'; it looks like ...' when the file's first bytes are the descriptor words of
+    another record format than the job's (an FB job given a VB file, a VB job a blocked
+    one), else ''. A hint for an error message, never a guess acted on."""
+    with open(path, "rb") as f:
+        f.seek(fmt.file_start)
+        head = f.read(1 << 16)
+    first = _descriptor(head, 0)
+    if first is None or fmt.blocked:
+        return ""
+    shown = f"X'{head[:4].hex().upper()}'"
+    inner = _descriptor(head, 4)
+    if inner is not None and inner <= first - 4:
+        return (f"; it looks like blocked VB: its first 8 bytes X'{head[:8].hex().upper()}' "
+                f"read as a block descriptor (a {first}-byte block) and a record descriptor "
+                f"(a {inner}-byte record): input.format = \"vb\" and input.blocked = true")
+    if fmt.kind == "fb" and (first == len(head) or _descriptor(head, first) is not None):
+        return (f"; it looks like RECFM=VB: its first 4 bytes {shown} read as a record "
+                f"descriptor word (a {first}-byte record, the next one where it ends): "
+                "input.format = \"vb\"")
+    return ""
+
+
+def _descriptor(head: bytes, pos: int) -> int | None:
+    """The length an RDW/BDW at ``pos`` holds, or None where the bytes cannot be one."""
+    if pos + 4 > len(head) or head[pos + 2] or head[pos + 3]:
+        return None
+    length = head[pos] << 8 | head[pos + 1]
+    return length if length >= 5 else None
 
 
 def _walk_vb(f: Any, fmt: RecordFormat, size: int, targets: list[int]) -> Walk:
-    digest = hashlib.sha256()
-    carry, base, recno = np.empty(0, np.uint8), 0, 0
+    digest = hashlib.sha256(f.read(fmt.file_start))  # the whole file is its identity
+    carry, base, recno = np.empty(0, np.uint8), fmt.file_start, 0
     header = trailer = (0, 0)
     trailer_start = 0
     cuts: list[tuple[int, int]] = []
-    while chunk := f.read(CHUNK):
+    end = size - fmt.file_end
+    while chunk := f.read(min(CHUNK, end - base - len(carry))):
         digest.update(chunk)
         buf = np.concatenate([carry, np.frombuffer(chunk, np.uint8)])
         if fmt.blocked:
             units, used = _frame_blocks(buf, base)
-            starts, lengths = _records_of(buf, base, units, used, True)
+            starts, lengths = _records_of(buf, base, units, used, fmt)
         else:  # one walk of the RDWs gives both (not a second one over what it framed)
-            starts, lengths, used = frame_vb(buf, base)
+            starts, lengths, used = frame_vb(buf, base, fmt)
             units = starts
         if len(starts):
             if recno == 0:
@@ -178,8 +250,10 @@ def _walk_vb(f: Any, fmt: RecordFormat, size: int, targets: list[int]) -> Walk:
         raise InputStructureError(
             f"the last {len(carry)} bytes (from byte offset {base}) are not a whole record: "
             "the file looks truncated or its RDW/BDW lengths disagree with it")
+    while chunk := f.read(CHUNK):  # the file_end_offset bytes: hashed, not read
+        digest.update(chunk)
     if fmt.blocked:
-        cuts.insert(0, (0, 0))
+        cuts.insert(0, (fmt.file_start, 0))
     return Walk(digest.hexdigest(), recno, header, trailer, trailer_start, cuts)
 
 
@@ -199,15 +273,15 @@ def _frame_blocks(buf: np.ndarray, base: int) -> tuple[np.ndarray, int]:
 
 
 def _records_of(buf: np.ndarray, base: int, units: np.ndarray, used: int,
-                blocked: bool) -> tuple[np.ndarray, np.ndarray]:
+                fmt: RecordFormat) -> tuple[np.ndarray, np.ndarray]:
     """RDW offsets and data lengths of the records in buf[:used]."""
-    if not blocked:
-        starts, lengths, _ = frame_vb(buf[:used], base)
+    if not fmt.blocked:
+        starts, lengths, _ = frame_vb(buf[:used], base, fmt)
         return starts, lengths
     all_starts, all_lengths = [], []
     for b in units.tolist():
         blen = int(buf[b]) << 8 | int(buf[b + 1])
-        starts, lengths, used_in = frame_vb(buf[b + 4 : b + blen], base + b + 4)
+        starts, lengths, used_in = frame_vb(buf[b + 4 : b + blen], base + b + 4, fmt)
         if used_in != blen - 4:
             raise InputStructureError(f"the block at byte offset {base + b} is {blen} bytes "
                                       "(its BDW) but its records do not fill it")
@@ -224,11 +298,12 @@ def read_batches(path: Path, fmt: RecordFormat, start: int, end: int, first_reco
     """The records [first_record, first_record + records) of the byte range [start, end).
 
     About ``batch`` records of ``record_bytes`` (RDW included) are read at a time; a
-    longer record or block is read whole all the same. A range that starts at byte 0
-    begins with the header record, which is skipped. ``digest`` (hashlib) is updated with
-    every byte read (pipeline.source.reading_range verifies the range).
+    longer record or block is read whole all the same. A range that starts at the first
+    record (byte 0, or input.file_start_offset) begins with the header, which is skipped.
+    ``digest`` (hashlib) is updated with every byte read (pipeline.source.reading_range
+    verifies the range).
     """
-    skip = 1 if start == 0 else 0
+    skip = 1 if start == fmt.file_start else 0
     left = records
     with open(path, "rb", buffering=0) as f:
         f.seek(start)
@@ -264,9 +339,9 @@ def _frame(buf: np.ndarray, base: int,
         return starts, np.full(n, fmt.record_length), n * fmt.record_length, starts
     if fmt.blocked:
         units, used = _frame_blocks(buf, base)
-        starts, lengths = _records_of(buf, base, units, used, True)
+        starts, lengths = _records_of(buf, base, units, used, fmt)
     else:
-        starts, lengths, used = frame_vb(buf, base)
+        starts, lengths, used = frame_vb(buf, base, fmt)
     return starts, lengths, used, starts + 4
 
 

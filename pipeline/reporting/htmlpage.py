@@ -67,6 +67,8 @@ def render_html(report: RunReport, rejects: list[tuple[str, int]] | None = None,
 def _facts(report: RunReport) -> str:
     run = report.run
     rows = [("input", run.input_path), ("sha256", run.input_sha256 or "-"),
+            ("code page", run.code_page or "-"),
+            ("copybook sha256", run.copybook_sha256 or "-"),
             ("business date", "-" if run.business_date is None else str(run.business_date)),
             ("overrides", ", ".join(run.overrides) or "none"),
             ("started (UTC)", format_ts(run.start_ts)), ("ended (UTC)", format_ts(run.end_ts)),

@@ -46,6 +46,7 @@ def run_document(run: RunRow) -> dict[str, Any]:
         "duration_seconds": None if duration is None else round(duration, 3),
         "records_read": run.records_read, "input_path": run.input_path,
         "input_sha256": run.input_sha256, "message": run.message,
+        "code_page": run.code_page, "copybook_sha256": run.copybook_sha256,
         # the job instance: the header's business date, the identity refusals overridden
         "business_date": None if run.business_date is None else run.business_date.isoformat(),
         "rerun": "--rerun" in run.overrides, "allow_older": "--allow-older" in run.overrides,

@@ -9,6 +9,7 @@ from pipeline.audit.reader import RunReport, RunRow
 from pipeline.summary import (
     check_lines,
     instance_lines,
+    reading_lines,
     stage_lines,
     warning_lines,
     worker_lines,
@@ -22,6 +23,7 @@ def format_report(report: RunReport) -> str:
         f"job      {run.job_name}",
         f"input    {run.input_path}",
         f"sha256   {run.input_sha256 or '-'}",
+        *reading_lines(run.code_page, run.copybook_sha256),
         *instance_lines(run.business_date, run.overrides),
         f"started  {format_ts(run.start_ts)}",
         f"ended    {format_ts(run.end_ts)}  ({format_duration(run.duration_s)})",

@@ -83,6 +83,10 @@ CREATE TABLE batch_run (
     business_date DATE,
     rerun         CHAR(1),
     allow_older   CHAR(1),
+    -- how the input was read: its code page and the SHA-256 of its copybook (mainframe
+    -- jobs): a file read with the wrong EBCDIC code page still balances
+    code_page     VARCHAR(10),
+    copybook_sha256 CHAR(64),
     CONSTRAINT pk_batch_run PRIMARY KEY (run_id)
 );
 

@@ -79,8 +79,10 @@ def validate_input(config: JobConfig, input_path: Path, out_dir: Path) -> Valida
     if found.misplaced:
         raise InputStructureError(f"{found.misplaced} header or trailer record(s) inside the "
                                   f"details (see {found.reject_file}): not a valid input")
-    if config.mainframe is not None:
-        found.other_readings = other_readings(config.mainframe, input_path, plan)
+    if config.mainframe is not None:  # each detail type's text in its own records
+        found.other_readings = other_readings(
+            config.mainframe, input_path, plan,
+            details=[t.config.mainframe.detail for t in config.details if t.config.mainframe])
     found.results = [*trailer_checks(config, plan, found),
                      reject_limit_check(config.reject_limit, found.records_read, found.rejects)]
     found.results += [checks.count_check(f"{t.label}:{checks.SOURCE_TRAILER_COUNT}",

@@ -335,3 +335,18 @@ def test_two_types_in_an_fb_file(tmp_path: Path) -> None:
     outcome = run(config, tmp_path / "in.bin", b"".join(records))
     assert outcome.exit_code == 0, outcome.message
     assert finals(config) == want
+
+
+def test_validate_reads_each_types_text_in_its_own_records(tmp_path: Path) -> None:
+    """The other code pages' readings look at each type's text fields in that type's
+    records: a fee code's '!' (cp037 X'5A', cp500 ']') is named at its record."""
+    from pipeline.validate import validate_input
+
+    config = shipped_job(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", JOB)
+    header = e("H20261125", 9) + e("TESTS", 20)
+    body = [payment("P1", 100), fee("F1", 5, code="AT!"), payment("P2", 200)]
+    (tmp_path / "in.bin").write_bytes(vb([header, *body, trailer(3, 305, 2, 1)]))
+    found = validate_input(config, tmp_path / "in.bin", tmp_path / "v")
+    assert found.exit_code == 0
+    cp500 = next(r for r in found.other_readings if r.code_page == "cp500")
+    assert (cp500.values, cp500.examples) == (1, [(3, "fee_code", "AT!", "AT]")])

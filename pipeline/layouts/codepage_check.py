@@ -9,6 +9,7 @@ how, can confirm the code page once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 
 from pipeline.layouts.codepages import CODE_PAGES, CodePage, code_page
 from pipeline.layouts.fields import FieldType
+from pipeline.layouts.mainframe import RecordDecoder
 from pipeline.layouts.mainframe_input import MainframeInput
 from pipeline.layouts.recfm import read_batches
 from pipeline.source import InputPlan
@@ -34,30 +36,51 @@ class Reading:
     # (record number, field, as the job reads it, as this code page reads it)
 
 
-def other_readings(mf: MainframeInput, path: Path, plan: InputPlan,
-                   batch: int = 10_000) -> list[Reading]:
-    """One Reading per other EBCDIC code page (none for an ASCII job)."""
-    cp = mf.detail.code_page
+def other_readings(mf: MainframeInput, path: Path, plan: InputPlan, batch: int = 10_000,
+                   details: Sequence[RecordDecoder] = ()) -> list[Reading]:
+    """One Reading per other EBCDIC code page (none for an ASCII job). ``details``: the
+    detail types of a [[details]] job, each read in its own records (default: the one)."""
+    specs = list(details) or [mf.detail]
+    cp = specs[0].code_page
     if cp.name == "ascii":
         return []
     readings = [Reading(name) for name in CODE_PAGES if name not in ("ascii", cp.name)]
-    texts = [c.item for c in mf.detail.columns if c.kind is FieldType.TEXT]
-    size = mf.fmt.record_length if mf.fmt.kind == "fb" else mf.detail.size + 4
+    longest = max(s.size for s in specs)
+    size = mf.fmt.record_length if mf.fmt.kind == "fb" else longest + 4
     for rng in plan.ranges:
         for b in read_batches(path, mf.fmt, rng.start, rng.end, rng.first_line, rng.lines,
                               batch, size):
-            rec = b.rec if b.rec.shape[1] >= mf.detail.size else np.pad(
-                b.rec, ((0, 0), (0, mf.detail.size - b.rec.shape[1])))
-            for item in texts:
-                cols = rec[:, item.offset:item.end]
-                for r in readings:
-                    differs = np.take(_differs(cp.name, r.code_page), cols).any(axis=1)
-                    r.values += int(np.count_nonzero(differs))
-                    for i in np.flatnonzero(differs)[:EXAMPLES - len(r.examples)]:
-                        raw = cols[i].tobytes()
-                        r.examples.append((b.first_record + int(i), item.name,
-                                           _read(cp, raw), _read(code_page(r.code_page), raw)))
+            rec = b.rec if b.rec.shape[1] >= longest else np.pad(
+                b.rec, ((0, 0), (0, longest - b.rec.shape[1])))
+            for spec in specs:
+                _count(spec, *_records_of(spec, rec, b.first_record, len(specs) > 1),
+                       readings)
     return readings
+
+
+def _records_of(spec: RecordDecoder, rec: np.ndarray, first: int,
+                by_type: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``rec`` that are ``spec``'s records, and their record numbers."""
+    numbers = np.arange(len(rec)) + first
+    if not by_type or spec.type_item is None:
+        return rec, numbers
+    t = spec.type_item
+    mine = (rec[:, t.offset:t.end] == np.frombuffer(spec.type_value, np.uint8)).all(axis=1)
+    return rec[mine], numbers[mine]
+
+
+def _count(spec: RecordDecoder, rec: np.ndarray, numbers: np.ndarray,
+           readings: list[Reading]) -> None:
+    cp = spec.code_page
+    for item in (c.item for c in spec.columns if c.kind is FieldType.TEXT):
+        cols = rec[:, item.offset:item.end]
+        for r in readings:
+            differs = np.take(_differs(cp.name, r.code_page), cols).any(axis=1)
+            r.values += int(np.count_nonzero(differs))
+            for i in np.flatnonzero(differs)[:EXAMPLES - len(r.examples)]:
+                raw = cols[i].tobytes()
+                r.examples.append((int(numbers[i]), item.name, _read(cp, raw),
+                                   _read(code_page(r.code_page), raw)))
 
 
 @cache

@@ -27,7 +27,8 @@ from recon import checks
 from recon.values import AggregatedMetrics, Evidence, ReconciliationResult
 
 # checks of the whole file, never of one type
-WHOLE_FILE = {checks.SOURCE_TRAILER_COUNT, checks.SOURCE_TRAILER_AMOUNT, checks.REJECT_LIMIT}
+WHOLE_FILE = frozenset({checks.SOURCE_TRAILER_COUNT, checks.SOURCE_TRAILER_AMOUNT,
+                        checks.REJECT_LIMIT})
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,24 @@ def named(label: str, results: Sequence[ReconciliationResult]) -> list[Reconcili
     return [replace(r, check_name=f"{label}:{r.check_name}") for r in results]
 
 
+def load_checks(chains: Sequence[TypeChain], run_id: str,
+                whole_file: frozenset[str] = WHOLE_FILE
+                ) -> tuple[list[ReconciliationResult], list[int]]:
+    """Each type's checks before the MERGE (those named ``whole_file`` are the whole
+    file's, not a type's), and each type's staging rows."""
+    results: list[ReconciliationResult] = []
+    staged: list[int] = []
+    for chain in chains:
+        own, totals = chain.service.load_checks(run_id, chain.metrics)
+        own = [r for r in own if r.check_name not in whole_file]
+        if chain.trailer_count is not None:
+            own.append(checks.count_check(checks.SOURCE_TRAILER_COUNT, chain.trailer_count,
+                                          chain.metrics.total_read))
+        results += named(chain.label, checks.in_order(own))
+        staged.append(totals.rows)
+    return results, staged
+
+
 def reconcile_types(chains: Sequence[TypeChain], run_id: str,
                     whole_file: Sequence[ReconciliationResult], merged_at: datetime,
                     stages: StageClock | None, record: Record,
@@ -50,16 +69,9 @@ def reconcile_types(chains: Sequence[TypeChain], run_id: str,
     and its checks in one transaction, committed with the audit (``record``) only when
     every check of every type passed."""
     with maybe(stages, CHECKS):
-        results = list(whole_file)
-        staged: list[int] = []
-        for chain in chains:
-            own, totals = chain.service.load_checks(run_id, chain.metrics)
-            own = [r for r in own if r.check_name not in WHOLE_FILE]
-            if chain.trailer_count is not None:
-                own.append(checks.count_check(checks.SOURCE_TRAILER_COUNT, chain.trailer_count,
-                                              chain.metrics.total_read))
-            results += named(chain.label, checks.in_order(own))
-            staged.append(totals.rows)
+        own, staged = load_checks(chains, run_id, frozenset(r.check_name for r in whole_file)
+                                  | WHOLE_FILE)
+        results = [*whole_file, *own]
         # every row is ranked (no key spill with several types): exact whatever repeats
         survivors = [chain.service.survivors(run_id) for chain in chains]
     keys = sum(s.rows for s in survivors)

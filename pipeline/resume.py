@@ -4,9 +4,11 @@ A run whose staging load completed stored its control totals in BATCH_RUN (the t
 count and amount, the metrics bus's totals: ``AuditWriter.record_load``). Resuming redoes
 what came after the load from those totals: the checks before the MERGE (which prove the
 staged rows still match the load, count and amount), the MERGE, the checks after it and
-the audit. The file is never read again, and a run is never merged twice: a run whose
-audit says SUCCEEDED is left alone, and one whose MERGE committed without its audit
-(FINAL rows carry its run id) gets its audit finished without a second MERGE.
+the audit. The file is never read again (but for a [[details]] run, whose figures per
+detail type BATCH_RUN does not hold: pipeline.resume_types), and a run is never merged
+twice: a run whose audit says SUCCEEDED is left alone, and one whose MERGE committed
+without its audit (FINAL rows carry its run id) gets its audit finished without a second
+MERGE.
 """
 
 from __future__ import annotations
@@ -85,14 +87,10 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
     if row.status == SUCCEEDED:
         outcome.status, outcome.exit_code, outcome.changed_nothing = SUCCEEDED, 0, True
         outcome.message = (f"run {run_id} had already committed its MERGE (its audit says "
-                           f"{SUCCEEDED}); nothing to resume, {config.final_table} "
-                           "untouched")
+                           f"{SUCCEEDED}); nothing to resume, "
+                           f"{', '.join(t.label for t in config.details) or config.final_table}"
+                           " untouched")
         return
-    if config.details:
-        # BATCH_RUN keeps the load's figures of the whole file, not each type's
-        raise ResumeRefused(f"run {run_id} is of a job with several detail types "
-                            "([[details]]), which `run --resume` does not finish yet: run it "
-                            "again from its file (its FINAL tables are unchanged)")
     totals = load_totals(row, config)
     if totals is None:
         raise ResumeRefused(f"run {run_id} ended {row.status} before its staging load "
@@ -116,8 +114,16 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
     # judged against the runs before it, as when it first ran: a resume never overrides it
     volume = history.volume_check(engine, tables.batch_run, config.name, row.start_ts,
                                   config.volume, totals.metrics.total_read)
-    merged_rows = _final_count(engine, service, run_id)
-    if merged_rows:
+    if config.details:  # each detail type's chain (pipeline.resume_types)
+        from pipeline.resume_types import resume_types
+
+        left = resume_types(config, engine, row, outcome, lock, totals.metrics,
+                            totals.trailer, volume, ResumeRefused)
+        if left is None:
+            return  # committed with its audit
+        outcome.results = left
+        merged = "its MERGEs had committed; audit finished without merging again"
+    elif _final_count(engine, service, run_id):
         # its MERGE committed but the run died before its audit: finish the audit only
         outcome.results = [*service.reconcile_counts(run_id, totals.metrics), volume,
                            *service.final_as_it_is(run_id)]

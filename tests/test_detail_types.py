@@ -93,6 +93,27 @@ def finals(config: JobConfig) -> dict[str, dict[str, tuple[Any, ...]]]:
     return found
 
 
+def with_tables_and(config: JobConfig, *statements: str) -> None:
+    """Create every type's tables, then run ``statements`` (a trigger, say) on them."""
+    with engine_for(config.database_url) as engine:
+        for t in config.details:
+            job_tables(t.config).metadata.create_all(engine)
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+
+
+def fee_meddler(url: str) -> tuple[str, ...]:
+    """A trigger that rewrites every fee's code as it lands in FINAL."""
+    if url.startswith("sqlite"):
+        return ("CREATE TRIGGER fee_meddler AFTER INSERT ON fees BEGIN "
+                "UPDATE fees SET fee_code = 'XXX' WHERE fee_id = NEW.fee_id; END",)
+    return ("CREATE FUNCTION meddle() RETURNS trigger AS $$ BEGIN "
+            "NEW.fee_code := 'XXX'; RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER fee_meddler BEFORE INSERT ON fees "
+            "FOR EACH ROW EXECUTE FUNCTION meddle()")
+
+
 @pytest.fixture
 def config(tmp_path: Path, db_url: str) -> JobConfig:
     return shipped_job(tmp_path, db_url, JOB)
@@ -150,20 +171,7 @@ def test_a_failure_after_the_merge_rolls_back_every_type(config: JobConfig,
     """A trigger changes a fee as it lands: fees' staging_to_final_columns fails after
     the MERGE, and the payments MERGEd in the same transaction are rolled back too."""
     data, _ = night()
-    with engine_for(config.database_url) as engine:
-        for t in config.details:  # the tables, so the trigger has something to sit on
-            job_tables(t.config).metadata.create_all(engine)
-        with engine.begin() as conn:
-            if engine.dialect.name == "sqlite":
-                conn.exec_driver_sql(
-                    "CREATE TRIGGER fee_meddler AFTER INSERT ON fees BEGIN "
-                    "UPDATE fees SET fee_code = 'XXX' WHERE fee_id = NEW.fee_id; END")
-            else:
-                conn.exec_driver_sql(
-                    "CREATE FUNCTION meddle() RETURNS trigger AS $$ BEGIN "
-                    "NEW.fee_code := 'XXX'; RETURN NEW; END $$ LANGUAGE plpgsql")
-                conn.exec_driver_sql("CREATE TRIGGER fee_meddler BEFORE INSERT ON fees "
-                                     "FOR EACH ROW EXECUTE FUNCTION meddle()")
+    with_tables_and(config, *fee_meddler(config.database_url))
     outcome = run(config, tmp_path / "in.bin", data)
     assert outcome.exit_code == 1, outcome.message
     by = {r.check_name: r for r in outcome.results}
@@ -184,13 +192,8 @@ def test_a_changed_staging_row_of_one_type_is_named(tmp_path: Path) -> None:
     layout), payments' passes, and no FINAL table is touched."""
     config = shipped_job(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", JOB)
     data, _ = night(30)
-    with engine_for(config.database_url) as engine:
-        for t in config.details:
-            job_tables(t.config).metadata.create_all(engine)
-        with engine.begin() as conn:
-            conn.exec_driver_sql(
-                "CREATE TRIGGER fee_meddler AFTER INSERT ON stg_fees BEGIN "
-                "UPDATE stg_fees SET fee_code = 'XXX' WHERE rowid = NEW.rowid; END")
+    with_tables_and(config, "CREATE TRIGGER fee_meddler AFTER INSERT ON stg_fees BEGIN "
+                    "UPDATE stg_fees SET fee_code = 'XXX' WHERE rowid = NEW.rowid; END")
     outcome = run(config, tmp_path / "in.bin", data)
     by = {r.check_name: r for r in outcome.results}
     assert outcome.exit_code == 1
@@ -265,20 +268,50 @@ def test_validate_checks_each_types_trailer_count(tmp_path: Path) -> None:
             by["fees:source_trailer_count"].actual_count) == (31, 30)
 
 
-def test_resume_refuses_a_several_types_run_and_explain_names_its_failures(
+def test_resume_refuses_a_run_whose_checks_before_the_merge_fail_and_explain_names_them(
         config: JobConfig, tmp_path: Path) -> None:
-    from pipeline.errors import ConfigError as Refused
     from pipeline.explain import explain_run
-    from pipeline.resume import resume_run
+    from pipeline.resume import ResumeRefused, resume_run
 
     data, _ = night(60, fee_count_off=1)
     outcome = run(config, tmp_path / "in.bin", data)
     assert outcome.exit_code == 1
-    with pytest.raises(Refused, match=r"several detail types \(\[\[details\]\]\)"):
+    with pytest.raises(ResumeRefused, match=r"checks before the MERGE do not balance "
+                                            r"\(fees:source_trailer_count\)"):
         resume_run(config, outcome.run_id)
     with engine_for(config.database_url) as engine:
         found = explain_run(config, engine, outcome.run_id)
     assert found.failed_checks[0] == "fees:source_trailer_count"
+
+
+def test_resume_finishes_a_run_whose_merge_was_rolled_back(config: JobConfig,
+                                                           tmp_path: Path) -> None:
+    """The trigger that failed fees' MERGE is dropped; the resume derives each type's
+    figures from the file again, and merges both types with their audit."""
+    from pipeline.resume import ResumeRefused, resume_run
+
+    data, want = night()
+    with_tables_and(config, *fee_meddler(config.database_url))
+    outcome = run(config, tmp_path / "in.bin", data)
+    assert outcome.exit_code == 1 and finals(config) == {"payments": {}, "fees": {}}
+    with engine_for(config.database_url) as engine, engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER fee_meddler" + ("" if engine.dialect.name ==
+                                                           "sqlite" else " ON fees"))
+    # not the file the run read
+    (tmp_path / "in.bin").write_bytes(data.replace(e("EUR", 3), e("USD", 3), 1))
+    with pytest.raises(ResumeRefused, match="SHA-256 differs"):
+        resume_run(config, outcome.run_id)
+    (tmp_path / "in.bin").write_bytes(data)
+    resumed = resume_run(config, outcome.run_id)
+    assert resumed.exit_code == 0, resumed.message
+    assert finals(config) == want
+    by = {r.check_name: r for r in resumed.results}
+    assert by["written_to_staging"].passed and by["fees:processed_to_staging"].passed
+    assert "fees:written_to_staging" not in by  # the writers' rows per type are not known
+    assert "into payments" in resumed.message and "into fees" in resumed.message
+    again = resume_run(config, outcome.run_id)
+    assert again.changed_nothing and "payments, fees untouched" in again.message
+
 
 
 def test_the_command_line_tells_the_same_story(config: JobConfig, tmp_path: Path) -> None:
@@ -350,3 +383,26 @@ def test_validate_reads_each_types_text_in_its_own_records(tmp_path: Path) -> No
     assert found.exit_code == 0
     cp500 = next(r for r in found.other_readings if r.code_page == "cp500")
     assert (cp500.values, cp500.examples) == (1, [(3, "fee_code", "AT!", "AT]")])
+
+
+def test_merges_that_committed_without_their_audit_are_not_merged_twice(
+        config: JobConfig, tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from pipeline.resume import resume_run
+
+    data, want = night(90)
+    outcome = run(config, tmp_path / "in.bin", data)
+    assert outcome.exit_code == 0
+    # as if killed between the MERGEs' commit and the audit's: RUNNING, then ABENDED
+    with engine_for(config.database_url) as engine, engine.begin() as conn:
+        conn.execute(text("UPDATE batch_run SET status = 'ABENDED', exit_code = NULL "
+                          "WHERE run_id = :r"), {"r": outcome.run_id})
+        conn.execute(text("DELETE FROM recon_audit WHERE run_id = :r"), {"r": outcome.run_id})
+    resumed = resume_run(config, outcome.run_id)
+    assert resumed.exit_code == 0, resumed.message
+    assert "without merging again" in resumed.message
+    assert all(r.passed for r in resumed.results)
+    names = {r.check_name for r in resumed.results}
+    assert {"payments:staging_to_final", "fees:staging_to_final_columns"} <= names
+    assert finals(config) == want

@@ -69,6 +69,8 @@ class ReconciliationService:
         self.reject_limit = reject_limit
         self.input_rows, self.on_proven, self.proven_at = input_rows, on_proven, proven_at
         self.evidence: list[Evidence] = []  # behind the failed column checks, so far
+        # the checks decided so far: what a run that fails at the MERGE still records
+        self.checked: list[ReconciliationResult] = []
 
     def reconcile(self, run_id: str, aggregated: AggregatedMetrics, merged_at: datetime,
                   repeats: bool | None = None,
@@ -105,6 +107,7 @@ class ReconciliationService:
                 superseded = None
             else:
                 keys, survivors_amount = staged_rows, staged_amount
+        self.checked = results
         if not passed:
             return ReconciliationOutcome([*results, *checks.merge_skipped(keys)], staged_rows,
                                          staged_rows - keys, self.evidence)

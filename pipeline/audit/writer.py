@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, select
 
+from pipeline.audit.journal import RunEnd
 from pipeline.audit.schema import naive_utc, to_audit, utc_now
 from pipeline.db.engine import database_errors
 from pipeline.db.tables import JobTables
@@ -74,26 +75,41 @@ class AuditWriter:
         with database_errors(self.engine, "recording the load totals"), self.engine.begin() as c:
             c.execute(t.update().where(t.c.run_id == run_id).values(**values))
 
-    def close_abandoned_runs(self, job_name: str, run_id: str) -> int:
-        """Mark the job's earlier runs still RUNNING as ABENDED, once provably dead.
+    def close_abandoned_runs(self, job_name: str, run_id: str,
+                             journalled: Callable[[str], RunEnd | None] = lambda _: None,
+                             ) -> tuple[int, list[RunEnd]]:
+        """Settle the job's earlier runs still RUNNING, once provably dead: the end a run
+        journalled when the database could not take it (pipeline.audit.journal), else
+        ABENDED. Returns how many were marked ABENDED and the ends settled from journals.
 
         Only a run holding the job's lock may call this, and the lock alone does not prove
         the other run dead: a run whose lock session was killed lives on until it tries to
         commit. A RUNNING row is closed when its process is gone from this host; a run of
         another host is closed too (its lock is free, and with it the right to commit).
+        ``journalled(run_id)`` reads a run's journal (this host's only).
         """
         t = self.tables.batch_run
         here = socket.gethostname()[:255]
         with database_errors(self.engine, "closing abandoned runs"), self.engine.begin() as c:
             rows = c.execute(select(t.c.run_id, t.c.host, t.c.pid).where(
                 t.c.job_name == job_name, t.c.status == RUNNING, t.c.run_id != run_id)).all()
-            dead = [r.run_id for r in rows if not (r.host == here and process_alive(r.pid))]
-            if not dead:
-                return 0
-            query = t.update().where(t.c.run_id.in_(dead), t.c.status == RUNNING).values(
+            dead = [r for r in rows if not (r.host == here and process_alive(r.pid))]
+            settled = [end for end in (journalled(r.run_id) for r in dead if r.host == here)
+                       if end is not None]
+            for end in settled:
+                note = (f" [recorded by run {run_id} from the run's journal: the database "
+                        "could not be written when it ended]")
+                c.execute(t.update().where(t.c.run_id == end.run_id, t.c.status == RUNNING)
+                          .values(status=end.status, end_ts=end.end_ts,
+                                  exit_code=end.exit_code,
+                                  message=end.message[:1000 - len(note)] + note))
+            gone = [r.run_id for r in dead if r.run_id not in {e.run_id for e in settled}]
+            if not gone:
+                return 0, settled
+            query = t.update().where(t.c.run_id.in_(gone), t.c.status == RUNNING).values(
                 status=ABENDED, end_ts=utc_now(),
                 message="the run's process ended without recording its end (killed?)")
-            return int(c.execute(query).rowcount)
+            return int(c.execute(query).rowcount), settled
 
     def finish_run(self, run_id: str, status: str, exit_code: int, message: str,
                    results: Sequence[ReconciliationResult],

@@ -110,6 +110,21 @@ def classify(cause: str) -> str:
     return timeout_named(cause, TIMEOUTS)
 
 
+def transient(exc: BaseException | None) -> bool:
+    # a file, not a server: its busy timeout has waited already, and a full disk or a
+    # read-only file stays so
+    return False
+
+
+def cancel(dbapi_connection: Any) -> None:
+    dbapi_connection.interrupt()
+
+
+def abandon(dbapi_connection: Any) -> None:
+    """A file has no server to drop: interrupt again (each VDBE step checks the flag)."""
+    dbapi_connection.interrupt()
+
+
 def loader(tables: JobTables, layout: Layout, amount: str, dialect: Dialect,
            batch_size: int) -> BulkLoader:
     # integer minor units and ISO date strings bind to SQLite as they are

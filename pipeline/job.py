@@ -318,8 +318,9 @@ def _holder(engine: Engine, tables: JobTables, job_name: str) -> str:
                 "waiting (`pipeline runs` names it)")
     if run is None:
         return "The run holding it has not recorded itself yet"
-    holder = (f"The lock is held by run {run.run_id} (started {run.start_ts:%Y-%m-%d "
-              f"%H:%M:%S} UTC, pid {run.pid} on {run.host}")
+    started = f"{run.start_ts:%Y-%m-%d %H:%M:%S}"
+    holder = f"The lock is held by run {run.run_id} (started {started} UTC, pid {run.pid} " \
+             f"on {run.host}"
     if run.host != socket.gethostname()[:255]:
         return holder + ")"
     if process_alive(run.pid):

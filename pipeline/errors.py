@@ -72,11 +72,14 @@ _OS_MEANINGS = {
 }
 
 
-def os_failure(exc: OSError, doing: str) -> FileSystemFailure:
-    """``exc`` as one sentence: what the run was doing, where, why, and what to do."""
+def os_failure(exc: OSError, doing: str, folder: object = None) -> FileSystemFailure:
+    """``exc`` as one sentence: what the run was doing, where, why, and what to do.
+    ``folder``: where it was writing, for an error that names no file (a full disk)."""
     import errno
 
     name = errno.errorcode.get(exc.errno or 0, "")
+    if not exc.filename and folder is not None and name in ("ENOSPC", "EDQUOT", "EROFS"):
+        doing, exc.filename = "writing in", folder  # a full or read-only disk: a write
     where = f" {exc.filename}" if exc.filename else ""
     meaning, todo = _OS_MEANINGS.get(name, (exc.strerror or str(exc), ""))
     said = f"{doing}{where}: {meaning} ({name or type(exc).__name__})"

@@ -15,6 +15,7 @@ a silent server stops beating and is stopped after ``workers.heartbeat_timeout``
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -80,7 +81,9 @@ class StatementWatchdog:
             yield self
             return
         global _current
-        thread = threading.Thread(target=self._watch, name="statement-watchdog", daemon=True)
+        # the run's context (its run id for the log lines) goes with the thread
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(self._watch,),
+                                  name="statement-watchdog", daemon=True)
         thread.start()
         _current = self
         try:

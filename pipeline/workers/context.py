@@ -70,7 +70,7 @@ def worker_main(ctx: WorkerContext, worker_id: int, body: Callable[[], None]) ->
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent
         ctx.bus.finish(worker_id, State.FAILED)
         if isinstance(exc, OSError):  # a full or read-only disk: a sentence, not an errno
-            exc = os_failure(exc, "reading or writing")
+            exc = os_failure(exc, "reading or writing", folder=ctx.run_dir)
         message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         try:
             ctx.failures.put((worker_id, message), timeout=QUEUE_POLL_S)

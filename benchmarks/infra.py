@@ -32,7 +32,6 @@ of a failed run (``benchmarks.faults.disagreements``), the run ended within its 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -52,7 +51,14 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from benchmarks.faults import SHM, _processes_with, disagreements, with_suppress_kill
+from benchmarks.faults import (
+    SHM,
+    _lock_sessions,
+    _processes_with,
+    disagreements,
+    remove_leftovers,
+    sweep_parser,
+)
 
 SQLITE_KINDS = ["lock_held", "out_full", "db_full", "db_immutable"]
 PG_KINDS = ["terminate_load", "terminate_merge", "conn_limit", "frozen_merge", "lock_held",
@@ -181,27 +187,21 @@ def _admin(url: str) -> Engine:
     return create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
 
 
+def _as_admin(url: str, *statements: str) -> None:
+    """Each statement in autocommit, on a connection of its own to ``url``."""
+    eng = _admin(url)
+    try:
+        with eng.connect() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        eng.dispose()
+
+
 def _terminate_all(url: str) -> None:
     """Every backend of the database but this one, as a restart would."""
-    eng = _admin(url)
-    try:
-        with eng.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                              "datname = current_database() AND pid <> pg_backend_pid()"))
-    finally:
-        eng.dispose()
-
-
-def _lock_sessions(url: str) -> list[int]:
-    eng = _admin(url)
-    try:
-        with eng.connect() as conn:
-            return [r.pid for r in conn.execute(text(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND "
-                "pid <> pg_backend_pid() AND state LIKE 'idle in transaction%' AND "
-                "query ILIKE '%job_lock%'"))]
-    finally:
-        eng.dispose()
+    _as_admin(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                   "datname = current_database() AND pid <> pg_backend_pid()")
 
 
 # --- the trial -----------------------------------------------------------------------------
@@ -316,10 +316,7 @@ def trial(n: int, kind: str, target: Target, base: Path, source: Path, empty: Pa
         tally.failures.append(f"trial {n} {target.name}:{kind} exit {code} in {took:.1f} s "
                               f"(limit {limit:.0f}): {problems} leaks={leaks} "
                               f"orphans={orphans} traceback={bad_trace}")
-    for pid in orphans:
-        with_suppress_kill(pid)
-    for name in leaks:
-        (SHM / name).unlink(missing_ok=True)
+    remove_leftovers(orphans, leaks)
 
 
 def _drive(kind: str, proc: subprocess.Popen[bytes], target: Target, work: Path) -> int:
@@ -390,13 +387,12 @@ def _role(database: str | None) -> str:
 
 
 def _unlimit(admin_url: str) -> None:
-    eng = _admin(admin_url)
-    try:
-        with eng.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{make_url(admin_url).database}" '
-                              "CONNECTION LIMIT -1"))
-    finally:
-        eng.dispose()
+    """The limit lifted, and the role gone (its objects back to the admin)."""
+    database = make_url(admin_url).database
+    role = _role(database)
+    _as_admin(admin_url, f'ALTER DATABASE "{database}" CONNECTION LIMIT -1',
+              f'REASSIGN OWNED BY "{role}" TO CURRENT_USER', f'DROP OWNED BY "{role}"',
+              f'DROP ROLE "{role}"')
 
 
 def _row(url: str, pid: int) -> Any:
@@ -465,25 +461,16 @@ def clean_seconds(target: Target, base: Path, source: Path) -> float:
 
 
 def _pg_database(admin_url: str, name: str) -> str:
-    eng = _admin(admin_url)
-    try:
-        with eng.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        eng.dispose()
+    _as_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+              f'CREATE DATABASE "{name}"')
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
 def _drop_pg_database(url: str) -> None:
     parsed = make_url(url)
-    eng = _admin(parsed.set(database="postgres").render_as_string(hide_password=False))
-    try:
-        with eng.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
-            conn.execute(text(f'DROP ROLE IF EXISTS "{_role(parsed.database)}"'))
-    finally:
-        eng.dispose()
+    _as_admin(parsed.set(database="postgres").render_as_string(hide_password=False),
+              f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)',
+              f'DROP ROLE IF EXISTS "{_role(parsed.database)}"')
 
 
 def sweep(trials: int, records: int, pg_url: str | None, cluster: str | None, seed: int,
@@ -558,15 +545,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "child":
         return child(json.loads(argv[1]))
     logging.basicConfig(level=logging.WARNING)
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.infra")
-    parser.add_argument("--trials", type=int, default=60)
-    parser.add_argument("--records", type=int, default=20_000)
-    parser.add_argument("--pg-url", default=os.environ.get("PIPELINE_TEST_PG_URL"))
+    parser = sweep_parser("python -m benchmarks.infra", 60)
     parser.add_argument("--restart-cluster", default=None, metavar="VERSION/NAME",
                         help="a PostgreSQL cluster of the sweep's own to restart and stop "
                              "(pg_createcluster 15 sweep --port 5433); never a shared one")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--kinds", default="", help="comma-separated subset of the faults")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="work in DIR and keep every trial's files there")
     args = parser.parse_args(argv)

@@ -236,15 +236,9 @@ def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
 
 def _settle_earlier_runs(config: JobConfig, run_id: str, audit_writer: AuditWriter) -> None:
     """Earlier runs of the job left RUNNING: their journalled end, else ABENDED."""
-    def run_dir(earlier: str) -> Path:
-        return config.output_dir / "runs" / earlier
-
     abandoned, settled = audit_writer.close_abandoned_runs(
-        config.name, run_id, lambda earlier: journal.read_end(run_dir(earlier), earlier))
-    for end in settled:
-        journal.forget_end(run_dir(end.run_id), end.run_id)
-        log.warning("run %s ended %s (exit %d) when the database could not record it: "
-                    "recorded now from its journal", end.run_id, end.status, end.exit_code)
+        config.name, run_id, journal.reader_for(config.output_dir))
+    journal.settled(config.output_dir, settled)
     if abandoned:
         log.warning("%d earlier run(s) of %s never ended: marked ABENDED", abandoned,
                     config.name)

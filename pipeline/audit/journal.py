@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -75,6 +76,11 @@ def read_end(run_dir: Path, run_id: str) -> RunEnd | None:
     return None
 
 
+def reader_for(output_dir: Path) -> Callable[[str], RunEnd | None]:
+    """The journalled end of a run of the job writing under ``output_dir``."""
+    return lambda run_id: read_end(output_dir / "runs" / run_id, run_id)
+
+
 def forget_end(run_dir: Path, run_id: str) -> None:
     """The end is in BATCH_RUN now: the journal has done its work."""
     for path in journal_paths(run_dir, run_id):
@@ -86,3 +92,11 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError as exc:
         log.debug("journal %s not removed: %s", path, exc)
+
+
+def settled(output_dir: Path, ends: list[RunEnd]) -> None:
+    """``ends`` are in BATCH_RUN now: said, and their journals removed."""
+    for end in ends:
+        forget_end(output_dir / "runs" / end.run_id, end.run_id)
+        log.warning("run %s ended %s (exit %d) when the database could not record it: "
+                    "recorded now from its journal", end.run_id, end.status, end.exit_code)

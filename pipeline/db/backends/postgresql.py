@@ -65,8 +65,8 @@ TIMEOUTS = (
                           "(running, or waiting for a lock another session holds)"),
     ("too many clients", "the server refused a connection: its connection slots are full "
                          "(max_connections, or the database's CONNECTION LIMIT)"),
-    ("connection limit exceeded", "the server refused a connection: the database's or the "
-                                  "role's CONNECTION LIMIT is reached"),
+    ("too many connections for", "the server refused a connection: the database's or the "
+                                 "role's CONNECTION LIMIT is reached"),
     ("remaining connection slots", "the server refused a connection: its connection slots "
                                    "are full (max_connections)"),
     ("the database system is", "the server is not accepting connections (restarting or "

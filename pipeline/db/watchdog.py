@@ -41,7 +41,7 @@ class StatementWatchdog:
         self.bound_s = bound_s
         self.fired = ""  # what the watchdog did, for the run's message; "" while it did not
         self._lock = threading.Lock()
-        # id(connection) -> (connection, since, what, its dialect)
+        # id(key) -> (driver connection, since, what, its dialect)
         self._running: dict[int, tuple[Any, float, str, str]] = {}
         self._stop = threading.Event()
 
@@ -49,30 +49,30 @@ class StatementWatchdog:
         """Every statement the engine's connections run is watched."""
         name = engine.dialect.name
 
+        # keyed on SQLAlchemy's connection: a failing one (being invalidated) may no
+        # longer give its driver connection, and a statement must never stay watched
         def before(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-            self.begin(conn.connection.dbapi_connection, statement, name)
+            self.begin(conn, conn.connection.dbapi_connection, statement, name)
 
         def after(conn: Any, *_args: Any) -> None:
-            self.end(conn.connection.dbapi_connection)
+            self.end(conn)
 
         def failed(context: Any) -> None:
-            connection = getattr(context.connection, "connection", None)
-            if connection is not None:
-                self.end(connection.dbapi_connection)
+            self.end(context.connection)
 
         event.listen(engine, "before_cursor_execute", before)
         event.listen(engine, "after_cursor_execute", after)
         event.listen(engine, "handle_error", failed)
 
-    def begin(self, dbapi_connection: Any, statement: str, dialect: str) -> None:
+    def begin(self, key: Any, dbapi_connection: Any, statement: str, dialect: str) -> None:
+        """``key`` (its connection) runs ``statement`` on ``dbapi_connection`` from now."""
         what = " ".join(statement.split()[:2])[:40]
         with self._lock:
-            self._running[id(dbapi_connection)] = (dbapi_connection, time.monotonic(), what,
-                                                   dialect)
+            self._running[id(key)] = (dbapi_connection, time.monotonic(), what, dialect)
 
-    def end(self, dbapi_connection: Any) -> None:
+    def end(self, key: Any) -> None:
         with self._lock:
-            self._running.pop(id(dbapi_connection), None)
+            self._running.pop(id(key), None)
 
     @contextmanager
     def running(self) -> Iterator[StatementWatchdog]:
@@ -121,7 +121,8 @@ class StatementWatchdog:
                     log.warning("%s", self.fired)
                     with suppress(Exception):
                         backend.abandon(connection)
-                    self.end(connection)
+                    with self._lock:
+                        self._running.pop(key, None)
 
 
 _current: StatementWatchdog | None = None  # the run's, while it watches
@@ -135,7 +136,7 @@ def watched(dbapi_connection: Any, what: str, dialect: str) -> Iterator[None]:
     if watchdog is None:
         yield
         return
-    watchdog.begin(dbapi_connection, what, dialect)
+    watchdog.begin(dbapi_connection, dbapi_connection, what, dialect)
     try:
         yield
     finally:

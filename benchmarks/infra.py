@@ -271,7 +271,7 @@ def trial(n: int, kind: str, target: Target, base: Path, source: Path, empty: Pa
         token = f"infra-{os.getpid()}-{n}"
         started = time.monotonic()
         proc = _launch(spec, token)
-        code = _drive(kind, proc, target, work)
+        code, refusal = _drive(kind, proc, target, work)
         took = time.monotonic() - started
         frozen = work / "frozen.json"
         if frozen.exists():  # let the frozen backend go: it finds its client gone
@@ -294,6 +294,7 @@ def trial(n: int, kind: str, target: Target, base: Path, source: Path, empty: Pa
         settled = _launch(settle, token).wait(timeout=600)
         problems = _story(url if kind != "conn_limit" else admin_url, proc.pid, code, kind)
         problems += [f"settling run exit {settled}"] if settled not in (0, 3) else []
+        problems += refusal
         orphans, leaks = _leftovers(token, proc.pid)
     finally:
         for mount in reversed(mounts):
@@ -319,8 +320,10 @@ def trial(n: int, kind: str, target: Target, base: Path, source: Path, empty: Pa
     remove_leftovers(orphans, leaks)
 
 
-def _drive(kind: str, proc: subprocess.Popen[bytes], target: Target, work: Path) -> int:
-    """The outside side of a fault, then the run's exit code (negative: killed)."""
+def _drive(kind: str, proc: subprocess.Popen[bytes], target: Target,
+           work: Path) -> tuple[int, list[str]]:
+    """The outside side of a fault, then the run's exit code (negative: killed) and what
+    was wrong with a rerun's refusal (parent_killed)."""
     if kind == "restart_load":
         _wait_for(work / "loading", 120)
         _cluster(target.cluster, "restart")
@@ -335,15 +338,17 @@ def _drive(kind: str, proc: subprocess.Popen[bytes], target: Target, work: Path)
     except subprocess.TimeoutExpired:
         proc.kill()
         code = proc.wait()
-    if kind == "parent_killed":
-        spec = json.loads(proc.args[4])  # type: ignore[index]
-        rerun = _launch({**spec, "kind": "clean", "name": "rerun", "input": spec["empty"]},
-                        f"infra-rerun-{proc.pid}")
-        rerun.wait(timeout=600)
-        said = (work / "rerun.err").read_text(errors="replace")
-        if "already running" in said and "process gone" not in said:
-            (work / "run.err").open("a").write("\nrerun refusal did not name a dead holder\n")
-    return code
+    if kind != "parent_killed":
+        return code, []
+    # at once: the killed run's server session may still hold the job lock
+    spec = json.loads(proc.args[4])  # type: ignore[index]
+    rerun = _launch({**spec, "kind": "clean", "name": "rerun", "input": spec["empty"]},
+                    f"infra-rerun-{proc.pid}")
+    rerun.wait(timeout=600)
+    said = (work / "rerun.err").read_text(errors="replace")
+    if "already running" in said and "process gone" not in said:
+        return code, ["the rerun's refusal did not say the holder's process is gone"]
+    return code, []
 
 
 def _cluster(cluster: str, action: str) -> None:

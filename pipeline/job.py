@@ -306,7 +306,10 @@ def _refusal(config: JobConfig, outcome: RunOutcome, tables: JobTables, started:
 def _holder(engine: Engine, tables: JobTables, job_name: str) -> str:
     """Which run holds the job's lock, as far as BATCH_RUN tells without waiting."""
     try:
-        run = history.running_run(engine, tables.batch_run, job_name)
+        # a row lock is held by a database session, which outlives a process killed
+        # mid-statement until the server abandons the statement
+        run = history.running_run(engine, tables.batch_run, job_name,
+                                  dead_too=profile_for(engine.dialect).lock_needs_tables)
     except PipelineError:
         return ("The run holding it could not be named: the database did not answer without "
                 "waiting (`pipeline runs` names it)")

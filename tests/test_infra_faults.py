@@ -15,6 +15,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,9 +24,15 @@ import pytest
 from benchmarks.infra import Tally, Target, clean_seconds, trial
 from pipeline.audit.journal import RunEnd, fallback_dir, forget_end, read_end, write_end
 from pipeline.audit.schema import utc_now
+from pipeline.db.engine import create_missing_tables, make_engine
+from pipeline.db.lock import job_lock
+from pipeline.db.tables import job_tables
 from pipeline.errors import os_failure
 from pipeline.generate import generate_file
+from pipeline.job import run_job
 from pipeline.logs import QuietLibraries
+from recon.values import REFUSED, RUNNING
+from tests.conftest import shipped_job
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts, chattr and SIGSTOP need root")
 RECORDS = 20_000
@@ -124,3 +132,31 @@ def test_no_library_traceback_below_debug() -> None:
     assert not QuietLibraries(tracebacks=False).filter(reset)
     assert QuietLibraries(tracebacks=False).filter(other) and other.exc_info is None
     assert QuietLibraries(tracebacks=True).filter(reset) and reset.exc_info is not None
+
+
+@pytest.mark.postgresql
+@pytest.mark.timeout(120)
+def test_a_refusal_names_a_holder_whose_process_is_gone(tmp_path: Path, pg_url: str) -> None:
+    """A parent killed mid-MERGE: its server session holds the job lock until the server
+    abandons the statement; a rerun meanwhile names that run and says its process is gone,
+    rather than "already running" as if something ran it."""
+    config = shipped_job(tmp_path, pg_url).with_overrides(
+        input_path=generate_file(tmp_path / "in.dat", 100, seed=5).path)
+    tables = job_tables(config)
+    engine = make_engine(pg_url)
+    try:
+        create_missing_tables(engine, tables)
+        gone = subprocess.Popen(["true"])
+        gone.wait()  # a pid no process has any more
+        holder = "20261204T000000-dead0000"
+        with engine.begin() as conn:
+            conn.execute(tables.batch_run.insert().values(
+                run_id=holder, job_name=config.name, input_path="in.dat", status=RUNNING,
+                start_ts=utc_now(), host=socket.gethostname(), pid=gone.pid))
+        with job_lock(engine, tables.job_lock, config.name, holder):
+            outcome = run_job(config)
+    finally:
+        engine.dispose()
+    assert (outcome.exit_code, outcome.status) == (3, REFUSED), outcome.message
+    assert f"The lock is held by run {holder}" in outcome.message
+    assert "its process gone" in outcome.message

@@ -508,13 +508,16 @@ def sweep(trials: int, records: int, pg_url: str | None, cluster: str | None, se
         for target in targets:
             target.kinds = [k for k in target.kinds if not only or k in only]
         targets = [t for t in targets if t.kinds]
+        start = rng.randrange(len(PG_KINDS))
         try:
             cleans = {t.name: clean_seconds(t, base, source) for t in targets}
             if progress:
                 print(f"clean runs (s): {cleans}", flush=True)
             for n in range(trials):
+                # every fault as often as the others: the targets in turn, each one's
+                # faults in turn, starting at a random one
                 target = targets[n % len(targets)]
-                kind = target.kinds[rng.randrange(len(target.kinds))]
+                kind = target.kinds[(start + n // len(targets)) % len(target.kinds)]
                 trial(n, kind, target, base / target.name, source, empty, cleans[target.name],
                       tally)
                 if progress and (n + 1) % 10 == 0:

@@ -17,9 +17,12 @@ import logging
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from benchmarks.infra import Tally, Target, clean_seconds, trial
 from pipeline.audit.journal import RunEnd, fallback_dir, forget_end, read_end, write_end
@@ -27,6 +30,7 @@ from pipeline.audit.schema import utc_now
 from pipeline.db.engine import create_missing_tables, make_engine
 from pipeline.db.lock import job_lock
 from pipeline.db.tables import job_tables
+from pipeline.db.watchdog import StatementWatchdog
 from pipeline.errors import os_failure
 from pipeline.generate import generate_file
 from pipeline.job import run_job
@@ -160,3 +164,26 @@ def test_a_refusal_names_a_holder_whose_process_is_gone(tmp_path: Path, pg_url: 
     assert (outcome.exit_code, outcome.status) == (3, REFUSED), outcome.message
     assert f"The lock is held by run {holder}" in outcome.message
     assert "its process gone" in outcome.message
+
+
+@pytest.mark.timeout(60)
+def test_the_watchdog_stops_a_statement_past_its_bound(tmp_path: Path) -> None:
+    """SQLite has no statement timeout of its own: the watchdog's cancel (an interrupt)
+    ends a statement that runs past the bound, and says why."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    watchdog = StatementWatchdog(0.5, margin_s=0.5)
+    watchdog.attach(engine)
+    endless = text("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+                   "SELECT COUNT(*) FROM n")
+    started = time.monotonic()
+    try:
+        with watchdog.running(), engine.connect() as conn:
+            with pytest.raises(OperationalError, match="interrupted"):
+                conn.execute(endless)
+            assert conn.execute(text("SELECT 1")).scalar() == 1  # the connection lives on
+    finally:
+        engine.dispose()
+    assert time.monotonic() - started < 10
+    assert watchdog.fired.startswith("the database did not answer WITH RECURSIVE for ")
+    assert watchdog.fired.endswith("(database.statement_timeout 0.5 s + 0.5 s): the run "
+                                   "cancelled it")

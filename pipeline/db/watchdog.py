@@ -36,9 +36,9 @@ POLL_S = 1.0
 class StatementWatchdog:
     """Watches the statements of the engines it is attached to (one thread per run)."""
 
-    def __init__(self, bound_s: float) -> None:
+    def __init__(self, bound_s: float, margin_s: float = MARGIN_S) -> None:
         """``bound_s``: the statement bound in seconds (the statement_timeout); 0: none."""
-        self.bound_s = bound_s
+        self.bound_s, self.margin_s = bound_s, margin_s
         self.fired = ""  # what the watchdog did, for the run's message; "" while it did not
         self._lock = threading.Lock()
         # id(key) -> (driver connection, since, what, its dialect)
@@ -94,35 +94,35 @@ class StatementWatchdog:
             thread.join()
 
     def _watch(self) -> None:
-        cancelled: dict[int, float] = {}  # id -> when the cancel was sent
-        limit = self.bound_s + MARGIN_S
+        cancelled: dict[tuple[int, float], float] = {}  # (key, since) -> when cancelled
+        limit = self.bound_s + self.margin_s
         while not self._stop.wait(POLL_S):
             now = time.monotonic()
             with self._lock:
                 running = dict(self._running)
-            for key in [k for k in cancelled if k not in running]:
-                del cancelled[key]
+            statements = {(key, entry[1]) for key, entry in running.items()}
+            for ended in [s for s in cancelled if s not in statements]:
+                del cancelled[ended]
             for key, (connection, since, what, dialect) in running.items():
                 if now - since < limit:
                     continue
                 backend = backend_for(dialect)
-                if key not in cancelled:
-                    log.warning("%s has had no answer for %.0f s (statement_timeout %g s + "
-                                "%g s): cancelling it", what, now - since, self.bound_s,
-                                MARGIN_S)
-                    cancelled[key] = now
+                silent = (f"the database did not answer {what} for {now - since:.0f} s "
+                          f"(database.statement_timeout {self.bound_s:g} s + {self.margin_s:g} s)")
+                if (key, since) not in cancelled:
+                    self.fired = f"{silent}: the run cancelled it"
+                    log.warning("%s", self.fired)
+                    cancelled[key, since] = now
                     with suppress(Exception):  # a broken connection has nothing to cancel
                         backend.cancel(connection)
-                elif now - cancelled[key] >= CANCEL_GRACE_S:
-                    self.fired = (f"the database did not answer {what} for {now - since:.0f} s "
-                                  f"(database.statement_timeout {self.bound_s:g} s + "
-                                  f"{MARGIN_S:g} s), not even its cancel: the run dropped "
-                                  "the connection")
+                elif now - cancelled[key, since] >= CANCEL_GRACE_S:
+                    self.fired = f"{silent}, not even its cancel: the run dropped the connection"
                     log.warning("%s", self.fired)
                     with suppress(Exception):
                         backend.abandon(connection)
                     with self._lock:
-                        self._running.pop(key, None)
+                        if self._running.get(key, (None, None))[1] == since:
+                            del self._running[key]
 
 
 _current: StatementWatchdog | None = None  # the run's, while it watches

@@ -34,6 +34,7 @@ from pipeline.db.watchdog import StatementWatchdog
 from pipeline.errors import os_failure
 from pipeline.generate import generate_file
 from pipeline.job import run_job
+from pipeline.jobs import shipped_config
 from pipeline.logs import QuietLibraries
 from recon.values import REFUSED, RUNNING
 from tests.conftest import shipped_job
@@ -187,3 +188,40 @@ def test_the_watchdog_stops_a_statement_past_its_bound(tmp_path: Path) -> None:
     assert watchdog.fired.startswith("the database did not answer WITH RECURSIVE for ")
     assert watchdog.fired.endswith("(database.statement_timeout 0.5 s + 0.5 s): the run "
                                    "cancelled it")
+
+
+def test_pipeline_runs_records_a_journalled_end(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A run that could not write its end to the database kept it on disk; `pipeline runs`
+    (as `report` and the job's next run) records it: the real status and cause."""
+    from pipeline.__main__ import main
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    config_file = tmp_path / "job.toml"
+    config_file.write_text(shipped_config().read_text(encoding="utf-8").replace(
+        'dir = "pipeline_work"', f'dir = "{tmp_path / "work"}"'), encoding="utf-8")
+    config = shipped_job(tmp_path, url)
+    tables = job_tables(config)
+    engine = make_engine(url)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    run_id = "20261204T000000-0123abcd"
+    try:
+        create_missing_tables(engine, tables)
+        with engine.begin() as conn:
+            conn.execute(tables.batch_run.insert().values(
+                run_id=run_id, job_name=config.name, input_path="in.dat", status=RUNNING,
+                start_ts=utc_now(), host=socket.gethostname(), pid=gone.pid))
+        end = RunEnd(run_id, config.name, "FAILED_RUNTIME", 3, "the disk was full",
+                     utc_now().replace(microsecond=0))
+        assert write_end(config.output_dir / "runs" / run_id, end) is not None
+        assert main(["runs", str(config_file), "--db", url]) == 0
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT status, exit_code, message FROM batch_run "
+                                    "WHERE run_id = :r"), {"r": run_id}).one()
+    finally:
+        engine.dispose()
+    assert (row.status, row.exit_code) == ("FAILED_RUNTIME", 3)
+    assert row.message.startswith("the disk was full [recorded by `pipeline runs` from")
+    assert "FAILED_RUNTIME" in capsys.readouterr().out
+    assert read_end(config.output_dir / "runs" / run_id, run_id) is None  # its work done

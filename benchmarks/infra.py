@@ -494,20 +494,22 @@ def sweep(trials: int, records: int, pg_url: str | None, cluster: str | None, se
                                reject_rate=0.02).path
         empty = generate_file(base / "empty.dat", 0, seed=seed).path
         (base / "sqlite").mkdir()
+        name = f"infra_{os.getpid()}"
         targets = [Target("sqlite", f"sqlite:///{base / 'sqlite' / 'infra.db'}",
                           SQLITE_KINDS)]
         if pg_url:
-            targets.append(Target("postgresql", _pg_database(pg_url, f"infra_{os.getpid()}"),
-                                  PG_KINDS))
+            targets.append(Target("postgresql", pg_url, PG_KINDS))
         if cluster:
-            port = _cluster_port(cluster)
             local = make_url(pg_url or "postgresql+psycopg://root@127.0.0.1/postgres")
-            targets.append(Target("restart", _pg_database(
-                local.set(port=port).render_as_string(hide_password=False),
-                f"infra_{os.getpid()}"), RESTART_KINDS, cluster))
+            targets.append(Target("restart", local.set(port=_cluster_port(cluster))
+                                  .render_as_string(hide_password=False), RESTART_KINDS,
+                                  cluster))
         for target in targets:
             target.kinds = [k for k in target.kinds if not only or k in only]
         targets = [t for t in targets if t.kinds]
+        for target in targets:  # a database of the sweep's own on each server it uses
+            if target.name != "sqlite":
+                target.url = _pg_database(target.url, name)
         start = rng.randrange(len(PG_KINDS))
         try:
             cleans = {t.name: clean_seconds(t, base, source) for t in targets}

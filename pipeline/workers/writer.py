@@ -30,7 +30,7 @@ def _write(ctx: WorkerContext, worker_id: int) -> None:
     ctx.bus.register(worker_id, WorkerType.WRITER)
     engine = make_engine(ctx.database_url)
     written_amount = batches = loaded = refused = 0  # the last three: not yet committed
-    with database_errors(engine, "loading staging"):
+    with _loading(engine):  # its connect errors are the driver's own too
         connection = engine.raw_connection()
     try:
         while True:
@@ -50,6 +50,11 @@ def _write(ctx: WorkerContext, worker_id: int) -> None:
                 batches = loaded = refused = 0
             if item is None:
                 return
+    except BaseException:
+        # the connection may be dead (a restart, a terminated backend): returning it to the
+        # pool would try a rollback on it and log that failure with a traceback
+        connection.invalidate()
+        raise
     finally:
         connection.close()
         engine.dispose()

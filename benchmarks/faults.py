@@ -327,8 +327,13 @@ def trial(n: int, kind: str, url: str, base: Path, source: Path, cal: dict[str, 
         tally.failures.append(f"trial {n} {kind} {spec.get('at', '')} exit {code}: "
                               f"{problems} leaks={leaks} orphans={orphans} "
                               f"traceback={'Traceback' in err}")
-    for p in orphans:
-        with_suppress_kill(p)
+    remove_leftovers(orphans, leaks)
+
+
+def remove_leftovers(orphans: list[int], leaks: list[str]) -> None:
+    """What a trial left behind is counted, then removed: the next trial starts clean."""
+    for pid in orphans:
+        with_suppress_kill(pid)
     for name in leaks:
         (SHM / name).unlink(missing_ok=True)
 
@@ -413,17 +418,22 @@ def report(tally: Tally) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "child":
-        return child(json.loads(argv[1]))
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.faults")
-    parser.add_argument("--trials", type=int, default=200)
+def sweep_parser(prog: str, trials: int) -> argparse.ArgumentParser:
+    """The options every fault sweep takes (this one's, benchmarks.infra's)."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--trials", type=int, default=trials)
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--pg-url", default=os.environ.get("PIPELINE_TEST_PG_URL"))
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--kinds", default="", help="comma-separated subset of the faults")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "child":
+        return child(json.loads(argv[1]))
+    args = sweep_parser("python -m benchmarks.faults", 200).parse_args(argv)
     only = set(filter(None, args.kinds.split(",")))
     tally = sweep(args.trials, args.records, args.pg_url, args.seed, only)
     print(report(tally))

@@ -52,6 +52,8 @@ from pipeline.jobs import shipped_config
 from pipeline.logs import FORMATS, LEVELS, configure_logging
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from recon.values import RunOutcome
 
 log = logging.getLogger("pipeline.cli")
@@ -206,6 +208,7 @@ def _report(args: argparse.Namespace) -> int:
     # `report customer_balances`: that job's latest run; with no config, any job's
     job = config.name if config_path is not None and run_id is None else None
     with open_audit(args.db or config.database_url) as engine:
+        _settle_journals(engine, config, "`pipeline report`")
         report = load_report(engine, run_id, job_scales(config), job)
         extras = report_extras(config, engine, report) if args.html or args.json else ([], None)
     if args.html:
@@ -263,6 +266,7 @@ def _runs(args: argparse.Namespace) -> int:
     # `runs customer_balances` means that job's runs; without a config, every job's
     job = args.job or (config.name if args.config is not None else None)
     with open_audit(args.db or config.database_url) as engine:
+        _settle_journals(engine, config, "`pipeline runs`")
         runs = list_runs(engine, args.limit, job)
     if args.json:
         from pipeline.reporting.jsondoc import runs_document
@@ -302,6 +306,22 @@ def _history(args: argparse.Namespace) -> int:
     else:
         _emit(format_history(history))
     return 0
+
+
+def _settle_journals(engine: Engine, config: JobConfig, by: str) -> None:
+    """Record the ends that runs kept on disk when the database could not take them
+    (pipeline.audit.journal), so that what is shown is how they ended."""
+    from pipeline.audit import journal
+    from pipeline.audit.writer import AuditWriter
+    from pipeline.db.tables import job_tables
+
+    writer = AuditWriter(engine, job_tables(config), config.amount_field.scale)
+    try:
+        ends = writer.settle_journalled(journal.reader_for(config.output_dir), by)
+    except PipelineError as exc:  # a read-only reporting account, say: show what is there
+        log.warning("journalled run ends not recorded: %s", exc)
+        return
+    journal.settled(config.output_dir, ends)
 
 
 def _config_and_run_id(targets: list[str]) -> tuple[Path | None, str | None]:

@@ -56,7 +56,8 @@ def load_checks(chains: Sequence[TypeChain], run_id: str,
         if chain.trailer_count is not None:
             own.append(checks.count_check(checks.SOURCE_TRAILER_COUNT, chain.trailer_count,
                                           chain.metrics.total_read))
-        results += named(chain.label, checks.in_order(own))
+        chain.service.checked = named(chain.label, checks.in_order(own))
+        results += chain.service.checked
         staged.append(totals.rows)
     return results, staged
 

@@ -58,6 +58,9 @@ class JobConfig:
     # run, before the run ends with exit 3 (pipeline.db.engine.Timeouts); 0 = no limit
     lock_timeout: float = 60.0
     statement_timeout: float = 21600.0
+    # seconds a failed run keeps trying to record its end while the database is away (a
+    # restart, an outage) before it journals it for the next run (pipeline.audit.journal)
+    retry_window: float = 30.0
     # the most rejects a night may have (recon.checks.reject_limit_check): a share of the
     # records read and/or a number of records; None: no such bound
     max_reject_rate: Decimal | None = RejectLimit.max_rate
@@ -134,7 +137,8 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
     inp = _section(data, "input", {"format", "record_length", "path", "delimiter", "encoding",
                                    "blocked", *FRAMING_KEYS})
     out = _section(data, "output", {"dir", "prometheus_textfile"})
-    db = _section(data, "database", {"url", "lock_timeout", "statement_timeout"})
+    db = _section(data, "database", {"url", "lock_timeout", "statement_timeout",
+                                     "retry_window"})
     workers = _section(data, "workers", {"processors", "writers", "batch_size",
                                          "heartbeat_timeout"})
     tables = _section(data, "tables", {"staging", "final", "key", "amount",
@@ -173,6 +177,7 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
         prometheus_textfile=_optional_path(out, "output.prometheus_textfile"),
         lock_timeout=float(_get(db, "database.lock_timeout", (int, float), 60)),
         statement_timeout=float(_get(db, "database.statement_timeout", (int, float), 21600)),
+        retry_window=float(_get(db, "database.retry_window", (int, float), 30)),
         **_reject_limit(control),
         business_date=_optional_identifier(control, "control.business_date"),
         volume=_volume_rule(control),
@@ -379,7 +384,7 @@ def _check_workers(config: JobConfig) -> None:
     if not 1 <= config.keep_staging_runs <= 1000:
         raise ConfigError("tables.keep_staging_runs: expected 1 to 1000, got "
                           f"{config.keep_staging_runs}")
-    for name in ("lock_timeout", "statement_timeout"):
+    for name in ("lock_timeout", "statement_timeout", "retry_window"):
         seconds = getattr(config, name)
         if not (math.isfinite(seconds) and 0 <= seconds <= 7 * 86400):
             raise ConfigError(f"database.{name}: expected 0 (no limit) to 604800 seconds, "

@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -28,9 +29,10 @@ import multiprocess as mp
 from sqlalchemy import Connection, Engine
 
 from pipeline import interrupts
-from pipeline.audit import history
+from pipeline.audit import history, journal
+from pipeline.audit.journal import RunEnd
 from pipeline.audit.schema import utc_now
-from pipeline.audit.writer import AuditWriter
+from pipeline.audit.writer import AuditWriter, process_alive
 from pipeline.chains import TypeChain, reconcile_types
 from pipeline.column_proof import InputRows
 from pipeline.config import JobConfig, trailer_totals
@@ -42,18 +44,23 @@ from pipeline.db.engine import (
     database_errors,
     make_engine,
     parse_url,
+    retrying,
 )
 from pipeline.db.lock import HeldLock, JobAlreadyRunning, job_lock
 from pipeline.db.partitions import create_run_partition
 from pipeline.db.repositories import StagingRepository, record_stage_ms
 from pipeline.db.tables import JobTables, job_tables
+from pipeline.db.watchdog import StatementWatchdog
 from pipeline.errors import (
     ConfigError,
+    DatabaseFailure,
+    FileSystemFailure,
     InputChanged,
     InputStructureError,
     Interrupted,
     PipelineError,
     WorkerFailure,
+    os_failure,
 )
 from pipeline.identity import NO_OVERRIDES, Overrides, business_date, check_identity
 from pipeline.logs import run_context
@@ -187,22 +194,23 @@ def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
     typed = [job_tables(t.config) for t in config.details]
     engine = make_engine(config.database_url, Timeouts.of(config))
     interrupts.register_engine(engine)  # a signal cancels the parent's statements
+    watchdog = StatementWatchdog(config.statement_timeout)
+    watchdog.attach(engine)  # a silent server cannot hold the run past its bound
     audit_writer = AuditWriter(engine, tables, config.amount_field.scale)
+    loaded = False  # the load's totals are in BATCH_RUN: `run --resume` can finish the run
     try:
-        with _locked(config, outcome, engine, [tables, *typed], started) as lock:
+        with watchdog.running(), _locked(config, outcome, engine, [tables, *typed],
+                                         started) as lock:
             with stages.stage(PLAN):
                 plan = _record_and_plan(config, outcome, engine, tables, audit_writer,
                                         started, processors, overrides)
             interrupts.check()
             if progress is not None:
                 progress.total(plan.detail_lines)
-            abandoned = audit_writer.close_abandoned_runs(config.name, outcome.run_id)
-            if abandoned:
-                log.warning("%d earlier run(s) of %s never ended: marked ABENDED", abandoned,
-                            config.name)
+            _settle_earlier_runs(config, outcome.run_id, audit_writer)
             for each, each_tables in _per_detail(config, tables, typed):
                 _purge_staging(each, engine, each_tables, outcome.run_id)
-            outcome.run_dir.mkdir(parents=True, exist_ok=True)
+            _make_run_dir(outcome.run_dir)
             with stages.stage(LOAD):
                 per_type = _load(config, outcome, engine, tables, typed, plan, writers,
                                  batch_size, _ticks(on_tick, progress))
@@ -214,6 +222,7 @@ def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
             if outcome.metrics is not None:
                 audit_writer.record_load(outcome.run_id, trailer_totals(config, plan.trailer),
                                          outcome.metrics)
+                loaded = True
             if after_load:
                 after_load(engine, outcome.run_id)
             interrupts.check()
@@ -224,10 +233,15 @@ def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
                 _reconcile(config, outcome, engine, tables, plan, stages, lock, audit_writer,
                            started)
     except PipelineError as exc:
-        _fail(outcome, exc)
+        _fail(outcome, exc, watchdog)
+    except OSError as exc:  # the project's files are told as such; this is the net under them
+        _fail(outcome, os_failure(exc, "reading or writing"))
     finally:
         discard_spill(outcome.run_dir)
-    _record_end(outcome, audit_writer, stages)
+    if loaded and outcome.status in (FAILED_RUNTIME, INTERRUPTED):
+        outcome.message += (f"; its staging load had completed: `pipeline run --resume "
+                            f"{outcome.run_id}` finishes it")
+    _record_end(outcome, audit_writer, stages, config.retry_window)
     engine.dispose()
 
 
@@ -236,6 +250,23 @@ def _per_detail(config: JobConfig, tables: JobTables,
     """Each detail type's config and tables; the job's own when it has one detail."""
     return ([(t.config, each) for t, each in zip(config.details, typed, strict=True)]
             or [(config, tables)])
+
+
+def _settle_earlier_runs(config: JobConfig, run_id: str, audit_writer: AuditWriter) -> None:
+    """Earlier runs of the job left RUNNING: their journalled end, else ABENDED."""
+    abandoned, settled = audit_writer.close_abandoned_runs(
+        config.name, run_id, journal.reader_for(config.output_dir))
+    journal.settled(config.output_dir, settled)
+    if abandoned:
+        log.warning("%d earlier run(s) of %s never ended: marked ABENDED", abandoned,
+                    config.name)
+
+
+def _make_run_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_failure(exc, "creating the run's folder") from None
 
 
 def _purge_staging(config: JobConfig, engine: Engine, tables: JobTables, run_id: str) -> None:
@@ -297,14 +328,26 @@ def _refusal(config: JobConfig, outcome: RunOutcome, tables: JobTables, started:
 def _holder(engine: Engine, tables: JobTables, job_name: str) -> str:
     """Which run holds the job's lock, as far as BATCH_RUN tells without waiting."""
     try:
-        run = history.running_run(engine, tables.batch_run, job_name)
+        # a row lock is held by a database session, which outlives a process killed
+        # mid-statement until the server abandons the statement
+        run = history.running_run(engine, tables.batch_run, job_name,
+                                  dead_too=profile_for(engine.dialect).lock_needs_tables)
     except PipelineError:
         return ("The run holding it could not be named: the database did not answer without "
                 "waiting (`pipeline runs` names it)")
     if run is None:
         return "The run holding it has not recorded itself yet"
-    return (f"The lock is held by run {run.run_id} (started {run.start_ts:%Y-%m-%d %H:%M:%S} "
-            f"UTC, pid {run.pid} on {run.host})")
+    started = f"{run.start_ts:%Y-%m-%d %H:%M:%S}"
+    holder = f"The lock is held by run {run.run_id} (started {started} UTC, pid {run.pid} " \
+             f"on {run.host}"
+    if run.host != socket.gethostname()[:255]:
+        return holder + ")"
+    if process_alive(run.pid):
+        return holder + ", running)"
+    # killed mid-statement: its server session runs on until the statement ends
+    return (holder + ", its process gone: its database session is still finishing a "
+            "statement, which the server abandons once it sees the client gone; try "
+            "again in a minute)")
 
 
 def _record_and_plan(config: JobConfig, outcome: RunOutcome, engine: Engine,
@@ -360,23 +403,34 @@ def _load(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: JobTab
         log.info("starting workers: %s, %s, batch size %d", _count(len(plan.ranges),
                  "processor"), _count(writers, "writer"), batch_size)
         load_started = time.monotonic()
+        failure: PipelineError | None = None
         try:
             pool.run()
         except WorkerFailure as exc:
-            # a processor that found the file changed says so in its one-line cause: the
-            # operator reads that, not "processor 1 failed"
-            _, changed, cause = str(exc).partition(f"{InputChanged.__name__}: ")
-            if changed:
-                raise InputChanged(cause) from None
-            raise
-        finally:
-            outcome.workers = MetricsAggregator.from_snapshot(bus.snapshot(), pool.exit_codes)
-            outcome.metrics = MetricsAggregator.aggregate(outcome.workers)
+            failure = _worker_failure(exc)
+        except PipelineError as exc:  # interrupted at a tick
+            failure = exc
+        outcome.workers = MetricsAggregator.from_snapshot(bus.snapshot(), pool.exit_codes)
+        outcome.metrics = MetricsAggregator.aggregate(outcome.workers)
+        per_type = [MetricsAggregator.aggregate(MetricsAggregator.from_snapshot(
+            load.bus.snapshot(), pool.exit_codes)) for load in loads]
+        try:
             _collect_rejects(outcome, len(plan.ranges), ctx)
-            per_type = [MetricsAggregator.aggregate(MetricsAggregator.from_snapshot(
-                load.bus.snapshot(), pool.exit_codes)) for load in loads]
+        except FileSystemFailure as exc:
+            if failure is None:
+                raise
+            log.warning("%s", exc)  # the load's own failure is the run's cause
+        if failure is not None:
+            raise failure
     _log_load_done(outcome, time.monotonic() - load_started)
     return per_type
+
+
+def _worker_failure(exc: WorkerFailure) -> PipelineError:
+    """A processor that found the file changed says so in its one-line cause: the
+    operator reads that, not "processor 1 failed"."""
+    _, changed, cause = str(exc).partition(f"{InputChanged.__name__}: ")
+    return InputChanged(cause) if changed else exc
 
 
 def _tick(bus: MetricsBus, on_tick: Callable[[MetricsBus], None] | None) -> None:
@@ -414,13 +468,17 @@ def _log_load_done(outcome: RunOutcome, seconds: float) -> None:
 def _collect_rejects(outcome: RunOutcome, processors: int, ctx: WorkerContext) -> None:
     """One reject file in line order: the ranges are in file order, so are their parts."""
     target = outcome.run_dir / "rejects.txt"
-    with open(target, "wb") as out:
-        for wid in range(processors):
-            part = ctx.reject_path(wid)
-            if part.exists():
-                with open(part, "rb") as src:
-                    shutil.copyfileobj(src, out)
-                part.unlink()
+    try:
+        with open(target, "wb") as out:
+            for wid in range(processors):
+                part = ctx.reject_path(wid)
+                if part.exists():
+                    with open(part, "rb") as src:
+                        shutil.copyfileobj(src, out)
+                    part.unlink()
+    except OSError as exc:
+        exc.filename = exc.filename or str(target)
+        raise os_failure(exc, "writing the reject file") from None
     outcome.reject_file = target
     outcome.rejects = outcome.metrics.total_errors if outcome.metrics else 0
 
@@ -443,10 +501,15 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
         input_rows=_input_rows(config, outcome, plan, engine, tables),
         on_proven=lambda: _proven(outcome))
 
-    result = service.reconcile(outcome.run_id, outcome.metrics, utc_now(), repeats, stages,
-                               repeated_lines=None if lines is None else lines.tolist(),
-                               record=_recorder(config, outcome, stages, audit_writer),
-                               lock=lock, before_merge=[volume])
+    try:
+        result = service.reconcile(outcome.run_id, outcome.metrics, utc_now(), repeats,
+                                   stages, repeated_lines=None if lines is None
+                                   else lines.tolist(),
+                                   record=_recorder(config, outcome, stages, audit_writer),
+                                   lock=lock, before_merge=[volume])
+    except PipelineError:
+        outcome.results = service.checked  # the checks that passed before the MERGE failed
+        raise
     _reconciled(config, outcome, result)
 
 
@@ -469,8 +532,14 @@ def _reconcile_types(config: JobConfig, outcome: RunOutcome, engine: Engine,
         on_proven=lambda: _proven(outcome)), m,
         None if t.trailer_count is None else int(plan.trailer[t.trailer_count]))
         for t, each, m in zip(config.details, typed, per_type, strict=True)]
-    result = reconcile_types(chains, outcome.run_id, checks.in_order(whole), utc_now(),
-                             stages, _recorder(config, outcome, stages, audit_writer), lock)
+    whole = checks.in_order(whole)
+    try:
+        result = reconcile_types(chains, outcome.run_id, whole, utc_now(), stages,
+                                 _recorder(config, outcome, stages, audit_writer), lock)
+    except PipelineError:
+        # the checks that passed before a MERGE failed
+        outcome.results = [*whole, *(r for c in chains for r in c.service.checked)]
+        raise
     _reconciled(config, outcome, result)
 
 
@@ -526,6 +595,8 @@ def _proven(outcome: RunOutcome) -> None:
     """Staging holds the processors' rows: a failed run's audit says when, for a resume
     without the input file."""
     outcome.staging_proven = utc_now()
+
+
 def log_warnings(results: list[ReconciliationResult]) -> None:
     """A check that passed with a warning (volume_vs_history) is a WARNING log line."""
     for r in results:
@@ -533,12 +604,16 @@ def log_warnings(results: list[ReconciliationResult]) -> None:
             log.warning("%s: %s", r.check_name, warning, extra={"check_name": r.check_name})
 
 
-def _fail(outcome: RunOutcome, exc: PipelineError) -> None:
+def _fail(outcome: RunOutcome, exc: PipelineError,
+          watchdog: StatementWatchdog | None = None) -> None:
     if interrupts.requested() and not isinstance(exc, Interrupted):
         # a statement the signal cancelled fails with the driver's error: the cause is
         # the signal, whatever the driver said
         log.debug("after the interrupt: %s", exc)
         exc = Interrupted(interrupts.message())
+    elif watchdog is not None and watchdog.fired:
+        # the driver only saw its connection dropped: the cause is the silent server
+        exc = DatabaseFailure(f"{watchdog.fired}; {exc}")
     outcome.exit_code = exc.exit_code
     outcome.message = str(exc)
     if isinstance(exc, Interrupted):
@@ -551,8 +626,13 @@ def _fail(outcome: RunOutcome, exc: PipelineError) -> None:
         outcome.status = FAILED_RUNTIME
 
 
-def _record_end(outcome: RunOutcome, audit_writer: AuditWriter, stages: StageClock) -> None:
-    """Commit the audit; if the database itself failed, the run's exit code says so."""
+def _record_end(outcome: RunOutcome, audit_writer: AuditWriter, stages: StageClock,
+                retry_window: float) -> None:
+    """Commit the audit; if the database itself failed, the run's exit code says so.
+
+    A database away for a while (a restart) is given ``retry_window`` seconds to come back;
+    an end it still cannot take is journalled for the next run (pipeline.audit.journal).
+    """
     outcome.stages = stages.milliseconds()
     if not outcome.recorded:
         return  # it never reached the database: no audit to finish, no second error to tell
@@ -564,24 +644,15 @@ def _record_end(outcome: RunOutcome, audit_writer: AuditWriter, stages: StageClo
     try:
         try:
             with stages.stage(AUDIT):
-                status = audit_writer.finish_run(outcome.run_id, outcome.status,
-                                                 outcome.exit_code, outcome.message,
-                                                 outcome.results, outcome.workers,
-                                                 stages=outcome.stages,
-                                                 evidence=outcome.evidence,
-                                                 staging_proven=outcome.staging_proven)
+                status = retrying(audit_writer.engine, lambda: _finish(outcome, audit_writer),
+                                  retry_window, "recording the run's end")
         except PipelineError as exc:
             if not interrupts.requested():
                 raise
             # the signal cancelled the audit's own statement (a cancel is one-shot): the
             # run is INTERRUPTED, and that is written once more
             _fail(outcome, exc)
-            status = audit_writer.finish_run(outcome.run_id, outcome.status,
-                                             outcome.exit_code, outcome.message,
-                                             outcome.results, outcome.workers,
-                                             stages=outcome.stages,
-                                             evidence=outcome.evidence,
-                                             staging_proven=outcome.staging_proven)
+            status = _finish(outcome, audit_writer)
         if status == SUCCEEDED and outcome.status != SUCCEEDED:
             outcome.status, outcome.exit_code = status, 0
             outcome.message = ("the MERGE and its audit had committed before the run failed "
@@ -595,6 +666,28 @@ def _record_end(outcome: RunOutcome, audit_writer: AuditWriter, stages: StageClo
             _fail(outcome, exc)
         else:
             outcome.message += f" (and the audit could not be written: {exc})"
+        _journal(outcome)
+
+
+def _finish(outcome: RunOutcome, audit_writer: AuditWriter) -> str:
+    return audit_writer.finish_run(outcome.run_id, outcome.status, outcome.exit_code,
+                                   outcome.message, outcome.results, outcome.workers,
+                                   stages=outcome.stages, evidence=outcome.evidence,
+                                   staging_proven=outcome.staging_proven)
+
+
+def _journal(outcome: RunOutcome) -> None:
+    """The end the database did not take, kept for the next run to record."""
+    end = RunEnd(outcome.run_id, outcome.job_name, outcome.status, outcome.exit_code,
+                 outcome.message, utc_now())
+    kept = journal.write_end(outcome.run_dir, end)
+    if kept is None:
+        log.error("the run's end could not be kept on disk either: BATCH_RUN still says "
+                  "RUNNING, and the next run will mark it ABENDED")
+        return
+    log.warning("the run's end is kept in %s: the next run of %s records it in BATCH_RUN",
+                kept, outcome.job_name)
+    outcome.message += f"; kept in {kept} for the next run to record"
 
 
 def _record_stage_times(outcome: RunOutcome, audit_writer: AuditWriter, *names: str) -> None:

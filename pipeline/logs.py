@@ -54,6 +54,25 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD}
 
 
+class QuietLibraries(logging.Filter):
+    """Below DEBUG, no traceback reaches the operator: a library's error becomes its one
+    line, and SQLAlchemy's "Exception during reset" -- a dead connection that could not
+    be rolled back on its way back to the pool, after the run has told why it died -- is
+    left out. At DEBUG everything passes, tracebacks included."""
+
+    def __init__(self, tracebacks: bool) -> None:
+        super().__init__()
+        self.tracebacks = tracebacks
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.tracebacks or not record.exc_info:
+            return True
+        if record.name.startswith("sqlalchemy.pool"):
+            return False
+        record.exc_info, record.exc_text = None, None  # the one line stays
+        return True
+
+
 class TextFormatter(logging.Formatter):
     """``2026-11-25T19:49:00.123Z INFO  run=20261125T194900-1a2b3c4d load done: ...``"""
 
@@ -104,6 +123,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> logging.Handler
     """
     handler = StderrHandler()
     handler.addFilter(RunIdFilter())
+    handler.addFilter(QuietLibraries(tracebacks=level == "DEBUG"))
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, StderrHandler)]:

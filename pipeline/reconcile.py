@@ -71,6 +71,8 @@ class ReconciliationService:
         self.reject_limit = reject_limit
         self.input_rows, self.on_proven, self.proven_at = input_rows, on_proven, proven_at
         self.evidence: list[Evidence] = []  # behind the failed column checks, so far
+        # the checks decided so far: what a run that fails at the MERGE still records
+        self.checked: list[ReconciliationResult] = []
 
     def reconcile(self, run_id: str, aggregated: AggregatedMetrics, merged_at: datetime,
                   repeats: bool | None = None,
@@ -106,6 +108,7 @@ class ReconciliationService:
             else:
                 survivors = staged
         keys = survivors.rows
+        self.checked = results
         if not passed:
             skipped = checks.merge_skipped(keys, hashed=self.hash_of is not None)
             return ReconciliationOutcome([*results, *skipped], staged_rows,

@@ -82,6 +82,13 @@ def test_a_lock_held_elsewhere_ends_the_run_with_exit_3(
             row = conn.execute(select(tables.batch_run).where(
                 tables.batch_run.c.run_id == outcome.run_id)).one()
         assert row.status == FAILED_RUNTIME and row.exit_code == 3
+        with engine.connect() as conn:
+            checks = conn.execute(select(tables.recon_audit.c.check_name,
+                                         tables.recon_audit.c.passed).where(
+                tables.recon_audit.c.run_id == outcome.run_id)).all()
+        # the checks that passed before the MERGE failed are kept, and the way to finish
+        assert len(checks) >= 7 and all(c.passed == "Y" for c in checks), checks
+        assert f"`pipeline run --resume {outcome.run_id}` finishes it" in outcome.message
     finally:
         engine.dispose()
 

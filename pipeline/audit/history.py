@@ -61,15 +61,19 @@ def latest_business_date(engine: Engine, t: Table, job_name: str) -> EarlierRun 
     return None if row is None else _earlier(row)
 
 
-def running_run(engine: Engine, t: Table, job_name: str) -> EarlierRun | None:
+def running_run(engine: Engine, t: Table, job_name: str,
+                dead_too: bool = False) -> EarlierRun | None:
     """The run of the job that is RUNNING and alive (its process exists, or it runs on
-    another host): the one holding the job's lock, once it has recorded itself."""
+    another host): the one holding the job's lock, once it has recorded itself. With
+    ``dead_too`` (a lock held by a database session, which outlives a process killed
+    mid-statement), else the newest RUNNING one whose process is gone."""
     query = _runs(t, job_name, RUNNING)
     here = socket.gethostname()[:255]
     with database_errors(engine, "naming the running run"), engine.connect() as c:
         rows = c.execute(query).all()
     alive = [r for r in rows if r.host != here or process_alive(r.pid)]
-    return _earlier(alive[0]) if alive else None
+    found = alive or (rows if dead_too else [])
+    return _earlier(found[0]) if found else None
 
 
 def records_read_before(engine: Engine, t: Table, job_name: str, started: datetime,

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, Table, select
 
+from pipeline.audit.journal import RunEnd
 from pipeline.audit.schema import naive_utc, to_audit, utc_now
 from pipeline.db.engine import database_errors
 from pipeline.db.tables import JobTables
@@ -30,6 +31,8 @@ from recon.values import (
     TrailerTotals,
     WorkerMetrics,
 )
+
+Journalled = Callable[[str], RunEnd | None]  # a run's journalled end (pipeline.audit.journal)
 
 
 class AuditWriter:
@@ -84,26 +87,39 @@ class AuditWriter:
         with database_errors(self.engine, "recording the load totals"), self.engine.begin() as c:
             c.execute(t.update().where(t.c.run_id == run_id).values(**values))
 
-    def close_abandoned_runs(self, job_name: str, run_id: str) -> int:
-        """Mark the job's earlier runs still RUNNING as ABENDED, once provably dead.
+    def close_abandoned_runs(self, job_name: str, run_id: str,
+                             journalled: Journalled = lambda _: None,
+                             ) -> tuple[int, list[RunEnd]]:
+        """Settle the job's earlier runs still RUNNING, once provably dead: the end a run
+        journalled when the database could not take it (pipeline.audit.journal), else
+        ABENDED. Returns how many were marked ABENDED and the ends settled from journals.
 
         Only a run holding the job's lock may call this, and the lock alone does not prove
         the other run dead: a run whose lock session was killed lives on until it tries to
         commit. A RUNNING row is closed when its process is gone from this host; a run of
         another host is closed too (its lock is free, and with it the right to commit).
+        ``journalled(run_id)`` reads a run's journal (this host's only).
         """
         t = self.tables.batch_run
-        here = socket.gethostname()[:255]
         with database_errors(self.engine, "closing abandoned runs"), self.engine.begin() as c:
-            rows = c.execute(select(t.c.run_id, t.c.host, t.c.pid).where(
-                t.c.job_name == job_name, t.c.status == RUNNING, t.c.run_id != run_id)).all()
-            dead = [r.run_id for r in rows if not (r.host == here and process_alive(r.pid))]
-            if not dead:
-                return 0
-            query = t.update().where(t.c.run_id.in_(dead), t.c.status == RUNNING).values(
+            dead = _dead_runs(c, t, job_name, run_id)
+            settled = _settle(c, t, dead, journalled, f"run {run_id}")
+            gone = [r.run_id for r in dead if r.run_id not in {e.run_id for e in settled}]
+            if not gone:
+                return 0, settled
+            query = t.update().where(t.c.run_id.in_(gone), t.c.status == RUNNING).values(
                 status=ABENDED, end_ts=utc_now(),
                 message="the run's process ended without recording its end (killed?)")
-            return int(c.execute(query).rowcount)
+            return int(c.execute(query).rowcount), settled
+
+    def settle_journalled(self, journalled: Journalled, by: str) -> list[RunEnd]:
+        """The runs of any job left RUNNING whose process is gone from this host and which
+        journalled their end: recorded now (``by``: who records them, for the message).
+        Nothing else is closed: a run with no journal waits for its job's next run."""
+        t = self.tables.batch_run
+        with database_errors(self.engine, "recording journalled run ends"), \
+                self.engine.begin() as c:
+            return _settle(c, t, _dead_runs(c, t, None, None), journalled, by)
 
     def finish_run(self, run_id: str, status: str, exit_code: int, message: str,
                    results: Sequence[ReconciliationResult],
@@ -182,6 +198,34 @@ class AuditWriter:
             "end_ts": naive_utc(w.end_time), "state": w.state, "exit_code": w.exit_code,
             "pid": w.pid,
         }
+
+
+def _dead_runs(c: Connection, t: Table, job_name: str | None,
+               run_id: str | None) -> list[Any]:
+    """RUNNING rows (of ``job_name``, but ``run_id``) whose process is gone from this host,
+    or which ran on another host."""
+    query = select(t.c.run_id, t.c.host, t.c.pid).where(t.c.status == RUNNING)
+    if job_name is not None:
+        query = query.where(t.c.job_name == job_name)
+    if run_id is not None:
+        query = query.where(t.c.run_id != run_id)
+    here = socket.gethostname()[:255]
+    return [r for r in c.execute(query) if not (r.host == here and process_alive(r.pid))]
+
+
+def _settle(c: Connection, t: Table, dead: Sequence[Any], journalled: Journalled,
+            by: str) -> list[RunEnd]:
+    """The journalled ends of ``dead`` runs of this host, written to BATCH_RUN."""
+    here = socket.gethostname()[:255]
+    settled = [end for end in (journalled(r.run_id) for r in dead if r.host == here)
+               if end is not None]
+    note = (f" [recorded by {by} from the run's journal: the database could not be "
+            "written when it ended]")
+    for end in settled:
+        c.execute(t.update().where(t.c.run_id == end.run_id, t.c.status == RUNNING).values(
+            status=end.status, end_ts=end.end_ts, exit_code=end.exit_code,
+            message=end.message[:1000 - len(note)] + note))
+    return settled
 
 
 def _evidence_row(run_id: str, seq: int, e: Evidence) -> dict:

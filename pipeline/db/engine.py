@@ -3,11 +3,13 @@ pipeline.db.backends) and says so safely."""
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.engine import URL, make_url
@@ -18,6 +20,9 @@ from pipeline.config import AUDIT_TABLES, JobConfig
 from pipeline.db.backends import Backend, backend_for
 from pipeline.db.tables import JobTables
 from pipeline.errors import ConfigError, DatabaseFailure
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def parse_url(url: str) -> URL:
@@ -126,6 +131,29 @@ class Timeouts:
     @classmethod
     def of(cls, config: JobConfig) -> Timeouts:
         return cls(config.lock_timeout, config.statement_timeout)
+
+
+RETRY_FIRST_S, RETRY_MOST_S = 0.5, 5.0  # the backoff between two tries of ``retrying``
+
+
+def retrying(engine: Engine, call: Callable[[], T], window: float, doing: str) -> T:
+    """``call()``, tried again with backoff for up to ``window`` seconds while the database
+    is away for a while (a restart, an outage, its connection slots full: its backend's
+    ``transient``); any other failure, or the window spent, raises at once."""
+    from pipeline import interrupts  # the standard library only
+
+    deadline = time.monotonic() + window
+    pause = RETRY_FIRST_S
+    while True:
+        try:
+            return call()
+        except DatabaseFailure as exc:
+            if (interrupts.requested() or time.monotonic() + pause > deadline
+                    or not backend_for(engine.dialect.name).transient(exc.__cause__)):
+                raise
+            log.warning("%s failed, trying again in %.1f s: %s", doing, pause, exc)
+        time.sleep(pause)  # a backoff, the database's time to come back
+        pause = min(2 * pause, RETRY_MOST_S)
 
 
 def make_engine(url: str | URL, timeouts: Timeouts | None = None) -> Engine:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pipeline.config import JobConfig
 from pipeline.db.bulk import BulkLoader
+from pipeline.errors import os_failure
 from pipeline.metrics.bus import MetricsBus, State
 from pipeline.source import InputPlan
 
@@ -82,6 +83,8 @@ def worker_main(ctx: WorkerContext, worker_id: int, body: Callable[[], None]) ->
         body()
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent
         ctx.bus.finish(worker_id, State.FAILED)
+        if isinstance(exc, OSError):  # a full or read-only disk: a sentence, not an errno
+            exc = os_failure(exc, "reading or writing", folder=ctx.run_dir)
         message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         try:
             ctx.failures.put((worker_id, message), timeout=QUEUE_POLL_S)

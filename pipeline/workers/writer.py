@@ -32,7 +32,7 @@ def _write(ctx: WorkerContext, worker_id: int) -> None:
     written_amount = batches = loaded = refused = 0  # the last three: not yet committed
     # [[details]]: per detail type, the same figures for its own bus (amount: so far)
     per_type = [[0, 0, 0, 0] for _ in ctx.types]
-    with database_errors(engine, "loading staging"):
+    with _loading(engine):  # its connect errors are the driver's own too
         connection = engine.raw_connection()
     try:
         while True:
@@ -63,6 +63,11 @@ def _write(ctx: WorkerContext, worker_id: int) -> None:
                         figures[1:] = [0, 0, 0]
             if item is None:
                 return
+    except BaseException:
+        # the connection may be dead (a restart, a terminated backend): returning it to the
+        # pool would try a rollback on it and log that failure with a traceback
+        connection.invalidate()
+        raise
     finally:
         connection.close()
         engine.dispose()

@@ -60,6 +60,17 @@ class Backend(Protocol):
     def classify(self, cause: str) -> str:
         """A driver error's first line, saying which bound ran out if one did."""
 
+    def transient(self, exc: BaseException | None) -> bool:
+        """The error (SQLAlchemy's) says the database is away for a while (restarting,
+        unreachable, out of connection slots): trying again later may succeed."""
+
+    def cancel(self, dbapi_connection: Any) -> None:
+        """Ask the database to stop the connection's statement (from another thread)."""
+
+    def abandon(self, dbapi_connection: Any) -> None:
+        """Make the connection's statement in flight fail at once, the database silent
+        (from another thread): the statement watchdog's last resort."""
+
     def loader(self, tables: JobTables, layout: Layout, amount: str, dialect: Dialect,
                batch_size: int) -> BulkLoader:
         """The fastest correct staging load (pipeline.db.bulk)."""

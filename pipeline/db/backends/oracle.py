@@ -74,6 +74,20 @@ def classify(cause: str) -> str:
     return timeout_named(cause, TIMEOUTS)
 
 
+def transient(exc: BaseException | None) -> bool:
+    # SQLAlchemy's oracle dialect recognises a lost connection (is_disconnect)
+    return bool(getattr(exc, "connection_invalidated", False))
+
+
+def cancel(dbapi_connection: Any) -> None:
+    dbapi_connection.cancel()
+
+
+def abandon(dbapi_connection: Any) -> None:
+    """The driver's call_timeout (on_engine) already bounds every call on the client."""
+    dbapi_connection.cancel()
+
+
 def loader(tables: JobTables, layout: Layout, amount: str, dialect: Dialect,
            batch_size: int) -> BulkLoader:
     return OracleLoader(tables, layout, dialect, amount, batch_size)

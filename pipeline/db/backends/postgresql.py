@@ -3,6 +3,8 @@ timeouts, and a staging partition per run (pipeline.db.partitions)."""
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
@@ -22,6 +24,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     cast,
+    event,
     func,
     literal_column,
     select,
@@ -54,12 +57,44 @@ CREATE_TABLES_LOCK = 0x706970656C696E65  # "pipeline": the advisory lock key for
 PG_LOCK_NOT_AVAILABLE = "55P03"
 PG_UNIQUE_VIOLATION, PG_CARDINALITY_VIOLATION = "23505", "21000"
 
-# what PostgreSQL says when a lock or statement bound ran out (see engine.Timeouts)
+# what PostgreSQL says when a lock or statement bound ran out (see engine.Timeouts), or
+# when it refused or lost the connection
 TIMEOUTS = (
     ("lock timeout", "a lock held by another session was not released in time "
                      "(database.lock_timeout)"),
-    ("statement timeout", "the statement ran longer than database.statement_timeout"),
+    ("statement timeout", "the statement did not finish within database.statement_timeout "
+                          "(running, or waiting for a lock another session holds)"),
+    ("too many clients", "the server refused a connection: its connection slots are full "
+                         "(max_connections, or the database's CONNECTION LIMIT)"),
+    ("too many connections for", "the server refused a connection: the database's or the "
+                                 "role's CONNECTION LIMIT is reached"),
+    ("remaining connection slots", "the server refused a connection: its connection slots "
+                                   "are full (max_connections)"),
+    ("the database system is", "the server is not accepting connections (restarting or "
+                               "shutting down)"),
+    ("Connection refused", "the server is not answering (stopped, or restarting)"),
+    ("terminating connection", "the server ended the run's session (restart, shutdown or "
+                               "pg_terminate_backend)"),
+    ("server closed the connection", "the connection to the server was lost"),
+    ("abandoned by the run", "the server did not answer within database.statement_timeout "
+                             "plus the watchdog's margin: the run cancelled the statement "
+                             "and dropped its connection"),
 )
+# class 08: connection exceptions; 57P01-57P03: admin shutdown, crash shutdown, cannot
+# connect now; 53300: too many connections
+TRANSIENT_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+# Every connection: a server that vanished (host down, network cut) is noticed within
+# keepalives_idle + interval x count seconds, and data it never acknowledges fails the
+# connection after tcp_user_timeout, where a socket would wait forever. A frozen server
+# still acknowledges at the TCP level: the parent's watchdog (pipeline.db.watchdog) bounds
+# that. An operator's own settings in the URL win.
+CONNECT_ARGS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10,
+                "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 30_000}
+# PostgreSQL >= 14 checks every this many ms that the client of a running statement is
+# still there, and abandons the statement (and its locks) if not: a killed run's MERGE
+# ends within seconds instead of running on to statement_timeout, holding the job lock
+CLIENT_CHECK_MS = 5_000
 
 
 def database_file(url: URL) -> str | None:
@@ -67,19 +102,31 @@ def database_file(url: URL) -> str | None:
 
 
 def engine_kwargs(url: URL, timeouts: Timeouts | None) -> dict[str, Any]:
-    if timeouts is None:
-        return {}
-    # after the URL's own ``options`` (connect_args would replace them): a setting
-    # the operator put in the URL stays, ours are added
-    own = url.query.get("options", "")
-    own = " ".join(own) if isinstance(own, tuple) else own
-    return {"connect_args": {"options": f"{own} -c lock_timeout={milliseconds(timeouts.lock)} "
-                                        f"-c statement_timeout="
-                                        f"{milliseconds(timeouts.statement)}".strip()}}
+    args: dict[str, Any] = {k: v for k, v in CONNECT_ARGS.items() if k not in url.query}
+    if timeouts is not None:
+        # after the URL's own ``options`` (connect_args would replace them): a setting
+        # the operator put in the URL stays, ours are added
+        own = url.query.get("options", "")
+        own = " ".join(own) if isinstance(own, tuple) else own
+        args["options"] = (f"{own} -c lock_timeout={milliseconds(timeouts.lock)} "
+                           f"-c statement_timeout={milliseconds(timeouts.statement)}").strip()
+    return {"connect_args": args}
 
 
 def on_engine(engine: Engine, timeouts: Timeouts | None) -> None:
-    """Nothing: the timeouts are session settings given at connect (engine_kwargs)."""
+    """The client check, where the server has it (the timeouts are connect options)."""
+    event.listen(engine, "connect", _client_check)
+
+
+def _client_check(dbapi_connection: Any, _record: Any) -> None:
+    if dbapi_connection.info.server_version < 140000:
+        return
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_MS}")
+    finally:
+        cursor.close()
+    dbapi_connection.commit()  # a session setting, outside the run's transactions
 
 
 def before_create_tables(connection: Connection) -> None:
@@ -90,6 +137,32 @@ def before_create_tables(connection: Connection) -> None:
 
 def classify(cause: str) -> str:
     return timeout_named(cause, TIMEOUTS)
+
+
+def transient(exc: BaseException | None) -> bool:
+    import psycopg
+
+    error = driver_error(exc)
+    state = getattr(error, "sqlstate", None)
+    if state is None:  # said by the client: refused, lost, timed out
+        return isinstance(error, psycopg.OperationalError)
+    return state.startswith(TRANSIENT_STATES)
+
+
+def cancel(dbapi_connection: Any) -> None:
+    # a bounded wait for the postmaster's reply: the server may be as silent as the backend
+    dbapi_connection.cancel_safe(timeout=5.0)
+
+
+def abandon(dbapi_connection: Any) -> None:
+    """Shut the socket down: psycopg's wait for the reply ends with an OperationalError
+    ("server closed the connection"), and the server, when it runs again, finds its client
+    gone and rolls the transaction back."""
+    sock = socket.socket(fileno=os.dup(dbapi_connection.fileno()))
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    finally:
+        sock.close()
 
 
 def loader(tables: JobTables, layout: Layout, amount: str, dialect: Dialect,

@@ -61,10 +61,21 @@ SQLITE_CACHE_KIB = 64 * 1024
 # SQLite's own locks are bytes 0x40000000..0x400001FF; the job's byte is at 2**40 + crc32
 JOB_LOCK_BASE = 1 << 40
 
-# what SQLite says when a lock bound ran out (see pipeline.db.engine.Timeouts)
+# what SQLite says when a lock bound ran out (see pipeline.db.engine.Timeouts), or when
+# its file or folder cannot be written -- and what to do about it
 TIMEOUTS = (
     ("database is locked", "a lock held by another connection was not released in time "
                            "(database.lock_timeout)"),
+    ("database or disk is full", "the disk holding the database is full: free space there "
+                                 "or move the database (database.url)"),
+    ("attempt to write a readonly database", "the database cannot be written: a read-only "
+                                             "or immutable file (ls -l, lsattr; chattr -i) "
+                                             "or file system"),
+    ("unable to open database file", "the database file or its folder cannot be opened or "
+                                     "written (SQLite writes its journal beside the file): "
+                                     "check the folder's permissions, free space and mount"),
+    ("disk I/O error", "the database file could not be written: an immutable file (lsattr; "
+                       "chattr -i), a read-only or full file system, or a failing disk"),
 )
 
 
@@ -108,6 +119,21 @@ def before_create_tables(connection: Connection) -> None:
 
 def classify(cause: str) -> str:
     return timeout_named(cause, TIMEOUTS)
+
+
+def transient(exc: BaseException | None) -> bool:
+    # a file, not a server: its busy timeout has waited already, and a full disk or a
+    # read-only file stays so
+    return False
+
+
+def cancel(dbapi_connection: Any) -> None:
+    dbapi_connection.interrupt()
+
+
+def abandon(dbapi_connection: Any) -> None:
+    """A file has no server to drop: interrupt again (each VDBE step checks the flag)."""
+    dbapi_connection.interrupt()
 
 
 def loader(tables: JobTables, layout: Layout, amount: str, dialect: Dialect,

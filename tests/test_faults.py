@@ -391,36 +391,74 @@ def tcp_ports(pid: int) -> set[int]:
     return {c.laddr.port for c in psutil.Process(pid).net_connections("tcp") if c.raddr}
 
 
+GATE = 7_262_021  # the advisory lock that holds every staging COPY of the run (load_gate)
+
+
+@contextlib.contextmanager
+def load_gate(engine: Engine, config: JobConfig) -> Iterator[Any]:
+    """Every COPY into the job's staging waits on an advisory lock this connection holds
+    until the terminator lets it go: the writers are provably mid-load when their
+    backends die, however fast the machine (waiting for a first commit and hoping the
+    load was not over by the next tick failed 1 run in 3 on a fast one)."""
+    staging = job_tables(config).staging.name
+    with engine.connect() as gate:
+        gate.execute(text(f"""CREATE OR REPLACE FUNCTION load_gate() RETURNS trigger
+            LANGUAGE plpgsql AS $$ BEGIN
+              PERFORM pg_advisory_lock_shared({GATE}); PERFORM pg_advisory_unlock_shared({GATE});
+              RETURN NULL; END $$"""))
+        gate.execute(text(f"CREATE TRIGGER load_gate BEFORE INSERT ON {staging} "
+                          "FOR EACH STATEMENT EXECUTE FUNCTION load_gate()"))
+        gate.execute(text("SELECT pg_advisory_lock(:g)"), {"g": GATE})
+        gate.commit()
+        try:
+            yield gate
+        finally:
+            gate.execute(text("SELECT pg_advisory_unlock_all()"))
+            gate.execute(text(f"DROP TRIGGER load_gate ON {staging}"))
+            gate.commit()
+
+
 @dataclass
 class BackendTerminator(Watcher):
-    """Once a writer has committed a batch, terminate the writers' server backends
-    (``everything``: every backend of the database but the test's own, as a restart would).
-    """
+    """Once every writer waits at the load gate (load_gate), terminate the writers' server
+    backends (``everything``: every backend of the database but the test's own, as a
+    restart would), then open the gate."""
 
     url: str = ""
     everything: bool = False
+    gate: Any = None
     terminated: list[int] = field(default_factory=list)
 
     def __call__(self, bus: MetricsBus) -> None:
         snap = self.observe(bus)
         writers = rows_of(snap, WorkerType.WRITER)
-        if self.terminated or not any(snap[w, Col.BATCHES] >= 1 for w in writers):
+        if self.terminated or not all(snap[w, Col.PID] for w in writers):
             return
         # forked writers also hold the parent's sockets (its job-lock connection): a
         # writer's own connection is one its parent does not have
-        ports = set().union(*(tcp_ports(int(snap[w, Col.PID])) for w in writers
-                              if snap[w, Col.PID])) - tcp_ports(os.getpid())
-        which = "" if self.everything else "AND client_port = ANY(:ports)"
+        ports = set().union(*(tcp_ports(int(snap[w, Col.PID])) for w in writers)) \
+            - tcp_ports(os.getpid())
         eng = create_engine(self.url, poolclass=NullPool)
         try:
             with eng.connect() as conn:
+                waiting = conn.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
+                    "WHERE l.locktype = 'advisory' AND NOT l.granted "
+                    "AND a.client_port = ANY(:ports)"), {"ports": sorted(ports)}).scalar_one()
+                if waiting < len(writers):
+                    return
+                mine = self.gate.execute(text("SELECT pg_backend_pid()")).scalar_one()
+                which = "" if self.everything else "AND client_port = ANY(:ports)"
                 # in the select list, not the WHERE: only the rows that pass are terminated
                 self.terminated = [r.pid for r in conn.execute(text(
                     "SELECT pid, pg_terminate_backend(pid) AS done FROM pg_stat_activity "
-                    f"WHERE datname = current_database() AND pid <> pg_backend_pid() {which}"),
-                    {"ports": sorted(ports)}) if r.done]
+                    f"WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    f"AND pid <> :mine {which}"), {"ports": sorted(ports), "mine": mine})
+                    if r.done]
         finally:
             eng.dispose()
+        self.gate.execute(text("SELECT pg_advisory_unlock(:g)"), {"g": GATE})
+        self.gate.commit()
 
 
 @pytest.mark.postgresql
@@ -436,8 +474,9 @@ def test_losing_the_database_mid_load_fails_the_run(
     engine = create_engine(pg_url, poolclass=NullPool)
     try:
         before = seed_final(engine, config, fault_input)
-        terminator = BackendTerminator(url=pg_url, everything=everything)
-        outcome = run_job(config, on_tick=terminator)
+        with load_gate(engine, config) as gate:
+            terminator = BackendTerminator(url=pg_url, everything=everything, gate=gate)
+            outcome = run_job(config, on_tick=terminator)
 
         assert terminator.terminated, outcome.message
         assert len(terminator.terminated) >= (3 if everything else 1)  # + the job lock's

@@ -30,6 +30,7 @@ from pipeline.db.bulk import loader_for
 from pipeline.db.engine import database_errors
 from pipeline.db.lock import HeldLock, job_lock
 from pipeline.db.tables import JobTables, job_tables
+from pipeline.db.watchdog import watching
 from pipeline.errors import ConfigError
 from pipeline.logs import run_context
 from pipeline.reconcile import ReconciliationService
@@ -64,7 +65,8 @@ def resume_run(config: JobConfig, run_id: str) -> RunOutcome:
     from pipeline.audit.reader import open_audit  # refuses a database no job ran on
 
     tables = job_tables(config)
-    with run_context(run_id), open_audit(config.database_url) as engine:
+    with run_context(run_id), open_audit(config.database_url) as engine, \
+            watching(engine, config.statement_timeout):  # a silent server cannot hold it
         interrupts.register_engine(engine)  # SIGTERM cancels the statement, never a commit
         row = _batch_run(engine, tables, run_id)
         if row.job_name != config.name:

@@ -207,20 +207,36 @@ def test_the_mutations_do_reach_both_outcomes(job_dir: Path) -> None:
             pass
 
 
+# Linux keeps a process's peak RSS across exec: a child forked from this test process (a
+# few hundred MB late in the suite) would report this process's size as its own. A small
+# launcher forks the measured process instead, and reports its peak from wait4.
+LAUNCHER = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(str(usage.ru_maxrss * 1024))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_bounded(cwd: Path, *args: str, timeout: float) -> tuple[int, str, int]:
     """(exit code, stderr, peak RSS in bytes) of ``python -m pipeline ARGS``."""
+    peak = cwd / "peak.txt"
     with open(cwd / "err.txt", "w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=cwd,
-                                stdout=subprocess.DEVNULL, stderr=err)
-        killer = threading.Timer(timeout, proc.kill)  # a hang fails the test: exit -9
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(peak), "-m", "pipeline",
+                                 *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True)
+        # a hang fails the test: the launcher and the run, killed together (exit -9)
+        killer = threading.Timer(timeout, os.killpg, (proc.pid, signal.SIGKILL))
         killer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            code = proc.wait()
         finally:
             killer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
-        return proc.returncode, err.read(), usage.ru_maxrss * 1024
+        return code, err.read(), int(peak.read_text()) if peak.exists() else 0
 
 
 @settings(max_examples=6, deadline=None, database=None,

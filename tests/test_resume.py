@@ -11,7 +11,7 @@ from sqlalchemy import Engine, text
 
 from pipeline.audit.reader import load_report, open_audit
 from pipeline.config import JobConfig
-from pipeline.errors import Interrupted
+from pipeline.errors import DatabaseFailure, Interrupted
 from pipeline.explain import explain_run, format_explanation
 from pipeline.generate import generate_file
 from pipeline.identity import Overrides
@@ -314,3 +314,38 @@ def test_resume_of_a_purged_run_names_the_setting(tmp_path: Path, job_config: Jo
         resume_run(config, stopped.run_id)
 
     assert "(tables.keep_staging_runs)" in str(refused.value)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_resume_whose_statement_runs_past_its_bound_is_stopped_and_says_why(
+        tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
+    """The watchdog bounds a resume's statements as a run's: a MERGE held up past
+    statement_timeout (a trigger that never ends, standing in for a silent server) is
+    cancelled, the resume fails exit 3 saying so, FINAL is as it was, and the run can be
+    resumed again once the cause is gone."""
+    run_id, _ = failed_merge_run(tmp_path, job_config, engine)
+    with engine.begin() as conn:
+        for statement in ENDLESS[engine.dialect.name]:
+            conn.execute(text(statement))
+    bounded = job_config.with_overrides(statement_timeout=1.0)
+    with pytest.raises(DatabaseFailure) as caught:
+        resume_run(bounded, run_id)
+    assert str(caught.value).startswith("the database did not answer "), caught.value
+    assert "(database.statement_timeout 1 s + 10 s): the run cancelled it" in str(caught.value)
+    assert final_stamps(engine) == []
+    with engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER endless" + (
+            "" if engine.dialect.name == "sqlite" else " ON transactions")))
+    assert resume_run(job_config, run_id).exit_code == 0
+
+
+ENDLESS = {  # a trigger on FINAL that never ends, as a server that stopped answering
+    "sqlite": ["CREATE TRIGGER endless AFTER INSERT ON transactions BEGIN SELECT COUNT(*) "
+               "FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+               "SELECT i FROM n); END"],
+    "postgresql": ["CREATE FUNCTION endless() RETURNS trigger LANGUAGE plpgsql AS "
+                   "$$ BEGIN PERFORM pg_sleep(600); RETURN NULL; END $$",
+                   "CREATE TRIGGER endless AFTER INSERT ON transactions "
+                   "FOR EACH STATEMENT EXECUTE FUNCTION endless()"],
+}

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import Engine, event
 
 from pipeline.db.backends import backend_for
+from pipeline.errors import DatabaseFailure
 
 log = logging.getLogger(__name__)
 MARGIN_S = 10.0  # past statement_timeout: the server's own bound had its chance to fire
@@ -126,6 +127,22 @@ class StatementWatchdog:
 
 
 _current: StatementWatchdog | None = None  # the run's, while it watches
+
+
+@contextmanager
+def watching(engine: Engine, bound_s: float) -> Iterator[StatementWatchdog]:
+    """``engine``'s statements watched for the length of the block (`run --resume`); a
+    database failure the watchdog caused says so (the driver only saw its statement
+    interrupted or its connection dropped)."""
+    watchdog = StatementWatchdog(bound_s)
+    watchdog.attach(engine)
+    with watchdog.running():
+        try:
+            yield watchdog
+        except DatabaseFailure as exc:
+            if watchdog.fired:
+                raise DatabaseFailure(f"{watchdog.fired}; {exc}") from exc
+            raise
 
 
 @contextmanager

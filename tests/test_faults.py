@@ -94,6 +94,14 @@ def fault_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_file(tmp_path_factory.mktemp("faults") / "in.dat", RECORDS, seed=17).path
 
 
+@pytest.fixture(scope="module")
+def long_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ten times fault_input: each processor reads for many supervisor ticks (0.25 s),
+    where 15,000 records each were sometimes read between two of them."""
+    return generate_file(tmp_path_factory.mktemp("faults") / "long.dat", 10 * RECORDS,
+                         seed=17).path
+
+
 @pytest.fixture
 def engine(job_config: JobConfig) -> Iterator[Engine]:
     eng = create_engine(job_config.database_url, poolclass=NullPool)
@@ -354,21 +362,23 @@ class Stopper(Watcher):
         snap = self.observe(bus)
         if self.victim:
             return
-        wid = rows_of(snap, self.kind)[0]
-        if snap[wid, Col.STATE] == State.RUNNING and snap[wid, Col.BATCHES] >= 1:
-            os.kill(int(snap[wid, Col.PID]), signal.SIGSTOP)
-            self.stopped_at = time.monotonic()
-            self.victim = (wid, int(snap[wid, Col.PID]))
+        # any worker of the kind at work: the first one may already be done
+        for wid in rows_of(snap, self.kind):
+            if snap[wid, Col.STATE] == State.RUNNING and snap[wid, Col.BATCHES] >= 1:
+                os.kill(int(snap[wid, Col.PID]), signal.SIGSTOP)
+                self.stopped_at = time.monotonic()
+                self.victim = (wid, int(snap[wid, Col.PID]))
+                return
 
 
 @pytest.mark.parametrize("kind", [WorkerType.PROCESSOR, WorkerType.WRITER],
                          ids=["processor", "writer"])
 def test_a_stopped_worker_is_detected_as_hung_and_cleaned_up(
-        kind: WorkerType, fault_input: Path, job_config: JobConfig, engine: Engine) -> None:
+        kind: WorkerType, long_input: Path, job_config: JobConfig, engine: Engine) -> None:
     timeout = 2.0
-    config = job_config.with_overrides(input_path=fault_input, processors=PROCESSORS,
+    config = job_config.with_overrides(input_path=long_input, processors=PROCESSORS,
                                        batch_size=BATCH, heartbeat_timeout=timeout)
-    before = seed_final(engine, config, fault_input)
+    before = seed_final(engine, config, long_input)
     stopper = Stopper(kind=kind)
 
     outcome = run_job(config, on_tick=stopper)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import ConfigError
 from pipeline.layouts.csv import CsvLayout
 from pipeline.layouts.fields import Charset, Field, FieldType, Layout
+from recon.checks import CHECK_ORDER
 from recon.values import HashTotal, RejectLimit, TrailerTotals, VolumeRule
 
 if TYPE_CHECKING:
@@ -224,7 +225,7 @@ def _layouts(data: Mapping[str, Any], layout: Mapping[str, Any], length: int, fm
 
 DETAIL_KEYS = {"record", "type", "staging", "final", "key", "amount"}
 # RECON_AUDIT.CHECK_NAME is 50 characters: "<final>:" and the longest check name of a type
-LONGEST_TYPE_CHECK = 28  # processed_to_staging_columns
+LONGEST_TYPE_CHECK = max(map(len, CHECK_ORDER))  # a type has every run's checks
 
 
 def _several_details(data: Mapping[str, Any], source: Path) -> JobConfig:
@@ -253,8 +254,8 @@ def _several_details(data: Mapping[str, Any], source: Path) -> JobConfig:
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a table")
         _refuse_unknown(entry, where, DETAIL_KEYS)
-        for key in sorted(DETAIL_KEYS - set(entry)):
-            raise ConfigError(f"{where}.{key}: missing")
+        if missing := sorted(DETAIL_KEYS - set(entry)):
+            raise ConfigError(f"{where}.{missing[0]}: missing")
         single = {k: v for k, v in data.items() if k != "details"} | {
             "copybook": {**book, "detail": entry["record"], "detail_type": entry["type"]},
             "tables": {**tables, **{k: entry[k] for k in ("staging", "final", "key", "amount")}},

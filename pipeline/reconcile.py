@@ -172,7 +172,7 @@ class ReconciliationService:
         return checks.in_order(self.load_checks(run_id, aggregated)[0])
 
     def load_checks(self, run_id: str, aggregated: AggregatedMetrics
-                     ) -> tuple[list[ReconciliationResult], Totals]:
+                    ) -> tuple[list[ReconciliationResult], Totals]:
         """reconcile_counts' checks, unordered, and the run's staging totals."""
         with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
             staged = self._staging(conn).count_and_amount(run_id)
@@ -347,5 +347,5 @@ class ReconciliationService:
         return found
 
     def final_transaction(self, lock: HeldLock | None
-                           ) -> AbstractContextManager[FinalTransaction]:
+                          ) -> AbstractContextManager[FinalTransaction]:
         return lock.final_transaction() if lock is not None else own_transaction(self.engine)

@@ -23,7 +23,6 @@ from pipeline.jobs import shipped_config
 from pipeline.layouts.csv import CsvLayout, amount_digits, parse_csv_details
 from pipeline.layouts.fixed import DetailBatch, parse_details
 from pipeline.money import format_minor
-from pipeline.source import plan_input
 from recon import checks
 from tests.conftest import engine_for, final_rows, shipped_job
 from tests.reference import detail
@@ -245,7 +244,7 @@ def test_another_delimiter_is_used_everywhere(tmp_path: Path) -> None:
     assert isinstance(config.detail, CsvLayout) and config.detail.delimiter == ";"
     path = tmp_path / "semi.csv"
     path.write_text("H;20261125;CRM\nD;C1;Smith, Jane;RET;-1.50;20261124\nT;1;-1.50\n")
-    plan = plan_input(path, config.header, config.trailer, 1)
+    plan = config.input_format.plan(path, 1)
     assert plan.trailer == {"record_count": 1, "balance_total": -150}
     batch = parse_csv_details(config.detail, config.amount,
                               b"D;C1;Smith, Jane;RET;-1.50;20261124\n", 2)
@@ -256,7 +255,7 @@ def test_another_delimiter_is_used_everywhere(tmp_path: Path) -> None:
 
 
 def test_plan_reads_the_csv_header_and_trailer() -> None:
-    plan = plan_input(SAMPLE, BALANCES.header, BALANCES.trailer, 2)
+    plan = BALANCES.input_format.plan(SAMPLE, 2)
     assert plan.header == {"business_date": "2026-11-25", "source_system": "CRM"}
     assert plan.trailer == {"record_count": 6, "balance_total": 1_588_374}
     assert plan.detail_lines == 6 and plan.ranges[0].first_line == 2
@@ -276,7 +275,7 @@ def test_bad_control_records_refuse_the_file(tmp_path: Path, text: str, message:
     path = tmp_path / "in.csv"
     path.write_text(text, newline="")
     with pytest.raises(InputStructureError, match=message):
-        plan_input(path, BALANCES.header, BALANCES.trailer, 2)
+        BALANCES.input_format.plan(path, 2)
 
 
 # --- the customer_balances job end to end ------------------------------------------------

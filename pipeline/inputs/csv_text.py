@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 from pipeline.errors import InputStructureError
 from pipeline.inputs.contract import join_key
@@ -32,13 +32,17 @@ class CsvText(TextLines):
     detail: CsvLayout
     trailer: CsvLayout
 
+    # the dialect: a delimited format of another quoting is a subclass that sets these
+    quote: ClassVar[str] = '"'
+    default_delimiter: ClassVar[str] = ","
+
     @classmethod
     def from_config(cls, name: str, data: Mapping[str, Any], source: Path) -> CsvText:
         inp = data.get("input", {})
         get(inp, "input.record_length", int, 0)  # a line has no fixed length: checked, unused
-        delimiter = delimiter_of(inp)
+        delimiter = delimiter_of(inp, cls.default_delimiter, cls.quote)
         refuse_binary_keys(data)
-        return cls(*csv_layouts(data.get("layout", {}), delimiter))
+        return cls(*csv_layouts(data.get("layout", {}), delimiter, cls.quote))
 
     def _plan(self, f: BinaryIO, path: Path, size: int, parts: int) -> InputPlan:
         """Lines have no fixed width: the header is the first line, the trailer the last."""

@@ -24,7 +24,7 @@ from pipeline.layouts.csv import CsvLayout, amount_digits, parse_csv_details
 from pipeline.layouts.fixed import DetailBatch, parse_details
 from pipeline.money import format_minor
 from recon import checks
-from tests.conftest import engine_for, final_rows, shipped_job
+from tests.conftest import engine_for, final_rows, shipped_job, write_job
 from tests.reference import detail
 
 pytestmark = pytest.mark.timeout(120)
@@ -356,3 +356,21 @@ def test_totals_match_the_sample_file() -> None:
     total = sum(int(a.replace(".", "")) * 10 ** (2 - len(a.partition(".")[2])) for a in amounts)
     assert lines[-1] == f"T,{len(amounts)},{format_minor(total, 2)}"
     assert np.unique([line.split(",")[1] for line in lines[1:-1]]).size == len(amounts) - 1
+
+
+def test_a_pipe_delimited_apostrophe_quoted_feed_runs_end_to_end(
+        tmp_path: Path, db_url: str) -> None:
+    """input.format = "psv" (pipeline/inputs/pipe_text.py): the same job, another dialect."""
+    path = write_job(tmp_path / "psv.toml", ('format = "csv"', 'format = "psv"'),
+                     ('delimiter = ","\n', ''), job="customer_balances")
+    data = tmp_path / "in.psv"
+    data.write_text("H|20261125|CRM\nD|C1|'O''Brien | Sons'|RET|1.50|20261124\n"
+                    "D|C2|Say \"hi\"|SME|-2.25|20261124\nT|2|-0.75\n", encoding="ascii")
+    config = load_config(path).with_overrides(input_path=data, output_dir=tmp_path / "work",
+                                              database_url=db_url)
+    outcome = run_job(config)
+    assert outcome.exit_code == 0, outcome.message
+    with engine_for(db_url) as engine:
+        assert final_rows(engine, config, *BALANCE) == {
+            "C1": ("O'Brien | Sons", "RET", 150, NOV24),
+            "C2": ('Say "hi"', "SME", -225, NOV24)}

@@ -7,12 +7,14 @@ from pipeline.inputs.contract import InputFormat
 from pipeline.inputs.csv_text import CsvText
 from pipeline.inputs.fixed_text import FixedWidthText
 from pipeline.inputs.mainframe import MainframeInput
+from pipeline.inputs.pipe_text import PipeText
 
 FORMATS: dict[str, type[InputFormat]] = {
     "fixed": FixedWidthText,
     "csv": CsvText,
     "fb": MainframeInput,
     "vb": MainframeInput,
+    "psv": PipeText,
 }
 
 

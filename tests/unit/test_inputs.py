@@ -16,8 +16,10 @@ from pipeline.inputs import FORMATS, InputFormat, KeysUnreadable, format_class
 from pipeline.inputs.csv_text import CsvText
 from pipeline.inputs.fixed_text import FixedWidthText
 from pipeline.inputs.mainframe import DetailTypesInput, MainframeInput
+from pipeline.inputs.pipe_text import PipeText
 from pipeline.jobs import shipped_config
 from pipeline.source import InputPlan
+from tests.conftest import write_job
 from tests.reference import detail, write_input
 
 pytestmark = pytest.mark.timeout(30)
@@ -151,3 +153,32 @@ def test_the_registry_names_its_formats() -> None:
     assert {"fixed", "csv", "fb", "vb"} <= set(FORMATS)
     with pytest.raises(ConfigError, match='input.format: expected "fixed", "csv"'):
         format_class("xml")
+
+
+PSV_LINES = ["H|20261125|CRM", "D|C1|'O''Brien | Sons'|RET|1.50|20261124",
+             'D|C2|Say "hi"|RET|-2.25|20261124', "D|C3|'open|RET|1.00|20261124",
+             "T|3|0.25"]
+
+
+def psv_job(tmp_path: Path) -> JobConfig:
+    """The customer-balances job reading pipe-delimited, apostrophe-quoted lines."""
+    path = write_job(tmp_path / "psv.toml", ('format = "csv"', 'format = "psv"'),
+                     ('delimiter = ","\n', ''), job="customer_balances")
+    return load_config(path)
+
+
+def test_pipe_delimited_text_quoted_with_apostrophes(tmp_path: Path) -> None:
+    fmt = psv_job(tmp_path).input_format
+    assert isinstance(fmt, PipeText) and fmt.detail.delimiter == "|"
+    path = tmp_path / "in.psv"
+    path.write_text("\n".join(PSV_LINES) + "\n", encoding="ascii")
+
+    plan = fmt.plan(path, 2)
+
+    assert plan.trailer == {"record_count": 3, "balance_total": 25}
+    assert plan.detail_lines == 3
+    assert_ranges_cover(plan)
+    read, accepted, rejected = read_all(fmt, plan, "balance", batch=2)
+    assert (read, sorted(accepted), rejected) == (3, [2, 3], [4])  # 4: quote not closed
+    keys = fmt.read_keys(path, plan.sha256, np.array([2, 3]), ["customer_id", "name"])
+    assert keys == {2: "C1|O'Brien | Sons", 3: 'C2|Say "hi"'}

@@ -150,13 +150,17 @@ def resolve_input(config: JobConfig) -> Path:
     """The configured input, or a sample generated once for the shipped example job."""
     if config.input_path is not None:
         return config.input_path
-    if config.name not in ("daily_transactions", "daily_transactions_ebcdic"):
+    kind = config.input_format.sample_format
+    if kind is None or config.name not in ("daily_transactions", "daily_transactions_ebcdic"):
         raise ConfigError("input.path: missing (only the example job can generate a sample)")
     sample = (config.output_dir / "sample" / config.name).with_suffix(
         config.input_format.sample_suffix)
     if not sample.exists():
+        from pipeline.generate_mainframe import generate_input
+
         sample.parent.mkdir(parents=True, exist_ok=True)
-        config.input_format.write_sample(sample, SAMPLE_RECORDS)
+        generate_input(sample, SAMPLE_RECORDS, kind, seed=1, reject_rate=0.001,
+                       duplicate_rate=0.001)
     return sample
 
 

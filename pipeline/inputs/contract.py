@@ -84,9 +84,11 @@ class InputFormat(ABC):
         fields) told apart by a record-type field."""
         raise ConfigError("[[details]]: only for input.format fb or vb (a copybook job)")
 
-    def write_sample(self, path: Path, records: int) -> None:
-        """A valid input of ``records`` details for the shipped example job."""
-        raise ConfigError("input.path: missing (only the example job can generate a sample)")
+    @property
+    def sample_format(self) -> str | None:
+        """The `pipeline generate --format` that writes a sample of this input (None:
+        none does)."""
+        return None
 
 
 def join_key(values: Sequence[object]) -> str:

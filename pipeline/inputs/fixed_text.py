@@ -53,10 +53,9 @@ class FixedWidthText(TextLines):
         fields = [self.detail.field(k) for k in key_columns]
         return join_key([text[f.offset:f.end] for f in fields])
 
-    def write_sample(self, path: Path, records: int) -> None:
-        from pipeline.generate import generate_file
-
-        generate_file(path, records, seed=1, reject_rate=0.001, duplicate_rate=0.001)
+    @property
+    def sample_format(self) -> str:
+        return "fixed"
 
 
 def _control(layout: Layout, record: bytes, where: str, what: str) -> dict[str, Any]:

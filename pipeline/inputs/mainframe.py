@@ -112,11 +112,9 @@ class MainframeInput(InputFormat):
         return DetailTypesInput(**{f.name: getattr(self, f.name) for f in fields(self)},
                                 types=tuple(specs))
 
-    def write_sample(self, path: Path, records: int) -> None:
-        from pipeline.generate_mainframe import generate_mainframe_file
-
-        generate_mainframe_file(path, records, f"ebcdic-{self.fmt.kind}", seed=1,
-                                reject_rate=0.001, duplicate_rate=0.001)
+    @property
+    def sample_format(self) -> str:
+        return f"ebcdic-{self.fmt.kind}"
 
 
 @dataclass(frozen=True)

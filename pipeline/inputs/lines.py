@@ -29,6 +29,9 @@ from pipeline.source import (
 
 @dataclass(frozen=True)
 class TextLines(InputFormat):
+    """A text format: it plans with split_lines and reads with read_lines (pipeline.source);
+    a subclass gives its control records (_plan), its detail parser and its key text."""
+
     header: Layout
     detail: Layout
     trailer: Layout

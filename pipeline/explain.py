@@ -468,7 +468,7 @@ def _evidence_lines(found: Explanation) -> list[str]:
         rows = [e for e in found.evidence if e.check_name == name]
         if not rows:
             continue
-        side = "staging" if name == checks.PROCESSED_TO_STAGING_COLUMNS else "FINAL"
+        side = "staging" if checks.STAGES[name] == checks.STAGING else "FINAL"
         out += ["", f"{name}: the values that differ (kept when the check failed)",
                 f"  {'line':>12}  {'key':<20} {'column':<16} {'expected':<24} {side}"]
         for e in rows[:found.limit]:

@@ -213,7 +213,7 @@ class ReconciliationService:
         1.60-1.68x on SQLite, 1.21-1.23x since (benchmarks/results/night-repeats-cliff.md).
         """
         with database_errors(self.engine, "reconciling staging"), self.store.connect() as conn:
-            dropped = self._staging(conn).collapsed_at_lines(run_id, lines)
+            dropped = self.store.staging(conn).collapsed_at_lines(run_id, lines)
         if dropped is None:  # no one-parameter list of lines (Oracle): rank every row
             return self.survivors(run_id), None
         records, superseded = dropped
@@ -222,10 +222,7 @@ class ReconciliationService:
     def survivors(self, run_id: str) -> Totals:
         """Distinct keys of the run and the totals of each key's last staging row."""
         with database_errors(self.engine, "reconciling staging"), self.store.connect() as conn:
-            return self._staging(conn).surviving_count_and_amount(run_id)
-
-    def _staging(self, conn: Any) -> StagingFigures:
-        return self.store.staging(conn)
+            return self.store.staging(conn).surviving_count_and_amount(run_id)
 
     def final_repository(self, conn: Any) -> FinalFigures:
         return self.store.final(conn)
@@ -240,7 +237,7 @@ class ReconciliationService:
                     ) -> tuple[list[ReconciliationResult], Totals]:
         """reconcile_counts' checks, unordered, and the run's staging totals."""
         with database_errors(self.engine, "reconciling staging"), self.store.connect() as conn:
-            staged = self._staging(conn).count_and_amount(run_id)
+            staged = self.store.staging(conn).count_and_amount(run_id)
             columns = self._staging_columns(conn, run_id, aggregated)
         return [*checks.load_checks(self.trailer, aggregated, staged.rows, staged.amount,
                                     self.reject_limit, staged.hash), columns], staged
@@ -252,7 +249,7 @@ class ReconciliationService:
         the rows compared one by one against the input file."""
         accepted = aggregated.total_read - aggregated.total_errors
         if aggregated.row_digest is not None:
-            rows, digest = self._staging(conn).digest_total(run_id)
+            rows, digest = self.store.staging(conn).digest_total(run_id)
             if rows == accepted and digest == aggregated.row_digest:
                 if self.on_proven is not None:
                     self.on_proven()
@@ -343,7 +340,7 @@ class ReconciliationService:
         resumed run whose MERGE had committed before its audit."""
         with database_errors(self.engine, "reconciling the final table"), \
                 self.store.connect() as conn:
-            staging = self._staging(conn)
+            staging = self.store.staging(conn)
             staged = staging.count_and_amount(run_id).rows
             survivors = staging.surviving_count_and_amount(run_id)
             final = self.final_repository(conn)

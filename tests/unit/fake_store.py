@@ -30,7 +30,7 @@ class FakeStore:
     hash_of: str | None = None
     staged_rows: list[Row] = field(default_factory=list)  # each with run_id and source_line
     final_rows: dict[tuple[Any, ...], Row] = field(default_factory=dict)  # key -> row
-    trigger: Callable[[dict[tuple[Any, ...], Row]], None] | None = None
+    trigger: Callable[[dict[tuple[Any, ...], Row]], object] | None = None
     merges: list[bool] = field(default_factory=list)  # each MERGE's ``deduplicate``
     commits: int = 0
     rollbacks: int = 0

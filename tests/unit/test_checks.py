@@ -259,6 +259,10 @@ def test_values_a_limits_discrepancy_is_what_exceeds_it() -> None:
     assert ReconciliationResult("r", 5, 3, False).discrepancy == -2
     assert ReconciliationResult("a", 1, 1, True, 10, None).amount_discrepancy is None
     assert ReconciliationResult("a", 1, 1, True, 10, 7, kind=AMOUNT).amount_discrepancy == -3
+    assert ReconciliationResult("a", 1, 1, True, kind=AMOUNT).is_amount_check
+    assert not ReconciliationResult("c", 1, 1, True).is_amount_check
+    assert not checks.not_evaluated("c", 1, "why").evaluated
+    assert checks.count_check("c", 1, 1, "evaluated: not evaluated later").evaluated
 
 
 def test_values_hash_total_reduce_and_failed_workers() -> None:

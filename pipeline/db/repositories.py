@@ -127,6 +127,11 @@ class StagingRepository:
         return _totals(self.connection, survivors.c, self.amount, self.hash_of,
                        params={"run_id": run_id})
 
+    def digest_total(self, run_id: str) -> tuple[int, int]:
+        """The run's rows and the sum of their row digests (pipeline.db.digests)."""
+        return backend_for(self.connection.dialect.name).staging_digest_total(
+            self.connection, self.table, run_id)
+
     def collapsed_at_lines(self, run_id: str, lines: Sequence[int]
                            ) -> tuple[Totals, list[int]] | None:
         """(the totals of the records that keeping each key's last record drops, their

@@ -54,7 +54,7 @@ from pipeline.logs import FORMATS, LEVELS, configure_logging
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from recon.values import RunOutcome
+    from pipeline.outcome import RunOutcome
 
 log = logging.getLogger("pipeline.cli")
 DB_URL_ENV = "PIPELINE_DB_URL"

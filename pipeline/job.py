@@ -66,6 +66,7 @@ from pipeline.identity import NO_OVERRIDES, Overrides, business_date, check_iden
 from pipeline.logs import run_context
 from pipeline.metrics.aggregator import MetricsAggregator
 from pipeline.metrics.bus import MetricsBus
+from pipeline.outcome import RunOutcome
 from pipeline.reconcile import ReconciliationOutcome, ReconciliationService, Record
 from pipeline.repeats import discard_spill, repeated_lines
 from pipeline.source import InputPlan, plan_job_input
@@ -86,7 +87,6 @@ from recon.values import (
     SUCCEEDED,
     AggregatedMetrics,
     ReconciliationResult,
-    RunOutcome,
     TrailerTotals,
 )
 

@@ -33,6 +33,7 @@ from pipeline.db.tables import JobTables, job_tables
 from pipeline.db.watchdog import watching
 from pipeline.errors import ConfigError
 from pipeline.logs import run_context
+from pipeline.outcome import RunOutcome
 from pipeline.reconcile import ReconciliationService
 from recon import checks
 from recon.checks import failure_summary
@@ -41,7 +42,6 @@ from recon.values import (
     SUCCEEDED,
     AggregatedMetrics,
     ReconciliationResult,
-    RunOutcome,
     TrailerTotals,
 )
 

@@ -28,6 +28,7 @@ from pipeline.db.engine import database_errors
 from pipeline.db.lock import HeldLock
 from pipeline.db.tables import job_tables
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.outcome import RunOutcome
 from pipeline.reconcile import ReconciliationService
 from pipeline.source import InputPlan, plan_job_input
 from pipeline.workers.processor import typed_batches_of
@@ -36,7 +37,6 @@ from recon.values import (
     SUCCEEDED,
     AggregatedMetrics,
     ReconciliationResult,
-    RunOutcome,
     TrailerTotals,
 )
 

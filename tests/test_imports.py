@@ -60,7 +60,7 @@ def test_the_scan_sees_imports_and_leaves_out_type_checking_ones(tmp_path: Path)
     source.write_text(
         "import typing\n"
         "from typing import TYPE_CHECKING\n"
-        "from recon.values import RunOutcome\n"
+        "from pipeline.outcome import RunOutcome\n"
         "if TYPE_CHECKING:\n"
         "    from pipeline.job import run_job\n"
         "if typing.TYPE_CHECKING:\n"
@@ -70,7 +70,7 @@ def test_the_scan_sees_imports_and_leaves_out_type_checking_ones(tmp_path: Path)
         "def later() -> None:\n"
         "    from pipeline.audit.reader import open_audit\n", encoding="utf-8")
     assert runtime_imports(source) == [
-        "typing", "typing.TYPE_CHECKING", "recon.values.RunOutcome", "pipeline.audit",
+        "typing", "typing.TYPE_CHECKING", "pipeline.outcome.RunOutcome", "pipeline.audit",
         "pipeline.audit.reader.open_audit"]
 
 

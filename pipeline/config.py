@@ -7,7 +7,6 @@ never silently falls back to a default.
 from __future__ import annotations
 
 import math
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -17,17 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
 from pipeline.layouts.csv import CsvLayout
-from pipeline.layouts.fields import Charset, Field, FieldType, Layout
+from pipeline.layouts.fields import IDENTIFIER, Charset, Field, FieldType, Layout
 from recon.checks import CHECK_ORDER
 from recon.values import HashTotal, RejectLimit, TrailerTotals, VolumeRule
 
 if TYPE_CHECKING:
     from pipeline.layouts.mainframe_input import MainframeInput
 
-# Plain, unquoted identifiers that every database accepts as typed, within Oracle's
-# pre-12.2 limit of 30 bytes. Anything else (quotes, spaces, semicolons) is refused here,
-# before any name reaches SQL.
-IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
 MAX_AMOUNT_DIGITS = 18  # 10**18 - 1 still fits int64 after parsing
 
 
@@ -427,7 +422,7 @@ def _check_roles(config: JobConfig) -> None:
         raise ConfigError("tables.staging and tables.final must be different tables")
 
 
-# the shared audit tables (pipeline.audit.schema.audit_tables): never a job's staging or FINAL
+# the shared audit tables (pipeline.db.audit_tables): never a job's staging or FINAL
 AUDIT_TABLES = frozenset({"batch_run", "recon_audit", "recon_worker_audit", "job_lock"})
 
 

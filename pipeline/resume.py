@@ -1,7 +1,7 @@
 """`run --resume RUN_ID`: finish a run from its staging rows, without its input file.
 
 A run whose staging load completed stored its control totals in BATCH_RUN (the trailer's
-count and amount, the metrics bus's totals: ``AuditWriter.record_load``). Resuming redoes
+count and amount, the metrics bus's totals: ``RunRepository.record_load``). Resuming redoes
 what came after the load from those totals: the checks before the MERGE (which prove the
 staged rows still match the load, count and amount), the MERGE, the checks after it and
 the audit. The file is never read again (but for a [[details]] run, whose figures per
@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, select
 
 from pipeline import interrupts
 from pipeline.audit import history
+from pipeline.audit.runs import conclude
 from pipeline.audit.schema import from_audit, utc_now
 from pipeline.audit.writer import AuditWriter
 from pipeline.column_proof import InputRows
@@ -38,7 +39,6 @@ from pipeline.reconcile import ReconciliationService
 from recon import checks
 from recon.checks import failure_summary
 from recon.values import (
-    FAILED_RECONCILIATION,
     SUCCEEDED,
     AggregatedMetrics,
     ReconciliationResult,
@@ -87,11 +87,11 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
             outcome: RunOutcome, lock: HeldLock) -> None:
     run_id = outcome.run_id
     if row.status == SUCCEEDED:
-        outcome.status, outcome.exit_code, outcome.changed_nothing = SUCCEEDED, 0, True
-        outcome.message = (f"run {run_id} had already committed its MERGE (its audit says "
-                           f"{SUCCEEDED}); nothing to resume, "
-                           f"{', '.join(t.label for t in config.details) or config.final_table}"
-                           " untouched")
+        outcome.changed_nothing = True
+        conclude(outcome, f"run {run_id} had already committed its MERGE (its audit says "
+                          f"{SUCCEEDED}); nothing to resume, "
+                          f"{', '.join(t.label for t in config.details) or config.final_table}"
+                          " untouched")
         return
     totals = load_totals(row, config)
     if totals is None:
@@ -137,9 +137,8 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
             """A passing resume's audit commits in the MERGE's transaction."""
             keys = next(r.expected_count for r in results
                         if r.check_name == checks.STAGING_TO_FINAL)
-            outcome.status, outcome.exit_code = SUCCEEDED, 0
-            outcome.message = (f"resumed from staging; all checks passed; {keys:,} keys "
-                               f"merged into {config.final_table}")
+            conclude(outcome, f"resumed from staging; all checks passed; {keys:,} keys "
+                              f"merged into {config.final_table}")
             writer.finish_on(conn, run_id, outcome.status, outcome.exit_code,
                              outcome.message, results, [], resumed=resumed)
 
@@ -150,13 +149,10 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
         if result.passed:
             return  # committed with its audit
         merged = ""
-    if not all(r.passed for r in outcome.results):
-        outcome.status, outcome.exit_code = FAILED_RECONCILIATION, 1
-        outcome.message = (f"resumed from staging; reconciliation failed: "
-                           f"{failure_summary(outcome.results)}; FINAL unchanged")
-    else:
-        outcome.status, outcome.exit_code = SUCCEEDED, 0
-        outcome.message = f"resumed from staging; all checks passed; {merged}"
+    passed = all(r.passed for r in outcome.results)
+    conclude(outcome, f"resumed from staging; all checks passed; {merged}" if passed else
+             "resumed from staging; reconciliation failed: "
+             f"{failure_summary(outcome.results)}; FINAL unchanged", passed=passed)
     writer.finish_run(run_id, outcome.status, outcome.exit_code, outcome.message,
                       outcome.results, [], resumed=resumed, evidence=outcome.evidence)
 

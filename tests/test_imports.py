@@ -1,4 +1,5 @@
-"""Packages depend one way: ``pipeline`` may use ``recon``, never both ways (issue 13).
+"""Packages depend one way: ``pipeline`` may use ``recon``, never the other way (issue 13);
+inside ``pipeline``, a module uses its own layer and the layers below it only (issue 20).
 
 Read from the source with ``ast``, so every import counts, the lazy ones inside functions
 too; only imports under ``if TYPE_CHECKING:`` are left out, since they never run.
@@ -13,6 +14,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "recon")
 Edges = dict[tuple[str, str], list[str]]
+
+# pipeline's layers, lowest first, by top-level module or subpackage: each may import its
+# own layer and those below it (and recon, below them all). A new module gets a place here.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    # values, formats and machinery every part uses; nothing of the job's settings
+    ("__init__", "errors", "money", "layouts", "source", "stages", "interrupts", "logs",
+     "rejects", "repeats", "metrics", "progress", "outcome", "generate",
+     "generate_mainframe", "jobs"),
+    ("inputs",),  # the input formats behind one contract (INPUTS_MAY_USE below)
+    # tables, repositories, backends, MERGE: given plain values (names, layouts, keys,
+    # bounds), so below the configuration they are read from
+    ("db",),
+    ("config",),  # the job's configuration
+    ("audit",),  # BATCH_RUN and the audit's other tables: what is written and read
+    ("workers", "reconcile", "column_proof", "chains", "identity"),  # a run's parts
+    # the commands and their outputs
+    ("job", "resume", "resume_types", "validate", "explain", "reporting", "publish",
+     "summary", "__main__"),
+)
+LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}
+INPUTS_MAY_USE = {"inputs", "layouts", "source", "errors", "money"}  # and recon
 
 
 class _Imports(ast.NodeVisitor):
@@ -79,3 +101,97 @@ def test_no_import_cycle_between_packages() -> None:
     cycles = [(a, b) for (a, b) in edges if a < b and (b, a) in edges]
     assert not cycles, "\n".join(
         f"{a} <-> {b}:\n  " + "\n  ".join(edges[a, b] + edges[b, a]) for a, b in cycles)
+
+
+def unit_of(path: Path, root: Path) -> str:
+    """A module's place in LAYERS: pipeline/<unit>.py or pipeline/<unit>/..."""
+    parts = path.relative_to(root / "pipeline").with_suffix("").parts
+    return parts[0]
+
+
+def upward_imports(root: Path = ROOT) -> list[str]:
+    """Every import of ``pipeline`` from a layer above the importing module's."""
+    found = []
+    for path in sorted((root / "pipeline").rglob("*.py")):
+        unit = unit_of(path, root)
+        for name in runtime_imports(path):
+            parts = name.split(".")
+            if parts[0] != "pipeline" or len(parts) < 2 or parts[1] not in LAYER_OF:
+                continue
+            used = parts[1]
+            if LAYER_OF[used] > LAYER_OF[unit] or (unit == "inputs"
+                                                    and used not in INPUTS_MAY_USE):
+                found.append(f"{path.relative_to(root)}: {name}")
+    return found
+
+
+def unit_edges(root: Path = ROOT) -> dict[str, set[str]]:
+    """unit -> the other units of pipeline it imports."""
+    edges: dict[str, set[str]] = defaultdict(set)
+    for path in sorted((root / "pipeline").rglob("*.py")):
+        unit = unit_of(path, root)
+        for name in runtime_imports(path):
+            parts = name.split(".")
+            if parts[0] == "pipeline" and len(parts) > 1 and parts[1] != unit:
+                edges[unit].add(parts[1])
+    return dict(edges)
+
+
+def test_recon_imports_nothing_of_pipeline() -> None:
+    assert not package_edges().get(("recon", "pipeline")), package_edges()["recon", "pipeline"]
+
+
+def test_every_module_of_pipeline_has_a_layer() -> None:
+    units = {unit_of(p, ROOT) for p in (ROOT / "pipeline").rglob("*.py")}
+    assert not units - LAYER_OF.keys(), f"place these in LAYERS: {sorted(units - LAYER_OF.keys())}"
+
+
+def test_pipeline_imports_only_its_own_layer_and_lower() -> None:
+    assert not upward_imports(), "\n".join(upward_imports())
+
+
+def test_the_layer_check_catches_an_upward_import(tmp_path: Path) -> None:
+    db = tmp_path / "pipeline" / "db"
+    db.mkdir(parents=True)
+    (db / "tables.py").write_text("from typing import TYPE_CHECKING\n"
+                                  "from pipeline.errors import ConfigError\n"
+                                  "if TYPE_CHECKING:\n"
+                                  "    from pipeline.job import run_job\n"
+                                  "def later() -> None:\n"
+                                  "    from pipeline.audit.schema import to_audit\n",
+                                  encoding="utf-8")
+    inputs = tmp_path / "pipeline" / "inputs"
+    inputs.mkdir()
+    (inputs / "fixed.py").write_text("from pipeline.layouts import fields\n"
+                                     "from pipeline.metrics.bus import MetricsBus\n",
+                                     encoding="utf-8")
+    assert upward_imports(tmp_path) == ["pipeline/db/tables.py: pipeline.audit.schema.to_audit",
+                                        "pipeline/inputs/fixed.py: pipeline.metrics.bus.MetricsBus"]
+
+
+def cycles(edges: dict[str, set[str]]) -> list[str]:
+    """Every import cycle of ``edges``, once each, from its least unit."""
+    found = []
+
+    def visit(unit: str, path: list[str]) -> None:
+        for used in sorted(edges.get(unit, ())):
+            if used == path[0]:
+                found.append(" -> ".join([*path, used]))
+            elif used not in path and used > path[0]:
+                visit(used, [*path, used])
+
+    for unit in sorted(edges):
+        visit(unit, [unit])
+    return found
+
+
+def test_cycles_are_found_once_each() -> None:
+    assert cycles({"a": {"b"}, "b": {"c", "a"}, "c": {"a"}, "d": {"a"}}) == [
+        "a -> b -> a", "a -> b -> c -> a"]
+
+
+def test_no_import_cycle_between_subpackages() -> None:
+    subpackages = {p.parent.name for p in (ROOT / "pipeline").glob("*/__init__.py")}
+    edges = {unit: used & subpackages for unit, used in unit_edges().items()
+             if unit in subpackages}
+    assert not cycles(edges), "\n".join(cycles(edges))

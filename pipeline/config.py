@@ -7,6 +7,7 @@ never silently falls back to a default.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -16,13 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
 from pipeline.layouts.csv import CsvLayout
-from pipeline.layouts.fields import IDENTIFIER, Charset, Field, FieldType, Layout
+from pipeline.layouts.fields import Charset, Field, FieldType, Layout
 from recon.checks import CHECK_ORDER
 from recon.values import HashTotal, RejectLimit, TrailerTotals, VolumeRule
 
 if TYPE_CHECKING:
     from pipeline.layouts.mainframe_input import MainframeInput
 
+# Plain, unquoted identifiers that every database accepts as typed, within Oracle's
+# pre-12.2 limit of 30 bytes. Anything else (quotes, spaces, semicolons) is refused here,
+# before any name reaches SQL.
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
 MAX_AMOUNT_DIGITS = 18  # 10**18 - 1 still fits int64 after parsing
 
 

@@ -219,8 +219,9 @@ def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
                     f"{outcome.metrics.misplaced_control} header or trailer record(s) inside "
                     f"the details (see {outcome.reject_file}): not a valid input")
             if outcome.metrics is not None:
-                audit_writer.runs.record_load(outcome.run_id, trailer_totals(config, plan.trailer),
-                                         outcome.metrics)
+                audit_writer.runs.record_load(outcome.run_id,
+                                              trailer_totals(config, plan.trailer),
+                                              outcome.metrics)
                 loaded = True
             if after_load:
                 after_load(engine, outcome.run_id)
@@ -357,14 +358,14 @@ def _record_and_plan(config: JobConfig, outcome: RunOutcome, engine: Engine,
     """Record the run (which holds the job's lock), plan its input, and refuse an input the
     job already loaded or one older than it loaded (pipeline.identity); a refused input is
     recorded like any other."""
-    audit_writer.runs.start_run(outcome.run_id, config.name, outcome.input_path.resolve(), started,
-                           overrides.columns())
+    audit_writer.runs.start_run(outcome.run_id, config.name, outcome.input_path.resolve(),
+                                started, overrides.columns())
     outcome.recorded = True
     outcome.code_page, outcome.copybook_sha256 = config.code_page, config.copybook_sha256
     plan = plan_job_input(config, outcome.input_path, processors)
     outcome.business_date = business_date(plan, config.business_date)
     audit_writer.runs.record_input(outcome.run_id, plan.sha256, outcome.business_date,
-                              config.code_page, config.copybook_sha256)
+                                   config.code_page, config.copybook_sha256)
     log.info("planned input: %d detail lines in %d ranges, sha256 %s, business date %s",
              plan.detail_lines, len(plan.ranges), plan.sha256, outcome.business_date or "-",
              extra={"detail_lines": plan.detail_lines})

@@ -6,14 +6,8 @@ config file, not new code.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import StrEnum
-
-# Plain, unquoted identifiers that every database accepts as typed, within Oracle's
-# pre-12.2 limit of 30 bytes. Anything else (quotes, spaces, semicolons) is refused
-# (pipeline.config, copybook items), before any name reaches SQL.
-IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
 
 
 class FieldType(StrEnum):

@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.errors import ConfigError, InputStructureError
 from pipeline.layouts.codepages import code_page
 from pipeline.layouts.copybook import Item, Record, Usage, parse_copybook_file
-from pipeline.layouts.fields import IDENTIFIER, Charset, Field, FieldType, Layout
+from pipeline.layouts.fields import Charset, Field, FieldType, Layout
 from pipeline.layouts.fixed import DetailBatch
 from pipeline.layouts.mainframe import (
     INT64_DIGITS,
@@ -124,6 +124,8 @@ MAX_COLUMNS = 1000  # Oracle's limit per table
 
 def _check_names(record: Record) -> None:
     """Every item becomes a column: a plain identifier, once per record."""
+    from pipeline.config import IDENTIFIER
+
     seen: set[str] = set()
     for it in record.items:
         where = record.at(it.line)

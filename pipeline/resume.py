@@ -18,11 +18,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine
 
 from pipeline import interrupts
 from pipeline.audit import history
-from pipeline.audit.runs import conclude
+from pipeline.audit.runs import RunRepository, conclude
 from pipeline.audit.schema import from_audit, utc_now
 from pipeline.audit.writer import AuditWriter
 from pipeline.column_proof import InputRows
@@ -68,14 +68,15 @@ def resume_run(config: JobConfig, run_id: str) -> RunOutcome:
     with run_context(run_id), open_audit(config.database_url) as engine, \
             watching(engine, config.statement_timeout):  # a silent server cannot hold it
         interrupts.register_engine(engine)  # SIGTERM cancels the statement, never a commit
-        row = _batch_run(engine, tables, run_id)
+        runs = RunRepository(engine, tables.batch_run, config.amount_field.scale)
+        row = _batch_run(runs, run_id)
         if row.job_name != config.name:
             raise ResumeRefused(f"run {run_id} is a run of job {row.job_name}, not of "
                                 f"{config.name}: resume it with that job's config")
         outcome = RunOutcome(run_id, config.name, row.status, 0, "", Path(row.input_path),
                              config.database_url, config.output_dir / "runs" / run_id)
         with job_lock(engine, tables.job_lock, config.name, run_id) as lock:
-            row = _batch_run(engine, tables, run_id)  # as it is now that no run is alive
+            row = _batch_run(runs, run_id)  # as it is now that no run is alive
             _resume(config, engine, tables, row, outcome, lock)
     log.log(logging.INFO if outcome.exit_code == 0 else logging.ERROR,
             "resume of run %s ended %s (exit %d): %s", run_id, outcome.status,
@@ -195,10 +196,8 @@ def load_totals(row: Any, config: JobConfig) -> LoadTotals | None:
                       metrics)
 
 
-def _batch_run(engine: Engine, tables: JobTables, run_id: str) -> Any:
-    t = tables.batch_run
-    with database_errors(engine, "reading the run"), engine.connect() as conn:
-        row = conn.execute(select(t).where(t.c.run_id == run_id)).first()
+def _batch_run(runs: RunRepository, run_id: str) -> Any:
+    row = runs.find(run_id)
     if row is None:
         raise ResumeRefused(f"no run {run_id} in this database (`pipeline runs` lists them)")
     return row

@@ -66,6 +66,12 @@ class RunRepository:
     def __init__(self, engine: Engine, batch_run: Table, amount_scale: int) -> None:
         self.engine, self.table, self.scale = engine, batch_run, amount_scale
 
+    def find(self, run_id: str) -> Any | None:
+        """The run's row, or None."""
+        t = self.table
+        with database_errors(self.engine, "reading the run"), self.engine.connect() as c:
+            return c.execute(select(t).where(t.c.run_id == run_id)).first()
+
     def start_run(self, run_id: str, job_name: str, input_path: Path, started: datetime,
                   overrides: Sequence[str] = ()) -> None:
         """The run's row, RUNNING; ``overrides``: the BATCH_RUN flags the operator set

@@ -50,6 +50,7 @@ def _timed(owner: Any, name: str, phase: str) -> None:
 def instrument() -> None:
     """Phase timers: plan (hash + split), load (workers), MERGE, checks, audit."""
     from pipeline import job
+    from pipeline.audit.runs import RunRepository
     from pipeline.audit.writer import AuditWriter
     from pipeline.db.repositories import FinalRepository, StagingRepository
     from pipeline.reconcile import ReconciliationService
@@ -67,7 +68,7 @@ def instrument() -> None:
     # the column proofs (pipeline.db.digests, the MERGE's join): their own cost
     _timed(ReconciliationService, "_staging_columns", "proof_staging")
     _timed(ReconciliationService, "_final_columns", "proof_final")
-    _timed(AuditWriter, "start_run", "audit")
+    _timed(RunRepository, "start_run", "audit")
     _timed(AuditWriter, "finish_run", "audit")
 
 

@@ -54,7 +54,7 @@ from pipeline.logs import FORMATS, LEVELS, configure_logging
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from recon.values import RunOutcome
+    from pipeline.outcome import RunOutcome
 
 log = logging.getLogger("pipeline.cli")
 DB_URL_ENV = "PIPELINE_DB_URL"
@@ -312,12 +312,12 @@ def _settle_journals(engine: Engine, config: JobConfig, by: str) -> None:
     """Record the ends that runs kept on disk when the database could not take them
     (pipeline.audit.journal), so that what is shown is how they ended."""
     from pipeline.audit import journal
-    from pipeline.audit.writer import AuditWriter
+    from pipeline.audit.runs import RunRepository
     from pipeline.db.tables import job_tables
 
-    writer = AuditWriter(engine, job_tables(config), config.amount_field.scale)
+    runs = RunRepository(engine, job_tables(config).batch_run, config.amount_field.scale)
     try:
-        ends = writer.settle_journalled(journal.reader_for(config.output_dir), by)
+        ends = runs.settle_journalled(journal.reader_for(config.output_dir), by)
     except PipelineError as exc:  # a read-only reporting account, say: show what is there
         log.warning("journalled run ends not recorded: %s", exc)
         return

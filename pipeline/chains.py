@@ -26,9 +26,8 @@ from pipeline.stages import CHECKS, MERGE, StageClock, maybe
 from recon import checks
 from recon.values import AggregatedMetrics, Evidence, ReconciliationResult
 
-# checks of the whole file, never of one type
-WHOLE_FILE = frozenset({checks.SOURCE_TRAILER_COUNT, checks.SOURCE_TRAILER_AMOUNT,
-                        checks.REJECT_LIMIT})
+# checks of the whole file, never of one type (a type's own trailer has no hash total)
+WHOLE_FILE = frozenset({*checks.of_stage(checks.TRAILER), *checks.of_stage(checks.REJECTS)})
 
 
 @dataclass(frozen=True)

@@ -362,7 +362,7 @@ def _check_roles(config: JobConfig) -> None:
         raise ConfigError("tables.staging and tables.final must be different tables")
 
 
-# the shared audit tables (pipeline.audit.schema.audit_tables): never a job's staging or FINAL
+# the shared audit tables (pipeline.db.audit_tables): never a job's staging or FINAL
 AUDIT_TABLES = frozenset({"batch_run", "recon_audit", "recon_worker_audit", "job_lock"})
 
 

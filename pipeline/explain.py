@@ -44,15 +44,14 @@ from pipeline.metrics.aggregator import PROCESSOR
 from pipeline.rejects import read_rejects, reason_counts, reason_lines, rejected_lines
 from recon import checks
 from recon.checks import failure_summary
-from recon.values import HASH_TOTAL, Evidence
+from recon.values import COLUMNS, HASH_TOTAL, Evidence
 
 FIRST_LINE = 2  # line 1 is the header
-STAGING_CHECKS = (checks.PROCESSED_TO_STAGING, checks.PROCESSED_TO_STAGING_AMOUNT,
-                  checks.PROCESSED_TO_STAGING_HASH, checks.WRITTEN_TO_STAGING)
-FINAL_CHECKS = (checks.STAGING_TO_FINAL, checks.STAGING_TO_FINAL_AMOUNT,
-                checks.STAGING_TO_FINAL_HASH)
-TRAILER_CHECKS = (checks.SOURCE_TRAILER_COUNT, checks.SOURCE_TRAILER_AMOUNT,
-                  checks.SOURCE_TRAILER_HASH)
+# the checks whose records explain traces, per stage (a failed column check's rows were
+# kept as evidence when it failed: nothing to trace)
+STAGING_CHECKS = checks.of_stage(checks.STAGING, without=(COLUMNS,))
+FINAL_CHECKS = checks.of_stage(checks.FINAL, without=(COLUMNS,))
+TRAILER_CHECKS = checks.of_stage(checks.TRAILER)
 
 NOT_IN_STAGING = "accepted, not in staging"
 NOT_ACCEPTED = "in staging, not accepted"
@@ -435,7 +434,7 @@ def _evidence_lines(found: Explanation) -> list[str]:
         rows = [e for e in found.evidence if e.check_name == name]
         if not rows:
             continue
-        side = "staging" if name == checks.PROCESSED_TO_STAGING_COLUMNS else "FINAL"
+        side = "staging" if checks.STAGES[name] == checks.STAGING else "FINAL"
         out += ["", f"{name}: the values that differ (kept when the check failed)",
                 f"  {'line':>12}  {'key':<20} {'column':<16} {'expected':<24} {side}"]
         for e in rows[:found.limit]:

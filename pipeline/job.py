@@ -31,8 +31,9 @@ from sqlalchemy import Connection, Engine
 from pipeline import interrupts
 from pipeline.audit import history, journal
 from pipeline.audit.journal import RunEnd
+from pipeline.audit.runs import RunRepository, conclude, process_alive
 from pipeline.audit.schema import utc_now
-from pipeline.audit.writer import AuditWriter, process_alive
+from pipeline.audit.writer import AuditWriter
 from pipeline.chains import TypeChain, reconcile_types
 from pipeline.column_proof import InputRows
 from pipeline.config import JobConfig, trailer_totals
@@ -48,7 +49,7 @@ from pipeline.db.engine import (
 )
 from pipeline.db.lock import HeldLock, JobAlreadyRunning, job_lock
 from pipeline.db.partitions import create_run_partition
-from pipeline.db.repositories import StagingRepository, record_stage_ms
+from pipeline.db.repositories import StagingRepository
 from pipeline.db.tables import JobTables, job_tables
 from pipeline.db.watchdog import StatementWatchdog
 from pipeline.errors import (
@@ -66,6 +67,7 @@ from pipeline.identity import NO_OVERRIDES, Overrides, business_date, check_iden
 from pipeline.logs import run_context
 from pipeline.metrics.aggregator import MetricsAggregator
 from pipeline.metrics.bus import MetricsBus
+from pipeline.outcome import RunOutcome
 from pipeline.reconcile import ReconciliationOutcome, ReconciliationService, Record
 from pipeline.repeats import discard_spill, repeated_lines
 from pipeline.source import InputPlan
@@ -77,16 +79,12 @@ from pipeline.workers.writer import run_writer
 from recon import checks
 from recon.checks import STAGING_TO_FINAL, failure_summary, warning_of
 from recon.values import (
-    FAILED_INPUT,
-    FAILED_RECONCILIATION,
     FAILED_RUNTIME,
     INTERRUPTED,
-    REFUSED,
     RUNNING,
     SUCCEEDED,
     AggregatedMetrics,
     ReconciliationResult,
-    RunOutcome,
     TrailerTotals,
 )
 
@@ -189,7 +187,8 @@ def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
     tables = job_tables(config)
     # [[details]]: each detail type's staging and FINAL (the first type's are ``tables``)
     typed = [job_tables(t.config) for t in config.details]
-    engine = make_engine(config.database_url, Timeouts.of(config))
+    engine = make_engine(config.database_url,
+                         Timeouts(config.lock_timeout, config.statement_timeout))
     interrupts.register_engine(engine)  # a signal cancels the parent's statements
     watchdog = StatementWatchdog(config.statement_timeout)
     watchdog.attach(engine)  # a silent server cannot hold the run past its bound
@@ -206,7 +205,7 @@ def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
                 progress.total(plan.detail_lines)
             _settle_earlier_runs(config, outcome.run_id, audit_writer)
             for each, each_tables in _per_detail(config, tables, typed):
-                _purge_staging(each, engine, each_tables, outcome.run_id)
+                _purge_staging(each, engine, each_tables, outcome.run_id, audit_writer.runs)
             _make_run_dir(outcome.run_dir)
             with stages.stage(LOAD):
                 per_type = _load(config, outcome, engine, tables, typed, plan, writers,
@@ -217,8 +216,9 @@ def _run(config: JobConfig, outcome: RunOutcome, started: datetime,
                     f"{outcome.metrics.misplaced_control} header or trailer record(s) inside "
                     f"the details (see {outcome.reject_file}): not a valid input")
             if outcome.metrics is not None:
-                audit_writer.record_load(outcome.run_id, trailer_totals(config, plan.trailer),
-                                         outcome.metrics)
+                audit_writer.runs.record_load(outcome.run_id,
+                                              trailer_totals(config, plan.trailer),
+                                              outcome.metrics)
                 loaded = True
             if after_load:
                 after_load(engine, outcome.run_id)
@@ -251,7 +251,7 @@ def _per_detail(config: JobConfig, tables: JobTables,
 
 def _settle_earlier_runs(config: JobConfig, run_id: str, audit_writer: AuditWriter) -> None:
     """Earlier runs of the job left RUNNING: their journalled end, else ABENDED."""
-    abandoned, settled = audit_writer.close_abandoned_runs(
+    abandoned, settled = audit_writer.runs.close_abandoned_runs(
         config.name, run_id, journal.reader_for(config.output_dir))
     journal.settled(config.output_dir, settled)
     if abandoned:
@@ -266,12 +266,14 @@ def _make_run_dir(run_dir: Path) -> None:
         raise os_failure(exc, "creating the run's folder") from None
 
 
-def _purge_staging(config: JobConfig, engine: Engine, tables: JobTables, run_id: str) -> None:
+def _purge_staging(config: JobConfig, engine: Engine, tables: JobTables, run_id: str,
+                   runs: RunRepository) -> None:
     """Keep the staging rows of the job's latest runs only (this one included), and give
     this run its own staging partition where the database has them."""
     with database_errors(engine, "purging old staging rows"), engine.begin() as conn:
         staging = StagingRepository(conn, tables, config.key_columns, config.amount)
-        purged = staging.purge_older_runs(tables.batch_run, config.name, config.keep_staging_runs)
+        purged = runs.purge_staging(conn, config.name, config.keep_staging_runs,
+                                    staging.purge_runs)
         create_run_partition(conn, tables.staging, run_id)
     if purged:
         log.info("purged the staging rows of %d run(s) before the latest %d", purged,
@@ -309,9 +311,9 @@ def _refusal(config: JobConfig, outcome: RunOutcome, tables: JobTables, started:
     try:
         message = f"{refused}. {_holder(quick, tables, config.name)}"
         try:
-            AuditWriter(quick, tables, config.amount_field.scale).record_refusal(
-                outcome.run_id, config.name, outcome.input_path.resolve(), started, REFUSED,
-                JobAlreadyRunning.exit_code, message)
+            RunRepository(quick, tables.batch_run, config.amount_field.scale).record_refusal(
+                outcome.run_id, config.name, outcome.input_path.resolve(), started,
+                JobAlreadyRunning(message))
         except PipelineError as exc:
             log.warning("the refusal is not in BATCH_RUN (the database did not take it "
                         "without waiting: %s); this log and the summary tell it", exc)
@@ -353,14 +355,14 @@ def _record_and_plan(config: JobConfig, outcome: RunOutcome, engine: Engine,
     """Record the run (which holds the job's lock), plan its input, and refuse an input the
     job already loaded or one older than it loaded (pipeline.identity); a refused input is
     recorded like any other."""
-    audit_writer.start_run(outcome.run_id, config.name, outcome.input_path.resolve(), started,
-                           overrides.columns())
+    audit_writer.runs.start_run(outcome.run_id, config.name, outcome.input_path.resolve(),
+                                started, overrides.columns())
     outcome.recorded = True
     outcome.code_page, outcome.copybook_sha256 = config.code_page, config.copybook_sha256
     plan = config.input_format.plan(outcome.input_path, processors)
     outcome.business_date = business_date(plan, config.business_date)
-    audit_writer.record_input(outcome.run_id, plan.sha256, outcome.business_date,
-                              config.code_page, config.copybook_sha256)
+    audit_writer.runs.record_input(outcome.run_id, plan.sha256, outcome.business_date,
+                                   config.code_page, config.copybook_sha256)
     log.info("planned input: %d detail lines in %d ranges, sha256 %s, business date %s",
              plan.detail_lines, len(plan.ranges), plan.sha256, outcome.business_date or "-",
              extra={"detail_lines": plan.detail_lines})
@@ -552,8 +554,7 @@ def _recorder(config: JobConfig, outcome: RunOutcome, stages: StageClock,
               audit_writer: AuditWriter) -> Record:
     def record(conn: Connection, results: list[ReconciliationResult]) -> None:
         """The audit of a run that passed, in the MERGE's transaction (one commit)."""
-        outcome.status, outcome.exit_code = SUCCEEDED, 0
-        outcome.message = f"all checks passed; {_merged(config, results)}"
+        conclude(outcome, f"all checks passed; {_merged(config, results)}")
         with stages.stage(AUDIT):
             audit_writer.finish_on(conn, outcome.run_id, outcome.status, outcome.exit_code,
                                    outcome.message, results, outcome.workers,
@@ -583,8 +584,7 @@ def _reconciled(config: JobConfig, outcome: RunOutcome, result: ReconciliationOu
                  ", ".join(t.label for t in config.details) or config.final_table)
     else:
         failed = failure_summary(result.results)
-        outcome.status, outcome.exit_code = FAILED_RECONCILIATION, 1
-        outcome.message = f"reconciliation failed: {failed}; FINAL unchanged"
+        conclude(outcome, f"reconciliation failed: {failed}; FINAL unchanged", passed=False)
         log.warning("reconciliation failed: %s; no merge", failed)
 
 
@@ -611,16 +611,7 @@ def _fail(outcome: RunOutcome, exc: PipelineError,
     elif watchdog is not None and watchdog.fired:
         # the driver only saw its connection dropped: the cause is the silent server
         exc = DatabaseFailure(f"{watchdog.fired}; {exc}")
-    outcome.exit_code = exc.exit_code
-    outcome.message = str(exc)
-    if isinstance(exc, Interrupted):
-        outcome.status = INTERRUPTED
-    elif isinstance(exc, JobAlreadyRunning):
-        outcome.status = REFUSED
-    elif exc.exit_code == 2:
-        outcome.status = FAILED_INPUT
-    else:
-        outcome.status = FAILED_RUNTIME
+    conclude(outcome, str(exc), error=exc)
 
 
 def _record_end(outcome: RunOutcome, audit_writer: AuditWriter, stages: StageClock,
@@ -651,9 +642,8 @@ def _record_end(outcome: RunOutcome, audit_writer: AuditWriter, stages: StageClo
             _fail(outcome, exc)
             status = _finish(outcome, audit_writer)
         if status == SUCCEEDED and outcome.status != SUCCEEDED:
-            outcome.status, outcome.exit_code = status, 0
-            outcome.message = ("the MERGE and its audit had committed before the run failed "
-                               f"({outcome.message}); BATCH_RUN says {status}")
+            conclude(outcome, "the MERGE and its audit had committed before the run failed "
+                              f"({outcome.message}); BATCH_RUN says {status}")
         outcome.stages = stages.milliseconds()
         _record_stage_times(outcome, audit_writer, AUDIT)
         log.info("audit committed: %d checks, %d workers, status %s", len(outcome.results),
@@ -694,7 +684,6 @@ def _record_stage_times(outcome: RunOutcome, audit_writer: AuditWriter, *names: 
     if not known:
         return
     try:
-        record_stage_ms(audit_writer.engine, audit_writer.tables.batch_run, outcome.run_id,
-                        known)
+        audit_writer.runs.record_stage_ms(outcome.run_id, known)
     except PipelineError as exc:
         log.warning("stage times %s not in BATCH_RUN: %s", ", ".join(known), exc)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.config import JobConfig
 from pipeline.errors import PipelineError
 from pipeline.logs import run_context
-from recon.values import RunOutcome
+from pipeline.outcome import RunOutcome
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine

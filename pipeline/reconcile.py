@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -42,6 +42,69 @@ from recon.values import (
 Record = Callable[[Connection, list[ReconciliationResult]], None]
 
 
+class StagingFigures(Protocol):
+    """What the checks read of the run's staging rows (StagingRepository)."""
+
+    def count_and_amount(self, run_id: str) -> Totals: ...
+    def surviving_count_and_amount(self, run_id: str) -> Totals: ...
+    def collapsed_at_lines(self, run_id: str, lines: Sequence[int]
+                           ) -> tuple[Totals, list[int]] | None: ...
+    def digest_total(self, run_id: str) -> tuple[int, int]: ...
+
+
+class FinalFigures(Protocol):
+    """The MERGE and what the checks after it read of FINAL (FinalRepository);
+    ``survivors`` is whatever the other methods take as the MERGE's source."""
+
+    def merge_run(self, run_id: str, updated_ts: datetime, deduplicate: bool = True,
+                  superseded: Sequence[int] = ()) -> int: ...
+    def count_and_amount_for_run(self, run_id: str, digest: bool = False) -> Totals: ...
+    def get_count_for_run(self, run_id: str) -> int: ...
+    def survivors(self, run_id: str, deduplicate: bool, superseded: Sequence[int] = ()
+                  ) -> tuple[Any, dict[str, Any]]: ...
+    def staged_digest(self, source: Any, params: dict[str, Any]) -> int | None: ...
+    def columns_equal_count(self, source: Any, params: dict[str, Any]) -> int: ...
+    def columns_differing(self, source: Any, params: dict[str, Any],
+                          limit: int) -> list[Any]: ...
+
+
+class Store(Protocol):
+    """Everything ReconciliationService needs of the database: connections, the final
+    transaction, and the two repositories on a connection. SqlStore is the database's;
+    tests/unit/fake_store.py keeps the tables in lists, so the service's rules run
+    without any database (as httpx's MockTransport stands in for the network)."""
+
+    def connect(self) -> AbstractContextManager[Any]: ...
+    def final_transaction(self, lock: HeldLock | None
+                          ) -> AbstractContextManager[FinalTransaction]: ...
+    def staging(self, conn: Any) -> StagingFigures: ...
+    def final(self, conn: Any) -> FinalFigures: ...
+
+
+@dataclass(frozen=True)
+class SqlStore:
+    """The job's staging and FINAL tables on ``engine``."""
+
+    engine: Engine
+    tables: JobTables
+    key: tuple[str, ...]
+    amount: str
+    hash_of: str | None
+
+    def connect(self) -> AbstractContextManager[Connection]:
+        return self.engine.connect()
+
+    def final_transaction(self, lock: HeldLock | None
+                          ) -> AbstractContextManager[FinalTransaction]:
+        return lock.final_transaction() if lock is not None else own_transaction(self.engine)
+
+    def staging(self, conn: Connection) -> StagingRepository:
+        return StagingRepository(conn, self.tables, self.key, self.amount, self.hash_of)
+
+    def final(self, conn: Connection) -> FinalRepository:
+        return FinalRepository(conn, self.tables, self.key, self.amount, self.hash_of)
+
+
 @dataclass(frozen=True)
 class ReconciliationOutcome:
     results: list[ReconciliationResult]
@@ -59,17 +122,19 @@ class ReconciliationService:
                  trailer: TrailerTotals, reject_limit: RejectLimit | None = None, *,
                  input_rows: InputRows | None = None,
                  on_proven: Callable[[], None] | None = None,
-                 proven_at: datetime | None = None) -> None:
+                 proven_at: datetime | None = None, store: Store | None = None) -> None:
         """``reject_limit``: the job's (config.reject_limit); None: the contract's 5%.
         ``input_rows``: the input file again, to name the rows a column check finds
         changed, and to derive the processors' digests on `run --resume`. ``on_proven``
         is called once staging is proven to hold the processors' rows (the job notes it
-        in BATCH_RUN); ``proven_at``, on a resume, is when the run proved it."""
+        in BATCH_RUN); ``proven_at``, on a resume, is when the run proved it. ``store``: where
+        the figures come from (default: ``engine``'s tables, SqlStore)."""
         self.engine, self.tables = engine, tables
         self.key, self.amount, self.trailer = key, amount, trailer
         self.hash_of = trailer.hash.of if trailer.hash is not None else None
         self.reject_limit = reject_limit
         self.input_rows, self.on_proven, self.proven_at = input_rows, on_proven, proven_at
+        self.store = store or SqlStore(engine, tables, key, amount, self.hash_of)
         self.evidence: list[Evidence] = []  # behind the failed column checks, so far
         # the checks decided so far: what a run that fails at the MERGE still records
         self.checked: list[ReconciliationResult] = []
@@ -147,8 +212,8 @@ class ReconciliationService:
         again in the MERGE: the night benchmark, 4M + 1M with 10% repeats, job/floor
         1.60-1.68x on SQLite, 1.21-1.23x since (benchmarks/results/night-repeats-cliff.md).
         """
-        with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
-            dropped = self._staging(conn).collapsed_at_lines(run_id, lines)
+        with database_errors(self.engine, "reconciling staging"), self.store.connect() as conn:
+            dropped = self.store.staging(conn).collapsed_at_lines(run_id, lines)
         if dropped is None:  # no one-parameter list of lines (Oracle): rank every row
             return self.survivors(run_id), None
         records, superseded = dropped
@@ -156,14 +221,11 @@ class ReconciliationService:
 
     def survivors(self, run_id: str) -> Totals:
         """Distinct keys of the run and the totals of each key's last staging row."""
-        with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
-            return self._staging(conn).surviving_count_and_amount(run_id)
+        with database_errors(self.engine, "reconciling staging"), self.store.connect() as conn:
+            return self.store.staging(conn).surviving_count_and_amount(run_id)
 
-    def _staging(self, conn: Connection) -> StagingRepository:
-        return StagingRepository(conn, self.tables, self.key, self.amount, self.hash_of)
-
-    def final_repository(self, conn: Connection) -> FinalRepository:
-        return FinalRepository(conn, self.tables, self.key, self.amount, self.hash_of)
+    def final_repository(self, conn: Any) -> FinalFigures:
+        return self.store.final(conn)
 
     def reconcile_counts(self, run_id: str,
                          aggregated: AggregatedMetrics) -> list[ReconciliationResult]:
@@ -174,8 +236,8 @@ class ReconciliationService:
     def load_checks(self, run_id: str, aggregated: AggregatedMetrics
                     ) -> tuple[list[ReconciliationResult], Totals]:
         """reconcile_counts' checks, unordered, and the run's staging totals."""
-        with database_errors(self.engine, "reconciling staging"), self.engine.connect() as conn:
-            staged = self._staging(conn).count_and_amount(run_id)
+        with database_errors(self.engine, "reconciling staging"), self.store.connect() as conn:
+            staged = self.store.staging(conn).count_and_amount(run_id)
             columns = self._staging_columns(conn, run_id, aggregated)
         return [*checks.load_checks(self.trailer, aggregated, staged.rows, staged.amount,
                                     self.reject_limit, staged.hash), columns], staged
@@ -187,8 +249,7 @@ class ReconciliationService:
         the rows compared one by one against the input file."""
         accepted = aggregated.total_read - aggregated.total_errors
         if aggregated.row_digest is not None:
-            rows, digest = backend_for(conn.dialect.name).staging_digest_total(
-                conn, self.tables.staging, run_id)
+            rows, digest = self.store.staging(conn).digest_total(run_id)
             if rows == accepted and digest == aggregated.row_digest:
                 if self.on_proven is not None:
                     self.on_proven()
@@ -278,8 +339,8 @@ class ReconciliationService:
         """The checks after the MERGE against FINAL as it stands, merging nothing: a
         resumed run whose MERGE had committed before its audit."""
         with database_errors(self.engine, "reconciling the final table"), \
-                self.engine.connect() as conn:
-            staging = self._staging(conn)
+                self.store.connect() as conn:
+            staging = self.store.staging(conn)
             staged = staging.count_and_amount(run_id).rows
             survivors = staging.surviving_count_and_amount(run_id)
             final = self.final_repository(conn)
@@ -298,7 +359,7 @@ class ReconciliationService:
             return None
         return rule, survivors.hash, final.hash
 
-    def _final_columns(self, final: FinalRepository, run_id: str, keys: int,
+    def _final_columns(self, final: FinalFigures, run_id: str, keys: int,
                        deduplicate: bool, superseded: Sequence[int],
                        final_digest: int | None) -> ReconciliationResult:
         """staging_to_final_columns, in the MERGE's transaction: every surviving staging
@@ -348,4 +409,4 @@ class ReconciliationService:
 
     def final_transaction(self, lock: HeldLock | None
                           ) -> AbstractContextManager[FinalTransaction]:
-        return lock.final_transaction() if lock is not None else own_transaction(self.engine)
+        return self.store.final_transaction(lock)

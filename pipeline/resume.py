@@ -1,7 +1,7 @@
 """`run --resume RUN_ID`: finish a run from its staging rows, without its input file.
 
 A run whose staging load completed stored its control totals in BATCH_RUN (the trailer's
-count and amount, the metrics bus's totals: ``AuditWriter.record_load``). Resuming redoes
+count and amount, the metrics bus's totals: ``RunRepository.record_load``). Resuming redoes
 what came after the load from those totals: the checks before the MERGE (which prove the
 staged rows still match the load, count and amount), the MERGE, the checks after it and
 the audit. The file is never read again (but for a [[details]] run, whose figures per
@@ -18,10 +18,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine
 
 from pipeline import interrupts
 from pipeline.audit import history
+from pipeline.audit.runs import RunRepository, conclude
 from pipeline.audit.schema import from_audit, utc_now
 from pipeline.audit.writer import AuditWriter
 from pipeline.column_proof import InputRows
@@ -33,15 +34,14 @@ from pipeline.db.tables import JobTables, job_tables
 from pipeline.db.watchdog import watching
 from pipeline.errors import ConfigError
 from pipeline.logs import run_context
+from pipeline.outcome import RunOutcome
 from pipeline.reconcile import ReconciliationService
 from recon import checks
 from recon.checks import failure_summary
 from recon.values import (
-    FAILED_RECONCILIATION,
     SUCCEEDED,
     AggregatedMetrics,
     ReconciliationResult,
-    RunOutcome,
     TrailerTotals,
 )
 
@@ -68,14 +68,15 @@ def resume_run(config: JobConfig, run_id: str) -> RunOutcome:
     with run_context(run_id), open_audit(config.database_url) as engine, \
             watching(engine, config.statement_timeout):  # a silent server cannot hold it
         interrupts.register_engine(engine)  # SIGTERM cancels the statement, never a commit
-        row = _batch_run(engine, tables, run_id)
+        runs = RunRepository(engine, tables.batch_run, config.amount_field.scale)
+        row = _batch_run(runs, run_id)
         if row.job_name != config.name:
             raise ResumeRefused(f"run {run_id} is a run of job {row.job_name}, not of "
                                 f"{config.name}: resume it with that job's config")
         outcome = RunOutcome(run_id, config.name, row.status, 0, "", Path(row.input_path),
                              config.database_url, config.output_dir / "runs" / run_id)
         with job_lock(engine, tables.job_lock, config.name, run_id) as lock:
-            row = _batch_run(engine, tables, run_id)  # as it is now that no run is alive
+            row = _batch_run(runs, run_id)  # as it is now that no run is alive
             _resume(config, engine, tables, row, outcome, lock)
     log.log(logging.INFO if outcome.exit_code == 0 else logging.ERROR,
             "resume of run %s ended %s (exit %d): %s", run_id, outcome.status,
@@ -87,11 +88,11 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
             outcome: RunOutcome, lock: HeldLock) -> None:
     run_id = outcome.run_id
     if row.status == SUCCEEDED:
-        outcome.status, outcome.exit_code, outcome.changed_nothing = SUCCEEDED, 0, True
-        outcome.message = (f"run {run_id} had already committed its MERGE (its audit says "
-                           f"{SUCCEEDED}); nothing to resume, "
-                           f"{', '.join(t.label for t in config.details) or config.final_table}"
-                           " untouched")
+        outcome.changed_nothing = True
+        conclude(outcome, f"run {run_id} had already committed its MERGE (its audit says "
+                          f"{SUCCEEDED}); nothing to resume, "
+                          f"{', '.join(t.label for t in config.details) or config.final_table}"
+                          " untouched")
         return
     totals = load_totals(row, config)
     if totals is None:
@@ -137,9 +138,8 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
             """A passing resume's audit commits in the MERGE's transaction."""
             keys = next(r.expected_count for r in results
                         if r.check_name == checks.STAGING_TO_FINAL)
-            outcome.status, outcome.exit_code = SUCCEEDED, 0
-            outcome.message = (f"resumed from staging; all checks passed; {keys:,} keys "
-                               f"merged into {config.final_table}")
+            conclude(outcome, f"resumed from staging; all checks passed; {keys:,} keys "
+                              f"merged into {config.final_table}")
             writer.finish_on(conn, run_id, outcome.status, outcome.exit_code,
                              outcome.message, results, [], resumed=resumed)
 
@@ -150,13 +150,10 @@ def _resume(config: JobConfig, engine: Engine, tables: JobTables, row: Any,
         if result.passed:
             return  # committed with its audit
         merged = ""
-    if not all(r.passed for r in outcome.results):
-        outcome.status, outcome.exit_code = FAILED_RECONCILIATION, 1
-        outcome.message = (f"resumed from staging; reconciliation failed: "
-                           f"{failure_summary(outcome.results)}; FINAL unchanged")
-    else:
-        outcome.status, outcome.exit_code = SUCCEEDED, 0
-        outcome.message = f"resumed from staging; all checks passed; {merged}"
+    passed = all(r.passed for r in outcome.results)
+    conclude(outcome, f"resumed from staging; all checks passed; {merged}" if passed else
+             "resumed from staging; reconciliation failed: "
+             f"{failure_summary(outcome.results)}; FINAL unchanged", passed=passed)
     writer.finish_run(run_id, outcome.status, outcome.exit_code, outcome.message,
                       outcome.results, [], resumed=resumed, evidence=outcome.evidence)
 
@@ -199,10 +196,8 @@ def load_totals(row: Any, config: JobConfig) -> LoadTotals | None:
                       metrics)
 
 
-def _batch_run(engine: Engine, tables: JobTables, run_id: str) -> Any:
-    t = tables.batch_run
-    with database_errors(engine, "reading the run"), engine.connect() as conn:
-        row = conn.execute(select(t).where(t.c.run_id == run_id)).first()
+def _batch_run(runs: RunRepository, run_id: str) -> Any:
+    row = runs.find(run_id)
     if row is None:
         raise ResumeRefused(f"no run {run_id} in this database (`pipeline runs` lists them)")
     return row

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from pipeline.audit.runs import conclude
 from pipeline.audit.schema import utc_now
 from pipeline.audit.writer import AuditWriter
 from pipeline.chains import WHOLE_FILE, TypeChain, load_checks, named, reconcile_types
@@ -28,15 +29,14 @@ from pipeline.db.engine import database_errors
 from pipeline.db.lock import HeldLock
 from pipeline.db.tables import job_tables
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.outcome import RunOutcome
 from pipeline.reconcile import ReconciliationService
 from pipeline.source import InputPlan
 from pipeline.workers.processor import typed_batches_of
 from recon import checks
 from recon.values import (
-    SUCCEEDED,
     AggregatedMetrics,
     ReconciliationResult,
-    RunOutcome,
     TrailerTotals,
 )
 
@@ -79,11 +79,10 @@ def resume_types(config: JobConfig, engine: Engine, row: Any, outcome: RunOutcom
     resumed = utc_now()
 
     def record(conn: Connection, results: list[ReconciliationResult]) -> None:
-        outcome.status, outcome.exit_code = SUCCEEDED, 0
         merged = ", ".join(f"{r.expected_count:,} into {r.check_name.partition(':')[0]}"
                            for r in results
                            if checks.plain_name(r.check_name) == checks.STAGING_TO_FINAL)
-        outcome.message = f"resumed from staging; all checks passed; keys merged: {merged}"
+        conclude(outcome, f"resumed from staging; all checks passed; keys merged: {merged}")
         writer.finish_on(conn, run_id, outcome.status, outcome.exit_code, outcome.message,
                          results, [], resumed=resumed)
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from pipeline.db.engine import safe_url
 from pipeline.money import format_minor
+from pipeline.outcome import RunOutcome
 from pipeline.rejects import reason_counts, reason_lines
 from recon.checks import warning_of
-from recon.values import ReconciliationResult, RunOutcome, WorkerMetrics
+from recon.values import ReconciliationResult, WorkerMetrics
 
 
 def format_summary(outcome: RunOutcome, scale: int, report: Path | None = None) -> str:

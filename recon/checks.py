@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import ROUND_FLOOR, Decimal
 from statistics import median_low
+from typing import NamedTuple
 
 from recon.values import (
     AMOUNT,
@@ -41,24 +42,42 @@ STAGING_TO_FINAL_AMOUNT = "staging_to_final_amount"
 STAGING_TO_FINAL_HASH = "staging_to_final_hash_total"
 STAGING_TO_FINAL_COLUMNS = "staging_to_final_columns"
 
-# the order a run records its checks in
-RUN_ORDER = (SOURCE_TRAILER_COUNT, SOURCE_TRAILER_AMOUNT, SOURCE_TRAILER_HASH, REJECT_LIMIT,
-             PROCESSED_TO_STAGING, PROCESSED_TO_STAGING_AMOUNT, PROCESSED_TO_STAGING_HASH,
-             PROCESSED_TO_STAGING_COLUMNS, WRITTEN_TO_STAGING, VOLUME_VS_HISTORY,
-             STAGING_TO_FINAL, STAGING_TO_FINAL_AMOUNT, STAGING_TO_FINAL_HASH,
-             STAGING_TO_FINAL_COLUMNS)
-# what each check's figures are (recon.values: COUNT unless named here)
-KINDS = {
-    SOURCE_TRAILER_AMOUNT: AMOUNT, PROCESSED_TO_STAGING_AMOUNT: AMOUNT,
-    STAGING_TO_FINAL_AMOUNT: AMOUNT,
+# where a check stands in a run: the trailer against the records read, the rejects within
+# the job's limit, the records processed against staging, tonight against the job's
+# history, staging against FINAL after the MERGE (pipeline.explain traces each stage's
+# records its own way; a [[details]] job checks the trailer and the limit on the whole file)
+TRAILER, REJECTS, STAGING, HISTORY, FINAL = "trailer", "rejects", "staging", "history", "final"
+
+
+class Check(NamedTuple):
+    name: str
+    stage: str
+    kind: str  # what its figures are (recon.values)
+
+
+# every check, in the order a run records them
+CHECKS = (
+    Check(SOURCE_TRAILER_COUNT, TRAILER, COUNT),
+    Check(SOURCE_TRAILER_AMOUNT, TRAILER, AMOUNT),
     # only a job whose trailer carries a hash total (control.trailer_hash_total) has these
-    SOURCE_TRAILER_HASH: HASH_TOTAL, PROCESSED_TO_STAGING_HASH: HASH_TOTAL,
-    STAGING_TO_FINAL_HASH: HASH_TOTAL,
+    Check(SOURCE_TRAILER_HASH, TRAILER, HASH_TOTAL),
+    Check(REJECT_LIMIT, REJECTS, LIMIT),  # expected = the most rejects allowed
+    Check(PROCESSED_TO_STAGING, STAGING, COUNT),
+    Check(PROCESSED_TO_STAGING_AMOUNT, STAGING, AMOUNT),
+    Check(PROCESSED_TO_STAGING_HASH, STAGING, HASH_TOTAL),
     # expected = rows compared, actual = rows equal in every column (pipeline.db.digests
     # and the MERGE's join prove them)
-    PROCESSED_TO_STAGING_COLUMNS: COLUMNS, STAGING_TO_FINAL_COLUMNS: COLUMNS,
-    REJECT_LIMIT: LIMIT,  # expected = the most rejects allowed
-}
+    Check(PROCESSED_TO_STAGING_COLUMNS, STAGING, COLUMNS),
+    Check(WRITTEN_TO_STAGING, STAGING, COUNT),
+    Check(VOLUME_VS_HISTORY, HISTORY, COUNT),
+    Check(STAGING_TO_FINAL, FINAL, COUNT),
+    Check(STAGING_TO_FINAL_AMOUNT, FINAL, AMOUNT),
+    Check(STAGING_TO_FINAL_HASH, FINAL, HASH_TOTAL),
+    Check(STAGING_TO_FINAL_COLUMNS, FINAL, COLUMNS),
+)
+RUN_ORDER = tuple(c.name for c in CHECKS)
+KINDS = {c.name: c.kind for c in CHECKS}
+STAGES = {c.name: c.stage for c in CHECKS}
 HASH_CHECKS = tuple(name for name in RUN_ORDER if KINDS.get(name) == HASH_TOTAL)
 COLUMN_CHECKS = tuple(name for name in RUN_ORDER if KINDS.get(name) == COLUMNS)
 CHECK_ORDER = tuple(name for name in RUN_ORDER if name not in HASH_CHECKS)  # every run's
@@ -67,6 +86,11 @@ WARNING = "warning:"  # how a check that passed but wants a look begins its deta
 
 def kind_of(name: str) -> str:
     return KINDS.get(plain_name(name), COUNT)
+
+
+def of_stage(stage: str, without: Sequence[str] = ()) -> tuple[str, ...]:
+    """The checks of ``stage`` in RUN_ORDER, but those of a kind in ``without``."""
+    return tuple(c.name for c in CHECKS if c.stage == stage and c.kind not in without)
 
 
 def plain_name(name: str) -> str:

@@ -10,7 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Engine, MetaData
 
-from pipeline.audit.schema import audit_tables, naive_utc, to_audit
+from pipeline.audit.schema import naive_utc, to_audit
+from pipeline.db.audit_tables import audit_tables
 from recon import checks
 from recon.values import SUCCEEDED
 

@@ -24,8 +24,8 @@ from sqlalchemy.pool import NullPool
 from pipeline.config import JobConfig
 from pipeline.generate import generate_file
 from pipeline.job import run_job
+from pipeline.outcome import RunOutcome
 from recon.checks import CHECK_ORDER
-from recon.values import RunOutcome
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -32,11 +32,12 @@ from sqlalchemy.schema import ExecutableDDLElement
 from sqlglot import exp
 
 from pipeline.audit import history
-from pipeline.audit.schema import AUDIT_PRECISION, AUDIT_SCALE
+from pipeline.audit.runs import RunRepository
 from pipeline.audit.writer import AuditWriter
 from pipeline.config import JobConfig, load_config
+from pipeline.db.audit_tables import AUDIT_PRECISION, AUDIT_SCALE
 from pipeline.db.bulk import loader_for
-from pipeline.db.lock import job_lock
+from pipeline.db.lock import JobAlreadyRunning, job_lock
 from pipeline.db.merge import merge_statement
 from pipeline.db.repositories import FinalRepository, StagingRepository
 from pipeline.db.tables import JobTables, job_tables
@@ -187,7 +188,8 @@ def job_statements(config: JobConfig, tables: JobTables) -> list[Issued]:
     step("staging count and sum")
     staging.surviving_count_and_amount(RUN_ID)
     step("surviving count and sum")
-    staging.purge_older_runs(tables.batch_run, config.name, 3)
+    runs = RunRepository(rec, tables.batch_run, config.amount_field.scale)  # type: ignore[arg-type]
+    runs.purge_staging(rec, config.name, 3, staging.purge_runs)  # type: ignore[arg-type]
     step("purge staging runs")
     final.merge_run(RUN_ID, datetime(2026, 11, 25, 1, 2, 3), deduplicate=True)
     step("merge deduplicate=True")
@@ -202,13 +204,13 @@ def job_statements(config: JobConfig, tables: JobTables) -> list[Issued]:
     step("final rows differing from staging")
 
     audit = AuditWriter(rec, tables, config.amount_field.scale)  # type: ignore[arg-type]
-    audit.start_run(RUN_ID, config.name, Path("/data/in/TXN.D20261125.dat"),
-                    datetime(2026, 11, 25, 1, 2, 3), ["rerun", "allow_older"])
+    runs.start_run(RUN_ID, config.name, Path("/data/in/TXN.D20261125.dat"),
+                   datetime(2026, 11, 25, 1, 2, 3), ["rerun", "allow_older"])
     step("batch_run insert")
-    audit.record_input(RUN_ID, "ab" * 32, date(2026, 11, 25))
+    runs.record_input(RUN_ID, "ab" * 32, date(2026, 11, 25))
     step("batch_run input")
-    audit.record_refusal(RUN_ID, config.name, Path("/data/in/TXN.D20261125.dat"),
-                         datetime(2026, 11, 25, 1, 2, 3), "REFUSED", 3, "already running")
+    runs.record_refusal(RUN_ID, config.name, Path("/data/in/TXN.D20261125.dat"),
+                        datetime(2026, 11, 25, 1, 2, 3), JobAlreadyRunning("already running"))
     step("batch_run refusal")
     history.running_run(rec, tables.batch_run, config.name)  # type: ignore[arg-type]
     step("the running run")

@@ -19,11 +19,11 @@ from pipeline.identity import Overrides
 from pipeline.job import run_job
 from pipeline.metrics.prometheus import Family, exposition, run_families, write_textfile
 from pipeline.money import format_minor
+from pipeline.outcome import RunOutcome
 from pipeline.reporting.htmlpage import render_html
 from pipeline.reporting.jsondoc import report_document
 from pipeline.reporting.text import format_report, format_runs
 from recon import checks
-from recon.values import RunOutcome
 from tests.conftest import run_cli
 from tests.reference import detail, write_input
 

@@ -16,6 +16,7 @@ from pipeline.audit.reader import RunReport, RunRow
 from pipeline.config import JobConfig
 from pipeline.explain import Explanation, Finding, spreadsheet_safe, write_csv
 from pipeline.job import run_job
+from pipeline.outcome import RunOutcome
 from pipeline.publish import history_page, publish_outputs
 from pipeline.reporting.htmlpage import render_html
 from pipeline.reporting.text import format_runs
@@ -23,7 +24,7 @@ from pipeline.resume import resume_run
 from pipeline.stages import StageClock
 from pipeline.summary import check_lines, format_summary
 from recon import checks
-from recon.values import AMOUNT, ReconciliationResult, RunOutcome, WorkerMetrics
+from recon.values import AMOUNT, ReconciliationResult, WorkerMetrics
 from tests.reference import detail, write_input
 
 pytestmark = pytest.mark.timeout(120)

@@ -16,11 +16,12 @@ from pipeline.errors import ConfigError
 from pipeline.explain import explain_run, format_explanation
 from pipeline.generate import generate_file
 from pipeline.job import run_job
+from pipeline.outcome import RunOutcome
 from pipeline.resume import resume_run
 from pipeline.summary import format_summary
 from recon import checks
 from recon.checks import VOLUME_VS_HISTORY, volume_vs_history
-from recon.values import ReconciliationResult, RunOutcome, VolumeRule
+from recon.values import ReconciliationResult, VolumeRule
 from tests.conftest import final_rows, write_job
 
 pytestmark = pytest.mark.timeout(240)

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Select, Table, select
 
-from pipeline.audit.writer import process_alive
+from pipeline.audit.runs import process_alive
 from pipeline.db.engine import database_errors
 from recon import checks
 from recon.values import RUNNING, SUCCEEDED, ReconciliationResult, VolumeRule

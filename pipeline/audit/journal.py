@@ -4,7 +4,7 @@ A run that fails because its database went away (a restart, an outage) or cannot
 written (a full disk, an immutable file) still knows why it failed and with which exit
 code; its BATCH_RUN row would otherwise stay RUNNING until the next run relabels it
 ABENDED "killed?", and the real cause would be lost for good. So the run writes its end
-here, and the next run of the job (``AuditWriter.close_abandoned_runs``) settles BATCH_RUN
+here, and the next run of the job (``RunRepository.close_abandoned_runs``) settles BATCH_RUN
 from it: the status, exit code and message the run ended with.
 
 The journal is ``end.json`` in the run's folder; when that folder cannot be written (the

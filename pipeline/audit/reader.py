@@ -15,7 +15,8 @@ from typing import Any
 
 from sqlalchemy import Engine, MetaData, Table, func, inspect, select
 
-from pipeline.audit.schema import AUDIT_SCALE, audit_tables, aware_utc, from_audit, naive_utc
+from pipeline.audit.schema import AUDIT_SCALE, aware_utc, from_audit, naive_utc
+from pipeline.db.audit_tables import audit_tables
 from pipeline.db.engine import database_errors, make_engine, parse_url, safe_url
 from pipeline.errors import ConfigError
 from pipeline.metrics.aggregator import PROCESSOR

@@ -16,7 +16,6 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from pipeline.config import AUDIT_TABLES, JobConfig
 from pipeline.db.backends import Backend, backend_for
 from pipeline.db.tables import JobTables
 from pipeline.errors import ConfigError, DatabaseFailure
@@ -128,10 +127,6 @@ class Timeouts:
     lock: float
     statement: float
 
-    @classmethod
-    def of(cls, config: JobConfig) -> Timeouts:
-        return cls(config.lock_timeout, config.statement_timeout)
-
 
 RETRY_FIRST_S, RETRY_MOST_S = 0.5, 5.0  # the backoff between two tries of ``retrying``
 
@@ -196,14 +191,15 @@ def create_missing_tables(engine: Engine, tables: JobTables) -> None:
         for table in tables.metadata.sorted_tables:
             _check_columns(table.name, {c.name for c in table.columns},
                            {c["name"].lower() for c in inspector.get_columns(table.name)},
-                           engine.dialect.name)
+                           engine.dialect.name, table.name in tables.upgradable)
 
 
-def _check_columns(name: str, wanted: set[str], present: set[str], dialect: str) -> None:
+def _check_columns(name: str, wanted: set[str], present: set[str], dialect: str,
+                   upgradable: bool) -> None:
     missing = wanted - present
     if not missing:
         return
-    if name in AUDIT_TABLES:
+    if upgradable:
         # years of audit rows: never "drop it"; the upgrade script only adds columns
         raise ConfigError(f"table {name} was created by an earlier version and lacks the "
                           f"columns {sorted(missing)}: run sql/{dialect}/upgrade_audit.sql "

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
     Connection,
-    Engine,
     Select,
     Table,
     and_,
@@ -27,7 +26,6 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from pipeline.db.backends import backend_for
 from pipeline.db.dialects import profile_for
-from pipeline.db.engine import database_errors
 from pipeline.db.merge import merge_params, merge_statement, staged_rows, surviving_rows
 from pipeline.db.partitions import drop_run_partitions
 from pipeline.db.tables import JobTables, key_of
@@ -127,6 +125,11 @@ class StagingRepository:
         return _totals(self.connection, survivors.c, self.amount, self.hash_of,
                        params={"run_id": run_id})
 
+    def digest_total(self, run_id: str) -> tuple[int, int]:
+        """The run's rows and the sum of their row digests (pipeline.db.digests)."""
+        return backend_for(self.connection.dialect.name).staging_digest_total(
+            self.connection, self.table, run_id)
+
     def collapsed_at_lines(self, run_id: str, lines: Sequence[int]
                            ) -> tuple[Totals, list[int]] | None:
         """(the totals of the records that keeping each key's last record drops, their
@@ -173,34 +176,20 @@ class StagingRepository:
         return (Totals(len(rows), amount, hash_sum),
                 sorted(int(r[0]) for r in rows))
 
-    def purge_older_runs(self, batch_run: Table, job_name: str, keep: int) -> int:
-        """Delete the staging rows of the job's runs older than its ``keep`` latest; returns
-        how many runs were purged.
+    def purge_runs(self, run_ids: list[str]) -> None:
+        """Delete the staging rows of ``run_ids`` (older runs of the job: the run repository
+        names them, pipeline.audit.runs.RunRepository.purge_staging).
 
         SQLite's and Oracle's staging has no index (it would slow every load), so each
         check scans it whole: without a purge that scan would grow with every night's
         run. PostgreSQL's has a partition per run (pipeline.db.partitions), dropped here
-        instead of deleted row by row. Only the job's own
-        runs are touched, so jobs that share a staging table never purge each other, and
-        BATCH_RUN remembers which runs are purged: most nights there is nothing to delete,
-        and staging is not touched at all.
+        instead of deleted row by row.
         """
-        # the count is a validated int, written into the SQL: a bound LIMIT inside a
-        # subquery is deferred to execution time ("post-compile") on Oracle
-        latest = (select(batch_run.c.run_id).where(batch_run.c.job_name == job_name)
-                  .order_by(batch_run.c.start_ts.desc()).limit(literal_column(str(int(keep)))))
-        due = (batch_run.c.job_name == job_name, batch_run.c.staging_purged.is_(None),
-               batch_run.c.run_id.not_in(latest))
-        runs = [r for (r,) in self.connection.execute(select(batch_run.c.run_id).where(*due))]
-        if not runs:
-            return 0
         # PostgreSQL: each run's partition is dropped whole; the DELETE then finds only
         # rows that went to the DEFAULT partition (it prunes every other partition)
-        drop_run_partitions(self.connection, self.table, runs)
-        for run in runs:
+        drop_run_partitions(self.connection, self.table, run_ids)
+        for run in run_ids:
             self.connection.execute(self.table.delete().where(self.table.c.run_id == run))
-        self.connection.execute(batch_run.update().where(*due).values(staging_purged="Y"))
-        return len(runs)
 
 
 class FinalRepository:
@@ -309,11 +298,3 @@ def _joined_sums(row: Any) -> int:
     """One exact number from a digest's sums (SQLite's two 32-bit halves)."""
     return sum(int(v) << (32 * (len(row) - 1 - i)) for i, v in enumerate(row))
 
-
-def record_stage_ms(engine: Engine, batch_run: Table, run_id: str,
-                    stages: Mapping[str, int]) -> None:
-    """Store stage durations (milliseconds) in the run's BATCH_RUN row, e.g. the audit's
-    own, known only once the audit committed."""
-    with database_errors(engine, "recording the stage times"), engine.begin() as conn:
-        conn.execute(batch_run.update().where(batch_run.c.run_id == run_id)
-                     .values(**{f"{name}_ms": ms for name, ms in stages.items()}))

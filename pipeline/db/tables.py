@@ -1,5 +1,5 @@
-"""The job's tables, built from its configuration, with the shared audit tables
-(pipeline.audit.schema).
+"""The job's tables, built from what its configuration names (``TableSpec``), with the
+shared audit tables (pipeline.db.audit_tables).
 
 ``sql/{oracle,postgresql,sqlite}/`` holds the same DDL for DBAs; a test reflects both
 and compares them.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     CHAR,
@@ -24,11 +24,27 @@ from sqlalchemy import (
     Table,
 )
 
-from pipeline.audit.schema import audit_tables
-from pipeline.config import JobConfig
+from pipeline.db.audit_tables import audit_tables
 from pipeline.db.partitions import PARTITION_BY, with_default_partition
 from pipeline.db.types import RUN_ID_LENGTH, Money, Timestamp
-from pipeline.layouts.fields import Charset, Field, FieldType
+from pipeline.layouts.fields import Charset, Field, FieldType, Layout
+
+
+class TableSpec(Protocol):
+    """What the tables are built from: a job's configuration (pipeline.config.JobConfig)
+    is one. Named here so that the database layer never depends on the configuration."""
+
+    @property
+    def staging_table(self) -> str: ...
+
+    @property
+    def final_table(self) -> str: ...
+
+    @property
+    def key_columns(self) -> tuple[str, ...]: ...
+
+    @property
+    def detail(self) -> Layout: ...
 
 
 @dataclass(frozen=True)
@@ -53,8 +69,15 @@ class JobTables:
         fixed = {"run_id", "source_line", "worker_id"}
         return [c.name for c in self.staging.columns if c.name not in fixed]
 
+    @property
+    def upgradable(self) -> frozenset[str]:
+        """The audit tables sql/<db>/upgrade_audit.sql adds columns to (RECON_EVIDENCE,
+        newer, is created whole when it is missing)."""
+        return frozenset(t.name for t in (self.recon_audit, self.worker_audit,
+                                          self.batch_run, self.job_lock))
 
-def job_tables(config: JobConfig) -> JobTables:
+
+def job_tables(config: TableSpec) -> JobTables:
     metadata = MetaData()
     fields = config.detail.stored_fields
     staging = Table(

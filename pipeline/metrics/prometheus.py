@@ -18,7 +18,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, write_to_textfile
 
-from recon.values import RunOutcome
+from pipeline.outcome import RunOutcome
 
 PREFIX = "pipeline"
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from pipeline.db.backends import _MODULES, Backend, backend_for
 from pipeline.db.dialects import profile_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ROOT / "pipeline" / "db" / "backends"
 
 

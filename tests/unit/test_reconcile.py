@@ -1,0 +1,223 @@
+"""ReconciliationService's rules on an in-memory store (tests/unit/fake_store.py): the
+checks in order, exactly one MERGE when they balanced and none when they did not, a
+rollback with its evidence kept when FINAL disagrees after the MERGE."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine
+
+from pipeline.config import load_config
+from pipeline.db.tables import job_tables
+from pipeline.jobs import shipped_config
+from pipeline.reconcile import ReconciliationOutcome, ReconciliationService
+from recon import checks
+from recon.values import ROW, AggregatedMetrics, HashTotal, ReconciliationResult, TrailerTotals
+from tests.unit.fake_store import FakeStore, Row
+
+CONFIG = load_config(shipped_config())
+TABLES = job_tables(CONFIG)
+RUN = "run-1"
+MERGED_AT = dt.datetime(2026, 12, 5, 3, 0)
+LOAD = [checks.SOURCE_TRAILER_COUNT, checks.SOURCE_TRAILER_AMOUNT, checks.REJECT_LIMIT,
+        checks.PROCESSED_TO_STAGING, checks.PROCESSED_TO_STAGING_AMOUNT,
+        checks.PROCESSED_TO_STAGING_COLUMNS, checks.WRITTEN_TO_STAGING]
+AFTER = [checks.STAGING_TO_FINAL, checks.STAGING_TO_FINAL_AMOUNT, checks.STAGING_TO_FINAL_COLUMNS]
+
+
+def row(line: int, txn: str, amount: int, description: str = "coffee") -> Row:
+    return {"run_id": RUN, "source_line": line, "txn_id": txn, "account_id": "0000000042",
+            "txn_date": dt.date(2026, 12, 4), "amount": amount, "currency": "EUR",
+            "description": description}
+
+
+ROWS = [row(2, "T1", 1050), row(3, "T2", -200), row(4, "T3", 99_999_999_999),
+        row(5, "T4", 1), row(6, "T5", 0)]
+
+
+def store(rows: list[Row], hash_of: str | None = None) -> FakeStore:
+    return FakeStore(tuple(TABLES.business_columns), CONFIG.key_columns, CONFIG.amount,
+                     hash_of, staged_rows=[dict(r) for r in rows])
+
+
+def processed(rows: list[Row], fake: FakeStore, **hashes: int) -> AggregatedMetrics:
+    """The metrics of processors and writers that accepted and wrote exactly ``rows``."""
+    amount = sum(r["amount"] for r in rows)
+    return AggregatedMetrics(
+        total_read=len(rows), total_written=len(rows), total_errors=0, accepted_amount=amount,
+        read_amount=amount, written_amount=amount, unreadable_amounts=0, misplaced_control=0,
+        writer_errors=0, workers=(), row_digest=sum(map(fake.digest, rows)), **hashes)
+
+
+def reconcile(fake: FakeStore, rows: list[Row] = ROWS, trailer: TrailerTotals | None = None,
+              **options: Any) -> tuple[ReconciliationOutcome, list[list[ReconciliationResult]]]:
+    """The service over ``fake``, for processors that saw ``rows``; and what it recorded."""
+    trailer = trailer or TrailerTotals(len(rows), sum(r["amount"] for r in rows))
+    # never connected: the store answers every question the service asks
+    engine = create_engine("sqlite://")
+    service = ReconciliationService(engine, TABLES, CONFIG.key_columns, CONFIG.amount,
+                                    trailer, store=fake)
+    recorded: list[list[ReconciliationResult]] = []
+    outcome = service.reconcile(RUN, options.pop("metrics", None) or processed(rows, fake),
+                                MERGED_AT, record=lambda _, r: recorded.append(r), **options)
+    return outcome, recorded
+
+
+def by_name(outcome: ReconciliationOutcome) -> dict[str, ReconciliationResult]:
+    return {r.check_name: r for r in outcome.results}
+
+
+def failed(outcome: ReconciliationOutcome) -> list[str]:
+    return [r.check_name for r in outcome.results if not r.passed and r.evaluated]
+
+
+def test_balanced_figures_merge_once_and_every_check_passes() -> None:
+    fake = store(ROWS)
+    outcome, recorded = reconcile(fake)
+    assert outcome.passed and [r.check_name for r in outcome.results] == LOAD + AFTER
+    assert fake.merges == [True] and fake.commits == 1 and fake.rollbacks == 0
+    assert recorded == [outcome.results]  # the audit committed with the MERGE
+    assert {k: r["amount"] for k, r in fake.final_rows.items()} == {
+        (r["txn_id"],): r["amount"] for r in ROWS}
+    final = by_name(outcome)[checks.STAGING_TO_FINAL_AMOUNT]
+    assert (final.expected_amount, final.actual_amount) == (99_999_999_999 + 851,) * 2
+
+
+def test_a_row_missing_from_staging_fails_its_checks_and_merges_nothing() -> None:
+    fake = store(ROWS[:2] + ROWS[3:])  # the processors accepted T3, staging lacks it
+    outcome, recorded = reconcile(fake)
+    results = by_name(outcome)
+    assert failed(outcome) == [checks.PROCESSED_TO_STAGING, checks.PROCESSED_TO_STAGING_AMOUNT,
+                               checks.PROCESSED_TO_STAGING_COLUMNS,
+                               checks.WRITTEN_TO_STAGING]
+    assert results[checks.PROCESSED_TO_STAGING].discrepancy == -1
+    assert results[checks.PROCESSED_TO_STAGING_AMOUNT].amount_discrepancy == -99_999_999_999
+    assert results[checks.WRITTEN_TO_STAGING].discrepancy == -1
+    assert fake.merges == [] and fake.final_rows == {} and recorded == []
+    assert [r.check_name for r in outcome.results if not r.evaluated] == AFTER
+
+
+def test_one_minor_unit_off_in_staging_fails_the_amount_and_merges_nothing() -> None:
+    fake = store(ROWS)
+    fake.staged_rows[0]["amount"] += 1
+    outcome, _ = reconcile(fake)
+    results = by_name(outcome)
+    assert failed(outcome) == [checks.PROCESSED_TO_STAGING_AMOUNT,
+                               checks.PROCESSED_TO_STAGING_COLUMNS]
+    assert results[checks.PROCESSED_TO_STAGING_AMOUNT].amount_discrepancy == 1
+    assert results[checks.PROCESSED_TO_STAGING].passed and fake.merges == []
+
+
+def test_a_changed_column_in_staging_fails_the_column_check_and_merges_nothing() -> None:
+    fake = store(ROWS)
+    fake.staged_rows[2]["description"] = "tea"
+    outcome, _ = reconcile(fake)
+    columns = by_name(outcome)[checks.PROCESSED_TO_STAGING_COLUMNS]
+    assert failed(outcome) == [checks.PROCESSED_TO_STAGING_COLUMNS]
+    assert (columns.expected_count, columns.actual_count) == (5, 0)
+    assert columns.detail.startswith("not provable: staging's row digests differ")
+    assert fake.merges == []
+
+
+def test_a_failed_check_of_the_caller_stops_the_merge_too() -> None:
+    fake = store(ROWS)
+    volume = ReconciliationResult(checks.VOLUME_VS_HISTORY, 500, 5, False)
+    outcome, _ = reconcile(fake, before_merge=[volume])
+    assert failed(outcome) == [checks.VOLUME_VS_HISTORY] and fake.merges == []
+    assert [r.check_name for r in outcome.results][len(LOAD)] == checks.VOLUME_VS_HISTORY
+
+
+def change_description(final: dict[tuple[Any, ...], Row]) -> None:
+    final[("T2",)]["description"] = "changed by a trigger"
+
+
+def test_final_differing_after_the_merge_rolls_back_and_keeps_the_evidence() -> None:
+    fake = store(ROWS)
+    fake.final_rows[("T9",)] = {**row(0, "T9", 5), "last_run_id": "earlier"}
+    before = {k: dict(v) for k, v in fake.final_rows.items()}
+    fake.trigger = change_description
+    outcome, recorded = reconcile(fake)
+    columns = by_name(outcome)[checks.STAGING_TO_FINAL_COLUMNS]
+    assert failed(outcome) == [checks.STAGING_TO_FINAL_COLUMNS]
+    assert (columns.expected_count, columns.actual_count, columns.discrepancy) == (5, 4, -1)
+    assert "description (1 row)" in columns.detail
+    assert columns.detail.endswith("MERGE rolled back; FINAL unchanged")
+    assert fake.rollbacks == 1 and fake.commits == 0 and recorded == []
+    assert fake.final_rows == before
+    [evidence] = outcome.evidence
+    assert (evidence.check_name, evidence.key, evidence.column, evidence.expected,
+            evidence.actual, evidence.source_line) == (
+        checks.STAGING_TO_FINAL_COLUMNS, "T2", "description", "coffee",
+        "changed by a trigger", 3)
+
+
+def test_a_final_row_lost_after_the_merge_fails_count_and_amount_and_names_it() -> None:
+    fake = store(ROWS)
+    fake.trigger = lambda final: final.pop(("T1",))
+    outcome, _ = reconcile(fake)
+    results = by_name(outcome)
+    assert failed(outcome) == AFTER and fake.rollbacks == 1
+    assert results[checks.STAGING_TO_FINAL].discrepancy == -1
+    assert results[checks.STAGING_TO_FINAL_AMOUNT].amount_discrepancy == -1050
+    assert [(e.key, e.column, e.actual) for e in outcome.evidence] == [
+        ("T1", ROW, "no FINAL row of the run")]
+
+
+def test_a_repeated_key_keeps_its_later_record() -> None:
+    rows = [*ROWS, row(7, "T3", 7)]
+    fake = store(rows)
+    outcome, _ = reconcile(fake, rows)  # repeats not known: every row is ranked
+    assert outcome.passed and outcome.duplicates_collapsed == 1 and fake.merges == [True]
+    assert fake.final_rows[("T3",)]["amount"] == 7
+    assert by_name(outcome)[checks.STAGING_TO_FINAL].expected_count == 5
+
+
+def test_repeated_lines_let_the_plain_merge_leave_out_the_superseded_record() -> None:
+    rows = [*ROWS, row(7, "T3", 7)]
+    fake = store(rows)
+    outcome, _ = reconcile(fake, rows, repeats=True, repeated_lines=[4, 7])
+    assert outcome.passed and outcome.duplicates_collapsed == 1
+    assert fake.merges == [False] and fake.final_rows[("T3",)]["amount"] == 7
+
+
+def test_a_plain_merge_that_meets_a_key_twice_is_rolled_back_and_redone_ranked() -> None:
+    rows = [*ROWS, row(7, "T3", 7)]
+    fake = store(rows)
+    outcome, _ = reconcile(fake, rows, repeats=False)  # wrongly told no key repeats
+    assert outcome.passed and fake.merges == [False, True]
+    assert fake.rollbacks == 1 and fake.commits == 1
+    assert fake.final_rows[("T3",)]["amount"] == 7 and outcome.duplicates_collapsed == 1
+
+
+def test_a_hash_total_is_compared_modulo_its_digits() -> None:
+    fake = store(ROWS, hash_of="account_id")
+    hashed = 42 * len(ROWS)
+    trailer = TrailerTotals(5, sum(r["amount"] for r in ROWS),
+                            HashTotal("hash", "account_id", 2, hashed + 300))
+    metrics = processed(ROWS, fake, hash_read=hashed, hash_accepted=hashed)
+    outcome, _ = reconcile(fake, trailer=trailer, metrics=metrics)
+    assert outcome.passed and fake.merges == [True]
+    assert {checks.SOURCE_TRAILER_HASH, checks.PROCESSED_TO_STAGING_HASH,
+            checks.STAGING_TO_FINAL_HASH} <= set(by_name(outcome))
+    assert by_name(outcome)[checks.STAGING_TO_FINAL_HASH].actual_count == hashed % 100
+
+
+@pytest.mark.parametrize("tamper, failing", [
+    (None, []),
+    (change_description, [checks.STAGING_TO_FINAL_COLUMNS]),
+])
+def test_final_as_it_is_checks_a_committed_merge_without_merging(tamper: Any,
+                                                                 failing: list[str]) -> None:
+    fake = store(ROWS)
+    assert reconcile(fake)[0].passed
+    if tamper is not None:
+        tamper(fake.final_rows)
+    service = ReconciliationService(create_engine("sqlite://"), TABLES, CONFIG.key_columns,
+                                    CONFIG.amount, TrailerTotals(0, 0), store=fake)
+    results = service.final_as_it_is(RUN)
+    assert [r.check_name for r in results] == AFTER
+    assert [r.check_name for r in results if not r.passed] == failing
+    assert fake.merges == [True]  # nothing merged again

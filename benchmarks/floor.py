@@ -42,9 +42,9 @@ def _job() -> tuple[Any, Any]:
 def _batches(config: Any, path: Path) -> Iterator[Any]:
     from pipeline.db.bulk import StagingBatch
     from pipeline.layouts.fixed import parse_details
-    from pipeline.source import LineChunk, plan_input, read_lines
+    from pipeline.source import LineChunk, read_lines
 
-    plan = plan_input(path, config.header, config.trailer, 1)
+    plan = config.input_format.plan(path, 1)
     for rng in plan.ranges:
         for chunk in read_lines(path, rng, BATCH, config.detail.length):
             assert isinstance(chunk, LineChunk)

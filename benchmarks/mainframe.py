@@ -167,22 +167,19 @@ def reading_cpu(text: Path, binary: Path, reps: int) -> dict[str, float]:
     from pipeline.config import load_config
     from pipeline.jobs import shipped_config
     from pipeline.layouts.fixed import parse_details
-    from pipeline.layouts.mainframe_input import detail_batches, plan_mainframe
-    from pipeline.source import LineChunk, plan_input, read_lines
+    from pipeline.source import LineChunk, read_lines
 
     tc, bc = load_config(shipped_config()), load_config(shipped_config("daily_transactions_ebcdic"))
-    assert bc.mainframe is not None
-    mf = bc.mainframe
 
     def read_text() -> None:
-        plan = plan_input(text, tc.header, tc.trailer, 1)
+        plan = tc.input_format.plan(text, 1)
         for c in read_lines(text, plan.ranges[0], BATCH, 100):
             assert isinstance(c, LineChunk)
             parse_details(tc.detail, "amount", c.data, c.first_line)
 
     def read_binary() -> None:
-        plan = plan_mainframe(binary, mf, 1)
-        for _ in detail_batches(mf, "amount", binary, plan.ranges[0], BATCH):
+        plan = bc.input_format.plan(binary, 1)
+        for _ in bc.input_format.read(binary, plan.ranges[0], BATCH, "amount"):
             pass
 
     times: dict[str, list[float]] = {"text": [], "ebcdic": []}
@@ -230,15 +227,13 @@ def measure_two_types(records: int, reps: int, workdir: Path) -> dict[str, Any]:
     batch split by record type, each type decoded by its own record's decoder."""
     from pipeline.config import load_config
     from pipeline.jobs import shipped_config
-    from pipeline.layouts.mainframe_input import plan_mainframe
     from pipeline.workers.processor import typed_batches_of
 
     config = load_config(shipped_config("payments_and_fees"))
-    assert config.mainframe is not None
     path = workdir / "two-types.bin"
     details = two_types_file(path, records // 3)
 
-    plan = plan_mainframe(path, config.mainframe, 1)
+    plan = config.input_format.plan(path, 1)
 
     def decode() -> None:  # what a processor does with its range
         read = sum(whole.records_read for whole, _ in
@@ -246,7 +241,7 @@ def measure_two_types(records: int, reps: int, workdir: Path) -> dict[str, Any]:
         assert read == details
 
     def planning() -> None:  # the parent's one pass: hash and walk the RDWs
-        plan_mainframe(path, config.mainframe, 2)  # type: ignore[arg-type]
+        config.input_format.plan(path, 2)
 
     times: dict[str, list[float]] = {"decode": [], "plan": []}
     for _ in range(reps):

@@ -31,13 +31,12 @@ def encode_seconds(path: Path, backend: str, digested: bool) -> float:
     from pipeline.db.bulk import StagingBatch, loader_for
     from pipeline.db.tables import job_tables
     from pipeline.jobs import shipped_config
-    from pipeline.source import plan_job_input
     from pipeline.workers.processor import detail_batches_of
 
     config = load_config(shipped_config()).with_overrides(input_path=path)
     dialect = sqlite.dialect() if backend == "sqlite" else postgresql.dialect()
     loader = loader_for(job_tables(config), config.detail, config.amount, dialect, 10_000)
-    plan = plan_job_input(config, path, 1)
+    plan = config.input_format.plan(path, 1)
     batches = [StagingBatch("bench", 0, b.lines, b.columns)
                for b in detail_batches_of(config, plan.path, plan.ranges[0], 10_000)]
     encode = loader.encode_digested if digested else loader.encode

@@ -337,8 +337,7 @@ def _config_and_run_id(targets: list[str]) -> tuple[Path | None, str | None]:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from pipeline.generate import generate_file
-    from pipeline.generate_mainframe import generate_mainframe_file
+    from pipeline.generate_mainframe import generate_input
 
     options = {"seed": args.seed, "reject_rate": args.reject_rate,
                "duplicate_rate": args.duplicate_rate}
@@ -346,10 +345,7 @@ def _generate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out} is a directory: name the file to write "
                           f"(e.g. {Path(args.out) / 'input.dat'})")
     try:
-        if args.format == "fixed":
-            made = generate_file(args.out, args.records, **options)
-        else:
-            made = generate_mainframe_file(args.out, args.records, args.format, **options)
+        made = generate_input(args.out, args.records, args.format, **options)
     except OSError as exc:
         raise ConfigError(f"--out {args.out}: cannot write it ({exc.strerror})") from None
     except ValueError as exc:

@@ -89,12 +89,11 @@ class InputRows:
 
     def _plan_again(self) -> str:
         from pipeline.errors import PipelineError
-        from pipeline.source import plan_job_input
 
         if not self.path.is_file():
             return f"the input file {self.path} is not there"
         try:
-            self._plan = plan_job_input(self.config, self.path, 1)
+            self._plan = self.config.input_format.plan(self.path, 1)
         except PipelineError as exc:
             return f"the input file {self.path} cannot be read again ({exc})"
         if self.sha256 and self._plan.sha256 != self.sha256:

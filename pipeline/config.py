@@ -7,34 +7,26 @@ never silently falls back to a default.
 from __future__ import annotations
 
 import math
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.layouts.csv import CsvLayout
+from pipeline.inputs import FORMATS, InputFormat, format_class, input_keys
+from pipeline.inputs.text_layout import MAX_AMOUNT_DIGITS
 from pipeline.layouts.fields import Charset, Field, FieldType, Layout
+from pipeline.settings import ABSENT, IDENTIFIER, get, identifier, refuse_unknown, section
 from recon.checks import CHECK_ORDER
 from recon.values import HashTotal, RejectLimit, TrailerTotals, VolumeRule
-
-if TYPE_CHECKING:
-    from pipeline.layouts.mainframe_input import MainframeInput
-
-# Plain, unquoted identifiers that every database accepts as typed, within Oracle's
-# pre-12.2 limit of 30 bytes. Anything else (quotes, spaces, semicolons) is refused here,
-# before any name reaches SQL.
-IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
-MAX_AMOUNT_DIGITS = 18  # 10**18 - 1 still fits int64 after parsing
 
 
 @dataclass(frozen=True)
 class JobConfig:
     name: str
-    input_format: str
+    input_format: InputFormat  # input.format: how the file is planned and read (pipeline.inputs)
     input_path: Path | None
     output_dir: Path
     database_url: str
@@ -51,7 +43,6 @@ class JobConfig:
     header: Layout
     detail: Layout
     trailer: Layout
-    mainframe: MainframeInput | None = None  # input.format fb/vb: copybook and code page
     keep_staging_runs: int = 3  # the job's latest runs whose staging rows are kept
     # node_exporter textfile-collector file written at the end of each run (None: none)
     prometheus_textfile: Path | None = None
@@ -81,11 +72,11 @@ class JobConfig:
     @property
     def code_page(self) -> str:
         """The code page the input is read in (text jobs: ASCII), recorded in BATCH_RUN."""
-        return self.mainframe.detail.code_page.name if self.mainframe else "ascii"
+        return self.input_format.code_page
 
     @property
     def copybook_sha256(self) -> str | None:
-        return self.mainframe.copybook_sha256 if self.mainframe else None
+        return self.input_format.copybook_sha256
 
     @property
     def amount_field(self) -> Field:
@@ -130,55 +121,50 @@ def load_config(path: str | Path) -> JobConfig:
 
 
 def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
-    _refuse_unknown(data, "", {"job", "input", "output", "database", "workers", "tables",
-                               "control", "layout", "copybook", "details"})
+    refuse_unknown(data, "", {"job", "input", "output", "database", "workers", "tables",
+                              "control", "layout", "copybook", "details"})
     if "details" in data:
         return _several_details(data, source)
-    job = _section(data, "job", {"name", "description"})
-    inp = _section(data, "input", {"format", "record_length", "path", "delimiter", "encoding",
-                                   "blocked", *FRAMING_KEYS})
-    out = _section(data, "output", {"dir", "prometheus_textfile"})
-    db = _section(data, "database", {"url", "lock_timeout", "statement_timeout",
-                                     "retry_window"})
-    workers = _section(data, "workers", {"processors", "writers", "batch_size",
-                                         "heartbeat_timeout"})
-    tables = _section(data, "tables", {"staging", "final", "key", "amount",
-                                       "keep_staging_runs"})
-    control = _section(data, "control", {"trailer_count", "trailer_amount",
-                                         "max_reject_rate", "max_rejects", "business_date",
+    job = section(data, "job", {"name", "description"})
+    inp = section(data, "input", input_keys())
+    out = section(data, "output", {"dir", "prometheus_textfile"})
+    db = section(data, "database", {"url", "lock_timeout", "statement_timeout",
+                                    "retry_window"})
+    workers = section(data, "workers", {"processors", "writers", "batch_size",
+                                        "heartbeat_timeout"})
+    tables = section(data, "tables", {"staging", "final", "key", "amount",
+                                      "keep_staging_runs"})
+    control = section(data, "control", {"trailer_count", "trailer_amount",
+                                        "max_reject_rate", "max_rejects", "business_date",
                                          "trailer_hash_total", *VOLUME_KEYS})
-    layout = _section(data, "layout", {"header", "detail", "trailer"})
+    section(data, "layout", {"header", "detail", "trailer"})  # read by the text formats
 
-    fmt = _get(inp, "input.format", str, "fixed")
-    if fmt not in ("fixed", "csv", "fb", "vb"):
-        raise ConfigError(f'input.format: expected "fixed", "csv", "fb" or "vb", got {fmt!r}')
-    length = _get(inp, "input.record_length", int, 0 if fmt in ("csv", "vb") else None)
-    path = _get(inp, "input.path", str, "")
-    delimiter = _delimiter(inp)  # kept by the CSV layouts, the only ones that split on it
-    _get(job, "job.description", str, "")  # for people reading the file: checked, not kept
+    fmt = get(inp, "input.format", str, "fixed")
+    reader = format_class(fmt)
+    path = get(inp, "input.path", str, "")
+    get(job, "job.description", str, "")  # for people reading the file: checked, not kept
     config = JobConfig(
-        name=_identifier(job, "job.name"),
-        input_format=fmt,
+        name=identifier(job, "job.name"),
         # a config names its input relative to itself, like the sample beside a shipped job
         input_path=source.parent / path if path else None,
-        output_dir=Path(_get(out, "output.dir", str, "pipeline_work")),
-        database_url=_get(db, "database.url", str, "sqlite:///pipeline_work/pipeline.db"),
-        processors=_get(workers, "workers.processors", int, 2),
-        writers=_get(workers, "workers.writers", int, _ABSENT),
-        batch_size=_get(workers, "workers.batch_size", int, _ABSENT),
-        heartbeat_timeout=float(_get(workers, "workers.heartbeat_timeout", (int, float), 30)),
-        staging_table=_identifier(tables, "tables.staging"),
-        final_table=_identifier(tables, "tables.final"),
+        output_dir=Path(get(out, "output.dir", str, "pipeline_work")),
+        database_url=get(db, "database.url", str, "sqlite:///pipeline_work/pipeline.db"),
+        processors=get(workers, "workers.processors", int, 2),
+        writers=get(workers, "workers.writers", int, ABSENT),
+        batch_size=get(workers, "workers.batch_size", int, ABSENT),
+        heartbeat_timeout=float(get(workers, "workers.heartbeat_timeout", (int, float), 30)),
+        staging_table=identifier(tables, "tables.staging"),
+        final_table=identifier(tables, "tables.final"),
         key_columns=_key_columns(tables),
-        amount=_identifier(tables, "tables.amount"),
-        keep_staging_runs=_get(tables, "tables.keep_staging_runs", int, 3),
-        trailer_count=_identifier(control, "control.trailer_count"),
-        trailer_amount=_identifier(control, "control.trailer_amount"),
-        **_layouts(data, layout, length, fmt, delimiter, source),
+        amount=identifier(tables, "tables.amount"),
+        keep_staging_runs=get(tables, "tables.keep_staging_runs", int, 3),
+        trailer_count=identifier(control, "control.trailer_count"),
+        trailer_amount=identifier(control, "control.trailer_amount"),
+        **_input(reader.from_config(fmt, data, source)),
         prometheus_textfile=_optional_path(out, "output.prometheus_textfile"),
-        lock_timeout=float(_get(db, "database.lock_timeout", (int, float), 60)),
-        statement_timeout=float(_get(db, "database.statement_timeout", (int, float), 21600)),
-        retry_window=float(_get(db, "database.retry_window", (int, float), 30)),
+        lock_timeout=float(get(db, "database.lock_timeout", (int, float), 60)),
+        statement_timeout=float(get(db, "database.statement_timeout", (int, float), 21600)),
+        retry_window=float(get(db, "database.retry_window", (int, float), 30)),
         **_reject_limit(control),
         business_date=_optional_identifier(control, "control.business_date"),
         volume=_volume_rule(control),
@@ -189,38 +175,10 @@ def parse_config(data: Mapping[str, Any], source: Path) -> JobConfig:
     return config
 
 
-def _layouts(data: Mapping[str, Any], layout: Mapping[str, Any], length: int, fmt: str,
-             delimiter: str, source: Path) -> dict[str, Any]:
-    """header, detail, trailer (and the mainframe decoders) of the job."""
-    if fmt not in ("fb", "vb"):
-        if "copybook" in data or {"encoding", "blocked", *FRAMING_KEYS} & set(
-                data.get("input", {})):
-            raise ConfigError(f"[copybook], input.encoding, input.blocked and input."
-                              f"{', input.'.join(FRAMING_KEYS)}: only for input.format fb or vb")
-        return {role: _layout(layout, role, length, fmt, delimiter)
-                for role in ("header", "detail", "trailer")}
-    from pipeline.layouts.copybook import MAX_RECORD_BYTES
-    from pipeline.layouts.mainframe_input import Roles, build_mainframe
-
-    if layout:
-        raise ConfigError("[layout]: a fb/vb job takes its layout from [copybook]")
-    book = _section(data, "copybook", {"path", "header", "detail", "trailer", "record_type",
-                                       "header_type", "detail_type", "trailer_type", "dates",
-                                       "library"})
-    inp, tables, control = data.get("input", {}), data.get("tables", {}), data.get("control", {})
-    blocked = _get(inp, "input.blocked", bool, False)
-    if fmt == "fb" and (length < 1 or blocked):
-        raise ConfigError("input.record_length: a fb input needs a positive record length "
-                          "(and no blocked = true)")
-    if length > MAX_RECORD_BYTES:
-        raise ConfigError(f"input.record_length: {length} is more than a record holds "
-                          f"({MAX_RECORD_BYTES})")
-    key = tables.get("key", "")
-    roles = Roles(frozenset(key if isinstance(key, list) else [key]), str(tables.get("amount", "")),
-                  str(control.get("trailer_count", "")), str(control.get("trailer_amount", "")))
-    mf, layouts = build_mainframe(book, _record_format(inp, fmt, length, blocked),
-                                  _get(inp, "input.encoding", str, "cp037"), source, roles)
-    return {**layouts, "mainframe": mf}
+def _input(reader: InputFormat) -> dict[str, Any]:
+    """The job's input format and the header, detail and trailer layouts it reads."""
+    header, detail, trailer = reader.layouts()
+    return {"input_format": reader, "header": header, "detail": detail, "trailer": trailer}
 
 
 DETAIL_KEYS = {"record", "type", "staging", "final", "key", "amount"}
@@ -235,14 +193,15 @@ def _several_details(data: Mapping[str, Any], source: Path) -> JobConfig:
     if not isinstance(entries, list) or not entries:
         raise ConfigError("[[details]]: expected one or more tables (record, type, staging, "
                           "final, key, amount)")
-    if data.get("input", {}).get("format") not in ("fb", "vb"):
+    fmt = data.get("input", {}).get("format")
+    if not (isinstance(fmt, str) and fmt in FORMATS and FORMATS[fmt].several_types):
         raise ConfigError("[[details]]: only for input.format fb or vb (a copybook job)")
-    book = _section(data, "copybook", {"path", "header", "trailer", "record_type",
-                                       "header_type", "trailer_type", "dates", "library"})
+    book = section(data, "copybook", {"path", "header", "trailer", "record_type",
+                                      "header_type", "trailer_type", "dates", "library"})
     if not book.get("record_type"):
         raise ConfigError("copybook.record_type: [[details]] needs the field that tells the "
                           "record types apart")
-    tables = _section(data, "tables", {"keep_staging_runs"})
+    tables = section(data, "tables", {"keep_staging_runs"})
     control = dict(data.get("control", {}))
     counts = control.pop("trailer_counts", {})
     if "trailer_hash_total" in control:
@@ -253,7 +212,7 @@ def _several_details(data: Mapping[str, Any], source: Path) -> JobConfig:
         where = f"details[{i + 1}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a table")
-        _refuse_unknown(entry, where, DETAIL_KEYS)
+        refuse_unknown(entry, where, DETAIL_KEYS)
         if missing := sorted(DETAIL_KEYS - set(entry)):
             raise ConfigError(f"{where}.{missing[0]}: missing")
         single = {k: v for k, v in data.items() if k != "details"} | {
@@ -265,7 +224,11 @@ def _several_details(data: Mapping[str, Any], source: Path) -> JobConfig:
         except ConfigError as exc:
             raise ConfigError(f"{where} ({entry['record']}): {exc}") from None
         types.append(DetailType(entry["type"], config))
-    return replace(types[0].config, details=_check_types(types, counts))
+    details = _check_types(types, counts)
+    first = types[0].config
+    reader = first.input_format.with_types([(t.config.input_format, t.config.amount)
+                                            for t in details])
+    return replace(first, details=details, input_format=reader)
 
 
 def _check_types(types: list[DetailType], counts: Any) -> tuple[DetailType, ...]:
@@ -282,11 +245,6 @@ def _check_types(types: list[DetailType], counts: Any) -> tuple[DetailType, ...]
             raise ConfigError(f"[[details]] final {t.label!r}: at most "
                               f"{49 - LONGEST_TYPE_CHECK} characters (it names the type's "
                               "checks, and RECON_AUDIT.CHECK_NAME holds 50)")
-    where = {(it.offset, it.size) for t in types
-             if t.config.mainframe and (it := t.config.mainframe.detail.type_item)}
-    if len(where) != 1:
-        raise ConfigError("copybook.record_type: must be at the same place in every detail "
-                          "record")
     if not isinstance(counts, Mapping) or set(counts) - set(values):
         raise ConfigError(f"control.trailer_counts: expected {{ <type value> = \"<trailer "
                           f"field>\" }} for the types {values}, got {counts!r}")
@@ -299,35 +257,12 @@ def _check_types(types: list[DetailType], counts: Any) -> tuple[DetailType, ...]
     return tuple(replace(t, trailer_count=counts.get(t.type_value)) for t in types)
 
 
-FRAMING_KEYS = ("file_start_offset", "file_end_offset", "rdw_big_endian", "rdw_adjustment")
-
-
-def _record_format(inp: Mapping[str, Any], fmt: str, length: int, blocked: bool) -> Any:
-    """The FB/VB framing: record length, blocks, bytes around the records, the RDW's shape."""
-    from pipeline.layouts.copybook import MAX_RECORD_BYTES
-    from pipeline.layouts.recfm import RecordFormat
-
-    offsets = [_get(inp, f"input.{key}", int, 0) for key in FRAMING_KEYS[:2]]
-    if any(not 0 <= n <= 1 << 40 for n in offsets):
-        raise ConfigError("input.file_start_offset, input.file_end_offset: a number of bytes "
-                          "(0 or more)")
-    big_endian = _get(inp, "input.rdw_big_endian", bool, True)
-    adjustment = _get(inp, "input.rdw_adjustment", int, 0)
-    if fmt == "fb" and ("rdw_big_endian" in inp or "rdw_adjustment" in inp):
-        raise ConfigError("input.rdw_big_endian, input.rdw_adjustment: only for input.format "
-                          "vb (FB records have no RDW)")
-    if not -MAX_RECORD_BYTES <= adjustment <= MAX_RECORD_BYTES:
-        raise ConfigError(f"input.rdw_adjustment: {adjustment} is no RDW adjustment")
-    return RecordFormat(fmt, length or 32756, blocked, offsets[0], offsets[1], big_endian,
-                        adjustment)
-
-
 def _reject_limit(control: Mapping[str, Any]) -> dict[str, Any]:
     """``control.max_reject_rate`` (a share of the records read, 0 to 1) and/or
     ``control.max_rejects`` (records); neither set: the contract's 5%. Setting only the
     count drops the default rate, so a job's own number is never silently lowered."""
-    rate = _get(control, "control.max_reject_rate", (int, float), _ABSENT)
-    count = _get(control, "control.max_rejects", int, _ABSENT)
+    rate = get(control, "control.max_reject_rate", (int, float), ABSENT)
+    count = get(control, "control.max_rejects", int, ABSENT)
     if rate is None and count is None:
         return {}
     if rate is not None and not (math.isfinite(rate) and 0 <= rate <= 1):
@@ -357,10 +292,10 @@ def _hash_total(control: Mapping[str, Any], config: JobConfig) -> HashTotal | No
     if not isinstance(spec, Mapping):
         raise ConfigError(f'{key}: expected {{ field = "<trailer field>", of = "<detail '
                           f'field>" }}, got {spec!r}')
-    _refuse_unknown(spec, key, {"field", "of"})
-    total = _expect_field(config.trailer, _identifier(spec, f"{key}.field"), f"{key}.field",
+    refuse_unknown(spec, key, {"field", "of"})
+    total = _expect_field(config.trailer, identifier(spec, f"{key}.field"), f"{key}.field",
                           {FieldType.NUMBER})
-    of = _expect_field(config.detail, _identifier(spec, f"{key}.of"), f"{key}.of",
+    of = _expect_field(config.detail, identifier(spec, f"{key}.of"), f"{key}.of",
                        {FieldType.DIGITS, FieldType.NUMBER, FieldType.AMOUNT})
     if of.type is FieldType.AMOUNT and of.scale:
         raise ConfigError(f"{key}.of: field {of.name!r} has decimals; a hash total sums a "
@@ -438,25 +373,25 @@ VOLUME_ACTIONS = ("warn", "fail")
 def _volume_rule(control: Mapping[str, Any]) -> VolumeRule:
     """control.volume_*: how tonight's records read are held against the job's history."""
     default = VolumeRule()
-    runs = _get(control, "control.volume_history_runs", int, default.history_runs)
+    runs = get(control, "control.volume_history_runs", int, default.history_runs)
     if not 1 <= runs <= 1000:
         raise ConfigError(f"control.volume_history_runs: expected 1 to 1000, got {runs}")
-    least = _get(control, "control.volume_min_runs", int, min(default.min_runs, runs))
+    least = get(control, "control.volume_min_runs", int, min(default.min_runs, runs))
     if not 1 <= least <= runs:
         raise ConfigError(f"control.volume_min_runs: expected 1 to control.volume_history_runs "
                           f"({runs}), got {least}")
-    band = float(_get(control, "control.volume_band", (int, float), default.band))
+    band = float(get(control, "control.volume_band", (int, float), default.band))
     if not (math.isfinite(band) and 0 < band <= 100):
         raise ConfigError(f"control.volume_band: expected a share above 0 (0.5 = +/-50%), "
                           f"got {band}")
-    action = _get(control, "control.volume_action", str, default.action)
+    action = get(control, "control.volume_action", str, default.action)
     if action not in VOLUME_ACTIONS:
         raise ConfigError(f'control.volume_action: expected "warn" or "fail", got {action!r}')
     return VolumeRule(runs, band, least, action)
 
 
 def _optional_identifier(data: Mapping[str, Any], key: str) -> str | None:
-    return _identifier(data, key) if key.rsplit(".", 1)[-1] in data else None
+    return identifier(data, key) if key.rsplit(".", 1)[-1] in data else None
 
 
 def _key_columns(tables: Mapping[str, Any]) -> tuple[str, ...]:
@@ -468,7 +403,7 @@ def _key_columns(tables: Mapping[str, Any]) -> tuple[str, ...]:
     if not isinstance(names, list) or not names:
         raise ConfigError(f"tables.key: expected a field name or a non-empty list of field "
                           f"names, got {raw!r}")
-    columns = tuple(_identifier({"key": n}, "tables.key") for n in names)
+    columns = tuple(identifier({"key": n}, "tables.key") for n in names)
     if len(set(columns)) != len(columns):
         raise ConfigError(f"tables.key: a field may appear once, got {list(columns)}")
     return columns
@@ -487,166 +422,5 @@ def _expect_field(layout: Layout, name: str, key: str, types: set[FieldType]) ->
 
 
 def _optional_path(section: Mapping[str, Any], key: str) -> Path | None:
-    value = _get(section, key, str, "")
+    value = get(section, key, str, "")
     return Path(value) if value else None
-
-
-def _delimiter(inp: Mapping[str, Any]) -> str:
-    delimiter = _get(inp, "input.delimiter", str, ",")
-    if len(delimiter) != 1 or delimiter in '"\r\n' or not delimiter.isascii():
-        raise ConfigError(f"input.delimiter: expected one ASCII character other than a quote "
-                          f"or a line end, got {delimiter!r}")
-    return delimiter
-
-
-def _layout(section: Mapping[str, Any], name: str, record_length: int, fmt: str,
-            delimiter: str = ",") -> Layout:
-    raw = section.get(name)
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"layout.{name}: expected a list of fields")
-    fields: list[Field] = []
-    position = 1
-    for i, item in enumerate(raw):
-        key = _field_key(name, i, item)
-        if not isinstance(item, dict):
-            raise ConfigError(f"{key}: expected a table of field settings")
-        field = _field(item, key, position if fmt == "csv" else None)
-        if field.start != position:
-            raise ConfigError(f"{key}: field {field.name!r} starts at column {field.start}, "
-                              f"expected {position} (fields must cover the record in order)")
-        position = field.end + 1
-        fields.append(field)
-    if fmt == "fixed" and position - 1 != record_length:
-        raise ConfigError(f"layout.{name}: fields cover {position - 1} columns, "
-                          f"input.record_length is {record_length}")
-    layout = Layout(record_type=fields[0].value, length=position - 1, fields=tuple(fields))
-    if fmt == "csv":
-        _check_csv_fields(fields, name)
-        # the layout carries its framing, so whoever reads records with it can split them
-        layout = CsvLayout(layout.record_type, layout.length, layout.fields, delimiter)
-    _check_layout(layout, name)
-    return layout
-
-
-def _field_key(layout: str, index: int, item: Any) -> str:
-    """How a message names a field: by its name, which the operator finds in the TOML, or
-    by its 1-based position when the name itself is missing or not an identifier."""
-    name = item.get("name") if isinstance(item, dict) else None
-    if isinstance(name, str) and IDENTIFIER.fullmatch(name):
-        return f"layout.{layout}.{name}"
-    return f"layout.{layout} field {index + 1}"
-
-
-def _field(item: Mapping[str, Any], key: str, csv_start: int | None) -> Field:
-    allowed = {"name", "start", "length", "type", "value", "charset", "required", "scale", "sign"}
-    _refuse_unknown(item, key, allowed)
-    type_name = _get(item, f"{key}.type", str)
-    try:
-        ftype = FieldType(type_name)
-    except ValueError:
-        raise ConfigError(f"{key}.type: expected one of {[t.value for t in FieldType]}, "
-                          f"got {type_name!r}") from None
-    charset = _get(item, f"{key}.charset", str, "printable")
-    try:
-        chars = Charset(charset)
-    except ValueError:
-        raise ConfigError(f"{key}.charset: expected one of {[c.value for c in Charset]}, "
-                          f"got {charset!r}") from None
-    start = csv_start if csv_start is not None else _get(item, f"{key}.start", int)
-    field = Field(
-        name=_identifier(item, f"{key}.name"),
-        start=start,
-        length=_get(item, f"{key}.length", int),
-        type=ftype,
-        value=_get(item, f"{key}.value", str, ""),
-        charset=chars,
-        required=_get(item, f"{key}.required", bool, False),
-        scale=_get(item, f"{key}.scale", int, 0),
-        sign=_get(item, f"{key}.sign", str, ""),
-    )
-    _check_field(field, key)
-    return field
-
-
-def _check_field(field: Field, key: str) -> None:
-    if field.length < 1:
-        raise ConfigError(f"{key}.length: expected a positive length")
-    if field.type is FieldType.LITERAL and (len(field.value) != field.length
-                                            or not field.value.isascii()):
-        raise ConfigError(f"{key}.value: expected {field.length} ASCII characters")
-    if field.type is FieldType.DATE and field.length != 8:
-        raise ConfigError(f"{key}.length: a date is YYYYMMDD, 8 columns")
-    if field.type is FieldType.SIGN and field.length != 1:
-        raise ConfigError(f"{key}.length: a sign is 1 column")
-    if field.type in (FieldType.AMOUNT, FieldType.NUMBER) and field.length > MAX_AMOUNT_DIGITS:
-        raise ConfigError(f"{key}.length: at most {MAX_AMOUNT_DIGITS} digits fit exactly")
-    if field.type is FieldType.AMOUNT and not 0 <= field.scale < field.length:
-        raise ConfigError(f"{key}.scale: expected 0 to {field.length - 1}")
-
-
-def _check_layout(layout: Layout, name: str) -> None:
-    if layout.fields[0].type is not FieldType.LITERAL:
-        raise ConfigError(f"layout.{name} field 1: the first field must be the record type "
-                          "literal")
-    names = [f.name for f in layout.fields if f.type is not FieldType.FILLER]
-    if len(names) != len(set(names)):
-        raise ConfigError(f"layout.{name}: field names must be unique")
-    for f in layout.fields:
-        if f.type is FieldType.AMOUNT and f.sign:
-            sign = next((s for s in layout.fields if s.name == f.sign), None)
-            if sign is None or sign.type is not FieldType.SIGN:
-                raise ConfigError(f"layout.{name}: amount {f.name!r} names sign {f.sign!r}, "
-                                  "which is not a sign field of the layout")
-
-
-def _check_csv_fields(fields: list[Field], name: str) -> None:
-    for i, f in enumerate(fields):
-        if f.type is FieldType.SIGN or (f.type is FieldType.AMOUNT and f.sign):
-            raise ConfigError(f"{_field_key(name, i, {'name': f.name})}: a csv amount carries "
-                              'its own sign (e.g. "-1234.56"): no sign field, no amount sign key')
-
-
-def _section(data: Mapping[str, Any], name: str, allowed: set[str]) -> Mapping[str, Any]:
-    section = data.get(name, {})
-    if not isinstance(section, dict):
-        raise ConfigError(f"[{name}]: expected a table")
-    _refuse_unknown(section, name, allowed)
-    return section
-
-
-def _refuse_unknown(data: Mapping[str, Any], where: str, allowed: set[str]) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(f"unknown key {prefix}{unknown[0]}; expected one of {sorted(allowed)}")
-
-
-_MISSING = object()
-_ABSENT = object()  # an optional key without a default: None when absent
-
-
-def _get(data: Mapping[str, Any], key: str, kind: Any, default: Any = _MISSING) -> Any:
-    value = data.get(key.rsplit(".", 1)[-1], _MISSING)
-    if value is _MISSING:
-        if default is _MISSING or default is None:
-            raise ConfigError(f"{key}: missing")
-        return None if default is _ABSENT else default
-    # bool is an int in Python; refuse it where a count is wanted
-    wants_bool = kind is bool or (isinstance(kind, tuple) and bool in kind)
-    if not isinstance(value, kind) or (isinstance(value, bool) and not wants_bool):
-        raise ConfigError(f"{key}: expected {_kind_name(kind)}, got {value!r}")
-    return value
-
-
-def _identifier(data: Mapping[str, Any], key: str) -> str:
-    name = _get(data, key, str)
-    if not IDENTIFIER.fullmatch(name):
-        raise ConfigError(f"{key}: {name!r} is not a plain identifier "
-                          "(lower-case letter, then letters, digits or _, at most 30)")
-    return name
-
-
-def _kind_name(kind: Any) -> str:
-    if isinstance(kind, tuple):
-        return " or ".join(k.__name__ for k in kind)
-    return {str: "a string", int: "an integer", bool: "true or false"}.get(kind, kind.__name__)

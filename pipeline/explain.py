@@ -21,11 +21,9 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import itertools
 import re
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,7 @@ from pipeline.db.lock import job_lock
 from pipeline.db.merge import surviving_rows
 from pipeline.db.repositories import FinalRepository
 from pipeline.db.tables import JobTables, job_tables
-from pipeline.layouts.csv import CsvLayout
+from pipeline.inputs import KeysUnreadable, join_key
 from pipeline.metrics.aggregator import PROCESSOR
 from pipeline.rejects import read_rejects, reason_counts, reason_lines, rejected_lines
 from recon import checks
@@ -242,44 +240,12 @@ def _file_keys(found: Explanation, config: JobConfig,
     path = Path(run.input_path)
     if not len(lines) or not path.is_file() or run.input_sha256 is None:
         return {}
-    if config.mainframe is not None:  # records are not lines of text there
-        found.notes.append("keys of lost records are not read back from a copybook job's "
-                           "file: see the source lines")
+    try:
+        keys = config.input_format.read_keys(path, run.input_sha256, lines, config.key_columns)
+    except KeysUnreadable as exc:
+        found.notes.append(str(exc))
         return {}
-    wanted, raw = np.sort(lines), {}
-    digest, line, carry = hashlib.sha256(), 1, b""
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            digest.update(chunk)
-            data = carry + chunk
-            cut = data.rfind(b"\n") + 1
-            block, carry = data[:cut], data[cut:]
-            count = block.count(b"\n")
-            lo, hi = np.searchsorted(wanted, [line, line + count])
-            if hi > lo:
-                texts = block.split(b"\n")
-                raw.update({n: texts[n - line] for n in wanted[lo:hi].tolist()})
-            line += count
-    if digest.hexdigest() != run.input_sha256:
-        found.notes.append(f"{path} changed since the run: keys of lost lines not shown")
-        return {}
-    return {n: (_key_of(config, text), None) for n, text in raw.items()}
-
-
-def _key_of(config: JobConfig, record: bytes) -> str:
-    text = record.decode("latin-1")
-    if isinstance(config.detail, CsvLayout):
-        names = [f.name for f in config.detail.fields]
-        cells = text.split(config.detail.delimiter)
-        indexes = [names.index(k) for k in config.key_columns]
-        return _key_text([cells[i] if i < len(cells) else "" for i in indexes])
-    fields = [config.detail.field(k) for k in config.key_columns]
-    return _key_text([text[f.offset:f.end] for f in fields])
-
-
-def _key_text(values: Sequence[object]) -> str:
-    """One key as operators read it: a composite key's columns joined by '|'."""
-    return "|".join(str(v).strip() for v in values)
+    return {n: (key, None) for n, key in keys.items()}
 
 
 def _staged_lines(engine: Engine, tables: JobTables, run_id: str) -> np.ndarray:
@@ -303,7 +269,7 @@ def _staged_keys(engine: Engine, tables: JobTables, config: JobConfig, run_id: s
             rows = conn.execute(select(staging.c.source_line, staging.c[config.amount], *keys)
                                 .where(staging.c.run_id == run_id,
                                        staging.c.source_line.in_(part)))
-            out.update({int(r[0]): (_key_text(r[2:]), int(r[1])) for r in rows})
+            out.update({int(r[0]): (join_key(r[2:]), int(r[1])) for r in rows})
     return out
 
 
@@ -362,10 +328,10 @@ def _final_differences(found: Explanation, conn: Connection, tables: JobTables,
     for row in conn.execution_options(stream_results=True).execute(lost, params):
         kind = (MISSING_FROM_FINAL if row[2] is None else
                 OTHER_RUN_IN_FINAL if row[2] != run_id else OTHER_AMOUNT)
-        _add(found, sink, limit, Finding("final", kind, None, _key_text(row[3:]),
+        _add(found, sink, limit, Finding("final", kind, None, join_key(row[3:]),
                                          int(row[0]), None if row[1] is None else int(row[1])))
     for row in conn.execution_options(stream_results=True).execute(extra, params):
-        _add(found, sink, limit, Finding("final", NOT_FROM_STAGING, None, _key_text(row[1:]),
+        _add(found, sink, limit, Finding("final", NOT_FROM_STAGING, None, join_key(row[1:]),
                                          None, int(row[0])))
 
 

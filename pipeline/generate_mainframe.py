@@ -24,6 +24,14 @@ RECORD_LEN = 100
 _CHUNK = 100_000
 
 
+def generate_input(path: str | os.PathLike[str], records: int, fmt: str = "fixed",
+                   **options: Any) -> GeneratedInput:
+    """`pipeline generate --format`: the fixed-width text file, or its EBCDIC twin."""
+    if fmt == "fixed":
+        return generate_file(path, records, **options)
+    return generate_mainframe_file(path, records, fmt, **options)
+
+
 def generate_mainframe_file(path: str | os.PathLike[str], records: int, fmt: str = "ebcdic-fb",
                             **options: Any) -> GeneratedInput:
     """Write the EBCDIC twin of ``generate_file``'s output (same arguments, same data)."""

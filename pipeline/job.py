@@ -70,7 +70,7 @@ from pipeline.metrics.bus import MetricsBus
 from pipeline.outcome import RunOutcome
 from pipeline.reconcile import ReconciliationOutcome, ReconciliationService, Record
 from pipeline.repeats import discard_spill, repeated_lines
-from pipeline.source import InputPlan, plan_job_input
+from pipeline.source import InputPlan
 from pipeline.stages import AUDIT, CHECKS, LOAD, MERGE, PLAN, StageClock
 from pipeline.workers.context import TypeLoad, WorkerContext
 from pipeline.workers.pool import WorkerPool, WorkerSpec
@@ -148,20 +148,17 @@ def resolve_input(config: JobConfig) -> Path:
     """The configured input, or a sample generated once for the shipped example job."""
     if config.input_path is not None:
         return config.input_path
-    if config.name not in ("daily_transactions", "daily_transactions_ebcdic"):
+    kind = config.input_format.sample_format
+    if kind is None or config.name not in ("daily_transactions", "daily_transactions_ebcdic"):
         raise ConfigError("input.path: missing (only the example job can generate a sample)")
-    binary = config.mainframe is not None
-    sample = config.output_dir / "sample" / f"{config.name}.{'bin' if binary else 'dat'}"
+    sample = (config.output_dir / "sample" / config.name).with_suffix(
+        config.input_format.sample_suffix)
     if not sample.exists():
-        from pipeline.generate import generate_file
-        from pipeline.generate_mainframe import generate_mainframe_file
+        from pipeline.generate_mainframe import generate_input
 
         sample.parent.mkdir(parents=True, exist_ok=True)
-        if config.mainframe is not None:
-            generate_mainframe_file(sample, SAMPLE_RECORDS, f"ebcdic-{config.mainframe.fmt.kind}",
-                                    seed=1, reject_rate=0.001, duplicate_rate=0.001)
-        else:
-            generate_file(sample, SAMPLE_RECORDS, seed=1, reject_rate=0.001, duplicate_rate=0.001)
+        generate_input(sample, SAMPLE_RECORDS, kind, seed=1, reject_rate=0.001,
+                       duplicate_rate=0.001)
     return sample
 
 
@@ -362,7 +359,7 @@ def _record_and_plan(config: JobConfig, outcome: RunOutcome, engine: Engine,
                                 started, overrides.columns())
     outcome.recorded = True
     outcome.code_page, outcome.copybook_sha256 = config.code_page, config.copybook_sha256
-    plan = plan_job_input(config, outcome.input_path, processors)
+    plan = config.input_format.plan(outcome.input_path, processors)
     outcome.business_date = business_date(plan, config.business_date)
     audit_writer.runs.record_input(outcome.run_id, plan.sha256, outcome.business_date,
                                    config.code_page, config.copybook_sha256)

@@ -31,7 +31,7 @@ from pipeline.db.tables import job_tables
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.outcome import RunOutcome
 from pipeline.reconcile import ReconciliationService
-from pipeline.source import InputPlan, plan_job_input
+from pipeline.source import InputPlan
 from pipeline.workers.processor import typed_batches_of
 from recon import checks
 from recon.values import (
@@ -99,7 +99,7 @@ def _input_again(config: JobConfig, row: Any,
     if not path.is_file():
         raise refused(f"run {row.run_id} cannot be resumed: {why}, which is not there")
     try:
-        plan = plan_job_input(config, path, 1)
+        plan = config.input_format.plan(path, 1)
     except PipelineError as exc:
         raise refused(f"run {row.run_id} cannot be resumed: {why} ({exc})") from None
     if plan.sha256 != row.input_sha256:

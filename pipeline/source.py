@@ -1,7 +1,8 @@
-"""The input file: control records, byte ranges for the processors, batches of lines.
+"""The input file, whatever its format: its identity, byte ranges for the processors,
+their reading and digests. What the records are is the input format's (pipeline.inputs).
 
-The parent reads the header and the trailer itself and splits the details into byte
-ranges on record boundaries; one streaming pass hashes the file and counts the lines of
+The parent's input format reads the header and the trailer and splits the details into
+byte ranges on record boundaries; one streaming pass hashes the file and counts the lines of
 each range, so every processor knows the line number its range starts at. No step
 holds more than a chunk of the file in memory, whatever its size or shape.
 
@@ -17,26 +18,18 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import Any, BinaryIO
 
 from pipeline import interrupts
 from pipeline.errors import InputChanged, InputStructureError
-from pipeline.layouts.csv import CsvLayout, NotARecord, control_record
-from pipeline.layouts.fields import FieldType, Layout
-from pipeline.layouts.fixed import Reject, check_records, columns_of
-
-if TYPE_CHECKING:
-    from pipeline.config import JobConfig
+from pipeline.layouts.fixed import Reject
 
 CHUNK = 8 << 20
 MAX_LINE = 1 << 20  # a "record" longer than this is rejected without being held whole
-MAX_CSV_CONTROL = 64 << 10  # a CSV header or trailer line is short; more is no control record
 
 
 CHANGED = "input changed while being read"
@@ -81,22 +74,15 @@ class InputPlan:
         return sum(r.lines for r in self.ranges)
 
 
-def plan_job_input(config: JobConfig, path: Path, parts: int) -> InputPlan:
-    """The job's input planned by its record format: text lines, or FB/VB from a copybook."""
-    if config.mainframe is not None:
-        from pipeline.layouts.mainframe_input import plan_mainframe  # it imports this module
-
-        return plan_mainframe(path, config.mainframe, parts)
-    return plan_input(path, config.header, config.trailer, parts)
-
-
-def plan_input(path: Path, header: Layout, trailer: Layout, parts: int) -> InputPlan:
-    """Check the control records and split the details into ``parts`` byte ranges."""
+def plan_file(path: Path, plan: Callable[[BinaryIO, int], InputPlan]) -> InputPlan:
+    """``plan(file, size)`` of the opened input, with the identity its hashing saw."""
     try:
         with open(path, "rb") as f:
             before = FileIdentity.of(os.fstat(f.fileno()))
-            plan = _plan(f, path, before.size, header, trailer, parts)
-            return with_identity(plan, before, FileIdentity.of(os.fstat(f.fileno())))
+            if before.size == 0:
+                raise InputStructureError(f"input file {path} is empty: no header, no trailer")
+            planned = plan(f, before.size)
+            return with_identity(planned, before, FileIdentity.of(os.fstat(f.fileno())))
     except FileNotFoundError:
         raise InputStructureError(f"input file {path} does not exist") from None
     except IsADirectoryError:
@@ -113,53 +99,9 @@ def with_identity(plan: InputPlan, before: FileIdentity, after: FileIdentity) ->
                      after)
 
 
-def _plan(f: Any, path: Path, size: int, header: Layout, trailer: Layout,
-          parts: int) -> InputPlan:
-    if size == 0:
-        raise InputStructureError(f"input file {path} is empty: no header, no trailer")
-    if isinstance(header, CsvLayout):
-        return _plan_csv(f, path, size, header, trailer, parts)
-    width = header.length + 1
-    head = f.read(width)
-    header_values = read_control(header, head, "first", "header")
-    f.seek(max(0, size - trailer.length - 2))
-    tail = f.read()
-    if not tail.endswith(b"\n"):
-        raise InputStructureError("the last record does not end with a newline: "
-                                  "the file looks truncated")
-    if size == width:
-        raise InputStructureError("the file holds a header only: no trailer")
-    if size < 2 * width or tail[-trailer.length - 2] != ord("\n"):
-        raise InputStructureError(f"the last record is not a {trailer.length}-byte trailer")
-    trailer_values = read_control(trailer, tail[-trailer.length - 1 :], "last", "trailer")
-    return _split(f, path, size, header_values, trailer_values,
-                  (width, size - trailer.length - 1), parts)
-
-
-def _plan_csv(f: Any, path: Path, size: int, header: Layout, trailer: Layout,
-              parts: int) -> InputPlan:
-    """CSV lines have no fixed width: the header is the first line, the trailer the last."""
-    head = f.read(min(size, MAX_CSV_CONTROL))
-    head = head[: head.find(b"\n") + 1] or head
-    header_values = read_control(header, head, "first", "header")
-    f.seek(max(0, size - MAX_CSV_CONTROL))
-    tail = f.read()
-    if not tail.endswith(b"\n"):
-        raise InputStructureError("the last record does not end with a newline: "
-                                  "the file looks truncated")
-    if size == len(head):
-        raise InputStructureError("the file holds a header only: no trailer")
-    start = tail.rfind(b"\n", 0, len(tail) - 1) + 1
-    if start == 0 and size > len(tail):
-        raise InputStructureError(f"the last record is longer than {MAX_CSV_CONTROL} bytes: "
-                                  "not a trailer")
-    trailer_values = read_control(trailer, tail[start:], "last", "trailer")
-    return _split(f, path, size, header_values, trailer_values,
-                  (len(head), size - len(tail) + start), parts)
-
-
-def _split(f: Any, path: Path, size: int, header_values: dict[str, Any],
-           trailer_values: dict[str, Any], details: tuple[int, int], parts: int) -> InputPlan:
+def split_lines(f: Any, path: Path, size: int, header_values: dict[str, Any],
+                trailer_values: dict[str, Any], details: tuple[int, int],
+                parts: int) -> InputPlan:
     """Hash the file and split the detail bytes [first, last) into ranges of whole lines."""
     cuts = _cut_points(f, *details, parts)
     digest, counts, digests = _hash_and_count(f, cuts)
@@ -168,48 +110,6 @@ def _split(f: Any, path: Path, size: int, header_values: dict[str, Any],
         ranges.append(ByteRange(start, end, line, count, part))
         line += count
     return InputPlan(path, size, digest, header_values, trailer_values, tuple(ranges))
-
-
-def read_control(layout: Layout, record: bytes, where: str, what: str) -> dict[str, Any]:
-    """Validate a header or trailer record and return its values (numbers as ints)."""
-    if isinstance(layout, CsvLayout):
-        layout, rec = _csv_control(layout, record, where, what)
-    else:
-        rec = _fixed_control(layout, record, where, what)
-    checked = check_records(layout, rec)
-    if not checked.ok[0]:
-        raise InputStructureError(f"the {what} record is invalid: "
-                                  f"{checked.failures.reason(0, rec[0])}")
-    values: dict[str, Any] = {k: int(v[0]) for k, v in checked.numbers.items()}
-    for fld in layout.fields:
-        if fld.type in (FieldType.TEXT, FieldType.DATE, FieldType.DIGITS):
-            values[fld.name] = str(columns_of(layout, rec)[fld.name][0])
-    return values
-
-
-def _fixed_control(layout: Layout, record: bytes, where: str, what: str) -> np.ndarray:
-    if len(record) != layout.length + 1 or record[-1:] != b"\n":
-        if b"\r\n" in record or record[layout.length:layout.length + 1] == b"\r":
-            raise InputStructureError(f"the {where} record ends with CR LF (Windows line "
-                                      "ends); expected LF only: convert the file (dos2unix)")
-        raise InputStructureError(f"the {where} record is not a {layout.length}-byte {what} "
-                                  "ended by a newline")
-    rec = np.frombuffer(record[:-1], dtype=np.uint8).reshape(1, -1)
-    if rec[0, 0] != ord(layout.record_type):
-        raise InputStructureError(f"the {where} record is not a {what}: it starts with "
-                                  f"{record[:1]!r}, expected {layout.record_type!r}")
-    return rec
-
-
-def _csv_control(layout: CsvLayout, record: bytes, where: str,
-                 what: str) -> tuple[Layout, np.ndarray]:
-    """The virtual fixed-width twin of a CSV control line, checked by the same rules."""
-    if record[-1:] != b"\n":
-        raise InputStructureError(f"the {where} record is not a {what} line ended by a newline")
-    try:
-        return control_record(layout, record[:-1])
-    except NotARecord as exc:
-        raise InputStructureError(f"the {where} record is not a valid {what}: {exc}") from None
 
 
 def _cut_points(f: Any, first: int, last: int, parts: int) -> list[int]:

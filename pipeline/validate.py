@@ -13,16 +13,14 @@ details and a trailer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import JobConfig, trailer_totals
 from pipeline.errors import InputStructureError
-from pipeline.layouts.codepage_check import Reading, other_reading_lines, other_readings
-from pipeline.layouts.detail_types import Typed
-from pipeline.source import ByteRange, InputPlan, plan_job_input
-from pipeline.workers.processor import detail_batches_of, typed_batches_of, write_rejects
+from pipeline.layouts.codepage_check import Reading, other_reading_lines
+from pipeline.source import InputPlan
+from pipeline.workers.processor import typed_batches_of, write_rejects
 from recon import checks
 from recon.checks import reject_limit_check
 from recon.values import AggregatedMetrics, ReconciliationResult
@@ -58,14 +56,15 @@ def validate_input(config: JobConfig, input_path: Path, out_dir: Path) -> Valida
 
     Raises InputStructureError (exit 2) for a file that is not a valid input.
     """
-    plan = plan_job_input(config, input_path, 1)
+    plan = config.input_format.plan(input_path, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     found = Validation(input_path, out_dir / "rejects.txt", plan,
                        code_page=config.code_page, copybook_sha256=config.copybook_sha256,
                        type_read=[0] * len(config.details))
     with open(found.reject_file, "w", encoding="ascii") as rejects:
         for rng in plan.ranges:
-            for batch, parts in _batches(config, input_path, rng):
+            for batch, parts in typed_batches_of(config, input_path, rng,
+                                                 config.batch_size or 10_000):
                 for t, part in enumerate(parts):
                     found.type_read[t] += part.records_read if part else 0
                 write_rejects(rejects, batch)
@@ -79,10 +78,7 @@ def validate_input(config: JobConfig, input_path: Path, out_dir: Path) -> Valida
     if found.misplaced:
         raise InputStructureError(f"{found.misplaced} header or trailer record(s) inside the "
                                   f"details (see {found.reject_file}): not a valid input")
-    if config.mainframe is not None:  # each detail type's text in its own records
-        found.other_readings = other_readings(
-            config.mainframe, input_path, plan,
-            details=[t.config.mainframe.detail for t in config.details if t.config.mainframe])
+    found.other_readings = config.input_format.other_readings(input_path, plan)
     found.results = [*trailer_checks(config, plan, found),
                      reject_limit_check(config.reject_limit, found.records_read, found.rejects)]
     found.results += [checks.count_check(f"{t.label}:{checks.SOURCE_TRAILER_COUNT}",
@@ -90,15 +86,6 @@ def validate_input(config: JobConfig, input_path: Path, out_dir: Path) -> Valida
                       for t, read in zip(config.details, found.type_read, strict=True)
                       if t.trailer_count is not None]
     return found
-
-
-def _batches(config: JobConfig, path: Path, rng: ByteRange) -> Iterator[Typed]:
-    """Each batch of the range, with each detail type's part ([[details]]; else none)."""
-    size = config.batch_size or 10_000
-    if config.details:
-        yield from typed_batches_of(config, path, rng, size)
-    else:
-        yield from ((batch, ()) for batch in detail_batches_of(config, path, rng, size))
 
 
 def trailer_checks(config: JobConfig, plan: InputPlan,

@@ -23,9 +23,8 @@ from pipeline.jobs import shipped_config
 from pipeline.layouts.csv import CsvLayout, amount_digits, parse_csv_details
 from pipeline.layouts.fixed import DetailBatch, parse_details
 from pipeline.money import format_minor
-from pipeline.source import plan_input
 from recon import checks
-from tests.conftest import engine_for, final_rows, shipped_job
+from tests.conftest import engine_for, final_rows, shipped_job, write_job
 from tests.reference import detail
 
 pytestmark = pytest.mark.timeout(120)
@@ -245,7 +244,7 @@ def test_another_delimiter_is_used_everywhere(tmp_path: Path) -> None:
     assert isinstance(config.detail, CsvLayout) and config.detail.delimiter == ";"
     path = tmp_path / "semi.csv"
     path.write_text("H;20261125;CRM\nD;C1;Smith, Jane;RET;-1.50;20261124\nT;1;-1.50\n")
-    plan = plan_input(path, config.header, config.trailer, 1)
+    plan = config.input_format.plan(path, 1)
     assert plan.trailer == {"record_count": 1, "balance_total": -150}
     batch = parse_csv_details(config.detail, config.amount,
                               b"D;C1;Smith, Jane;RET;-1.50;20261124\n", 2)
@@ -256,7 +255,7 @@ def test_another_delimiter_is_used_everywhere(tmp_path: Path) -> None:
 
 
 def test_plan_reads_the_csv_header_and_trailer() -> None:
-    plan = plan_input(SAMPLE, BALANCES.header, BALANCES.trailer, 2)
+    plan = BALANCES.input_format.plan(SAMPLE, 2)
     assert plan.header == {"business_date": "2026-11-25", "source_system": "CRM"}
     assert plan.trailer == {"record_count": 6, "balance_total": 1_588_374}
     assert plan.detail_lines == 6 and plan.ranges[0].first_line == 2
@@ -276,7 +275,7 @@ def test_bad_control_records_refuse_the_file(tmp_path: Path, text: str, message:
     path = tmp_path / "in.csv"
     path.write_text(text, newline="")
     with pytest.raises(InputStructureError, match=message):
-        plan_input(path, BALANCES.header, BALANCES.trailer, 2)
+        BALANCES.input_format.plan(path, 2)
 
 
 # --- the customer_balances job end to end ------------------------------------------------
@@ -357,3 +356,21 @@ def test_totals_match_the_sample_file() -> None:
     total = sum(int(a.replace(".", "")) * 10 ** (2 - len(a.partition(".")[2])) for a in amounts)
     assert lines[-1] == f"T,{len(amounts)},{format_minor(total, 2)}"
     assert np.unique([line.split(",")[1] for line in lines[1:-1]]).size == len(amounts) - 1
+
+
+def test_a_pipe_delimited_apostrophe_quoted_feed_runs_end_to_end(
+        tmp_path: Path, db_url: str) -> None:
+    """input.format = "psv" (pipeline/inputs/pipe_text.py): the same job, another dialect."""
+    path = write_job(tmp_path / "psv.toml", ('format = "csv"', 'format = "psv"'),
+                     ('delimiter = ","\n', ''), job="customer_balances")
+    data = tmp_path / "in.psv"
+    data.write_text("H|20261125|CRM\nD|C1|'O''Brien | Sons'|RET|1.50|20261124\n"
+                    "D|C2|Say \"hi\"|SME|-2.25|20261124\nT|2|-0.75\n", encoding="ascii")
+    config = load_config(path).with_overrides(input_path=data, output_dir=tmp_path / "work",
+                                              database_url=db_url)
+    outcome = run_job(config)
+    assert outcome.exit_code == 0, outcome.message
+    with engine_for(db_url) as engine:
+        assert final_rows(engine, config, *BALANCE) == {
+            "C1": ("O'Brien | Sons", "RET", 150, NOV24),
+            "C2": ('Say "hi"', "SME", -225, NOV24)}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from pipeline.config import JobConfig
+from pipeline.config import JobConfig, load_config
 from pipeline.explain import (
     MISSING_FROM_FINAL,
     NOT_ACCEPTED,
@@ -21,7 +21,7 @@ from pipeline.explain import (
 )
 from pipeline.generate import generate_file
 from pipeline.job import run_job
-from tests.conftest import run_cli
+from tests.conftest import engine_for, run_cli, write_job
 from tests.reference import detail, write_input
 
 pytestmark = pytest.mark.timeout(120)
@@ -145,3 +145,28 @@ def test_explain_of_a_trailer_mismatch_shows_each_range(
     assert "failed   source_trailer_count (staging_to_final, staging_to_final_amount, " \
            "staging_to_final_columns not evaluated)" in shown
     assert not found.counts  # nothing lost between the processors and staging
+
+
+def test_explain_reads_a_quoted_csv_key_holding_the_delimiter(
+        tmp_path: Path, db_url: str) -> None:
+    """The key of a lost CSV line is read back by the CSV parser: "Smith, Jane" is one
+    cell, not the two a bare split on the delimiter makes of it."""
+    path = write_job(tmp_path / "job.toml", ('key = "customer_id"', 'key = "name"'),
+                     job="customer_balances")
+    config = load_config(path).with_overrides(output_dir=tmp_path / "work",
+                                              database_url=db_url)
+    data = tmp_path / "in.csv"
+    data.write_text('H,20261125,CRM\nD,C1,"Smith, Jane",RET,1.50,20261124\n'
+                    'D,C2,"Jones, Bob",RET,2.50,20261124\nT,2,4.00\n', encoding="ascii")
+
+    def lose_line_2(eng: Engine, run_id: str) -> None:
+        with eng.begin() as conn:
+            conn.execute(text("DELETE FROM stg_customer_balances WHERE run_id = :r "
+                              "AND source_line = 2"), {"r": run_id})
+
+    outcome = run_job(config.with_overrides(input_path=data), after_load=lose_line_2)
+    assert outcome.exit_code == 1, outcome.message
+    with engine_for(db_url) as engine:
+        found = explain_run(config, engine, outcome.run_id, everything=True)
+    assert [(f.source_line, f.key) for f in found.full or []
+            if f.kind == NOT_IN_STAGING] == [(2, "Smith, Jane")]

@@ -29,7 +29,7 @@ from pipeline.errors import ConfigError, InputChanged
 from pipeline.generate import generate_file
 from pipeline.job import run_job
 from pipeline.jobs import shipped_config
-from pipeline.source import plan_input, read_lines, reading_range
+from pipeline.source import read_lines, reading_range
 
 pytestmark = pytest.mark.slow
 RECORDS = 2_000
@@ -111,7 +111,7 @@ def test_input_rewritten_in_place_after_planning_fails_the_run(
 def test_a_range_read_after_a_change_is_refused(tmp_path: Path, small_input: Path,
                                                 how: str) -> None:
     config = load_config(shipped_config())
-    plan = plan_input(small_input, config.header, config.trailer, 2)
+    plan = config.input_format.plan(small_input, 2)
     if how == "pwrite":
         with open(small_input, "r+b") as f:
             os.pwrite(f.fileno(), b"ZZMUTATED0000001", RECORD * (RECORDS - 3) + 1)
@@ -131,7 +131,7 @@ def test_a_range_read_after_a_change_is_refused(tmp_path: Path, small_input: Pat
 
 def test_an_unchanged_range_reads_and_verifies(small_input: Path) -> None:
     config = load_config(shipped_config())
-    plan = plan_input(small_input, config.header, config.trailer, 3)
+    plan = config.input_format.plan(small_input, 3)
     lines = 0
     for rng in plan.ranges:
         with reading_range(plan, rng) as reading:

@@ -233,14 +233,13 @@ def test_an_ebcdic_detail_field_is_hashed_as_its_digits(tmp_path: Path) -> None:
     (zoned cp037 digits X'F0'-X'F9', bytes 18-27 of each 100-byte FB detail record)."""
     from pipeline.generate_mainframe import generate_mainframe_file
     from pipeline.jobs import shipped_config
-    from pipeline.source import plan_job_input
     from pipeline.workers.processor import detail_batches_of
 
     made = generate_mainframe_file(tmp_path / "in.bin", 500, "ebcdic-fb", reject_rate=0.05)
     config = load_config(shipped_config("daily_transactions_ebcdic"))
     config = config.with_overrides(input_path=made.path)
     config = replace(config, hash_total=HashTotal("detail_count", "account_id", 15))
-    plan = plan_job_input(config, made.path, 2)
+    plan = config.input_format.plan(made.path, 2)
     batches = [b for rng in plan.ranges
                for b in detail_batches_of(config, made.path, rng, 64)]
     data = made.path.read_bytes()

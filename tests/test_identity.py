@@ -22,7 +22,6 @@ from pipeline.identity import Overrides, business_date
 from pipeline.job import run_job
 from pipeline.jobs import shipped_config
 from pipeline.resume import resume_run
-from pipeline.source import plan_job_input
 from tests.conftest import final_rows, run_cli, write_job
 from tests.test_resume import break_merge, mend_merge
 
@@ -95,12 +94,12 @@ def test_a_job_without_a_business_date_has_no_date_rule(tmp_path: Path) -> None:
 
 def test_the_business_date_is_read_from_text_and_copybook_headers(tmp_path: Path) -> None:
     text_job = load_config(shipped_config())
-    plan = plan_job_input(text_job, night_file(tmp_path, "t.dat", 1, dt.date(2027, 2, 28)), 1)
+    plan = text_job.input_format.plan(night_file(tmp_path, "t.dat", 1, dt.date(2027, 2, 28)), 1)
     assert business_date(plan, "business_date") == dt.date(2027, 2, 28)
     assert business_date(plan, None) is None
     ebcdic = load_config(shipped_config("daily_transactions_ebcdic"))
     made = generate_mainframe_file(tmp_path / "e.bin", 50, "ebcdic-fb", seed=1)
-    assert business_date(plan_job_input(ebcdic, made.path, 1), "business_date") == NIGHT
+    assert business_date(ebcdic.input_format.plan(made.path, 1), "business_date") == NIGHT
 
 
 # --- the same file twice ------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
+from pipeline.inputs.mainframe import MainframeInput
 from pipeline.jobs import shipped_config
 from pipeline.layouts.fields import FieldType
 from tests.conftest import write_job
@@ -37,7 +38,7 @@ def test_the_shipped_job_becomes_layouts_the_tables_understand() -> None:
     assert config.detail.field("txn_id").required
     assert config.trailer.field("detail_count").type is FieldType.NUMBER
     assert config.trailer.field("amount_total").type is FieldType.AMOUNT
-    assert config.mainframe is not None and config.mainframe.fmt.kind == "fb"
+    assert isinstance(config.input_format, MainframeInput) and config.input_format.fmt.kind == "fb"
 
 
 @pytest.mark.parametrize("change, words", [

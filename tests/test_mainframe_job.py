@@ -17,6 +17,7 @@ from pipeline.db.tables import job_tables
 from pipeline.errors import ConfigError
 from pipeline.generate import generate_file
 from pipeline.generate_mainframe import generate_mainframe_file
+from pipeline.inputs.mainframe import MainframeInput
 from pipeline.job import RunOutcome, run_job
 from pipeline.jobs import shipped_config
 from pipeline.layouts.codepages import code_page
@@ -35,10 +36,9 @@ def ebcdic_config(tmp_path: Path, db_url: str) -> JobConfig:
 
 
 def as_format(config: JobConfig, kind: str, blocked: bool = False) -> JobConfig:
-    assert config.mainframe is not None
+    assert isinstance(config.input_format, MainframeInput)
     fmt = RecordFormat(kind, 100 if kind == "fb" else 32756, blocked)
-    return config.with_overrides(input_format=kind,
-                                 mainframe=dataclasses.replace(config.mainframe, fmt=fmt))
+    return config.with_overrides(input_format=dataclasses.replace(config.input_format, fmt=fmt))
 
 
 def final_txns(config: JobConfig) -> dict[str, tuple[Any, ...]]:
@@ -308,11 +308,10 @@ def test_every_detail_is_read_once_whatever_the_ranges(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, parts: int,
         chunk: int) -> None:
     from pipeline.layouts import recfm
-    from pipeline.layouts.mainframe_input import detail_batches, plan_mainframe
 
     monkeypatch.setattr(recfm, "CHUNK", chunk)
     config = as_format(load_config(shipped_config(JOB)), kind[:2], blocked=kind == "vbb")
-    assert config.mainframe is not None
+    assert isinstance(config.input_format, MainframeInput)
     records, total = sample(23)
     if kind != "fb":  # records of other lengths among them: rejected, still read once
         records[5] = records[5][:40]
@@ -321,13 +320,13 @@ def test_every_detail_is_read_once_whatever_the_ranges(
     path = tmp_path / "in.bin"
     path.write_bytes(data)
 
-    plan = plan_mainframe(path, config.mainframe, parts)
+    plan = config.input_format.plan(path, parts)
 
     assert plan.trailer == {"detail_count": 23, "amount_total": total}
     assert plan.detail_lines == 23
     seen: list[int] = []
     for rng in plan.ranges:
-        for batch in detail_batches(config.mainframe, "amount", path, rng, 3):
+        for batch in config.input_format.read(path, rng, 3, "amount"):
             seen += batch.lines.tolist() + [r.line for r in batch.rejects]
     assert sorted(seen) == list(range(2, 25))
 
@@ -436,16 +435,16 @@ def test_zoned_binary_and_separate_signs_end_to_end(tmp_path: Path) -> None:
 
 
 def test_national_characters_reach_the_database(tmp_path: Path, ebcdic_config: JobConfig) -> None:
-    assert ebcdic_config.mainframe is not None
+    assert isinstance(ebcdic_config.input_format, MainframeInput)
     cp273 = code_page("cp273")
-    mf = ebcdic_config.mainframe
+    mf = ebcdic_config.input_format
     decoders = {role: dataclasses.replace(getattr(mf, role), code_page=cp273,
                                           type_value=cp273.encode(getattr(mf, role)
                                                                   .type_value.decode("cp037")))
                 for role in ("header", "detail", "trailer")}
     decoders["detail"] = dataclasses.replace(
         decoders["detail"], control_values=(cp273.encode("H"), cp273.encode("T")))
-    config = ebcdic_config.with_overrides(mainframe=dataclasses.replace(mf, **decoders))
+    config = ebcdic_config.with_overrides(input_format=dataclasses.replace(mf, **decoders))
 
     def enc(text: str) -> bytes:
         return text.encode("cp273")
@@ -519,7 +518,7 @@ def test_the_shipped_vb_job_reads_its_sample_and_what_generate_writes(tmp_path: 
     assert check.returncode == 0, check.stdout + check.stderr
     assert "300 read" in check.stdout
     config = load_config(shipped_config("daily_transactions_ebcdic_vb"))
-    assert config.mainframe is not None and config.mainframe.fmt.kind == "vb"
+    assert isinstance(config.input_format, MainframeInput) and config.input_format.fmt.kind == "vb"
     with engine_for(db) as engine, engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(
             job_tables(config).final)).scalar_one() == 20
@@ -530,9 +529,9 @@ def test_the_shipped_vb_job_reads_its_sample_and_what_generate_writes(tmp_path: 
 
 def framed(config: JobConfig, kind: str, **options: Any) -> JobConfig:
     config = as_format(config, kind[:2], blocked=kind == "vbb")
-    assert config.mainframe is not None
-    fmt = dataclasses.replace(config.mainframe.fmt, **options)
-    return config.with_overrides(mainframe=dataclasses.replace(config.mainframe, fmt=fmt))
+    assert isinstance(config.input_format, MainframeInput)
+    fmt = dataclasses.replace(config.input_format.fmt, **options)
+    return config.with_overrides(input_format=dataclasses.replace(config.input_format, fmt=fmt))
 
 
 @pytest.mark.parametrize("kind", ["fb", "vb", "vbb"])
@@ -564,7 +563,8 @@ def test_rdws_of_other_byte_orders_and_counts(tmp_path: Path, ebcdic_config: Job
     standard = run(as_format(ebcdic_config, "vb"), tmp_path / "std.bin", data)
     assert standard.exit_code == 2 and "record descriptor word" in standard.message
     config = framed(ebcdic_config, "vb", rdw_big_endian=big_endian, rdw_adjustment=adjustment)
-    assert config.mainframe is not None and config.mainframe.fmt.rdw(104) == rdw_of(104)
+    assert isinstance(config.input_format, MainframeInput)
+    assert config.input_format.fmt.rdw(104) == rdw_of(104)
     outcome = run(config, tmp_path / "in.bin", data)
     assert outcome.exit_code == 0, outcome.message
     assert sum(r[2] for r in final_txns(config).values()) == total
@@ -579,7 +579,7 @@ def test_framing_options_in_the_config(tmp_path: Path) -> None:
         'encoding = "cp037"', 'encoding = "cp037"\nfile_start_offset = 4\nfile_end_offset = 8\n'
         'rdw_big_endian = false\nrdw_adjustment = 4'), job="daily_transactions_ebcdic_vb")
     (tmp_path / "daily_transactions_ebcdic_vb.bin").write_bytes(b"")
-    fmt = load_config(vb_job).mainframe.fmt  # type: ignore[union-attr]
+    fmt = load_config(vb_job).input_format.fmt  # type: ignore[attr-defined]
     assert (fmt.file_start, fmt.file_end, fmt.rdw_big_endian, fmt.rdw_adjustment) == (
         4, 8, False, 4)
     for edit, words in [("rdw_adjustment = 2", "only for input.format vb"),

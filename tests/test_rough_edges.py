@@ -20,7 +20,6 @@ from pipeline.job import run_job
 from pipeline.jobs import shipped_config
 from pipeline.metrics.prometheus import exposition, run_families
 from pipeline.reporting.htmlpage import render_html
-from pipeline.source import plan_input
 from pipeline.summary import format_summary
 from recon.values import WorkerMetrics
 from tests.conftest import run_cli, write_job
@@ -93,7 +92,7 @@ def test_4_a_fixed_width_file_given_to_the_csv_job_is_told_so(tmp_path: Path) ->
     made = generate_file(tmp_path / "in.dat", 10, seed=1)
     config = load_config(shipped_config("customer_balances"))
     with pytest.raises(InputStructureError, match="fixed-width file"):
-        plan_input(made.path, config.header, config.trailer, 1)
+        config.input_format.plan(made.path, 1)
 
 
 def test_4_a_crlf_file_is_told_its_line_ends(tmp_path: Path) -> None:
@@ -102,7 +101,7 @@ def test_4_a_crlf_file_is_told_its_line_ends(tmp_path: Path) -> None:
     crlf.write_bytes(made.path.read_bytes().replace(b"\n", b"\r\n"))
     config = load_config(shipped_config())
     with pytest.raises(InputStructureError, match="CR LF"):
-        plan_input(crlf, config.header, config.trailer, 1)
+        config.input_format.plan(crlf, 1)
 
 
 @pytest.mark.slow

@@ -19,8 +19,7 @@ import numpy as np
 from pipeline.layouts.codepages import CODE_PAGES, CodePage, code_page
 from pipeline.layouts.fields import FieldType
 from pipeline.layouts.mainframe import RecordDecoder
-from pipeline.layouts.mainframe_input import MainframeInput
-from pipeline.layouts.recfm import read_batches
+from pipeline.layouts.recfm import RecordFormat, read_batches
 from pipeline.source import InputPlan
 
 EXAMPLES = 3
@@ -36,19 +35,19 @@ class Reading:
     # (record number, field, as the job reads it, as this code page reads it)
 
 
-def other_readings(mf: MainframeInput, path: Path, plan: InputPlan, batch: int = 10_000,
-                   details: Sequence[RecordDecoder] = ()) -> list[Reading]:
-    """One Reading per other EBCDIC code page (none for an ASCII job). ``details``: the
-    detail types of a [[details]] job, each read in its own records (default: the one)."""
-    specs = list(details) or [mf.detail]
+def other_readings(fmt: RecordFormat, specs: Sequence[RecordDecoder], path: Path,
+                   plan: InputPlan, batch: int = 10_000) -> list[Reading]:
+    """One Reading per other EBCDIC code page (none for an ASCII job). ``specs``: the
+    detail record (or the detail types of a [[details]] job, each read in its own
+    records)."""
     cp = specs[0].code_page
     if cp.name == "ascii":
         return []
     readings = [Reading(name) for name in CODE_PAGES if name not in ("ascii", cp.name)]
     longest = max(s.size for s in specs)
-    size = mf.fmt.record_length if mf.fmt.kind == "fb" else longest + 4
+    size = fmt.record_length if fmt.kind == "fb" else longest + 4
     for rng in plan.ranges:
-        for b in read_batches(path, mf.fmt, rng.start, rng.end, rng.first_line, rng.lines,
+        for b in read_batches(path, fmt, rng.start, rng.end, rng.first_line, rng.lines,
                               batch, size):
             rec = b.rec if b.rec.shape[1] >= longest else np.pad(
                 b.rec, ((0, 0), (0, longest - b.rec.shape[1])))

@@ -46,6 +46,7 @@ class CsvLayout(Layout):
     the widest its cell may be (for an amount: its digits, sign and point not counted)."""
 
     delimiter: str = ","
+    quote: str = '"'  # what encloses a cell holding the delimiter
 
 
 class NotARecord(ValueError):
@@ -71,11 +72,11 @@ def virtual_layout(layout: Layout) -> Layout:
 # --- splitting lines into cells --------------------------------------------------------
 
 
-def split_rows(lines: Sequence[str], delimiter: str) -> list[list[str] | str]:
+def split_rows(lines: Sequence[str], delimiter: str, quote: str = '"') -> list[list[str] | str]:
     """The cells of each line, or the reason the line is no CSV record."""
     if not any("\r" in line for line in lines):
         # the common case: one C-speed reader over the whole batch
-        reader = csv.reader(lines, delimiter=delimiter, strict=True)
+        reader = csv.reader(lines, delimiter=delimiter, quotechar=quote, strict=True)
         try:
             rows: list[list[str] | str] = list(reader)
         except csv.Error:
@@ -83,10 +84,10 @@ def split_rows(lines: Sequence[str], delimiter: str) -> list[list[str] | str]:
         # an open quote makes the reader swallow the next line: judge line by line then
         if len(rows) == len(lines) and reader.line_num == len(lines):
             return [row or "record is empty" for row in rows]
-    return [split_line(line, delimiter) for line in lines]
+    return [split_line(line, delimiter, quote) for line in lines]
 
 
-def split_line(line: str, delimiter: str) -> list[str] | str:
+def split_line(line: str, delimiter: str, quote: str = '"') -> list[str] | str:
     if line.endswith("\r"):
         return "record ends with CR LF (a Windows line end); expected LF only"
     if "\r" in line:
@@ -94,7 +95,7 @@ def split_line(line: str, delimiter: str) -> list[str] | str:
     if not line:
         return "record is empty"
     try:
-        return next(csv.reader((line,), delimiter=delimiter, strict=True))
+        return next(csv.reader((line,), delimiter=delimiter, quotechar=quote, strict=True))
     except csv.Error as exc:
         if str(exc) == "unexpected end of data":
             return "bad quoting: a quote is not closed on its line (no newlines in fields)"
@@ -215,7 +216,7 @@ def parse_csv_details(layout: CsvLayout, amount: str, data: bytes, first_line: i
     cells: list[list[str]] = []
     misplaced: list[int] = []
     rejects: list[Reject] = []
-    for i, row in enumerate(split_rows(lines, layout.delimiter)):
+    for i, row in enumerate(split_rows(lines, layout.delimiter, layout.quote)):
         if isinstance(row, str):
             rejects.append(Reject(first_line + i, row, lines[i].encode("latin-1")))
         elif row[0] in control_types and len(row[0]) == 1:
@@ -260,7 +261,7 @@ def _detail_batch(virtual: VirtualRecords, amount: str, lines: list[str], good: 
 
 def control_record(layout: CsvLayout, line: bytes) -> tuple[Layout, np.ndarray]:
     """The valid virtual record (1, L) of one header or trailer line without its newline."""
-    row = split_line(line.decode("latin-1"), layout.delimiter)
+    row = split_line(line.decode("latin-1"), layout.delimiter, layout.quote)
     if isinstance(row, str):
         raise NotARecord(row)
     if row[0] != layout.record_type:

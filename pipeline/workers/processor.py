@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
-
 from pipeline.config import JobConfig
 from pipeline.db.bulk import StagingBatch
 from pipeline.db.digests import total
-from pipeline.layouts.csv import CsvLayout, parse_csv_details
-from pipeline.layouts.detail_types import Typed, typed_batches
-from pipeline.layouts.fixed import DetailBatch, Reject, parse_details
-from pipeline.layouts.mainframe_input import detail_batches
+from pipeline.layouts.detail_types import Typed
+from pipeline.layouts.fixed import DetailBatch
 from pipeline.metrics.bus import WorkerType
 from pipeline.repeats import HashSpill, buckets_for
-from pipeline.source import ByteRange, LineChunk, read_lines, reading_range
+from pipeline.source import ByteRange, RangeDigest, reading_range
 from pipeline.workers.context import WorkerContext, worker_main
 
 
@@ -114,47 +110,22 @@ def key_spill(ctx: WorkerContext, worker_id: int) -> Iterator[HashSpill]:
 
 
 def typed_batches_of(config: JobConfig, path: Path, rng: ByteRange, batch_size: int,
-                     digest: Any = None) -> Iterator[Typed]:
-    """[[details]]: per batch, its whole figures and each type's batch (also `validate`'s)."""
-    assert config.mainframe is not None  # config: [[details]] is for fb/vb inputs only
-    specs = [(t.config.mainframe.detail, t.config.amount) for t in config.details
-             if t.config.mainframe is not None]
-    yield from typed_batches(config.mainframe.fmt, specs, path, rng, batch_size, digest)
+                     digest: RangeDigest | None = None) -> Iterator[Typed]:
+    """Per batch, its whole figures and each [[details]] type's batch (also `validate`'s)."""
+    return config.input_format.read_typed(path, rng, batch_size, config.amount,
+                                          _hashed(config), digest)
 
 
 def detail_batches_of(config: JobConfig, path: Path, rng: ByteRange, batch_size: int,
-                      digest: Any = None) -> Iterator[DetailBatch]:
-    """The detail batches of the range, whatever the input format (also `validate`'s)."""
-    hash_of = config.hash_total.of if config.hash_total else None
-    if config.mainframe is not None:
-        yield from detail_batches(config.mainframe, config.amount, path, rng, batch_size,
-                                  digest, hash_of)
-        return
-    parse = _parser(config, hash_of)
-    for item in read_lines(path, rng, batch_size, config.detail.length, digest):
-        if isinstance(item, LineChunk):
-            yield parse(item.data, item.first_line)
-        else:
-            yield _unreadable(item)
+                      digest: RangeDigest | None = None) -> Iterator[DetailBatch]:
+    """The detail batches of the range, whatever the input format."""
+    return config.input_format.read(path, rng, batch_size, config.amount, _hashed(config),
+                                    digest)
 
 
-def _parser(config: JobConfig, hash_of: str | None) -> Callable[[bytes, int], DetailBatch]:
-    """The detail parser of the input format; both yield the same DetailBatch."""
-    layout, amount = config.detail, config.amount
-    control = config.header.record_type[:1] + config.trailer.record_type[:1]
-    if config.input_format == "csv":
-        if not isinstance(layout, CsvLayout):
-            raise TypeError("input.format is csv but the detail layout is not a CsvLayout")
-        return lambda data, line: parse_csv_details(layout, amount, data, line, control,
-                                                    hash_of)
-    return lambda data, line: parse_details(layout, amount, data, line, control, hash_of)
-
-
-def _unreadable(reject: Reject) -> DetailBatch:
-    """An over-long line: one record read, rejected, its amount (and hashed field)
-    unknowable."""
-    return DetailBatch(reject.line, np.empty(0, np.int64), {}, 1, [reject], 0, 0, 1, [],
-                       unhashed=1)
+def _hashed(config: JobConfig) -> str | None:
+    """The detail field a trailer hash total sums, if the job has one."""
+    return config.hash_total.of if config.hash_total else None
 
 
 # one reject per line of the reject file, whatever bytes the record held: every byte

@@ -22,7 +22,7 @@ from pipeline.config import load_config
 from pipeline.generate import generate_file
 from pipeline.jobs import shipped_config
 from pipeline.layouts.fixed import DetailBatch, Reject, parse_details
-from pipeline.source import ByteRange, LineChunk, plan_input, read_lines
+from pipeline.source import ByteRange, LineChunk, read_lines
 from tests.reference import is_calendar_date
 
 pytestmark = pytest.mark.timeout(60)
@@ -377,7 +377,7 @@ def test_planned_ranges_read_in_batches_give_the_same_totals(tmp_path: Path, par
     path = tmp_path / "in.dat"
     generate_file(path, 300, seed=5, reject_rate=0.2, duplicate_rate=0.1)
     whole = _totals([parse_details(LAYOUT, AMOUNT, _details_of(path), 2)])
-    plan = plan_input(path, CONFIG.header, CONFIG.trailer, parts)
+    plan = CONFIG.input_format.plan(path, parts)
     batches = []
     for rng in plan.ranges:
         for item in read_lines(path, rng, batch_lines, LAYOUT.length):
@@ -509,7 +509,7 @@ def test_read_lines_covers_the_range_exactly(tmp_path_factory: pytest.TempPathFa
 
 def _check_plan(path: Path, details: int, parts: int) -> source.InputPlan:
     content = path.read_bytes()
-    plan = plan_input(path, CONFIG.header, CONFIG.trailer, parts)
+    plan = CONFIG.input_format.plan(path, parts)
     ranges = plan.ranges
     assert len(ranges) == parts
     assert ranges[0].start == 101

@@ -1,47 +1,77 @@
-"""A mainframe input as a job reads it: copybook records, code page, record format.
-
-The config names the copybook and which 01 records are the header, the detail and the
-trailer; this module turns them into the job's Layouts (what the tables store) and
-RecordDecoders (how the bytes are read), plans the file and yields detail batches.
-"""
+"""A binary input's records as a copybook describes them: the [copybook] section and the
+input's framing (FB/VB) turned into RecordDecoders (how the bytes are read) and the
+job's Layouts (what the tables store)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-import numpy as np
-
-from pipeline.errors import ConfigError, InputStructureError
+from pipeline.errors import ConfigError
 from pipeline.layouts.codepages import code_page
-from pipeline.layouts.copybook import Item, Record, Usage, parse_copybook_file
+from pipeline.layouts.copybook import MAX_RECORD_BYTES, Item, Record, Usage, parse_copybook_file
 from pipeline.layouts.fields import Charset, Field, FieldType, Layout
-from pipeline.layouts.fixed import DetailBatch
-from pipeline.layouts.mainframe import (
-    INT64_DIGITS,
-    Column,
-    RecordDecoder,
-    decode,
-    decode_details,
-)
-from pipeline.layouts.recfm import RecordFormat, framing_hint, read_batches, walk_file
-from pipeline.source import ByteRange, FileIdentity, InputPlan, range_digests, with_identity
+from pipeline.layouts.mainframe import INT64_DIGITS, Column, RecordDecoder
+from pipeline.layouts.recfm import RecordFormat
+from pipeline.settings import IDENTIFIER, get, section
 
 ROLES = ("header", "detail", "trailer")
 MAX_CONTROL_DIGITS = 31
+FRAMING_KEYS = ("file_start_offset", "file_end_offset", "rdw_big_endian", "rdw_adjustment")
+COPYBOOK_KEYS = {"path", "header", "detail", "trailer", "record_type", "header_type",
+                 "detail_type", "trailer_type", "dates", "library"}
 
 
-@dataclass(frozen=True)
-class MainframeInput:
+class Copybook(NamedTuple):
     fmt: RecordFormat
     header: RecordDecoder
     detail: RecordDecoder
     trailer: RecordDecoder
-    copybook_sha256: str = ""  # of the copybook file as read, recorded in BATCH_RUN
+    layouts: tuple[Layout, Layout, Layout]
+    sha256: str  # of the copybook file as read, recorded in BATCH_RUN
+
+
+def read_copybook(kind: str, data: Mapping[str, Any], source: Path) -> Copybook:
+    """The records of a fb/vb job: its [copybook], its framing keys of [input], and the
+    fields [tables] and [control] give a role to."""
+    if data.get("layout"):
+        raise ConfigError("[layout]: a fb/vb job takes its layout from [copybook]")
+    book = section(data, "copybook", COPYBOOK_KEYS)
+    inp, tables, control = data.get("input", {}), data.get("tables", {}), data.get("control", {})
+    length = get(inp, "input.record_length", int, 0 if kind == "vb" else None)
+    blocked = get(inp, "input.blocked", bool, False)
+    if kind == "fb" and (length < 1 or blocked):
+        raise ConfigError("input.record_length: a fb input needs a positive record length "
+                          "(and no blocked = true)")
+    if length > MAX_RECORD_BYTES:
+        raise ConfigError(f"input.record_length: {length} is more than a record holds "
+                          f"({MAX_RECORD_BYTES})")
+    key = tables.get("key", "")
+    roles = Roles(frozenset(key if isinstance(key, list) else [key]), str(tables.get("amount", "")),
+                  str(control.get("trailer_count", "")), str(control.get("trailer_amount", "")))
+    return build_mainframe(book, _record_format(inp, kind, length, blocked),
+                           get(inp, "input.encoding", str, "cp037"), source, roles)
+
+
+def _record_format(inp: Mapping[str, Any], kind: str, length: int,
+                   blocked: bool) -> RecordFormat:
+    """The FB/VB framing: record length, blocks, bytes around the records, the RDW's shape."""
+    offsets = [get(inp, f"input.{key}", int, 0) for key in FRAMING_KEYS[:2]]
+    if any(not 0 <= n <= 1 << 40 for n in offsets):
+        raise ConfigError("input.file_start_offset, input.file_end_offset: a number of bytes "
+                          "(0 or more)")
+    big_endian = get(inp, "input.rdw_big_endian", bool, True)
+    adjustment = get(inp, "input.rdw_adjustment", int, 0)
+    if kind == "fb" and ("rdw_big_endian" in inp or "rdw_adjustment" in inp):
+        raise ConfigError("input.rdw_big_endian, input.rdw_adjustment: only for input.format "
+                          "vb (FB records have no RDW)")
+    if not -MAX_RECORD_BYTES <= adjustment <= MAX_RECORD_BYTES:
+        raise ConfigError(f"input.rdw_adjustment: {adjustment} is no RDW adjustment")
+    return RecordFormat(kind, length or 32756, blocked, offsets[0], offsets[1], big_endian,
+                        adjustment)
 
 
 @dataclass(frozen=True)
@@ -55,7 +85,7 @@ class Roles:
 
 
 def build_mainframe(section: Mapping[str, Any], fmt: RecordFormat, encoding: str,
-                    source: Path, roles: Roles) -> tuple[MainframeInput, dict[str, Layout]]:
+                    source: Path, roles: Roles) -> Copybook:
     """The decoders and the job's layouts of a [copybook] section."""
     path = section.get("path")
     if not isinstance(path, str) or not path:
@@ -85,9 +115,8 @@ def build_mainframe(section: Mapping[str, Any], fmt: RecordFormat, encoding: str
         decoder = _decoder(record, role, cp, type_name, values, set(dates), roles)
         decoders[role] = decoder
         layouts[role] = _layout(decoder, values[role] or role[0].upper())
-    mf = MainframeInput(fmt, decoders["header"], decoders["detail"], decoders["trailer"],
-                        sha256)
-    return mf, layouts
+    return Copybook(fmt, decoders["header"], decoders["detail"], decoders["trailer"],
+                    (layouts["header"], layouts["detail"], layouts["trailer"]), sha256)
 
 
 def _check_length(record: Record, role: str, fmt: RecordFormat) -> None:
@@ -124,8 +153,6 @@ MAX_COLUMNS = 1000  # Oracle's limit per table
 
 def _check_names(record: Record) -> None:
     """Every item becomes a column: a plain identifier, once per record."""
-    from pipeline.config import IDENTIFIER
-
     seen: set[str] = set()
     for it in record.items:
         where = record.at(it.line)
@@ -211,88 +238,3 @@ def _layout(decoder: RecordDecoder, type_value: str) -> Layout:
             fields.append(Field(it.name, it.offset + 1, it.digits + max(0, -it.scale), col.kind,
                                 scale=max(it.scale, 0), optional=absent))
     return Layout(type_value, decoder.size, tuple(fields))
-
-
-# --- planning and reading ------------------------------------------------------------
-
-
-def plan_mainframe(path: Path, mf: MainframeInput, parts: int) -> InputPlan:
-    """Walk the file once: hash, header, trailer, ranges of detail records; then hash
-    each range (the processors verify what they read against it: pipeline.source)."""
-    try:
-        before = FileIdentity.of(os.stat(path))
-        walk = walk_file(path, mf.fmt, parts)
-    except FileNotFoundError:
-        raise InputStructureError(f"input file {path} does not exist") from None
-    except (IsADirectoryError, PermissionError) as exc:
-        raise InputStructureError(f"input file {path} cannot be read: {exc}") from None
-    with open(path, "rb") as f:
-        if walk.records < 2:
-            raise InputStructureError(_one_record(f, walk.header, mf))
-        try:
-            header = _control(f, walk.header, mf.header, "first", "header")
-            trailer = _control(f, walk.trailer, mf.trailer, "last", "trailer")
-        except InputStructureError as exc:  # the first reason a header fails: VB read as FB
-            raise InputStructureError(f"{exc}{framing_hint(path, mf.fmt)}") from None
-    ranges = range_digests(path, _ranges(walk, mf.fmt, before.size))
-    plan = InputPlan(path, before.size, walk.sha256, header, trailer, ranges)
-    return with_identity(plan, before, FileIdentity.of(os.stat(path)))
-
-
-def _ranges(walk: Any, fmt: RecordFormat, size: int) -> tuple[ByteRange, ...]:
-    last = walk.records - 1  # 0-based number of the trailer
-    if fmt.blocked:
-        starts = [(o, r) for o, r in walk.cuts if r < last]
-        end = size - fmt.file_end
-    else:
-        first_detail = walk.header[0] + walk.header[1]
-        starts = [(first_detail, 1)] + [(o, r) for o, r in walk.cuts if 1 < r < last]
-        end = walk.trailer_start
-    starts = sorted(set(starts))
-    ranges = []
-    for i, (offset, r) in enumerate(starts):
-        nxt_offset, nxt_r = starts[i + 1] if i + 1 < len(starts) else (end, last)
-        first = max(r, 1)
-        ranges.append(ByteRange(offset, nxt_offset, first + 1, nxt_r - first))
-    return tuple(rg for rg in ranges if rg.lines > 0) or (ranges[0],)
-
-
-def _one_record(f: Any, where: tuple[int, int], mf: MainframeInput) -> str:
-    """What a one-record file holds, for its message: a header or a trailer alone."""
-    for spec, what, missing in ((mf.header, "a header", "trailer"),
-                                (mf.trailer, "a trailer", "header")):
-        try:
-            _control(f, where, spec, "only", what)
-        except InputStructureError:
-            continue
-        return f"the file holds one record, {what} only: no {missing}"
-    return "the file holds one record, neither a header nor a trailer"
-
-
-def _control(f: Any, where: tuple[int, int], spec: RecordDecoder, position: str,
-             what: str) -> dict[str, Any]:
-    f.seek(where[0])
-    raw = f.read(where[1])
-    if len(raw) < spec.size:
-        raise InputStructureError(f"the {position} record is {len(raw)} bytes, a {what} "
-                                  f"({spec.name}) is {spec.size}")
-    rec = np.frombuffer(raw, np.uint8).reshape(1, -1)
-    decoded = decode(spec, rec)
-    if not decoded.ok[0]:
-        raise InputStructureError(f"the {position} record is not a valid {what}: "
-                                  f"{decoded.failures.reason(0, raw)}")
-    values: dict[str, Any] = {}
-    for col in spec.columns:
-        v = decoded.values[col.name][0]
-        values[col.name] = str(v) if col.kind in (FieldType.TEXT, FieldType.DATE) else int(v)
-    return values
-
-
-def detail_batches(mf: MainframeInput, amount: str, path: Path, rng: ByteRange,
-                   batch: int, digest: Any = None,
-                   hash_of: str | None = None) -> Iterator[DetailBatch]:
-    size = mf.fmt.record_length if mf.fmt.kind == "fb" else mf.detail.size + 4
-    for b in read_batches(path, mf.fmt, rng.start, rng.end, rng.first_line, rng.lines, batch,
-                          size, digest):
-        yield decode_details(mf.detail, amount, b.rec, b.lengths, b.offsets, b.first_record,
-                             exact_length=mf.fmt.kind == "vb", hash_of=hash_of)

@@ -26,7 +26,6 @@ from typing import Any, BinaryIO
 
 from pipeline import interrupts
 from pipeline.errors import InputChanged, InputStructureError
-from pipeline.layouts.fixed import Reject
 
 CHUNK = 8 << 20
 MAX_LINE = 1 << 20  # a "record" longer than this is rejected without being held whole
@@ -241,6 +240,16 @@ def _same_file(plan: InputPlan, fd: int, when: str) -> None:
     if now != plan.identity:
         raise InputChanged(f"{CHANGED}: {plan.path} is not the file hashed at planning "
                            f"({when}: size, inode or modification time differ)")
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A record refused, by the reader (a line too long) or by a layout's rules: its line
+    number, why, and its first bytes."""
+
+    line: int
+    reason: str
+    raw: bytes
 
 
 @dataclass(frozen=True)

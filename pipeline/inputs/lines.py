@@ -16,12 +16,13 @@ from pipeline.errors import ConfigError, InputStructureError
 from pipeline.inputs.contract import InputFormat, KeysUnreadable
 from pipeline.inputs.copybook_layout import FRAMING_KEYS
 from pipeline.layouts.fields import FieldType, Layout
-from pipeline.layouts.fixed import DetailBatch, Reject, check_records, columns_of
+from pipeline.layouts.fixed import DetailBatch, check_records, columns_of
 from pipeline.source import (
     ByteRange,
     InputPlan,
     LineChunk,
     RangeDigest,
+    Reject,
     plan_file,
     read_lines,
 )

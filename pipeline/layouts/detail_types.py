@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.layouts.fixed import DetailBatch, Reject
+from pipeline.layouts.fixed import DetailBatch
 from pipeline.layouts.mainframe import RecordDecoder, decode_details, hex_dump
 from pipeline.layouts.recfm import RecordFormat, read_batches
-from pipeline.source import ByteRange
+from pipeline.source import ByteRange, Reject
 
 # a type's decoder and the name of its amount field
 TypeSpec = tuple[RecordDecoder, str]

@@ -15,16 +15,10 @@ import numpy as np
 
 from pipeline.layouts.fields import Charset, Field, FieldType, Layout
 from pipeline.money import checked_sum
+from pipeline.source import Reject
 
 NEWLINE, SPACE = 10, 32
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
-
-
-@dataclass(frozen=True)
-class Reject:
-    line: int
-    reason: str
-    raw: bytes
 
 
 class Place(Protocol):

@@ -522,9 +522,8 @@ def _reconcile_types(config: JobConfig, outcome: RunOutcome, engine: Engine,
     with stages.stage(CHECKS, "volume"):
         volume = history.volume_check(engine, typed[0].batch_run, config.name, started,
                                       config.volume, metrics.total_read)
-    whole = [*checks.trailer_checks(trailer_totals(config, plan.trailer), metrics),
-             checks.reject_limit_check(config.reject_limit, metrics.total_read,
-                                       metrics.total_errors), volume]
+    whole = [*checks.file_checks(trailer_totals(config, plan.trailer), metrics,
+                                 config.reject_limit), volume]
     chains = [TypeChain(t.label, ReconciliationService(
         engine, each, t.config.key_columns, t.config.amount, TrailerTotals(0, 0),
         input_rows=_input_rows(t.config, outcome, plan, engine, each),

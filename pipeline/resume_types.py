@@ -62,8 +62,7 @@ def resume_types(config: JobConfig, engine: Engine, row: Any, outcome: RunOutcom
                               type_figures(config, plan), strict=True)]
     own, staged = load_checks(chains, run_id, WHOLE_FILE | {checks.WRITTEN_TO_STAGING})
     first = checks.in_order([
-        *checks.trailer_checks(trailer, whole),
-        checks.reject_limit_check(config.reject_limit, whole.total_read, whole.total_errors),
+        *checks.file_checks(trailer, whole, config.reject_limit),
         checks.count_check(checks.WRITTEN_TO_STAGING, whole.total_written, sum(staged),
                            "every detail type's staging rows"), volume])
     if _merged(engine, chains, run_id):

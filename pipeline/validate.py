@@ -22,7 +22,6 @@ from pipeline.layouts.codepage_check import Reading, other_reading_lines
 from pipeline.source import InputPlan
 from pipeline.workers.processor import typed_batches_of, write_rejects
 from recon import checks
-from recon.checks import reject_limit_check
 from recon.values import AggregatedMetrics, ReconciliationResult
 
 log = logging.getLogger(__name__)
@@ -79,8 +78,7 @@ def validate_input(config: JobConfig, input_path: Path, out_dir: Path) -> Valida
         raise InputStructureError(f"{found.misplaced} header or trailer record(s) inside the "
                                   f"details (see {found.reject_file}): not a valid input")
     found.other_readings = config.input_format.other_readings(input_path, plan)
-    found.results = [*trailer_checks(config, plan, found),
-                     reject_limit_check(config.reject_limit, found.records_read, found.rejects)]
+    found.results = file_checks(config, plan, found)
     found.results += [checks.count_check(f"{t.label}:{checks.SOURCE_TRAILER_COUNT}",
                                          int(plan.trailer[t.trailer_count]), read)
                       for t, read in zip(config.details, found.type_read, strict=True)
@@ -88,15 +86,16 @@ def validate_input(config: JobConfig, input_path: Path, out_dir: Path) -> Valida
     return found
 
 
-def trailer_checks(config: JobConfig, plan: InputPlan,
-                   found: Validation) -> list[ReconciliationResult]:
-    """The run's trailer checks (recon.checks.trailer_checks), on what this pass read."""
+def file_checks(config: JobConfig, plan: InputPlan,
+                found: Validation) -> list[ReconciliationResult]:
+    """The run's whole-file checks (recon.checks.file_checks), on what this pass read."""
     read = AggregatedMetrics(
         total_read=found.records_read, total_written=0, total_errors=found.rejects,
         accepted_amount=0, read_amount=found.read_amount, written_amount=0,
         unreadable_amounts=found.unreadable_amounts, misplaced_control=found.misplaced,
         writer_errors=0, workers=(), hash_read=found.hash_read, unhashed=found.unhashed)
-    return checks.trailer_checks(trailer_totals(config, plan.trailer), read)
+    return checks.file_checks(trailer_totals(config, plan.trailer), read,
+                              config.reject_limit)
 
 
 def format_validation(found: Validation, job_name: str, scale: int) -> str:

@@ -236,6 +236,15 @@ def trailer_checks(trailer: TrailerTotals, a: AggregatedMetrics) -> list[Reconci
     return results
 
 
+def file_checks(trailer: TrailerTotals, a: AggregatedMetrics,
+                limit: RejectLimit | None = None) -> list[ReconciliationResult]:
+    """The whole file's checks: its trailer against the records read, and the rejects
+    within ``limit`` (default: the contract's, 5% of the records read); all that
+    `validate` can check, and a run's first checks."""
+    return [*trailer_checks(trailer, a),
+            reject_limit_check(limit or RejectLimit(), a.total_read, a.total_errors)]
+
+
 def load_checks(trailer: TrailerTotals, a: AggregatedMetrics, staged: int,
                 staged_amount: int,
                 limit: RejectLimit | None = None,
@@ -252,8 +261,7 @@ def load_checks(trailer: TrailerTotals, a: AggregatedMetrics, staged: int,
         PROCESSED_TO_STAGING_HASH, trailer.hash, staged, a.hash_accepted, staged_hash,
         "staging's sum is not known")]
     return [
-        *trailer_checks(trailer, a),
-        reject_limit_check(limit or RejectLimit(), a.total_read, a.total_errors),
+        *file_checks(trailer, a, limit),
         count_check(PROCESSED_TO_STAGING, accepted, staged,
                     f"{a.total_read} read, {a.total_errors} rejected"),
         amount_check(PROCESSED_TO_STAGING_AMOUNT, (accepted, staged),

@@ -145,6 +145,17 @@ def test_trailer_checks_count_amount_and_hash() -> None:
         checks.SOURCE_TRAILER_COUNT, checks.SOURCE_TRAILER_AMOUNT]
 
 
+def test_file_checks_are_the_trailer_then_the_reject_limit_the_contract_s_by_default() -> None:
+    # validate, a run and a [[details]] resume all begin with these; 1 of 10 rejected
+    found = checks.file_checks(TrailerTotals(10, 300), metrics(10, 1))
+    assert [r.check_name for r in found] == [
+        checks.SOURCE_TRAILER_COUNT, checks.SOURCE_TRAILER_AMOUNT, checks.REJECT_LIMIT]
+    assert not found[-1].passed  # 10% > the contract's 5%
+    looser = checks.file_checks(TrailerTotals(10, 300), metrics(10, 1),
+                                RejectLimit(Decimal("0.2")))
+    assert looser[-1].passed
+
+
 def test_an_unreadable_amount_or_hashed_field_makes_the_trailer_not_provable() -> None:
     trailer = TrailerTotals(3, 300, HashTotal("h", "account_id", 2, 42))
     results = checks.trailer_checks(trailer, metrics(unreadable_amounts=1, unhashed=2,

@@ -504,7 +504,7 @@ def test_read_lines_covers_the_range_exactly(tmp_path_factory: pytest.TempPathFa
         assert text is None or text == original
 
 
-# --- plan_input --------------------------------------------------------------------------
+# --- planning a text input (FixedText.plan) ---------------------------------------------
 
 
 def _check_plan(path: Path, details: int, parts: int) -> source.InputPlan:
@@ -530,7 +530,7 @@ def _check_plan(path: Path, details: int, parts: int) -> source.InputPlan:
 
 @pytest.mark.parametrize("parts", range(1, 9))
 @pytest.mark.parametrize("details", [0, 1, 2, 3, 50])
-def test_plan_input_ranges(tmp_path: Path, details: int, parts: int) -> None:
+def test_a_text_plan_cuts_ranges(tmp_path: Path, details: int, parts: int) -> None:
     path = tmp_path / "in.dat"
     made = generate_file(path, details, seed=details, reject_rate=0.2)
     plan = _check_plan(path, details, parts)
@@ -541,7 +541,7 @@ def test_plan_input_ranges(tmp_path: Path, details: int, parts: int) -> None:
 
 @settings(deadline=None, max_examples=40, database=None)
 @given(lengths=st.lists(st.integers(0, 250), max_size=12), parts=st.integers(1, 8))
-def test_plan_input_cuts_irregular_lines_on_boundaries(tmp_path_factory: pytest.TempPathFactory,
+def test_a_text_plan_cuts_irregular_lines_on_boundaries(tmp_path_factory: pytest.TempPathFactory,
                                                        lengths: list[int], parts: int) -> None:
     header = b"H20261125" + b"X".ljust(20) + b" " * 71 + b"\n"
     trailer = b"T" + b"%010d" % len(lengths) + b"+" + b"0" * 18 + b" " * 70 + b"\n"

@@ -1,7 +1,7 @@
 # The README's commands, and the tools around them. Each target works from a fresh clone.
 PY := .venv/bin/python
 
-.PHONY: demo test test-fast lint bench bench-full clean
+.PHONY: demo test test-unit test-fast lint bench bench-full clean
 
 .venv:
 	python3 -m venv .venv
@@ -13,6 +13,10 @@ demo: .venv
 test: .venv
 	.venv/bin/pip install -q -e '.[test]'
 	$(PY) -m pytest
+
+test-unit: .venv
+	.venv/bin/pip install -q -e '.[test]'
+	$(PY) -m pytest tests/unit
 
 test-fast: .venv
 	.venv/bin/pip install -q -e '.[test]'

@@ -1,5 +1,10 @@
 """Fixtures shared by the suite: real databases, real input files, no mocks.
 
+tests/unit/ runs in seconds with no database server and no worker process (the check
+rules on figures, the input formats on bytes, the reconciler against an in-memory store,
+tests/unit/fake_store.py); tests/integration/ runs the job as it runs: real SQLite files,
+a real PostgreSQL server, real worker processes, the command line.
+
 Every database test takes the ``db_url`` fixture, parametrized over the backends:
 a fresh SQLite file, and a fresh database on the PostgreSQL server named by
 PIPELINE_TEST_PG_URL (dropped afterwards). Without that variable the PostgreSQL cases

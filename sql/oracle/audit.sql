@@ -2,7 +2,7 @@
 -- Oracle 12c+ (identity columns), SQL*Plus / SQLcl.
 --
 -- The job creates these tables itself when they are missing. This file is for DBAs
--- and is checked against the code by tests/test_ddl.py.
+-- and is checked against the code by tests/integration/test_ddl.py.
 --
 -- Counts are NUMBER(19), a 64-bit BIGINT: the INTEGER of the original design overflows at 2**31.
 -- Amounts are NUMBER(38, 6): exact, and scale 6 holds the amounts of any job.

@@ -1,7 +1,7 @@
 -- Daily transactions job: staging and FINAL tables, Oracle 12c+ (SQL*Plus / SQLcl).
 --
 -- The job creates these tables itself when they are missing. This file is for DBAs
--- and is checked against the code by tests/test_ddl.py.
+-- and is checked against the code by tests/integration/test_ddl.py.
 --
 -- Identifiers are unquoted (Oracle stores them upper-case) and at most 30 bytes, the
 -- limit before 12.2. No blank lines inside a statement: SQL*Plus would end it there.

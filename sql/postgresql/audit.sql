@@ -2,7 +2,7 @@
 -- PostgreSQL 15+.
 --
 -- The job creates these tables itself when they are missing; this file is for DBAs
--- and is checked against the code by tests/test_ddl.py.
+-- and is checked against the code by tests/integration/test_ddl.py.
 --
 -- Counts are BIGINT: the designers' INTEGER overflows at 2**31 records.
 -- Amounts are NUMERIC(38, 6): exact, and scale 6 holds any job's amounts.

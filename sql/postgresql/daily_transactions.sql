@@ -1,7 +1,7 @@
 -- Daily transactions job: staging and FINAL tables, PostgreSQL 15+ (the load MERGEs).
 --
 -- The job creates these tables itself when they are missing; this file is for DBAs
--- and is checked against the code by tests/test_ddl.py.
+-- and is checked against the code by tests/integration/test_ddl.py.
 --
 -- Money is NUMERIC(13, 2): exact, as the input's 13 digits with 2 implied decimals.
 -- Timestamps are TIMESTAMP (without time zone) and hold UTC.

@@ -1,7 +1,7 @@
 -- Tables shared by every job: RECON_AUDIT, RECON_WORKER_AUDIT, BATCH_RUN, JOB_LOCK. SQLite 3.
 --
 -- The job creates these tables itself when they are missing; this file is for DBAs
--- and is checked against the code by tests/test_ddl.py.
+-- and is checked against the code by tests/integration/test_ddl.py.
 --
 -- Counts are BIGINT: the designers' INTEGER overflows at 2**31 records.
 -- Amounts are exact decimal text at scale 6 ('-123.450000'): SQLite has no exact decimal

@@ -1,7 +1,7 @@
 -- Daily transactions job: staging and FINAL tables, SQLite 3.
 --
 -- The job creates these tables itself when they are missing; this file is for DBAs
--- and is checked against the code by tests/test_ddl.py.
+-- and is checked against the code by tests/integration/test_ddl.py.
 --
 -- Money: SQLite has no exact decimal type (a NUMERIC value with a fraction is stored as
 -- an 8-byte float), so AMOUNT holds integer minor units: 123.45 is stored as 12345.

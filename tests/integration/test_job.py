@@ -185,7 +185,7 @@ def test_rerun_of_the_same_input_leaves_the_same_final_and_audits_both(
         tmp_path: Path, job_config: JobConfig, engine: Engine) -> None:
     made = generate_file(tmp_path / "in.dat", 1_500, seed=4, duplicate_rate=0.02)
     config = job_config.with_overrides(input_path=made.path)
-    # the same file again on purpose: without --rerun it is refused (tests/test_identity.py)
+    # the same file again on purpose: without --rerun it is refused (test_identity.py)
     first, second = run_job(config), run_job(config, overrides=Overrides(rerun=True))
     assert (first.exit_code, second.exit_code) == (0, 0)
     strip = {k: v[:-2] for k, v in final_rows(engine, config).items()}  # not run id / time

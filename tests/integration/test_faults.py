@@ -8,7 +8,7 @@ checks the same promises: exit 3 within seconds, FINAL exactly as before, the ru
 with what happened to which worker, no process and no shared-memory segment left behind.
 
 Rerunning an input that already ran is covered by
-``tests/test_job.py::test_rerun_of_the_same_input_leaves_the_same_final_and_audits_both``.
+``tests/integration/test_job.py::test_rerun_of_the_same_input_leaves_the_same_final_and_audits_both``.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from pipeline.validate import validate_input
 from recon import checks
 from recon.values import AggregatedMetrics, HashTotal, TrailerTotals
 from tests.conftest import engine_for, final_rows, write_job
+from tests.integration.test_column_proof import tamper, untamper
 from tests.reference import detail, header
-from tests.test_column_proof import tamper, untamper
 
 DIGITS = 12  # narrower than 200 ten-digit accounts add up to: the sum wraps, as it should
 HASHED = [checks.SOURCE_TRAILER_HASH, checks.PROCESSED_TO_STAGING_HASH,

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from pipeline.jobs import shipped_config
 from tests.conftest import engine_for, run_cli, write_job
-from tests.test_mainframe_job import CP, detail, fb, header, trailer
+from tests.integration.test_mainframe_job import CP, detail, fb, header, trailer
 
 pytestmark = pytest.mark.timeout(120)
 BOOK = shipped_config("daily_transactions_ebcdic").parent / "daily_transactions_ebcdic.cpy"

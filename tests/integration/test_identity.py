@@ -23,7 +23,7 @@ from pipeline.job import run_job
 from pipeline.jobs import shipped_config
 from pipeline.resume import resume_run
 from tests.conftest import final_rows, run_cli, write_job
-from tests.test_resume import break_merge, mend_merge
+from tests.integration.test_resume import break_merge, mend_merge
 
 pytestmark = pytest.mark.timeout(180)
 

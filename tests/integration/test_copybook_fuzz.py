@@ -31,7 +31,7 @@ from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.jobs import shipped_config
 from pipeline.layouts.copybook import parse_copybook
-from tests.test_copybook import REALISTIC
+from tests.integration.test_copybook import REALISTIC
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -289,7 +289,7 @@ def test_a_resource_tracker_that_cannot_start_fails_the_run_cleanly(
         f"'sqlite:///{database}']))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=tmp_path, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
     pid_segments = list(Path("/dev/shm").glob("pipeline_*"))
     assert done.returncode == 3, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr

@@ -15,7 +15,7 @@ from tests.conftest import write_job
 
 pytestmark = pytest.mark.timeout(60)
 
-BOOK = (Path(__file__).parent.parent / "pipeline" / "jobs" / "daily_transactions_ebcdic.cpy")
+BOOK = (Path(__file__).parents[2] / "pipeline" / "jobs" / "daily_transactions_ebcdic.cpy")
 CONFIG = shipped_config("daily_transactions_ebcdic").read_text()
 
 

@@ -31,7 +31,7 @@ from tests.conftest import engine_for
 from tests.nights import build_history, odd_nights
 
 pytestmark = pytest.mark.timeout(120)
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 # Runs after the page's own script: what the browser drew, written into the DOM that
 # --dump-dom prints (a console line would count as a console error of the page).

@@ -229,7 +229,7 @@ def test_malformed_input(case: Case, base: Base, job_config: JobConfig, db_url: 
     case.build(base, path)
     started = time.monotonic()
     # a case rejects 1 or 2 of its 8 records on purpose, over the default 5%: the reject
-    # limit is not what these cases test (tests/test_reject_limit.py does)
+    # limit is not what these cases test (tests/integration/test_reject_limit.py does)
     outcome = run_job(job_config.with_overrides(input_path=path, max_reject_rate=Decimal(1)))
     elapsed = time.monotonic() - started
 

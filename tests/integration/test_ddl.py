@@ -31,7 +31,7 @@ from pipeline.jobs import shipped_config
 
 pytestmark = pytest.mark.timeout(60)
 
-SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 FILES = ("daily_transactions.sql", "audit.sql")
 # the spec's tables; the code may add more (e.g. JOB_LOCK), which sql/ must then hold too
 SPEC_TABLES = {"stg_transactions", "transactions", "recon_audit", "recon_worker_audit",
@@ -323,7 +323,7 @@ def test_oracle_ddl_matches_the_code(oracle_code: Model) -> None:
 
 
 def test_every_dialect_ships_both_files() -> None:
-    # and the upgrade of an earlier version's audit tables (tests/test_upgrade.py)
+    # and the upgrade of an earlier version's audit tables (tests/integration/test_upgrade.py)
     for database in ("oracle", "postgresql", "sqlite"):
         assert sorted(p.name for p in (SQL_DIR / database).glob("*.sql")) == sorted(
             [*FILES, "upgrade_audit.sql"])

@@ -92,7 +92,7 @@ def test_free_format_and_several_records() -> None:
 
 
 @pytest.mark.parametrize("clause, words", [
-    # OCCURS m TO n DEPENDING ON is read (tests/test_occurs_depending.py); a fixed one
+    # OCCURS m TO n DEPENDING ON is read (tests/integration/test_occurs_depending.py); a fixed one
     # with DEPENDING ON is not COBOL
     ("OCCURS 5 DEPENDING ON N PIC X", "DEPENDING ON belongs to an OCCURS m TO n"),
     ("COMP-1", "COMP-1"),
@@ -137,7 +137,7 @@ def test_structural_errors() -> None:
 
 
 def test_a_refused_copybook_is_exit_2_at_the_command_line(tmp_path: Path) -> None:
-    shipped = Path(__file__).parent.parent / "pipeline" / "jobs"
+    shipped = Path(__file__).parents[2] / "pipeline" / "jobs"
     book = (shipped / "daily_transactions_ebcdic.cpy").read_text()
     (tmp_path / "daily_transactions_ebcdic.cpy").write_text(
         book.replace("PIC S9(11)V99 COMP-3.", "PIC S9(11)V99 COMP-2."))
@@ -330,7 +330,7 @@ def test_the_copybook_library_in_a_job(tmp_path: Path) -> None:
     from pipeline.config import load_config
 
     lib = _library(tmp_path)
-    shipped = Path(__file__).parent.parent / "pipeline" / "jobs"
+    shipped = Path(__file__).parents[2] / "pipeline" / "jobs"
     book = (shipped / "daily_transactions_ebcdic.cpy").read_text().replace(
         "           05  TXN-ID                  PIC X(16).\n"
         "           05  ACCOUNT-ID              PIC 9(10).\n", "           COPY TXNKEY.\n")

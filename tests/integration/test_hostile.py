@@ -33,7 +33,7 @@ from pipeline.jobs import shipped_config
 from pipeline.metrics.bus import MetricsBus
 from pipeline.summary import format_summary
 from tests.conftest import final_rows, run_cli, seed_final, write_job
-from tests.test_faults import no_leaked_segments  # noqa: F401 - its held-segment-aware check
+from tests.integration.test_faults import no_leaked_segments  # noqa: F401 - its held-segment-aware check
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # every hostile value runs the CLI
 

@@ -180,7 +180,7 @@ def test_7_prometheus_gauges_carry_no_counter_suffix(tmp_path: Path,
 def test_8_without_the_packages_the_cli_says_what_to_do(tmp_path: Path) -> None:
     # -S: no site-packages, as a python3 outside the virtual environment run from a
     # checkout, where the project's own code is found but not the packages it needs
-    checkout = str(Path(__file__).resolve().parents[1])
+    checkout = str(Path(__file__).resolve().parents[2])
     done = run_cli(tmp_path, "runs", python=("-S",), env={**os.environ, "PYTHONPATH": checkout})
     assert done.returncode != 0
     assert "not installed" in done.stderr and "virtual environment" in done.stderr

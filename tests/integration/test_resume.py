@@ -22,8 +22,8 @@ from pipeline.reporting.text import format_report
 from pipeline.resume import ResumeRefused, resume_run
 from recon import checks
 from tests.conftest import assert_final_matches, run_cli
+from tests.integration.test_explain import final_triggers
 from tests.reference import detail, expected_from_file, write_input
-from tests.test_explain import final_triggers
 
 pytestmark = pytest.mark.timeout(120)
 

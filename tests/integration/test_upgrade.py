@@ -21,7 +21,7 @@ from pipeline.job import run_job
 from recon.checks import CHECK_ORDER
 from tests.conftest import engine_for, final_rows
 
-SQL = Path(__file__).resolve().parent.parent / "sql"
+SQL = Path(__file__).resolve().parents[2] / "sql"
 DIALECTS = {"sqlite": "sqlite", "postgresql": "postgres", "oracle": "oracle"}
 RERUN = Overrides(rerun=True)
 

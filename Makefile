@@ -12,7 +12,7 @@ demo: .venv
 
 test: .venv
 	.venv/bin/pip install -q -e '.[test]'
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 test-unit: .venv
 	.venv/bin/pip install -q -e '.[test]'
@@ -20,7 +20,7 @@ test-unit: .venv
 
 test-fast: .venv
 	.venv/bin/pip install -q -e '.[test]'
-	$(PY) -m pytest -m "not slow and not oracle"
+	$(PY) -m pytest -n 2 -m "not slow and not oracle"
 
 lint: .venv
 	.venv/bin/pip install -q -e '.[test,dev]'

@@ -28,7 +28,7 @@ from pipeline.audit.writer import AuditWriter
 from pipeline.column_proof import InputRows
 from pipeline.config import JobConfig
 from pipeline.db.bulk import loader_for
-from pipeline.db.engine import database_errors
+from pipeline.db.engine import Timeouts, database_errors
 from pipeline.db.lock import HeldLock, job_lock
 from pipeline.db.tables import JobTables, job_tables
 from pipeline.db.watchdog import watching
@@ -65,8 +65,11 @@ def resume_run(config: JobConfig, run_id: str) -> RunOutcome:
     from pipeline.audit.reader import open_audit  # refuses a database no job ran on
 
     tables = job_tables(config)
-    with run_context(run_id), open_audit(config.database_url) as engine, \
-            watching(engine, config.statement_timeout):  # a silent server cannot hold it
+    # the server's own bounds first, as a run's (a lock held elsewhere, a statement
+    # that runs on), and the watchdog past them: a silent server cannot hold it either
+    bounds = Timeouts(config.lock_timeout, config.statement_timeout)
+    with run_context(run_id), open_audit(config.database_url, bounds) as engine, \
+            watching(engine, config.statement_timeout):
         interrupts.register_engine(engine)  # SIGTERM cancels the statement, never a commit
         runs = RunRepository(engine, tables.batch_run, config.amount_field.scale)
         row = _batch_run(runs, run_id)

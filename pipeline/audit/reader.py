@@ -17,7 +17,7 @@ from sqlalchemy import Engine, MetaData, Table, func, inspect, select
 
 from pipeline.audit.schema import AUDIT_SCALE, aware_utc, from_audit, naive_utc
 from pipeline.db.audit_tables import audit_tables
-from pipeline.db.engine import database_errors, make_engine, parse_url, safe_url
+from pipeline.db.engine import Timeouts, database_errors, make_engine, parse_url, safe_url
 from pipeline.errors import ConfigError
 from pipeline.metrics.aggregator import PROCESSOR
 from pipeline.stages import STAGES
@@ -90,9 +90,10 @@ def _tables() -> AuditTables:
 
 
 @contextmanager
-def open_audit(url: str) -> Iterator[Engine]:
+def open_audit(url: str, timeouts: Timeouts | None = None) -> Iterator[Engine]:
     """An engine on an existing audit database, disposed on leaving; refuses a database
-    no job has run against."""
+    no job has run against. ``timeouts``: the job's bounds, for a command that writes (run
+    --resume) as a run's own statements have them."""
     from pipeline.db.backends import backend_for
 
     parsed = parse_url(url)
@@ -101,7 +102,7 @@ def open_audit(url: str) -> Iterator[Engine]:
     if db_file is not None and not Path(db_file).exists():
         raise AuditNotFound(f"database file {db_file} does not exist "
                             "(check --db or the job config's database.url)")
-    engine = make_engine(parsed)
+    engine = make_engine(parsed, timeouts)
     try:
         _require_audit_tables(engine)
         yield engine

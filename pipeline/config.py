@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from pipeline.db.audit_tables import NAMES as AUDIT_TABLES
 from pipeline.errors import ConfigError
 from pipeline.inputs import FORMATS, InputFormat, format_class, input_keys
 from pipeline.inputs.text_layout import MAX_AMOUNT_DIGITS
@@ -355,15 +356,12 @@ def _check_roles(config: JobConfig) -> None:
         raise ConfigError(f"layout.detail: field names {sorted(clash)} are reserved")
     for key, table in (("tables.staging", config.staging_table),
                        ("tables.final", config.final_table)):
-        if table.lower() in AUDIT_TABLES:
+        if table.lower() in AUDIT_TABLES:  # the shared ones (pipeline.db.audit_tables)
             raise ConfigError(f"{key}: {table!r} is one of the job's own audit tables "
                               f"({', '.join(sorted(AUDIT_TABLES))}); choose another name")
     if config.staging_table == config.final_table:
         raise ConfigError("tables.staging and tables.final must be different tables")
 
-
-# the shared audit tables (pipeline.db.audit_tables): never a job's staging or FINAL
-AUDIT_TABLES = frozenset({"batch_run", "recon_audit", "recon_worker_audit", "job_lock"})
 
 
 VOLUME_KEYS = ("volume_history_runs", "volume_band", "volume_min_runs", "volume_action")

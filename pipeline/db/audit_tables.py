@@ -177,3 +177,9 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table, Table, Table, Table]
         PrimaryKeyConstraint("run_id", "seq", name="pk_recon_evidence"),
     )
     return recon_audit, worker_audit, batch_run, job_lock, recon_evidence
+
+
+# the audit tables an earlier version created: sql/<db>/upgrade_audit.sql adds columns to
+# them, never drops them (RECON_EVIDENCE, newer, is created whole when it is missing)
+UPGRADABLE = frozenset({"recon_audit", "recon_worker_audit", "batch_run", "job_lock"})
+NAMES = frozenset(t.name for t in audit_tables(MetaData()))  # never a job's staging or FINAL

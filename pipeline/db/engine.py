@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from pipeline.db.audit_tables import UPGRADABLE
 from pipeline.db.backends import Backend, backend_for
 from pipeline.db.tables import JobTables
 from pipeline.errors import ConfigError, DatabaseFailure
@@ -191,7 +192,7 @@ def create_missing_tables(engine: Engine, tables: JobTables) -> None:
         for table in tables.metadata.sorted_tables:
             _check_columns(table.name, {c.name for c in table.columns},
                            {c["name"].lower() for c in inspector.get_columns(table.name)},
-                           engine.dialect.name, table.name in tables.upgradable)
+                           engine.dialect.name, table.name in UPGRADABLE)
 
 
 def _check_columns(name: str, wanted: set[str], present: set[str], dialect: str,

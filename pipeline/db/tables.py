@@ -69,13 +69,6 @@ class JobTables:
         fixed = {"run_id", "source_line", "worker_id"}
         return [c.name for c in self.staging.columns if c.name not in fixed]
 
-    @property
-    def upgradable(self) -> frozenset[str]:
-        """The audit tables sql/<db>/upgrade_audit.sql adds columns to (RECON_EVIDENCE,
-        newer, is created whole when it is missing)."""
-        return frozenset(t.name for t in (self.recon_audit, self.worker_audit,
-                                          self.batch_run, self.job_lock))
-
 
 def job_tables(config: TableSpec) -> JobTables:
     metadata = MetaData()

@@ -224,9 +224,6 @@ class ReconciliationService:
         with database_errors(self.engine, "reconciling staging"), self.store.connect() as conn:
             return self.store.staging(conn).surviving_count_and_amount(run_id)
 
-    def final_repository(self, conn: Any) -> FinalFigures:
-        return self.store.final(conn)
-
     def reconcile_counts(self, run_id: str,
                          aggregated: AggregatedMetrics) -> list[ReconciliationResult]:
         """The checks before the MERGE: trailer -> read -> staging, counts, amounts, the
@@ -315,7 +312,7 @@ class ReconciliationService:
                       superseded: Sequence[int] = ()) -> list[ReconciliationResult] | None:
         """The MERGE and the three checks after it on ``conn``, in the caller's
         transaction, which commits or rolls back (None: the plain MERGE met a key twice)."""
-        final = self.final_repository(conn)
+        final = self.store.final(conn)
         keys = survivors.rows
         # a driver error (a lock timeout...) ends the run: no retry decides anything,
         # but for a repeated key in the plain MERGE's source, which PostgreSQL and
@@ -343,7 +340,7 @@ class ReconciliationService:
             staging = self.store.staging(conn)
             staged = staging.count_and_amount(run_id).rows
             survivors = staging.surviving_count_and_amount(run_id)
-            final = self.final_repository(conn)
+            final = self.store.final(conn)
             found = final.count_and_amount_for_run(run_id)
             equal = final.columns_equal_count(*final.survivors(run_id, deduplicate=True))
         keys = survivors.rows

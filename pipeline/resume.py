@@ -208,5 +208,5 @@ def _batch_run(runs: RunRepository, run_id: str) -> Any:
 
 def _final_count(engine: Engine, service: ReconciliationService, run_id: str) -> int:
     with database_errors(engine, "reading the final table"), engine.connect() as conn:
-        return service.final_repository(conn).get_count_for_run(run_id)
+        return service.store.final(conn).get_count_for_run(run_id)
 

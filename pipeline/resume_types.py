@@ -129,5 +129,5 @@ def type_figures(config: JobConfig, plan: InputPlan) -> list[AggregatedMetrics]:
 def _merged(engine: Engine, chains: list[TypeChain], run_id: str) -> bool:
     """Did the run's MERGEs commit (all types together, or none)?"""
     with database_errors(engine, "reading the final tables"), engine.connect() as conn:
-        return any(chain.service.final_repository(conn).get_count_for_run(run_id)
+        return any(chain.service.store.final(conn).get_count_for_run(run_id)
                    for chain in chains)

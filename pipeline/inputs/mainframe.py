@@ -89,7 +89,7 @@ class MainframeInput(InputFormat):
              hash_of: str | None = None, digest: RangeDigest | None = None
              ) -> Iterator[DetailBatch]:
         fmt = self.fmt
-        size = fmt.record_length if fmt.kind == "fb" else self.detail.size + 4
+        size = fmt.record_bytes(self.detail.size)
         for b in read_batches(path, fmt, rng.start, rng.end, rng.first_line, rng.lines,
                               batch_size, size, digest):
             yield decode_details(self.detail, amount, b.rec, b.lengths, b.offsets,

@@ -45,7 +45,7 @@ def other_readings(fmt: RecordFormat, specs: Sequence[RecordDecoder], path: Path
         return []
     readings = [Reading(name) for name in CODE_PAGES if name not in ("ascii", cp.name)]
     longest = max(s.size for s in specs)
-    size = fmt.record_length if fmt.kind == "fb" else longest + 4
+    size = fmt.record_bytes(longest)
     for rng in plan.ranges:
         for b in read_batches(path, fmt, rng.start, rng.end, rng.first_line, rng.lines,
                               batch, size):

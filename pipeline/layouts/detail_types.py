@@ -27,7 +27,7 @@ def typed_batches(fmt: RecordFormat, specs: Sequence[TypeSpec], path: Path, rng:
                   batch: int, digest: Any = None) -> Iterator[Typed]:
     """Per batch of the range: the whole batch's figures and rejects (every type's, and
     the unknown types'), and each type's own DetailBatch (None: none of that type)."""
-    size = fmt.record_length if fmt.kind == "fb" else max(s.size for s, _ in specs) + 4
+    size = fmt.record_bytes(max(s.size for s, _ in specs))
     for b in read_batches(path, fmt, rng.start, rng.end, rng.first_line, rng.lines, batch,
                           size, digest):
         yield split_types(specs, b.rec, b.lengths, b.offsets, b.first_record,

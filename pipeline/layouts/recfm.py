@@ -39,6 +39,11 @@ class RecordFormat:
     rdw_big_endian: bool = True
     rdw_adjustment: int = 0
 
+    def record_bytes(self, longest: int) -> int:
+        """What one record takes in the file, RDW included, for records whose data is at
+        most ``longest`` bytes (read_batches' ``record_bytes``)."""
+        return self.record_length if self.kind == "fb" else longest + 4
+
     def rdw(self, length: int) -> bytes:
         """The 4 bytes of the RDW of a record of ``length`` bytes, RDW included."""
         value = (length - self.rdw_adjustment).to_bytes(2, "big")

@@ -53,9 +53,10 @@ def instrument() -> None:
     from pipeline.audit.runs import RunRepository
     from pipeline.audit.writer import AuditWriter
     from pipeline.db.repositories import FinalRepository, StagingRepository
+    from pipeline.inputs.lines import TextLines
     from pipeline.reconcile import ReconciliationService
 
-    _timed(job, "plan_job_input", "plan")
+    _timed(TextLines, "plan", "plan")  # the shipped job's input is text
     _timed(job, "create_missing_tables", "ddl")
     _timed(job.WorkerPool, "run", "load")
     _timed(ReconciliationService, "reconcile_counts", "checks_before_merge")

@@ -123,7 +123,7 @@ class InputRows:
                 staged = StagingBatch(self.run_id, worker, batch.lines[mask],
                                       {k: v[mask] for k, v in batch.columns.items()})
                 lines.append(staged.lines)
-                digests.append(self.loader.encode_digested(staged)[1])
+                digests.append(self.loader.encode_digested(staged).row_digests)
             lines.append(batch.lines[workers < 0])  # not staged: missing, whatever it holds
             digests.append(np.full(int((workers < 0).sum()), NOT_STAGED, dtype=np.int64))
         if not lines:

@@ -48,6 +48,7 @@ class WorkerMetrics:
     misplaced_control: int = 0
     batches: int = 0
     row_digest: int = 0  # processor: exact sum of its accepted rows' digests
+    value_digest: int = 0  # processor: the same of their value digests (stored columns)
     # processor, with a trailer hash total (HashTotal): the hashed field's sums over the
     # records read and accepted, kept to the trailer field's digits, and the records
     # whose field could not be read
@@ -75,6 +76,8 @@ class AggregatedMetrics:
     workers: tuple[WorkerMetrics, ...]
     # Σ of the accepted rows' digests (pipeline.db.digests); None: not known (a resume)
     row_digest: int | None = None
+    # Σ of the same rows' value digests, over the stored columns as FINAL holds them
+    value_digest: int | None = None
     # the processors' hash sums (WorkerMetrics), exact: HashTotal.reduce keeps the digits
     hash_read: int = 0
     hash_accepted: int = 0

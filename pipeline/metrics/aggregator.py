@@ -63,6 +63,7 @@ def _worker(worker_id: int, row: Sequence[int], exit_code: int | None) -> Worker
         misplaced_control=row[Col.MISPLACED],
         batches=row[Col.BATCHES],
         row_digest=row[Col.ROW_DIGEST],
+        value_digest=row[Col.VALUE_DIGEST],
         hash_read=row[Col.HASH_READ],
         hash_accepted=row[Col.HASH_ACCEPTED],
         unhashed=row[Col.UNHASHED],
@@ -117,6 +118,7 @@ class MetricsAggregator:
             writer_errors=_count_total(writers, "errors_count"),
             workers=tuple(worker_metrics),
             row_digest=sum(w.row_digest for w in procs),  # Python ints: exact
+            value_digest=sum(w.value_digest for w in procs),
             hash_read=sum(w.hash_read for w in procs),
             hash_accepted=sum(w.hash_accepted for w in procs),
             unhashed=_count_total(procs, "unhashed"),

@@ -60,6 +60,9 @@ class Col(IntEnum):
     HASH_READ = 16
     HASH_ACCEPTED = 17
     UNHASHED = 18
+    # processor: exact sum of its accepted rows' value digests, over the stored columns
+    # alone, as FINAL holds them (pipeline.db.digests)
+    VALUE_DIGEST = 19
 
 
 class State(IntEnum):
@@ -243,10 +246,11 @@ class MetricsBus:
         batches: int = 1,
         digest_total_so_far: int = 0,
         hashes_so_far: tuple[int, int] = (0, 0),
+        value_digest_so_far: int = 0,
         unhashed: int = 0,
     ) -> None:
         """Publish one batch (or ``batches``, committed together): counts are added,
-        amounts (and a processor's row digest and hash sums: read, accepted) overwritten
+        amounts (and a processor's digest and hash sums: read, accepted) overwritten
         from running totals.
 
         Workers keep exact Python-int running totals and pass them here, so a lost or
@@ -257,6 +261,7 @@ class MetricsBus:
         amount = split_amount(amount_total_so_far)
         read_amount = split_amount(read_amount_total_so_far)
         digest = np.int64(digest_total_so_far)  # 2**31 rows of 32-bit digests fit
+        values = np.int64(value_digest_so_far)
         hash_read, hash_accepted = (np.int64(h) for h in hashes_so_far)
         row[Col.RECORDS] += records
         row[Col.ERRORS] += errors
@@ -265,6 +270,7 @@ class MetricsBus:
         row[Col.AMOUNT_HI], row[Col.AMOUNT_LO] = amount
         row[Col.READ_AMOUNT_HI], row[Col.READ_AMOUNT_LO] = read_amount
         row[Col.ROW_DIGEST] = digest
+        row[Col.VALUE_DIGEST] = values
         row[Col.HASH_READ], row[Col.HASH_ACCEPTED] = hash_read, hash_accepted
         row[Col.UNHASHED] += unhashed
         row[Col.BATCHES] += batches

@@ -39,14 +39,16 @@ def _process(ctx: WorkerContext, worker_id: int, rng: ByteRange) -> None:
 
 def _process_one(ctx: WorkerContext, worker_id: int, rng: ByteRange, path: Path, digest: Any,
                  rejects: TextIO, keys: HashSpill) -> None:
-    accepted_amount = read_amount = rows_digest = hash_read = hash_accepted = 0
+    accepted_amount = read_amount = rows_digest = values_digest = hash_read = 0
+    hash_accepted = 0
     # a hash total's sums are kept to the trailer field's digits, as the sender's are
     reduce = ctx.config.hash_total.reduce if ctx.config.hash_total else (lambda total: 0)
     for batch in detail_batches_of(ctx.config, path, rng, ctx.batch_size, digest):
         write_rejects(rejects, batch)
         if batch.accepted:
             keys.add(batch.columns, batch.lines)
-            rows_digest += _send(ctx, worker_id, batch, 0)
+            sent = _send(ctx, worker_id, batch, 0)
+            rows_digest, values_digest = rows_digest + sent[0], values_digest + sent[1]
         accepted_amount += batch.accepted_amount
         read_amount += batch.read_amount
         hash_read = reduce(hash_read + batch.hash_read)
@@ -56,18 +58,19 @@ def _process_one(ctx: WorkerContext, worker_id: int, rng: ByteRange, path: Path,
                           accepted_amount, read_amount, batch.unreadable_amounts,
                           len(batch.misplaced), digest_total_so_far=rows_digest,
                           hashes_so_far=(hash_read, hash_accepted),
-                          unhashed=batch.unhashed)
+                          unhashed=batch.unhashed, value_digest_so_far=values_digest)
 
 
-def _send(ctx: WorkerContext, worker_id: int, batch: DetailBatch, detail_type: int) -> int:
+def _send(ctx: WorkerContext, worker_id: int, batch: DetailBatch,
+          detail_type: int) -> tuple[int, int]:
     """Encode the batch's accepted rows for their staging table and queue them for the
-    writers; the sum of the rows' digests, which prove column by column what staging
-    must hold."""
+    writers; the sums of the rows' digests and value digests, which prove column by
+    column what staging, then FINAL, must hold."""
     staged = StagingBatch(ctx.run_id, worker_id, batch.lines, batch.columns)
-    payload, digests = ctx.loader_of(detail_type).encode_digested(staged)
-    ctx.put(worker_id, (worker_id, batch.accepted, batch.accepted_amount, payload,
+    encoded = ctx.loader_of(detail_type).encode_digested(staged)
+    ctx.put(worker_id, (worker_id, batch.accepted, batch.accepted_amount, encoded.payload,
                         detail_type))
-    return total(digests)
+    return total(encoded.row_digests), total(encoded.value_digests)
 
 
 def _process_types(ctx: WorkerContext, worker_id: int, rng: ByteRange, path: Path,
@@ -75,8 +78,8 @@ def _process_types(ctx: WorkerContext, worker_id: int, rng: ByteRange, path: Pat
     """[[details]]: each type's rows go to its own staging table and are counted on its
     own bus (this worker's row); the job's bus gets the whole range's figures, the
     unknown types' rejects included. No key spill: each type's MERGE ranks its keys."""
-    # per type: accepted amount, read amount, row digests so far (exact Python ints)
-    sums = [[0, 0, 0] for _ in ctx.types]
+    # per type: accepted amount, read amount, row and value digests so far (exact ints)
+    sums = [[0, 0, 0, 0] for _ in ctx.types]
     accepted_amount = read_amount = 0
     for whole, parts in typed_batches_of(ctx.config, path, rng, ctx.batch_size, digest):
         write_rejects(rejects, whole)
@@ -85,12 +88,14 @@ def _process_types(ctx: WorkerContext, worker_id: int, rng: ByteRange, path: Pat
                 continue
             running = sums[t]
             if part.accepted:
-                running[2] += _send(ctx, worker_id, part, t)
+                sent = _send(ctx, worker_id, part, t)
+                running[2], running[3] = running[2] + sent[0], running[3] + sent[1]
             running[0] += part.accepted_amount
             running[1] += part.read_amount
             ctx.types[t].bus.add_batch(worker_id, part.records_read, len(part.rejects),
                                        running[0], running[1], part.unreadable_amounts,
-                                       digest_total_so_far=running[2])
+                                       digest_total_so_far=running[2],
+                                       value_digest_so_far=running[3])
         accepted_amount += whole.accepted_amount
         read_amount += whole.read_amount
         ctx.bus.add_batch(worker_id, whole.records_read, len(whole.rejects), accepted_amount,

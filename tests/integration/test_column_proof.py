@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 
 from pipeline.audit.reader import load_evidence
 from pipeline.config import JobConfig
@@ -21,6 +21,7 @@ from pipeline.db.backends import backend_for
 from pipeline.db.bulk import StagingBatch, loader_for
 from pipeline.db.digests import total
 from pipeline.db.engine import make_engine
+from pipeline.db.repositories import StagingRepository
 from pipeline.db.tables import job_tables
 from pipeline.explain import explain_run, format_explanation
 from pipeline.generate import generate_file
@@ -182,7 +183,7 @@ def _digests_agree(job_config: JobConfig, engine: Engine) -> None:
                "description": np.array(TRICKY)}
     batch = StagingBatch("run-1", 3, np.arange(2, n + 2, dtype=np.int64), columns)
     loader = loader_for(tables, job_config.detail, job_config.amount, engine.dialect, 100)
-    payload, digests = loader.encode_digested(batch)
+    payload, digests, values = loader.encode_digested(batch)
     raw = engine.raw_connection()
     try:
         loader.load(raw, payload)
@@ -196,9 +197,19 @@ def _digests_agree(job_config: JobConfig, engine: Engine) -> None:
         assert sorted(zip(lines.tolist(), found.tolist(), strict=True)) == sorted(
             zip(batch.lines.tolist(), digests.tolist(), strict=True))
         assert set(workers.tolist()) == {3}
+        # the value digests, as the database sums them over FINAL's rows (the same
+        # columns), and over the staging rows at some lines
+        stored = [tables.staging.c[c] for c in tables.business_columns]
+        summed = conn.execute(select(*backend.value_digest_sums(stored))).one()[0]
+        assert summed == total(values)
+        staging = StagingRepository(conn, tables, job_config.key_columns, job_config.amount)
+        assert staging.value_digest_at_lines("run-1", [2, 6]) == total(values[[0, 4]])
+        assert staging.value_digest_at_lines("run-1", []) == 0
         conn.execute(text("UPDATE stg_transactions SET description = 'caf\u00e9 \u20ac!' "
                           "WHERE source_line = 6"))
         assert backend.staging_digest_total(conn, tables.staging, "run-1")[1] != total(digests)
+        assert conn.execute(select(*backend.value_digest_sums(stored))).one()[0] != total(
+            values)
 
 
 def test_oracle_digests_fetched_rows_as_its_loader_sent_them() -> None:
@@ -222,10 +233,39 @@ def test_oracle_digests_fetched_rows_as_its_loader_sent_them() -> None:
                "amount": np.array([-1001, 250], dtype=np.int64),
                "currency": np.array(["EUR", "USD"]), "description": np.array(["caf\u00e9", ""])}
     batch = StagingBatch("run-1", 0, np.array([2, 3], dtype=np.int64), columns)
-    sent = loader.encode_digested(batch)[1]
+    sent = loader.encode_digested(batch).row_digests
     fetched = [("run-1", 2, 0, "K1", "0012345678", dt.datetime(2026, 12, 4), -1001, "EUR",
                 "caf\u00e9"),
                ("run-1", 3, 0, "K2", "0012345678", dt.datetime(2026, 2, 28), 250, "USD", None)]
     convert = [_as_loaded(c) for c in tables.staging.columns]
     rows = [tuple(f(v) for f, v in zip(convert, row, strict=True)) for row in fetched]
     assert row_digests(rows).tolist() == sent.tolist()
+
+
+def test_final_is_proven_against_the_processors_values_on_each_database(
+        job_config: JobConfig, engine: Engine, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With repeated keys and rejects, over a FINAL holding some keys: the processors'
+    value digests less the superseded records' equal FINAL's sum as the database computes
+    it, so neither the pass over staging's surviving rows nor the join runs."""
+    from pipeline.db.repositories import FinalRepository
+
+    path, last_night = tmp_path / "night.dat", tmp_path / "last_night.dat"
+    generate_file(path, RECORDS, seed=7, duplicate_rate=0.05, reject_rate=0.01)
+    generate_file(last_night, RECORDS, seed=7)
+    config = job_config.with_overrides(input_path=path)
+    job_tables(config).metadata.create_all(engine)
+    before = seed_final(engine, config, last_night, 300)
+
+    def not_needed(*args: object) -> None:
+        raise AssertionError("the surviving staging rows were read again")
+
+    monkeypatch.setattr(FinalRepository, "staged_digest", not_needed)
+    monkeypatch.setattr(FinalRepository, "columns_equal_count", not_needed)
+    outcome = run_job(config)
+    assert outcome.exit_code == 0, outcome.message
+    assert outcome.duplicates_collapsed > 0 and outcome.rejects > 0
+    result = next(r for r in outcome.results if r.check_name == checks.STAGING_TO_FINAL_COLUMNS)
+    assert result.passed and result.expected_count == result.actual_count
+    after = final_rows(engine, config)
+    assert any(after[k] != v for k, v in before.items())  # some of last night's keys updated

@@ -235,6 +235,7 @@ def test_scenario_aggregate_totals_exact(scenario: tuple) -> None:
         writer_errors=total(writers, "errors"),
         workers=tuple(metrics),
         row_digest=0,  # the fake workers publish no row digest
+        value_digest=0,
     )
     # The scenario really is beyond int64 and far beyond float precision.
     assert agg.accepted_amount > 2**63 and agg.written_amount > 2**63

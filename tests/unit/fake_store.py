@@ -34,6 +34,7 @@ class FakeStore:
     merges: list[bool] = field(default_factory=list)  # each MERGE's ``deduplicate``
     commits: int = 0
     rollbacks: int = 0
+    staged_passes: int = 0  # passes over the surviving staging rows to digest them
 
     # Store
     def connect(self) -> Any:
@@ -81,6 +82,9 @@ class FakeStore:
         rows = self._staged(run_id)
         return len(rows), sum(self.digest(r) for r in rows)
 
+    def value_digest_at_lines(self, run_id: str, lines: Sequence[int]) -> int | None:
+        return sum(self.digest(r) for r in self._staged(run_id) if r["source_line"] in lines)
+
     # FINAL
     def merge_run(self, run_id: str, updated_ts: datetime, deduplicate: bool = True,
                   superseded: Sequence[int] = ()) -> int:
@@ -110,6 +114,7 @@ class FakeStore:
         return [r for r in staged if r["source_line"] not in set(superseded)], {"run_id": run_id}
 
     def staged_digest(self, source: list[Row], params: dict[str, Any]) -> int | None:
+        self.staged_passes += 1
         return sum(map(self.digest, source))
 
     def columns_equal_count(self, source: list[Row], params: dict[str, Any]) -> int:

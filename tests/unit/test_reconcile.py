@@ -49,7 +49,8 @@ def processed(rows: list[Row], fake: FakeStore, **hashes: int) -> AggregatedMetr
     return AggregatedMetrics(
         total_read=len(rows), total_written=len(rows), total_errors=0, accepted_amount=amount,
         read_amount=amount, written_amount=amount, unreadable_amounts=0, misplaced_control=0,
-        writer_errors=0, workers=(), row_digest=sum(map(fake.digest, rows)), **hashes)
+        writer_errors=0, workers=(), row_digest=sum(map(fake.digest, rows)),
+        value_digest=sum(map(fake.digest, rows)), **hashes)
 
 
 def reconcile(fake: FakeStore, rows: list[Row] = ROWS, trailer: TrailerTotals | None = None,
@@ -181,6 +182,32 @@ def test_repeated_lines_let_the_plain_merge_leave_out_the_superseded_record() ->
     outcome, _ = reconcile(fake, rows, repeats=True, repeated_lines=[4, 7])
     assert outcome.passed and outcome.duplicates_collapsed == 1
     assert fake.merges == [False] and fake.final_rows[("T3",)]["amount"] == 7
+    # what FINAL must hold: the processors' value digests less the superseded record's
+    assert fake.staged_passes == 0
+
+
+def test_final_is_proven_against_the_processors_values_without_a_pass_over_staging(
+) -> None:
+    fake = store(ROWS)
+    outcome, _ = reconcile(fake, repeats=False)
+    assert outcome.passed and fake.merges == [False] and fake.staged_passes == 0
+    fake = store(ROWS)
+    fake.trigger = change_description
+    outcome, _ = reconcile(fake, repeats=False)
+    assert failed(outcome) == [checks.STAGING_TO_FINAL_COLUMNS] and fake.rollbacks == 1
+    assert [(e.key, e.column) for e in outcome.evidence] == [("T2", "description")]
+
+
+def test_processors_values_that_disagree_with_final_leave_the_verdict_to_the_join(
+) -> None:
+    """The processors' sum is a shortcut, never the verdict: when it differs from
+    FINAL's, the rows are compared one by one (here all equal: the run passes)."""
+    fake = store(ROWS)
+    metrics = processed(ROWS, fake)
+    metrics = AggregatedMetrics(**{**metrics.__dict__, "value_digest": 12345})
+    outcome, _ = reconcile(fake, repeats=False, metrics=metrics)
+    assert outcome.passed and fake.commits == 1
+    assert by_name(outcome)[checks.STAGING_TO_FINAL_COLUMNS].actual_count == 5
 
 
 def test_a_plain_merge_that_meets_a_key_twice_is_rolled_back_and_redone_ranked() -> None:

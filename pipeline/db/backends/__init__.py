@@ -104,9 +104,11 @@ class Backend(Protocol):
 
     def value_digest_sums(self, columns: list[ColumnElement[Any]]
                           ) -> list[ColumnElement[Any]] | None:
-        """Aggregates whose exact values digest the rows' ``columns`` (64 bits a row, the
-        same for the same values, NULL-safe), computed by the database on both sides of
-        staging_to_final_columns; None: compare the rows by a join instead."""
+        """Aggregates whose exact values sum the rows' value digests over ``columns`` (32
+        bits a row, the same for the same values, NULL-safe; as the loader's
+        ``encode_digested`` digests the stored values), computed by the database over
+        FINAL's rows for staging_to_final_columns; None: compare the rows by a join
+        instead."""
 
 
 def backend_for(name: str) -> Backend:

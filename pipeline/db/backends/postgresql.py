@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import (
-    BigInteger,
     Connection,
     Date,
     Engine,
@@ -28,16 +27,15 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
-    tuple_,
 )
 from sqlalchemy.dialects.postgresql import BIT
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine, UserDefinedType
 
-from pipeline.db.bulk import BulkLoader, LoadResult, StagingBatch
+from pipeline.db.bulk import BulkLoader, Encoded, LoadResult, StagingBatch
 from pipeline.db.dialects import DialectProfile
-from pipeline.db.digests import md5_lines
+from pipeline.db.digests import md5_digests
 from pipeline.db.engine import milliseconds, timeout_named
 from pipeline.db.lock import HeldLock, driver_error, row_lock
 from pipeline.layouts.fields import FieldType
@@ -247,11 +245,15 @@ def staging_digest_total(connection: Connection, staging: Table,
 
 
 def _line_digest(staging: Table) -> ColumnElement[Any]:
-    """digests.md5_lines in SQL: the first 32 bits of the md5 of the row's COPY text as
-    the loader wrote it (``_copy_text``), a signed integer. All of it in the server:
-    reading the rows back with COPY TO STDOUT to digest them in Python took 3.4-3.7 s
-    for 1M rows, this 1.0-1.1 s (2026-12-04)."""
-    utf8 = func.convert_to(_copy_text(list(staging.columns)), literal_column("'UTF8'"))
+    """digests.md5_digests of each COPY line, in SQL: the first 32 bits of the md5 of the
+    row's COPY text as the loader wrote it (``_copy_text``), a signed integer. All of it
+    in the server: reading the rows back with COPY TO STDOUT to digest them in Python
+    took 3.4-3.7 s for 1M rows, this 1.0-1.1 s (2026-12-04)."""
+    return _md5_32(_copy_text(list(staging.columns)))
+
+
+def _md5_32(text: ColumnElement[Any]) -> ColumnElement[Any]:
+    utf8 = func.convert_to(text, literal_column("'UTF8'"))
     first32 = literal_column("'x'", Text).concat(func.substr(func.md5(utf8), 1, 8))
     return cast(cast(first32, BIT(32)), Integer)
 
@@ -275,11 +277,10 @@ def _copy_text(columns: list[Any]) -> ColumnElement[Any]:
 
 
 def value_digest_sums(columns: list[ColumnElement[Any]]) -> list[ColumnElement[Any]]:
-    """md5 of the row's text form (NULL and '' apart), its first 64 bits as a bigint,
-    summed as NUMERIC (exact): all of it in the server."""
-    text = cast(tuple_(*columns), Text)
-    first64 = literal_column("'x'", Text).concat(func.substr(func.md5(text), 1, 16))
-    return [func.coalesce(func.sum(cast(cast(first64, BIT(64)), BigInteger)), 0)]
+    """The rows' value digests summed: the first 32 bits of the md5 of the stored
+    columns' part of the COPY line (``_copy_text``; NULL and '' apart), as the processors
+    digest it (``PostgresLoader.encode_digested``). Summed as NUMERIC: exact."""
+    return [func.coalesce(func.sum(_md5_32(_copy_text(columns))), 0)]
 
 
 class PostgresLoader(BulkLoader):
@@ -293,24 +294,34 @@ class PostgresLoader(BulkLoader):
                         f"({names}) FROM STDIN"
 
     def encode(self, batch: StagingBatch) -> bytes:
-        """COPY text format: one line per row, tab-separated, \\N for NULL.
+        """COPY text format: one line per row, tab-separated, \\N for NULL."""
+        return self._encoded(self._lines(batch)[0])
+
+    def encode_digested(self, batch: StagingBatch) -> Encoded:
+        """The COPY text and each line's digests, as the server computes them over the
+        stored row (``_line_digest``) and over its stored columns (``value_digest_sums``):
+        the md5 of each line and of its stored columns' part."""
+        lines, values = self._lines(batch)
+        return Encoded(self._encoded(lines), md5_digests([t.encode() for t in lines]),
+                       md5_digests([t.encode() for t in values]))
+
+    def _lines(self, batch: StagingBatch) -> tuple[list[str], list[str]]:
+        """Each row's COPY line, and its stored columns' part (the line less run id,
+        source line and worker id).
 
         Joined by str.join over column lists (C loops): twice as fast as chaining numpy
         string additions, which copy ever-wider arrays once per column.
         """
         n = len(batch.lines)
-        if n == 0:
-            return b""
-        columns = [[batch.run_id] * n, list(map(str, batch.lines.tolist())),
-                   [str(batch.worker_id)] * n]
-        columns += [self._text(f, batch.columns[f.name]) for f in self.fields]
-        return ("\n".join(map("\t".join, zip(*columns, strict=True))) + "\n").encode("utf-8")
+        values = list(map("\t".join, zip(*(self._text(f, batch.columns[f.name])
+                                            for f in self.fields), strict=True)))
+        lines = list(map("\t".join, zip([batch.run_id] * n, map(str, batch.lines.tolist()),
+                                         [str(batch.worker_id)] * n, values, strict=True)))
+        return lines, values
 
-    def encode_digested(self, batch: StagingBatch) -> tuple[bytes, np.ndarray]:
-        """The COPY text and each line's digest, as the server computes it over the
-        stored row (``_line_digest``)."""
-        payload = self.encode(batch)
-        return payload, md5_lines(payload)
+    @staticmethod
+    def _encoded(lines: list[str]) -> bytes:
+        return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
 
     @staticmethod
     def _text(field: Any, column: np.ndarray) -> list[str]:

@@ -156,7 +156,8 @@ def repeated_key(exc: BaseException) -> bool:
 
 def staging_digests(connection: Connection, staging: Table,
                     run_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    query = select(staging.c.source_line, staging.c.worker_id, _digest(staging)).where(
+    query = select(staging.c.source_line, staging.c.worker_id,
+                   _digest(list(staging.columns))).where(
         staging.c.run_id == run_id)
     found = np.array(connection.execute(query).all(), dtype=np.int64).reshape(-1, 3)
     return found[:, 0], found[:, 1], found[:, 2]
@@ -164,25 +165,23 @@ def staging_digests(connection: Connection, staging: Table,
 
 def staging_digest_total(connection: Connection, staging: Table,
                          run_id: str) -> tuple[int, int]:
-    query = select(func.count(), func.coalesce(func.sum(_digest(staging)), 0)).where(
+    query = select(func.count(),
+                   func.coalesce(func.sum(_digest(list(staging.columns))), 0)).where(
         staging.c.run_id == run_id)
     rows, summed = connection.execute(query).one()
     return int(rows), int(summed)
 
 
 def value_digest_sums(columns: list[ColumnElement[Any]]) -> list[ColumnElement[Any]]:
-    """The registered row hash (64 bits) summed in two halves, which cannot overflow
-    SQLite's integer SUM: the high 32 bits (signed) and the low 32 bits."""
-    hashed = getattr(func, HASH_FUNCTION)(*columns, type_=BigInteger)
-    high = hashed.op(">>", return_type=BigInteger)(literal(32, BigInteger))
-    low = hashed.op("&", return_type=BigInteger)(literal(0xFFFFFFFF, BigInteger))
-    return [func.coalesce(func.sum(high), 0), func.coalesce(func.sum(low), 0)]
+    """The rows' value digests summed (2**31 rows of 32-bit digests fit SQLite's integer
+    SUM): the processors' ``row_digests`` of the stored values (BulkLoader)."""
+    return [func.coalesce(func.sum(_digest(columns)), 0)]
 
 
-def _digest(staging: Table) -> ColumnElement[Any]:
-    """digests.row_digests in SQL: the registered row hash over the row as stored, in
+def _digest(columns: list[ColumnElement[Any]]) -> ColumnElement[Any]:
+    """digests.row_digests in SQL: the registered row hash over the values as stored, in
     the loader's column order, folded as np.fmod folds it (SQLite's % truncates too)."""
-    hashed = getattr(func, HASH_FUNCTION)(*staging.columns, type_=BigInteger)
+    hashed = getattr(func, HASH_FUNCTION)(*columns, type_=BigInteger)
     return hashed % literal(FOLD, BigInteger)
 
 

@@ -22,10 +22,11 @@ Each row has two digests, both 32-bit:
 A digest is Python's ``hash()`` of the tuple of values the loader sends (as the database
 returns them), folded to 32 bits: SQLite computes it in SQL through a function registered
 on the connection (0.6 us a row), the processors over the tuples they build anyway (0.1
-us a row). PostgreSQL digests the COPY text instead (the first 32 bits of its md5: of
-the whole line, or of its stored columns' part): the processors write that text anyway,
-and the server writes it again from the stored row in SQL (its module), so no row leaves
-the server.
+us a row). PostgreSQL digests the COPY text instead, with its own ``hashtext()`` (of the
+whole line, or of its stored columns' part): the processors write that text anyway and
+hash it as the server does (``text_hashes``, vectorized: 0.3-0.5 us a row), and the
+server writes it again from the stored row in SQL (its module), so no row leaves the
+server. Its md5 cost three times as much there (1M rows: 1.9 s against 0.64 s).
 
 Python seeds its string hash per interpreter; the workers are forked from the parent and
 share its seed, so their digests and the parent's agree within a run. `run --resume`, a
@@ -39,7 +40,6 @@ sum; changes in several rows cancel with probability about 2**-32.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from hashlib import md5
 from typing import Any
 
 import numpy as np
@@ -59,10 +59,91 @@ def row_digests(rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
     return np.fmod(hashes, FOLD)
 
 
-def md5_digests(texts: Sequence[bytes]) -> np.ndarray:
-    """Each text's md5, its first 32 bits as a signed big-endian integer (int64)."""
-    return np.fromiter((int.from_bytes(md5(t).digest()[:4], "big", signed=True)
-                        for t in texts), dtype=np.int64, count=len(texts))
+def text_hashes(texts: Sequence[bytes]) -> np.ndarray:
+    """Each text's hash as PostgreSQL's ``hashtext()`` computes it over the same bytes
+    (its ``hash_bytes``, Bob Jenkins' lookup3 with PostgreSQL's tail: src/common/hashfn.c),
+    a signed 32-bit integer (int64), vectorized over the texts.
+
+    The texts are laid out zero-padded, 12 bytes a block, as little-endian 32-bit words;
+    sorted longest first, the rows still hashing full blocks are always a prefix. A
+    padding byte adds nothing, so every text's last, partial block is added the same way
+    (the lowest byte of ``c`` holds no data: the third word is shifted by 8).
+    """
+    n = len(texts)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+    full = lengths // 12  # blocks mixed in the loop; the rest (0-11 bytes) is the tail
+    width = 12 * (int(full.max()) + 1)
+    padded = np.zeros((n, width), np.uint8)
+    padded[np.arange(width) < lengths[:, None]] = np.frombuffer(b"".join(texts), np.uint8)
+    order = np.argsort(-full, kind="stable")
+    words = padded.view("<u4").astype(np.uint32, copy=False)[order]
+    a = (np.uint32(0x9E3779B9 + 3923095) + lengths[order].astype(np.uint32)).astype(np.uint32)
+    b, c = a.copy(), a.copy()
+    active = np.bincount(full, minlength=int(full.max()) + 1)[::-1].cumsum()[::-1]
+    with np.errstate(over="ignore"):
+        for block in range(int(full.max())):
+            m = int(active[block + 1])  # the texts with more than ``block`` full blocks
+            at = 3 * block
+            a[:m] += words[:m, at]
+            b[:m] += words[:m, at + 1]
+            c[:m] += words[:m, at + 2]
+            a[:m], b[:m], c[:m] = _mix(a[:m], b[:m], c[:m])
+        tail = 3 * full[order]
+        rows = np.arange(n)
+        a += words[rows, tail]
+        b += words[rows, tail + 1]
+        c += words[rows, tail + 2] << np.uint32(8)
+        hashed = _final(a, b, c)
+    found = np.empty(n, np.int64)
+    found[order] = hashed.view(np.int32)
+    return found
+
+
+def _rot(x: np.ndarray, k: int) -> np.ndarray:
+    return (x << np.uint32(k)) | (x >> np.uint32(32 - k))
+
+
+def _mix(a: np.ndarray, b: np.ndarray, c: np.ndarray
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    a = a - c
+    a ^= _rot(c, 4)
+    c = c + b
+    b = b - a
+    b ^= _rot(a, 6)
+    a = a + c
+    c = c - b
+    c ^= _rot(b, 8)
+    b = b + a
+    a = a - c
+    a ^= _rot(c, 16)
+    c = c + b
+    b = b - a
+    b ^= _rot(a, 19)
+    a = a + c
+    c = c - b
+    c ^= _rot(b, 4)
+    b = b + a
+    return a, b, c
+
+
+def _final(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    c ^= b
+    c -= _rot(b, 14)
+    a ^= c
+    a -= _rot(c, 11)
+    b ^= a
+    b -= _rot(a, 25)
+    c ^= b
+    c -= _rot(b, 16)
+    a ^= c
+    a -= _rot(c, 4)
+    b ^= a
+    b -= _rot(a, 14)
+    c ^= b
+    c -= _rot(b, 24)
+    return c
 
 
 def total(digests: np.ndarray) -> int:

@@ -85,7 +85,7 @@ def _totals(connection: Connection, columns: Any, amount: str, hash_of: str | No
     if hash_of is not None:  # an integer field, stored as digits text or a number
         summed.append(sums.columns(cast(columns[hash_of], BigInteger)))
     digest_sums = None if digested is None else backend_for(
-        connection.dialect.name).value_digest_sums([columns[c] for c in digested])
+        connection.dialect.name).value_digest_sums(connection, [columns[c] for c in digested])
     query: Select[Any] = select(func.count(), *(c for part in summed for c in part),
                                 *(digest_sums or []))
     if source is not None:
@@ -135,7 +135,8 @@ class StagingRepository:
         rows at ``lines``, as FINAL's are summed; None where the database has no digest
         or no one-parameter list of lines."""
         backend = backend_for(self.connection.dialect.name)
-        sums = backend.value_digest_sums([self.table.c[c] for c in self.columns])
+        sums = backend.value_digest_sums(self.connection,
+                                         [self.table.c[c] for c in self.columns])
         if sums is None:
             return None
         if not lines:
@@ -271,7 +272,7 @@ class FinalRepository:
         """The surviving staging rows' digest over every stored column, as the database
         computes it (its backend's ``value_digest_sums``); None where it has none."""
         sums = backend_for(self.connection.dialect.name).value_digest_sums(
-            [source.c[c] for c in self.tables.business_columns])
+            self.connection, [source.c[c] for c in self.tables.business_columns])
         if sums is None:
             return None
         return _joined_sums(self.connection.execute(select(*sums), params).one())

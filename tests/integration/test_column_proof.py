@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import Engine, select, text
+from sqlalchemy.engine import make_url
 
 from pipeline.audit.reader import load_evidence
 from pipeline.config import JobConfig
@@ -27,7 +28,7 @@ from pipeline.explain import explain_run, format_explanation
 from pipeline.generate import generate_file
 from pipeline.job import run_job
 from recon import checks
-from tests.conftest import final_rows, seed_final
+from tests.conftest import engine_for, final_rows, seed_final, shipped_job
 
 RECORDS = 2_000
 FLIP = "CASE substr({c}, 1, 1) WHEN '9' THEN '8' ELSE '9' END || substr({c}, 2)"
@@ -171,16 +172,58 @@ def test_the_database_digests_staging_as_the_processors_did(job_config: JobConfi
         engine.dispose()
 
 
-def _digests_agree(job_config: JobConfig, engine: Engine) -> None:
+def test_digests_agree_on_a_database_that_is_not_utf8(tmp_path: Path, pg_url: str) -> None:
+    """PostgreSQL hashes its own bytes: a LATIN1 database's text is made UTF-8 first,
+    as the processors hash it, so an accented letter digests the same."""
+    name = make_url(pg_url).database
+    latin1 = make_url(pg_url).set(database=f"{name}_latin1")
+    with engine_for(pg_url, isolation_level="AUTOCOMMIT") as admin, admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{latin1.database}" ENCODING \'LATIN1\' '
+                          "LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"))
+    url = latin1.render_as_string(hide_password=False)
+    try:
+        engine = make_engine(url)
+        try:
+            _digests_agree(shipped_job(tmp_path, url), engine,
+                           [t for t in TRICKY if "\u20ac" not in t] + ["na\u00efve"],
+                           changed="caf\u00e9!")
+        finally:
+            engine.dispose()
+    finally:
+        with engine_for(pg_url, isolation_level="AUTOCOMMIT") as admin, \
+                admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{latin1.database}" WITH (FORCE)'))
+
+
+def test_text_hashes_are_the_servers_hashtext(pg_url: str) -> None:
+    """Random texts of 0-120 characters, tabs, backslashes and multibyte letters among
+    them: the processors' hash of each equals PostgreSQL's."""
+    import random
+
+    from pipeline.db.digests import text_hashes
+
+    pick = random.Random(3)
+    alphabet = "abcXYZ0123456789 \t\\\u00e9\u20ac\u00df"
+    texts = ["".join(pick.choice(alphabet) for _ in range(pick.randint(0, 120)))
+             for _ in range(2_000)]
+    with engine_for(pg_url) as engine, engine.connect() as conn:
+        theirs = conn.execute(text("SELECT hashtext(t) FROM unnest(CAST(:texts AS text[])) "
+                                   "WITH ORDINALITY u(t, i) ORDER BY i"),
+                              {"texts": texts}).scalars().all()
+    assert text_hashes([t.encode("utf-8") for t in texts]).tolist() == theirs
+
+
+def _digests_agree(job_config: JobConfig, engine: Engine, tricky: list[str] = TRICKY,
+                   changed: str = "caf\u00e9 \u20ac!") -> None:
     tables = job_tables(job_config)
     tables.metadata.create_all(engine)
-    n = len(TRICKY)
+    n = len(tricky)
     columns = {"txn_id": np.array([f"K{i}" for i in range(n)]),
                "account_id": np.array(["0012345678"] * n),
                "txn_date": np.array(["2026-12-04"] * n),
                "amount": np.arange(n, dtype=np.int64) * -1001,
                "currency": np.array(["EUR"] * n),
-               "description": np.array(TRICKY)}
+               "description": np.array(tricky)}
     batch = StagingBatch("run-1", 3, np.arange(2, n + 2, dtype=np.int64), columns)
     loader = loader_for(tables, job_config.detail, job_config.amount, engine.dialect, 100)
     payload, digests, values = loader.encode_digested(batch)
@@ -200,15 +243,15 @@ def _digests_agree(job_config: JobConfig, engine: Engine) -> None:
         # the value digests, as the database sums them over FINAL's rows (the same
         # columns), and over the staging rows at some lines
         stored = [tables.staging.c[c] for c in tables.business_columns]
-        summed = conn.execute(select(*backend.value_digest_sums(stored))).one()[0]
+        summed = conn.execute(select(*backend.value_digest_sums(conn, stored))).one()[0]
         assert summed == total(values)
         staging = StagingRepository(conn, tables, job_config.key_columns, job_config.amount)
         assert staging.value_digest_at_lines("run-1", [2, 6]) == total(values[[0, 4]])
         assert staging.value_digest_at_lines("run-1", []) == 0
-        conn.execute(text("UPDATE stg_transactions SET description = 'caf\u00e9 \u20ac!' "
-                          "WHERE source_line = 6"))
+        conn.execute(text("UPDATE stg_transactions SET description = :changed "
+                          "WHERE source_line = 6"), {"changed": changed})
         assert backend.staging_digest_total(conn, tables.staging, "run-1")[1] != total(digests)
-        assert conn.execute(select(*backend.value_digest_sums(stored))).one()[0] != total(
+        assert conn.execute(select(*backend.value_digest_sums(conn, stored))).one()[0] != total(
             values)
 
 

@@ -102,7 +102,7 @@ class Backend(Protocol):
                              run_id: str) -> tuple[int, int]:
         """(rows, exact sum of their digests) of the run's staging rows."""
 
-    def value_digest_sums(self, columns: list[ColumnElement[Any]]
+    def value_digest_sums(self, connection: Connection, columns: list[ColumnElement[Any]]
                           ) -> list[ColumnElement[Any]] | None:
         """Aggregates whose exact values sum the rows' value digests over ``columns`` (32
         bits a row, the same for the same values, NULL-safe; as the loader's

@@ -172,7 +172,8 @@ def staging_digest_total(connection: Connection, staging: Table,
     return int(rows), int(summed)
 
 
-def value_digest_sums(columns: list[ColumnElement[Any]]) -> list[ColumnElement[Any]]:
+def value_digest_sums(connection: Connection,
+                      columns: list[ColumnElement[Any]]) -> list[ColumnElement[Any]]:
     """The rows' value digests summed (2**31 rows of 32-bit digests fit SQLite's integer
     SUM): the processors' ``row_digests`` of the stored values (BulkLoader)."""
     return [func.coalesce(func.sum(_digest(columns)), 0)]

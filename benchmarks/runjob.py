@@ -66,7 +66,9 @@ def instrument() -> None:
     _timed(FinalRepository, "count_and_amount_for_run", "checks_after_merge")
     # the MERGE's transaction: connect + MERGE + checks + commit; the rest is the commit
     _timed(ReconciliationService, "merge_and_verify", "merge_transaction")
-    # the column proofs (pipeline.db.digests, the MERGE's join): their own cost
+    # the column proofs (pipeline.db.digests, the MERGE's join): their own cost; staging's
+    # digest sum is taken in the pass that counts its rows (staging_totals)
+    _timed(StagingRepository, "count_and_amount", "staging_totals")
     _timed(ReconciliationService, "_staging_columns", "proof_staging")
     _timed(ReconciliationService, "_final_columns", "proof_final")
     _timed(RunRepository, "start_run", "audit")

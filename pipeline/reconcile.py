@@ -45,7 +45,7 @@ Record = Callable[[Connection, list[ReconciliationResult]], None]
 class StagingFigures(Protocol):
     """What the checks read of the run's staging rows (StagingRepository)."""
 
-    def count_and_amount(self, run_id: str) -> Totals: ...
+    def count_and_amount(self, run_id: str, digest: bool = False) -> Totals: ...
     def surviving_count_and_amount(self, run_id: str) -> Totals: ...
     def collapsed_at_lines(self, run_id: str, lines: Sequence[int]
                            ) -> tuple[Totals, list[int]] | None: ...
@@ -237,19 +237,22 @@ class ReconciliationService:
                     ) -> tuple[list[ReconciliationResult], Totals]:
         """reconcile_counts' checks, unordered, and the run's staging totals."""
         with database_errors(self.engine, "reconciling staging"), self.store.connect() as conn:
-            staged = self.store.staging(conn).count_and_amount(run_id)
-            columns = self._staging_columns(conn, run_id, aggregated)
+            # the rows' digest sum in the same pass, when the processors' is there to match
+            staged = self.store.staging(conn).count_and_amount(
+                run_id, digest=aggregated.row_digest is not None)
+            columns = self._staging_columns(conn, run_id, aggregated, staged)
         return [*checks.load_checks(self.trailer, aggregated, staged.rows, staged.amount,
                                     self.reject_limit, staged.hash), columns], staged
 
     def _staging_columns(self, conn: Connection, run_id: str,
-                         aggregated: AggregatedMetrics) -> ReconciliationResult:
+                         aggregated: AggregatedMetrics, staged: Totals) -> ReconciliationResult:
         """processed_to_staging_columns: the processors' digest sum against staging's
         (pipeline.db.digests); on a mismatch, or without the processors' sum (a resume),
         the rows compared one by one against the input file."""
         accepted = aggregated.total_read - aggregated.total_errors
         if aggregated.row_digest is not None:
-            rows, digest = self.store.staging(conn).digest_total(run_id)
+            rows, digest = ((staged.rows, staged.digest) if staged.digest is not None
+                            else self.store.staging(conn).digest_total(run_id))
             if rows == accepted and digest == aggregated.row_digest:
                 if self.on_proven is not None:
                     self.on_proven()

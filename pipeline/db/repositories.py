@@ -77,15 +77,13 @@ class Totals(NamedTuple):
 
 def _totals(connection: Connection, columns: Any, amount: str, hash_of: str | None,
             source: Any = None, where: Any = None, params: Any = None,
-            digested: list[str] | None = None) -> Totals:
-    """Count, exact amount sum, hashed-field sum and (``digested``: its columns) digest
-    of ``columns`` (a table's or a subquery's), in one pass."""
+            digest_sums: list[ColumnElement[Any]] | None = None) -> Totals:
+    """Count, exact amount sum, hashed-field sum and (``digest_sums``: a backend's
+    aggregates) digest of ``columns`` (a table's or a subquery's), in one pass."""
     sums = _AmountSums(connection)
     summed = [sums.columns(columns[amount])]
     if hash_of is not None:  # an integer field, stored as digits text or a number
         summed.append(sums.columns(cast(columns[hash_of], BigInteger)))
-    digest_sums = None if digested is None else backend_for(
-        connection.dialect.name).value_digest_sums(connection, [columns[c] for c in digested])
     query: Select[Any] = select(func.count(), *(c for part in summed for c in part),
                                 *(digest_sums or []))
     if source is not None:
@@ -115,9 +113,14 @@ class StagingRepository:
     def get_amount_total(self, run_id: str) -> int:
         return self.count_and_amount(run_id).amount
 
-    def count_and_amount(self, run_id: str) -> Totals:
+    def count_and_amount(self, run_id: str, digest: bool = False) -> Totals:
+        """The run's staging totals; with ``digest``, the sum of the rows' digests too
+        (pipeline.db.digests) in the same pass, where the database computes them (None
+        where it does not: ``digest_total`` then)."""
+        sums = (backend_for(self.connection.dialect.name).row_digest_sums(
+            self.connection, self.table) if digest else None)
         return _totals(self.connection, self.table.c, self.amount, self.hash_of, self.table,
-                       self.table.c.run_id == run_id)
+                       self.table.c.run_id == run_id, digest_sums=sums)
 
     def surviving_count_and_amount(self, run_id: str) -> Totals:
         """Distinct keys of the run and the totals of each key's last row."""
@@ -226,9 +229,11 @@ class FinalRepository:
     def count_and_amount_for_run(self, run_id: str, digest: bool = False) -> Totals:
         """The run's FINAL rows' totals; with ``digest``, their digest over every stored
         column too, in the same pass (``staged_digest`` is its staging twin)."""
+        sums = (backend_for(self.connection.dialect.name).value_digest_sums(
+            self.connection, [self.table.c[c] for c in self.tables.business_columns])
+            if digest else None)
         return _totals(self.connection, self.table.c, self.amount, self.hash_of, self.table,
-                       self.table.c.last_run_id == run_id,
-                       digested=list(self.tables.business_columns) if digest else None)
+                       self.table.c.last_run_id == run_id, digest_sums=sums)
 
     def merge_run(self, run_id: str, updated_ts: datetime, deduplicate: bool = True,
                   superseded: Sequence[int] = ()) -> int:

@@ -35,6 +35,7 @@ class FakeStore:
     commits: int = 0
     rollbacks: int = 0
     staged_passes: int = 0  # passes over the surviving staging rows to digest them
+    digest_passes: int = 0  # passes over the run's staging rows for their digests alone
 
     # Store
     def connect(self) -> Any:
@@ -65,8 +66,10 @@ class FakeStore:
         return self
 
     # staging
-    def count_and_amount(self, run_id: str) -> Totals:
-        return self._totals(self._staged(run_id))
+    def count_and_amount(self, run_id: str, digest: bool = False) -> Totals:
+        rows = self._staged(run_id)
+        found = self._totals(rows)
+        return found._replace(digest=sum(map(self.digest, rows))) if digest else found
 
     def surviving_count_and_amount(self, run_id: str) -> Totals:
         return self._totals(self._last_per_key(self._staged(run_id)))
@@ -79,6 +82,7 @@ class FakeStore:
         return self._totals(dropped), sorted(r["source_line"] for r in dropped)
 
     def digest_total(self, run_id: str) -> tuple[int, int]:
+        self.digest_passes += 1
         rows = self._staged(run_id)
         return len(rows), sum(self.digest(r) for r in rows)
 

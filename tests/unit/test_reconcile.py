@@ -80,6 +80,7 @@ def test_balanced_figures_merge_once_and_every_check_passes() -> None:
     outcome, recorded = reconcile(fake)
     assert outcome.passed and [r.check_name for r in outcome.results] == LOAD + AFTER
     assert fake.merges == [True] and fake.commits == 1 and fake.rollbacks == 0
+    assert fake.digest_passes == 0  # staging's digests were summed as its rows were counted
     assert recorded == [outcome.results]  # the audit committed with the MERGE
     assert {k: r["amount"] for k, r in fake.final_rows.items()} == {
         (r["txn_id"],): r["amount"] for r in ROWS}

@@ -102,6 +102,12 @@ class Backend(Protocol):
                              run_id: str) -> tuple[int, int]:
         """(rows, exact sum of their digests) of the run's staging rows."""
 
+    def row_digest_sums(self, connection: Connection, staging: Table
+                        ) -> list[ColumnElement[Any]] | None:
+        """Aggregates whose exact values sum the staging rows' digests, as
+        ``staging_digest_total`` does, to be computed with other totals in one pass; None
+        where the database cannot compute them."""
+
     def value_digest_sums(self, connection: Connection, columns: list[ColumnElement[Any]]
                           ) -> list[ColumnElement[Any]] | None:
         """Aggregates whose exact values sum the rows' value digests over ``columns`` (32

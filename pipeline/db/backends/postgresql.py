@@ -237,11 +237,14 @@ def staging_digests(connection: Connection, staging: Table,
 
 def staging_digest_total(connection: Connection, staging: Table,
                          run_id: str) -> tuple[int, int]:
-    query = select(func.count(),
-                   func.coalesce(func.sum(_line_digest(connection, staging)), 0)).where(
+    query = select(func.count(), *row_digest_sums(connection, staging)).where(
         staging.c.run_id == run_id)
     rows, summed = connection.execute(query).one()
     return int(rows), int(summed)
+
+
+def row_digest_sums(connection: Connection, staging: Table) -> list[ColumnElement[Any]]:
+    return [func.coalesce(func.sum(_line_digest(connection, staging)), 0)]
 
 
 def _line_digest(connection: Connection, staging: Table) -> ColumnElement[Any]:

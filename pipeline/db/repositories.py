@@ -66,8 +66,8 @@ class Totals(NamedTuple):
     rows: int
     amount: int
     hash: int | None = None
-    # the rows' digest over the given columns (the backend's value_digest_sums), where
-    # asked for and the database has one
+    # the sum of the rows' digests (pipeline.db.digests), where asked for and the
+    # database computes them
     digest: int | None = None
 
     def less(self, other: Totals) -> Totals:
@@ -77,15 +77,15 @@ class Totals(NamedTuple):
 
 def _totals(connection: Connection, columns: Any, amount: str, hash_of: str | None,
             source: Any = None, where: Any = None, params: Any = None,
-            digest_sums: list[ColumnElement[Any]] | None = None) -> Totals:
-    """Count, exact amount sum, hashed-field sum and (``digest_sums``: a backend's
-    aggregates) digest of ``columns`` (a table's or a subquery's), in one pass."""
+            digest: ColumnElement[Any] | None = None) -> Totals:
+    """Count, exact amount sum, hashed-field sum and (``digest``: each row's, a
+    backend's) digest sum of ``columns`` (a table's or a subquery's), in one pass."""
     sums = _AmountSums(connection)
     summed = [sums.columns(columns[amount])]
     if hash_of is not None:  # an integer field, stored as digits text or a number
         summed.append(sums.columns(cast(columns[hash_of], BigInteger)))
     query: Select[Any] = select(func.count(), *(c for part in summed for c in part),
-                                *(digest_sums or []))
+                                *([] if digest is None else [_sum(digest)]))
     if source is not None:
         query = query.select_from(source)
     if where is not None:
@@ -96,7 +96,12 @@ def _totals(connection: Connection, columns: Any, amount: str, hash_of: str | No
         found.append(sums.total(row[at:at + len(part)]))
         at += len(part)
     return Totals(int(row[0]), found[0], found[1] if hash_of is not None else None,
-                  _joined_sums(row[at:]) if digest_sums is not None else None)
+                  int(row[at]) if digest is not None else None)
+
+
+def _sum(digest: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The exact sum of 32-bit digests: 2**31 rows stay within SQLite's integer SUM."""
+    return func.coalesce(func.sum(digest), 0)
 
 
 class StagingRepository:
@@ -117,10 +122,10 @@ class StagingRepository:
         """The run's staging totals; with ``digest``, the sum of the rows' digests too
         (pipeline.db.digests) in the same pass, where the database computes them (None
         where it does not: ``digest_total`` then)."""
-        sums = (backend_for(self.connection.dialect.name).row_digest_sums(
+        digested = (backend_for(self.connection.dialect.name).row_digest(
             self.connection, self.table) if digest else None)
         return _totals(self.connection, self.table.c, self.amount, self.hash_of, self.table,
-                       self.table.c.run_id == run_id, digest_sums=sums)
+                       self.table.c.run_id == run_id, digest=digested)
 
     def surviving_count_and_amount(self, run_id: str) -> Totals:
         """Distinct keys of the run and the totals of each key's last row."""
@@ -133,32 +138,15 @@ class StagingRepository:
         return backend_for(self.connection.dialect.name).staging_digest_total(
             self.connection, self.table, run_id)
 
-    def value_digest_at_lines(self, run_id: str, lines: Sequence[int]) -> int | None:
-        """The sum of the value digests (the backend's ``value_digest_sums``) of the run's
-        rows at ``lines``, as FINAL's are summed; None where the database has no digest
-        or no one-parameter list of lines."""
-        backend = backend_for(self.connection.dialect.name)
-        sums = backend.value_digest_sums(self.connection,
-                                         [self.table.c[c] for c in self.columns])
-        if sums is None:
-            return None
-        if not lines:
-            return 0
-        lines_in = backend.lines_in(self.table.c.source_line, list(lines))
-        if lines_in is None:
-            return None
-        at, bound = lines_in
-        query = select(*sums).where(self.table.c.run_id == run_id, at)
-        return _joined_sums(self.connection.execute(query, {"lines": bound}).one())
-
     def collapsed_at_lines(self, run_id: str, lines: Sequence[int]
                            ) -> tuple[Totals, list[int]] | None:
         """(the totals of the records that keeping each key's last record drops, their
-        source lines), read from the run's rows at ``lines`` only: every record of a repeated key
-        must be among them (pipeline.repeats.repeated_lines). The real keys are compared
-        here, so a line there by a mere hash collision changes nothing. None where this
-        database has no one-parameter list of lines (Oracle): the caller then ranks every
-        row instead.
+        value digests' sum among them where the database computes it, and their source
+        lines), read from the run's rows at ``lines`` only: every record of a repeated
+        key must be among them (pipeline.repeats.repeated_lines). The real keys are
+        compared here, so a line there by a mere hash collision changes nothing. None
+        where this database has no one-parameter list of lines (Oracle): the caller then
+        ranks every row instead.
 
         The database ranks the rows at those lines only (a filter of the scan of the
         run's rows: PostgreSQL hashes the array, SQLite indexes the JSON list once) and
@@ -179,23 +167,27 @@ class StagingRepository:
         assert isinstance(money, Money)
         # the driver's own value (Decimal on PostgreSQL): summed exactly, converted once
         raw = type_coerce(s.c[self.amount], money.load_dialect_impl(self.connection.dialect))
-        hashed = [] if self.hash_of is None else [cast(s.c[self.hash_of], BigInteger)
-                                                  .label("hashed")]
+        optional = {"hashed": None if self.hash_of is None
+                    else cast(s.c[self.hash_of], BigInteger),
+                    "digest": backend_for(self.connection.dialect.name).value_digest(
+                        self.connection, [s.c[c] for c in self.columns])}
+        present = {name: value for name, value in optional.items() if value is not None}
         ranked = select(
-            s.c.source_line, raw.label("amount"), *hashed,
+            s.c.source_line, raw.label("amount"),
+            *(value.label(name) for name, value in present.items()),
             func.row_number().over(partition_by=key_of(s, self.key),
                                    order_by=s.c.source_line.desc()).label("rn"),
         ).where(s.c.run_id == run_id, at).subquery("ranked")
         # every record of a key but its last: those keeping the last record drops
         rows = self.connection.execute(
-            select(ranked.c.source_line, ranked.c.amount,
-                   *([] if self.hash_of is None else [ranked.c.hashed]))
-            .where(ranked.c.rn > literal_column("1")), {"lines": bound}).all()
-        amount = money.process_result_value(sum(r[1] for r in rows), self.connection.dialect)
+            select(ranked.c.source_line, ranked.c.amount, *(ranked.c[n] for n in present))
+            .where(ranked.c.rn > literal_column("1")), {"lines": bound}).mappings().all()
+        amount = money.process_result_value(sum(r["amount"] for r in rows),
+                                            self.connection.dialect)
         assert amount is not None
-        hash_sum = None if self.hash_of is None else sum(int(r[2]) for r in rows)
-        return (Totals(len(rows), amount, hash_sum),
-                sorted(int(r[0]) for r in rows))
+        summed = {n: sum(int(r[n]) for r in rows) for n in present}
+        return (Totals(len(rows), amount, summed.get("hashed"), summed.get("digest")),
+                sorted(int(r["source_line"]) for r in rows))
 
     def purge_runs(self, run_ids: list[str]) -> None:
         """Delete the staging rows of ``run_ids`` (older runs of the job: the run repository
@@ -229,11 +221,11 @@ class FinalRepository:
     def count_and_amount_for_run(self, run_id: str, digest: bool = False) -> Totals:
         """The run's FINAL rows' totals; with ``digest``, their digest over every stored
         column too, in the same pass (``staged_digest`` is its staging twin)."""
-        sums = (backend_for(self.connection.dialect.name).value_digest_sums(
+        digested = (backend_for(self.connection.dialect.name).value_digest(
             self.connection, [self.table.c[c] for c in self.tables.business_columns])
             if digest else None)
         return _totals(self.connection, self.table.c, self.amount, self.hash_of, self.table,
-                       self.table.c.last_run_id == run_id, digest_sums=sums)
+                       self.table.c.last_run_id == run_id, digest=digested)
 
     def merge_run(self, run_id: str, updated_ts: datetime, deduplicate: bool = True,
                   superseded: Sequence[int] = ()) -> int:
@@ -274,13 +266,13 @@ class FinalRepository:
         return rows.subquery("s"), params
 
     def staged_digest(self, source: Any, params: dict[str, Any]) -> int | None:
-        """The surviving staging rows' digest over every stored column, as the database
-        computes it (its backend's ``value_digest_sums``); None where it has none."""
-        sums = backend_for(self.connection.dialect.name).value_digest_sums(
+        """The surviving staging rows' value digests summed, as the database computes
+        them (its backend's ``value_digest``); None where it has none."""
+        digest = backend_for(self.connection.dialect.name).value_digest(
             self.connection, [source.c[c] for c in self.tables.business_columns])
-        if sums is None:
+        if digest is None:
             return None
-        return _joined_sums(self.connection.execute(select(*sums), params).one())
+        return int(self.connection.execute(select(_sum(digest)), params).scalar_one())
 
     def columns_equal_count(self, source: Any, params: dict[str, Any]) -> int:
         """FINAL rows of the run (bound as ``:run_id``) equal, in every stored column
@@ -315,9 +307,3 @@ class FinalRepository:
     def _same(self, source: Any) -> ColumnElement[bool]:
         return and_(*(self.table.c[c].is_not_distinct_from(source.c[c])
                       for c in self._compared))
-
-
-def _joined_sums(row: Any) -> int:
-    """One exact number from a digest's sums (SQLite's two 32-bit halves)."""
-    return sum(int(v) << (32 * (len(row) - 1 - i)) for i, v in enumerate(row))
-

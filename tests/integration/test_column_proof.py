@@ -22,7 +22,6 @@ from pipeline.db.backends import backend_for
 from pipeline.db.bulk import StagingBatch, loader_for
 from pipeline.db.digests import total
 from pipeline.db.engine import make_engine
-from pipeline.db.repositories import StagingRepository
 from pipeline.db.tables import job_tables
 from pipeline.explain import explain_run, format_explanation
 from pipeline.generate import generate_file
@@ -240,19 +239,17 @@ def _digests_agree(job_config: JobConfig, engine: Engine, tricky: list[str] = TR
         assert sorted(zip(lines.tolist(), found.tolist(), strict=True)) == sorted(
             zip(batch.lines.tolist(), digests.tolist(), strict=True))
         assert set(workers.tolist()) == {3}
-        # the value digests, as the database sums them over FINAL's rows (the same
-        # columns), and over the staging rows at some lines
+        # the value digests, as the database computes them over FINAL's rows (the same
+        # columns)
         stored = [tables.staging.c[c] for c in tables.business_columns]
-        summed = conn.execute(select(*backend.value_digest_sums(conn, stored))).one()[0]
-        assert summed == total(values)
-        staging = StagingRepository(conn, tables, job_config.key_columns, job_config.amount)
-        assert staging.value_digest_at_lines("run-1", [2, 6]) == total(values[[0, 4]])
-        assert staging.value_digest_at_lines("run-1", []) == 0
+        digest = backend.value_digest(conn, stored)
+        found = dict(conn.execute(select(tables.staging.c.source_line, digest)).all())
+        assert [found[n] for n in batch.lines.tolist()] == values.tolist()
         conn.execute(text("UPDATE stg_transactions SET description = :changed "
                           "WHERE source_line = 6"), {"changed": changed})
         assert backend.staging_digest_total(conn, tables.staging, "run-1")[1] != total(digests)
-        assert conn.execute(select(*backend.value_digest_sums(conn, stored))).one()[0] != total(
-            values)
+        assert conn.execute(select(digest).where(tables.staging.c.source_line == 6)
+                            ).scalar_one() != values[4]
 
 
 def test_oracle_digests_fetched_rows_as_its_loader_sent_them() -> None:

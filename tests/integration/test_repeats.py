@@ -16,6 +16,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, select
 
 from pipeline.config import JobConfig, load_config
+from pipeline.db.backends import backend_for
+from pipeline.db.engine import make_engine
 from pipeline.db.tables import job_tables
 from pipeline.generate import generate_file
 from pipeline.job import run_job
@@ -231,17 +233,25 @@ def test_survivors_from_the_repeated_lines_equal_ranking_every_row(
     config = job_config.with_overrides(input_path=made.path)
     outcome = run_job(config)
     assert outcome.exit_code == 0 and outcome.duplicates_collapsed > 10, outcome.message
-    engine = create_engine(config.database_url)
+    engine = make_engine(config.database_url)  # the job's: SQLite's digest function
+    tables = job_tables(config)
     try:
         with engine.connect() as conn:
-            staging = StagingRepository(conn, job_tables(config), config.key_columns,
-                                        config.amount)
+            staging = StagingRepository(conn, tables, config.key_columns, config.amount)
             staged = staging.count_and_amount(outcome.run_id)
             dropped = staging.collapsed_at_lines(outcome.run_id, list(range(1, 3_100)))
             assert dropped is not None
             records, lines = dropped
             assert staged.less(records) == staging.surviving_count_and_amount(outcome.run_id)
             assert records.rows == outcome.duplicates_collapsed == len(lines)
+            # the superseded records' value digests, summed as they were found
+            s = tables.staging.c
+            digest = backend_for(engine.dialect.name).value_digest(
+                conn, [s[c] for c in tables.business_columns])
+            assert digest is not None
+            assert records.digest == sum(conn.execute(
+                select(digest).where(s.run_id == outcome.run_id, s.source_line.in_(lines))
+            ).scalars())
     finally:
         engine.dispose()
 
@@ -340,7 +350,7 @@ def test_past_the_old_cutoff_the_survivors_come_from_the_repeated_lines(
     assert outcome.exit_code == 0, outcome.message
     expected = expected_from_file(path)
     tables = job_tables(job_config)
-    engine = create_engine(job_config.database_url)
+    engine = make_engine(job_config.database_url)  # the job's: SQLite's digest function
     try:
         with engine.connect() as conn:
             staging = StagingRepository(conn, tables, job_config.key_columns,

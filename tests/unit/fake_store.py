@@ -79,15 +79,13 @@ class FakeStore:
         at = [r for r in self._staged(run_id) if r["source_line"] in set(lines)]
         kept = {id(r) for r in self._last_per_key(at)}
         dropped = [r for r in at if id(r) not in kept]
-        return self._totals(dropped), sorted(r["source_line"] for r in dropped)
+        return (self._totals(dropped)._replace(digest=sum(map(self.digest, dropped))),
+                sorted(r["source_line"] for r in dropped))
 
     def digest_total(self, run_id: str) -> tuple[int, int]:
         self.digest_passes += 1
         rows = self._staged(run_id)
         return len(rows), sum(self.digest(r) for r in rows)
-
-    def value_digest_at_lines(self, run_id: str, lines: Sequence[int]) -> int | None:
-        return sum(self.digest(r) for r in self._staged(run_id) if r["source_line"] in lines)
 
     # FINAL
     def merge_run(self, run_id: str, updated_ts: datetime, deduplicate: bool = True,

@@ -102,19 +102,16 @@ class Backend(Protocol):
                              run_id: str) -> tuple[int, int]:
         """(rows, exact sum of their digests) of the run's staging rows."""
 
-    def row_digest_sums(self, connection: Connection, staging: Table
-                        ) -> list[ColumnElement[Any]] | None:
-        """Aggregates whose exact values sum the staging rows' digests, as
-        ``staging_digest_total`` does, to be computed with other totals in one pass; None
-        where the database cannot compute them."""
+    def row_digest(self, connection: Connection, staging: Table) -> ColumnElement[Any] | None:
+        """Each staging row's digest (32 bits), as ``staging_digest_total`` sums it, to be
+        summed with other totals in one pass; None where the database cannot compute it."""
 
-    def value_digest_sums(self, connection: Connection, columns: list[ColumnElement[Any]]
-                          ) -> list[ColumnElement[Any]] | None:
-        """Aggregates whose exact values sum the rows' value digests over ``columns`` (32
-        bits a row, the same for the same values, NULL-safe; as the loader's
-        ``encode_digested`` digests the stored values), computed by the database over
-        FINAL's rows for staging_to_final_columns; None: compare the rows by a join
-        instead."""
+    def value_digest(self, connection: Connection, columns: list[ColumnElement[Any]]
+                     ) -> ColumnElement[Any] | None:
+        """Each row's value digest over ``columns`` (32 bits, the same for the same
+        values, NULL-safe; as the loader's ``encode_digested`` digests the stored values),
+        computed by the database over FINAL's rows for staging_to_final_columns; None:
+        compare the rows by a join instead."""
 
 
 def backend_for(name: str) -> Backend:

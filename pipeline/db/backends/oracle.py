@@ -144,11 +144,11 @@ def staging_digest_total(connection: Connection, staging: Table,
     return len(digests), total(digests)
 
 
-def row_digest_sums(connection: Connection, staging: Table) -> None:
+def row_digest(connection: Connection, staging: Table) -> None:
     return None  # Python's hash, not the server's: staging_digest_total fetches the rows
 
 
-def value_digest_sums(connection: Connection, columns: list[ColumnElement[Any]]) -> None:
+def value_digest(connection: Connection, columns: list[ColumnElement[Any]]) -> None:
     return None  # no server here to prove a hash on: the exact join decides
 
 

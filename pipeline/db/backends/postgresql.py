@@ -237,14 +237,14 @@ def staging_digests(connection: Connection, staging: Table,
 
 def staging_digest_total(connection: Connection, staging: Table,
                          run_id: str) -> tuple[int, int]:
-    query = select(func.count(), *row_digest_sums(connection, staging)).where(
-        staging.c.run_id == run_id)
+    query = select(func.count(), func.coalesce(func.sum(row_digest(connection, staging)), 0)
+                   ).where(staging.c.run_id == run_id)
     rows, summed = connection.execute(query).one()
     return int(rows), int(summed)
 
 
-def row_digest_sums(connection: Connection, staging: Table) -> list[ColumnElement[Any]]:
-    return [func.coalesce(func.sum(_line_digest(connection, staging)), 0)]
+def row_digest(connection: Connection, staging: Table) -> ColumnElement[Any]:
+    return _line_digest(connection, staging)
 
 
 def _line_digest(connection: Connection, staging: Table) -> ColumnElement[Any]:
@@ -285,12 +285,11 @@ def _copy_text(columns: list[Any]) -> ColumnElement[Any]:
     return func.concat_ws(literal_column("E'\\t'"), *parts)
 
 
-def value_digest_sums(connection: Connection,
-                      columns: list[ColumnElement[Any]]) -> list[ColumnElement[Any]]:
-    """The rows' value digests summed: ``hashtext()`` of the stored columns' part of the
-    COPY line (``_copy_text``; NULL and '' apart), as the processors digest it
-    (``PostgresLoader.encode_digested``). Summed as BIGINT: exact."""
-    return [func.coalesce(func.sum(_hashed(connection, _copy_text(columns))), 0)]
+def value_digest(connection: Connection,
+                 columns: list[ColumnElement[Any]]) -> ColumnElement[Any]:
+    """``hashtext()`` of the stored columns' part of the COPY line (``_copy_text``; NULL
+    and '' apart), as the processors digest it (``PostgresLoader.encode_digested``)."""
+    return _hashed(connection, _copy_text(columns))
 
 
 class PostgresLoader(BulkLoader):
@@ -309,7 +308,7 @@ class PostgresLoader(BulkLoader):
 
     def encode_digested(self, batch: StagingBatch) -> Encoded:
         """The COPY text and each line's digests, as the server computes them over the
-        stored row (``_line_digest``) and over its stored columns (``value_digest_sums``):
+        stored row (``_line_digest``) and over its stored columns (``value_digest``):
         the hash of each line and of its stored columns' part."""
         lines, values = self._lines(batch)
         encoded = [line.encode("utf-8") for line in lines]

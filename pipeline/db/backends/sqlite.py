@@ -165,21 +165,21 @@ def staging_digests(connection: Connection, staging: Table,
 
 def staging_digest_total(connection: Connection, staging: Table,
                          run_id: str) -> tuple[int, int]:
-    query = select(func.count(), *row_digest_sums(connection, staging)).where(
-        staging.c.run_id == run_id)
+    query = select(func.count(), func.coalesce(func.sum(row_digest(connection, staging)), 0)
+                   ).where(staging.c.run_id == run_id)
     rows, summed = connection.execute(query).one()
     return int(rows), int(summed)
 
 
-def row_digest_sums(connection: Connection, staging: Table) -> list[ColumnElement[Any]]:
-    return [func.coalesce(func.sum(_digest(list(staging.columns))), 0)]
+def row_digest(connection: Connection, staging: Table) -> ColumnElement[Any]:
+    return _digest(list(staging.columns))
 
 
-def value_digest_sums(connection: Connection,
-                      columns: list[ColumnElement[Any]]) -> list[ColumnElement[Any]]:
-    """The rows' value digests summed (2**31 rows of 32-bit digests fit SQLite's integer
-    SUM): the processors' ``row_digests`` of the stored values (BulkLoader)."""
-    return [func.coalesce(func.sum(_digest(columns)), 0)]
+def value_digest(connection: Connection,
+                 columns: list[ColumnElement[Any]]) -> ColumnElement[Any]:
+    """The processors' ``row_digests`` of the stored values (BulkLoader); 2**31 rows of
+    these 32-bit digests fit SQLite's integer SUM."""
+    return _digest(columns)
 
 
 def _digest(columns: list[ColumnElement[Any]]) -> ColumnElement[Any]:

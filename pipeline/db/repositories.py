@@ -26,6 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from pipeline.db.backends import backend_for
 from pipeline.db.dialects import profile_for
+from pipeline.db.digests import total
 from pipeline.db.merge import merge_params, merge_statement, staged_rows, surviving_rows
 from pipeline.db.partitions import drop_run_partitions
 from pipeline.db.tables import JobTables, key_of
@@ -134,9 +135,15 @@ class StagingRepository:
                        params={"run_id": run_id})
 
     def digest_total(self, run_id: str) -> tuple[int, int]:
-        """The run's rows and the sum of their row digests (pipeline.db.digests)."""
-        return backend_for(self.connection.dialect.name).staging_digest_total(
-            self.connection, self.table, run_id)
+        """The run's rows and the sum of their row digests (pipeline.db.digests): the
+        database's sum where it computes them, else the rows' digests fetched."""
+        backend = backend_for(self.connection.dialect.name)
+        if backend.row_digest(self.connection, self.table) is None:
+            digests = backend.staging_digests(self.connection, self.table, run_id)[2]
+            return len(digests), total(digests)
+        found = self.count_and_amount(run_id, digest=True)
+        assert found.digest is not None
+        return found.rows, found.digest
 
     def collapsed_at_lines(self, run_id: str, lines: Sequence[int]
                            ) -> tuple[Totals, list[int]] | None:

@@ -22,6 +22,7 @@ from pipeline.db.backends import backend_for
 from pipeline.db.bulk import StagingBatch, loader_for
 from pipeline.db.digests import total
 from pipeline.db.engine import make_engine
+from pipeline.db.repositories import StagingRepository
 from pipeline.db.tables import job_tables
 from pipeline.explain import explain_run, format_explanation
 from pipeline.generate import generate_file
@@ -234,7 +235,8 @@ def _digests_agree(job_config: JobConfig, engine: Engine, tricky: list[str] = TR
         raw.close()
     backend = backend_for(engine.dialect.name)
     with engine.begin() as conn:
-        assert backend.staging_digest_total(conn, tables.staging, "run-1") == (n, total(digests))
+        staging = StagingRepository(conn, tables, job_config.key_columns, job_config.amount)
+        assert staging.digest_total("run-1") == (n, total(digests))
         lines, workers, found = backend.staging_digests(conn, tables.staging, "run-1")
         assert sorted(zip(lines.tolist(), found.tolist(), strict=True)) == sorted(
             zip(batch.lines.tolist(), digests.tolist(), strict=True))
@@ -247,7 +249,7 @@ def _digests_agree(job_config: JobConfig, engine: Engine, tricky: list[str] = TR
         assert [found[n] for n in batch.lines.tolist()] == values.tolist()
         conn.execute(text("UPDATE stg_transactions SET description = :changed "
                           "WHERE source_line = 6"), {"changed": changed})
-        assert backend.staging_digest_total(conn, tables.staging, "run-1")[1] != total(digests)
+        assert staging.digest_total("run-1")[1] != total(digests)
         assert conn.execute(select(digest).where(tables.staging.c.source_line == 6)
                             ).scalar_one() != values[4]
 

@@ -98,13 +98,10 @@ class Backend(Protocol):
         """(source lines, worker ids, digests) of the run's staging rows, as the loader's
         ``encode_digested`` digests them (pipeline.db.digests), in no particular order."""
 
-    def staging_digest_total(self, connection: Connection, staging: Table,
-                             run_id: str) -> tuple[int, int]:
-        """(rows, exact sum of their digests) of the run's staging rows."""
-
     def row_digest(self, connection: Connection, staging: Table) -> ColumnElement[Any] | None:
-        """Each staging row's digest (32 bits), as ``staging_digest_total`` sums it, to be
-        summed with other totals in one pass; None where the database cannot compute it."""
+        """Each staging row's digest (32 bits), as ``staging_digests`` gives it, to be
+        summed with other totals in one pass; None where the database cannot compute it
+        (``staging_digests`` then fetches the rows)."""
 
     def value_digest(self, connection: Connection, columns: list[ColumnElement[Any]]
                      ) -> ColumnElement[Any] | None:

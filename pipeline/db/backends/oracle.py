@@ -22,7 +22,7 @@ from sqlalchemy.types import TypeEngine
 
 from pipeline.db.bulk import BulkLoader, LoadResult
 from pipeline.db.dialects import DialectProfile
-from pipeline.db.digests import row_digests, total
+from pipeline.db.digests import row_digests
 from pipeline.db.engine import milliseconds, timeout_named
 from pipeline.db.lock import HeldLock, driver_error, row_lock
 from pipeline.db.types import Money
@@ -138,14 +138,8 @@ def staging_digests(connection: Connection, staging: Table,
     return found[:, 0], found[:, 1], row_digests(rows)
 
 
-def staging_digest_total(connection: Connection, staging: Table,
-                         run_id: str) -> tuple[int, int]:
-    digests = staging_digests(connection, staging, run_id)[2]
-    return len(digests), total(digests)
-
-
 def row_digest(connection: Connection, staging: Table) -> None:
-    return None  # Python's hash, not the server's: staging_digest_total fetches the rows
+    return None  # Python's hash, not the server's: staging_digests fetches the rows
 
 
 def value_digest(connection: Connection, columns: list[ColumnElement[Any]]) -> None:

@@ -228,26 +228,14 @@ def merging(connection: Connection) -> Iterator[None]:
 def staging_digests(connection: Connection, staging: Table,
                     run_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each of the run's rows: its source line, worker id and digest, computed in the
-    server (``_line_digest``)."""
+    server (``row_digest``)."""
     query = select(staging.c.source_line, staging.c.worker_id,
-                   _line_digest(connection, staging)).where(staging.c.run_id == run_id)
+                   row_digest(connection, staging)).where(staging.c.run_id == run_id)
     found = np.array(connection.execute(query).all(), dtype=np.int64).reshape(-1, 3)
     return found[:, 0], found[:, 1], found[:, 2]
 
 
-def staging_digest_total(connection: Connection, staging: Table,
-                         run_id: str) -> tuple[int, int]:
-    query = select(func.count(), func.coalesce(func.sum(row_digest(connection, staging)), 0)
-                   ).where(staging.c.run_id == run_id)
-    rows, summed = connection.execute(query).one()
-    return int(rows), int(summed)
-
-
 def row_digest(connection: Connection, staging: Table) -> ColumnElement[Any]:
-    return _line_digest(connection, staging)
-
-
-def _line_digest(connection: Connection, staging: Table) -> ColumnElement[Any]:
     """digests.text_hashes of each COPY line, in SQL: ``hashtext()`` of the row's COPY
     text as the loader wrote it (``_copy_text``). All of it in the server: reading the
     rows back with COPY TO STDOUT to digest them in Python took 3.4-3.7 s for 1M rows."""
@@ -308,7 +296,7 @@ class PostgresLoader(BulkLoader):
 
     def encode_digested(self, batch: StagingBatch) -> Encoded:
         """The COPY text and each line's digests, as the server computes them over the
-        stored row (``_line_digest``) and over its stored columns (``value_digest``):
+        stored row (``row_digest``) and over its stored columns (``value_digest``):
         the hash of each line and of its stored columns' part."""
         lines, values = self._lines(batch)
         encoded = [line.encode("utf-8") for line in lines]

@@ -163,14 +163,6 @@ def staging_digests(connection: Connection, staging: Table,
     return found[:, 0], found[:, 1], found[:, 2]
 
 
-def staging_digest_total(connection: Connection, staging: Table,
-                         run_id: str) -> tuple[int, int]:
-    query = select(func.count(), func.coalesce(func.sum(row_digest(connection, staging)), 0)
-                   ).where(staging.c.run_id == run_id)
-    rows, summed = connection.execute(query).one()
-    return int(rows), int(summed)
-
-
 def row_digest(connection: Connection, staging: Table) -> ColumnElement[Any]:
     return _digest(list(staging.columns))
 

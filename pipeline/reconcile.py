@@ -337,7 +337,7 @@ class ReconciliationService:
         found = final.count_and_amount_for_run(run_id, digest=True)
         results = checks.final_checks(self.key, keys, survivors.amount, collapsed,
                                       found.rows, found.amount, self._hashes(survivors, found))
-        results.append(self._final_columns(conn, run_id, keys, deduplicate, superseded,
+        results.append(self._final_columns(final, run_id, keys, deduplicate, superseded,
                                            found.digest))
         return results
 
@@ -365,7 +365,7 @@ class ReconciliationService:
             return None
         return rule, survivors.hash, final.hash
 
-    def _final_columns(self, conn: Any, run_id: str, keys: int,
+    def _final_columns(self, final: FinalFigures, run_id: str, keys: int,
                        deduplicate: bool, superseded: Sequence[int],
                        final_digest: int | None) -> ReconciliationResult:
         """staging_to_final_columns, in the MERGE's transaction: every surviving staging
@@ -378,7 +378,6 @@ class ReconciliationService:
         runs only when the sums differ, or where the database has no digest (Oracle): it
         counts the equal rows exactly (NULL-safe) and keeps the differing rows' values as
         evidence before any rollback can take them."""
-        final = self.store.final(conn)
         source, params = final.survivors(run_id, deduplicate, superseded)
         staged = None
         if final_digest is not None:

@@ -22,7 +22,7 @@ from pipeline.db.backends import backend_for
 from pipeline.db.bulk import StagingBatch, loader_for
 from pipeline.db.digests import total
 from pipeline.db.engine import make_engine
-from pipeline.db.repositories import StagingRepository
+from pipeline.db.repositories import FinalRepository, StagingRepository
 from pipeline.db.tables import job_tables
 from pipeline.explain import explain_run, format_explanation
 from pipeline.generate import generate_file
@@ -290,8 +290,6 @@ def test_final_is_proven_against_the_processors_values_on_each_database(
     """With repeated keys and rejects, over a FINAL holding some keys: the processors'
     value digests less the superseded records' equal FINAL's sum as the database computes
     it, so neither the pass over staging's surviving rows nor the join runs."""
-    from pipeline.db.repositories import FinalRepository
-
     path, last_night = tmp_path / "night.dat", tmp_path / "last_night.dat"
     generate_file(path, RECORDS, seed=7, duplicate_rate=0.05, reject_rate=0.01)
     generate_file(last_night, RECORDS, seed=7)

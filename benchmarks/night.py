@@ -24,9 +24,10 @@ minute to the next: a ratio is only taken between neighbours):
 - the job: ``benchmarks.runjob`` (the shipped job, its phase timers and stage clock), and
   its own stage times as BATCH_RUN recorded them (PLAN_MS .. AUDIT_MS);
 - the floor: the file pre-parsed by the job's own parser (not timed), then the fastest
-  bulk load into the same staging table (SQLite: stdlib ``executemany`` in one
-  transaction; PostgreSQL: one ``COPY``) and one de-duplicating MERGE (the job's own
-  ``merge_statement(deduplicate=True)``) into the same FINAL with the same indexes.
+  bulk load into the same staging table (SQLite: stdlib ``executemany`` of the job's
+  many-rows-a-statement INSERT in one transaction; PostgreSQL: one ``COPY``) and one
+  de-duplicating MERGE (the job's own ``merge_statement(deduplicate=True)``) into the
+  same FINAL with the same indexes.
   The floor knows nothing of the file, so its MERGE ranks every row to keep each key's
   last record; the job's MERGE leaves out the records its key hashes showed to be
   superseded instead (pipeline.reconcile).

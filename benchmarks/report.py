@@ -109,7 +109,8 @@ def floor_section(groups: list[dict[str, Any]], mode: str) -> str:
                      f"{f['phases']['load']:.1f} / {f['phases']['merge']:.1f}"])
     return ("## 3. The job against the physical floor\n\n"
             "Floor = bare load of the same pre-parsed rows into an identical staging table "
-            "(SQLite: stdlib executemany, one transaction; PostgreSQL: one COPY) + the job's "
+            "(SQLite: stdlib executemany of the job's multi-row INSERT, one transaction; "
+            "PostgreSQL: one COPY) + the job's "
             "own MERGE (`deduplicate=False`) into an empty FINAL, in a fresh database; job = "
             "`run_job` end to end in a fresh process (interpreter start included; "
             "'in-process' leaves it out). CPU job/floor compares CPU-seconds (client + "

@@ -53,6 +53,30 @@ def test_the_writer_binds_exactly_the_rows_the_processor_encoded(
                               "FROM stg_transactions").fetchone() == (9_007_199_254_740_988, 2)
 
 
+
+@pytest.mark.parametrize("limit", [9, 20, 250_000])
+def test_sqlite_inserts_many_rows_a_statement_within_its_parameter_limit(
+        job: tuple[JobConfig, JobTables], limit: int) -> None:
+    """Every row lands once, in order, whatever SQLite's limit on a statement's parameters
+    (9: one row a statement; 20: two, and a last statement of one row; the default)."""
+    config, tables = job
+    loader = loader_for(tables, config.detail, config.amount, sqlite.dialect(), 10_000)
+    n = 1_001
+    many = StagingBatch("run-1", 4, np.arange(2, n + 2, dtype=np.int64), {
+        "txn_id": np.array([f"T{i}" for i in range(n)]),
+        "account_id": np.array(["A"] * n),
+        "txn_date": np.array(["2026-11-24"] * n),
+        "amount": np.arange(n, dtype=np.int64) - 500,
+        "currency": np.array(["EUR"] * n),
+        "description": np.array(["", "x"] * (n // 2) + ["y"]),
+    })
+    connection = sqlite3.connect(":memory:")
+    connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+    connection.execute(f"CREATE TABLE stg_transactions ({', '.join(tables.staging.c.keys())})")
+    assert loader.load(connection, loader.encode(many)).loaded == n
+    stored = connection.execute("SELECT * FROM stg_transactions ORDER BY rowid").fetchall()
+    assert stored == loader.rows(many)
+
 def test_the_oracle_loader_carries_decimals_and_dates(job: tuple[JobConfig, JobTables]) -> None:
     config, tables = job
     loader = loader_for(tables, config.detail, config.amount, oracle.dialect(), 10_000)

@@ -2,8 +2,9 @@
 
 - Money is integer minor units (no exact decimal type); its SUM() raises on int64
   overflow, so sums are taken in two halves (pipeline.db.repositories).
-- The bulk load is the stdlib ``executemany`` (2.6x SQLAlchemy's insert), the generic
-  loader of pipeline.db.bulk.
+- The bulk load is the stdlib ``executemany`` of statements that insert many rows each
+  (``SqliteLoader``): SQLite steps and resets a statement per row, so one-row statements
+  (the generic loader of pipeline.db.bulk, itself 2.6x SQLAlchemy's insert) cost 1.5x.
 - The job lock is an open-file-description byte-range lock (``F_OFD_SETLK``) on the
   database file itself, one byte per job far beyond anything SQLite locks (its lock bytes
   sit at 1 GiB); the kernel keys it on the file's inode, so no other spelling of the
@@ -14,11 +15,14 @@ from __future__ import annotations
 
 import fcntl
 import json
+import marshal
 import os
+import sqlite3
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +44,7 @@ from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
-from pipeline.db.bulk import BulkLoader
+from pipeline.db.bulk import BulkLoader, LoadResult
 from pipeline.db.dialects import DialectProfile
 from pipeline.db.digests import FOLD, HASH_FUNCTION, row_hash
 from pipeline.db.engine import timeout_named
@@ -139,7 +143,49 @@ def abandon(dbapi_connection: Any) -> None:
 def loader(tables: JobTables, layout: Layout, amount: str, dialect: Dialect,
            batch_size: int) -> BulkLoader:
     # integer minor units and ISO date strings bind to SQLite as they are
-    return BulkLoader(tables, layout, dialect)
+    return SqliteLoader(tables, layout, dialect)
+
+
+ROWS_PER_INSERT = 250  # 1M rows: 1.22-1.26 s from 100 to 3,640 rows a statement
+
+
+class SqliteLoader(BulkLoader):
+    """Rows travel as one flat list of their values (marshal) and are inserted
+    ``ROWS_PER_INSERT`` to a statement (``insert_rows``). 1M staging rows: 1.2 s against
+    1.8 s for ``executemany`` of one-row statements, in the writer, SQLite's bottleneck."""
+
+    def encode_rows(self, rows: list[tuple[Any, ...]]) -> bytes:
+        return marshal.dumps(list(chain.from_iterable(rows)))
+
+    def decode(self, payload: bytes) -> list[tuple[Any, ...]]:
+        return list(zip(*[iter(marshal.loads(payload))] * len(self.table.columns),
+                        strict=True))
+
+    def load(self, connection: Any, payload: bytes) -> LoadResult:
+        values = marshal.loads(payload)
+        cursor = connection.cursor()
+        try:
+            insert_rows(cursor, self.insert_sql, values, len(self.table.columns))
+        finally:
+            cursor.close()
+        return LoadResult(len(values) // len(self.table.columns))
+
+
+def insert_rows(cursor: Any, insert_sql: str, values: Sequence[Any], width: int) -> None:
+    """Insert the rows whose ``width`` values each follow one another in ``values``, with
+    ``insert_sql`` (one row's INSERT ... VALUES (?, ...)) widened to many rows a statement,
+    as many as SQLite's limit on a statement's parameters allows."""
+    head, _, one = insert_sql.rpartition(" VALUES ")
+    limit = cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    per = max(1, min(ROWS_PER_INSERT, limit // width))
+    step = per * width
+    whole = len(values) // step * step
+    if whole:
+        cursor.executemany(f"{head} VALUES {', '.join([one] * per)}",
+                           (values[i:i + step] for i in range(0, whole, step)))
+    if whole < len(values):
+        rest = (len(values) - whole) // width
+        cursor.execute(f"{head} VALUES {', '.join([one] * rest)}", values[whole:])
 
 
 def money_type(dialect: Dialect, precision: int, scale: int) -> TypeEngine[Any]:

@@ -31,9 +31,11 @@ def cpu_seconds() -> float:
 
 def _timed(owner: Any, name: str, phase: str) -> None:
     original = getattr(owner, name, None)
-    if original is None:  # the job was refactored: that phase is just not broken out
-        print(f"benchmarks.runjob: no {owner.__name__}.{name} to time", file=sys.stderr)
-        return
+    if original is None:
+        # the job was refactored: a phase silently missing would shift its time into
+        # another and make the figures lie, so the benchmark stops instead
+        raise SystemExit(f"benchmarks.runjob: no {owner.__name__}.{name} to time; "
+                         "update instrument() to the job's new shape")
 
     @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -76,7 +76,8 @@ def job_tables(config: TableSpec) -> JobTables:
     staging = Table(
         config.staging_table,
         metadata,
-        Column("run_id", String(RUN_ID_LENGTH), nullable=False),
+        # the job's own run ids (pipeline.job.new_run_id): digits, letters and a dash
+        Column("run_id", String(RUN_ID_LENGTH), nullable=False, info={"plain": True}),
         Column("source_line", BigInteger, nullable=False),
         Column("worker_id", Integer, nullable=False),
         *(_column(f, config.key_columns) for f in fields),
@@ -121,6 +122,10 @@ def _column(field: Field, key_columns: Sequence[str]) -> Column[Any]:
         return Column(field.name, Money(field.length, field.scale), nullable=field.optional)
     if field.type is FieldType.DATE:
         return Column(field.name, Date, nullable=field.optional)
+    # letters and digits only: nothing a database's text format escapes (the PostgreSQL
+    # digests, pipeline.db.backends.postgresql._copy_text)
+    plain = {"plain": field.type is FieldType.DIGITS
+             or field.charset in (Charset.ALNUM, Charset.UPPER)}
     if field.type is FieldType.TEXT and field.charset is Charset.UPPER:
-        return Column(field.name, CHAR(field.length), nullable=nullable)
-    return Column(field.name, String(field.length), nullable=nullable)
+        return Column(field.name, CHAR(field.length), nullable=nullable, info=plain)
+    return Column(field.name, String(field.length), nullable=nullable, info=plain)

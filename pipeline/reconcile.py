@@ -26,6 +26,7 @@ from pipeline.db.engine import database_errors
 from pipeline.db.lock import FinalTransaction, HeldLock, own_transaction
 from pipeline.db.repositories import FinalRepository, StagingRepository, Totals
 from pipeline.db.tables import JobTables
+from pipeline.repeats import Repeated
 from pipeline.stages import CHECKS, MERGE, StageClock, maybe
 from recon import checks
 from recon.values import (
@@ -146,7 +147,7 @@ class ReconciliationService:
     def reconcile(self, run_id: str, aggregated: AggregatedMetrics, merged_at: datetime,
                   repeats: bool | None = None,
                   stages: StageClock | None = None,
-                  repeated_lines: Sequence[int] | None = None, *,
+                  repeated: Repeated | None = None, *,
                   record: Record | None = None,
                   lock: HeldLock | None = None,
                   before_merge: Sequence[ReconciliationResult] = ()) -> ReconciliationOutcome:
@@ -154,10 +155,10 @@ class ReconciliationService:
 
         ``repeats`` says whether a key repeats in the run (pipeline.repeats): False MERGEs
         the staging rows as they are; True or None (not known, e.g. `run --resume`) MERGEs
-        each key's last row, which is exact in every case. ``repeated_lines``, the source
-        lines of every record whose key hash repeats, lets the keys that survive be
-        counted from those few rows instead of ranking every row of the run, and names the
-        records a later one supersedes: the plain MERGE then leaves those out instead of
+        each key's last row, which is exact in every case. ``repeated``, the records whose
+        key hash repeats (their source lines and value digests), lets the keys that survive
+        be counted from those few rows instead of ranking every row of the run, and names
+        the records a later one supersedes: the plain MERGE then leaves those out instead of
         ranking every row (SQLite, 1M rows into 4M: the MERGE 4.7-5.6 s against 6.5-6.8 s).
         ``record`` and ``lock``: see ``merge_and_verify``. ``before_merge``: checks the
         caller decided from figures of its own (volume_vs_history, from BATCH_RUN), after
@@ -169,8 +170,8 @@ class ReconciliationService:
             results = checks.in_order([*results, *before_merge])
             staged_rows = staged.rows
             passed = all(r.passed for r in results)
-            if passed and repeats and repeated_lines is not None:
-                survivors, superseded = self._survivors_from(run_id, repeated_lines, staged)
+            if passed and repeats and repeated is not None:
+                survivors, superseded = self._survivors_from(run_id, repeated, staged)
             elif not passed or repeats is not False:
                 survivors = self.survivors(run_id)
                 superseded = None
@@ -205,10 +206,12 @@ class ReconciliationService:
         return ReconciliationOutcome([*results, *final_results], staged_rows, collapsed,
                                      self.evidence)
 
-    def _survivors_from(self, run_id: str, lines: Sequence[int], staged: Totals
+    def _survivors_from(self, run_id: str, repeated: Repeated, staged: Totals
                         ) -> tuple[Totals, list[int] | None]:
         """As ``_survivors``, from the staged totals less the records a repeat drops, and
-        the source lines of those records (None when every row had to be ranked).
+        the source lines of those records (None when every row had to be ranked). Their
+        value digests are the processors' (``repeated``): staging is proven to hold the
+        processors' rows before this is asked.
 
         Whatever the share of repeats: the database ranks the rows at ``lines`` only
         (``collapsed_at_lines``), so the cost grows with the repeated records. Until
@@ -217,11 +220,12 @@ class ReconciliationService:
         1.60-1.68x on SQLite, 1.21-1.23x since (benchmarks/results/night-repeats-cliff.md).
         """
         with database_errors(self.engine, "reconciling staging"), self.store.connect() as conn:
-            dropped = self.store.staging(conn).collapsed_at_lines(run_id, lines)
+            dropped = self.store.staging(conn).collapsed_at_lines(
+                run_id, repeated.lines.tolist())
         if dropped is None:  # no one-parameter list of lines (Oracle): rank every row
             return self.survivors(run_id), None
         records, superseded = dropped
-        self.superseded_values = records.digest
+        self.superseded_values = repeated.digest_at(superseded)
         return staged.less(records), superseded
 
     def survivors(self, run_id: str) -> Totals:
@@ -400,7 +404,7 @@ class ReconciliationService:
     def _surviving_values(self, deduplicate: bool) -> int | None:
         """The surviving staging rows' sum of value digests: the processors' sum (staging
         proven to hold their rows) less that of the superseded records, which the plain
-        MERGE left out (summed as they were found, ``_survivors_from``). No pass over the
+        MERGE left out (the processors' digests of them, ``_survivors_from``). No pass over the
         run's rows (1M rows: 1.2 s on SQLite, 1.8 s on PostgreSQL). None when not known (a
         resume, the de-duplicating MERGE) or where the database has no digest."""
         if self.proven_values is None or self.superseded_values is None or deduplicate:

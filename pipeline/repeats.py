@@ -1,16 +1,20 @@
-"""Does any key repeat in tonight's file? Known before the MERGE, for 8 bytes a record on disk.
+"""Does any key repeat in tonight's file? Known before the MERGE, for 24 bytes a record on disk.
 
 Each processor hashes the key of every accepted record to a uint64 (numpy, vectorized),
-splits each batch's hashes (with the records' source lines) by their top bits into
+splits each batch's hashes (with the records' source lines and value digests) by their top bits into
 bucket files of its own in the run folder, and the parent then reads one bucket at a
 time (every processor's part of it), sorts it and looks for equal neighbours. Memory in
-the parent is one bucket: about 16 bytes a record of it (x3 while sorting). The number
+the parent is one bucket: about 24 bytes a record of it (x3 while sorting). The number
 of buckets grows with the file (``buckets_for``): up to 262,144 records a bucket, 64
-buckets from 16M records on (10M records: 64 buckets, 8 MB of memory at most, 1 s), so a
+buckets from 16M records on (10M records: 64 buckets, 12 MB of memory at most, 1 s), so a
 small run writes one file per processor instead of 64.
 
 The lines of the repeated hashes let the reconciliation count the keys that survive
 (last record wins) from those few staging rows instead of ranking every row of the run.
+Each entry also carries its record's value digest (pipeline.db.digests), as the
+processor summed it onto the bus: the records a repeat supersedes are taken out of that
+sum here, without the database digesting them again (1M records with 10% repeats: 0.3 s
+on SQLite, 0.35 s on PostgreSQL).
 
 No repeated hash proves that no key repeats: equal keys always hash equal (the bytes
 hashed are normalised, see ``key_hashes``). A repeated hash only sends the run to the
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -78,12 +83,13 @@ def _fmix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(33))
 
 
-_ENTRY = np.dtype([("hash", "<u8"), ("line", "<i8")])  # 16 bytes a record on disk
+# 24 bytes a record on disk
+_ENTRY = np.dtype([("hash", "<u8"), ("line", "<i8"), ("digest", "<i8")])
 
 
 class HashSpill:
-    """A processor's key hashes, each with its record's source line, spilled to its
-    bucket files as it goes (sorted by hash within each batch)."""
+    """A processor's key hashes, each with its record's source line and value digest,
+    spilled to its bucket files as it goes (sorted by hash within each batch)."""
 
     def __init__(self, folder: Path, worker_id: int, key: Sequence[str],
                  buckets: int = MAX_BUCKETS) -> None:
@@ -93,9 +99,12 @@ class HashSpill:
         self.files = [open(folder / _PART.format(worker=worker_id, bucket=b), "wb")  # noqa: SIM115
                       for b in range(buckets)]
 
-    def add(self, columns: Mapping[str, np.ndarray], lines: np.ndarray) -> None:
+    def add(self, columns: Mapping[str, np.ndarray], lines: np.ndarray,
+            digests: np.ndarray) -> None:
+        """The records at ``lines``: their key ``columns`` and value ``digests``."""
         entries = np.empty(len(lines), _ENTRY)
         entries["hash"], entries["line"] = key_hashes(columns, self.key), lines
+        entries["digest"] = digests
         entries = entries[np.argsort(entries["hash"], kind="stable")]
         # shifted in two steps: a uint64 shifted by 64 is undefined (x86 leaves it as is)
         top = (entries["hash"] >> np.uint64(32)) >> (np.uint64(32) - self.bits)
@@ -109,9 +118,29 @@ class HashSpill:
             out.close()
 
 
-def repeated_lines(folder: Path) -> np.ndarray | None:
-    """The source lines of every record whose key hash occurs more than once, sorted:
-    empty when no key repeats; None when no processor spilled (not known).
+class Repeated(NamedTuple):
+    """The records whose key hash occurs more than once: their source lines (each
+    record's own, in no order: sorting 6.7M of them doubled the time to find them) and
+    their value digests in the same order."""
+
+    lines: np.ndarray
+    digests: np.ndarray
+
+    def digest_at(self, lines: Sequence[int]) -> int:
+        """The exact sum of the value digests of the records at ``lines`` (all of them
+        among ``self.lines``)."""
+        wanted = np.asarray(lines, dtype=np.int64)
+        if not len(wanted):
+            return 0
+        at = np.isin(self.lines, wanted)  # a line is one record's: each is found once
+        if np.count_nonzero(at) != len(wanted):
+            raise ValueError("a line that no repeated record has")
+        return int(self.digests[at].sum(dtype=np.int64))
+
+
+def repeated_lines(folder: Path) -> Repeated | None:
+    """Every record whose key hash occurs more than once, by source line: none when no
+    key repeats; None when no processor spilled (not known).
 
     Every record of a repeated key is among them (a hash collision may add a few more:
     the caller compares the real keys). The spill files are removed as they are read.
@@ -121,25 +150,32 @@ def repeated_lines(folder: Path) -> np.ndarray | None:
         by_bucket.setdefault(part.name.split(".")[2], []).append(part)
     if not by_bucket:
         return None
-    found: list[np.ndarray] = []
+    lines: list[np.ndarray] = []
+    digests: list[np.ndarray] = []
     for files in by_bucket.values():
         bucket = np.concatenate([np.fromfile(p, dtype=_ENTRY) for p in files])
-        bucket = bucket[np.argsort(bucket["hash"], kind="stable")]
-        same = bucket["hash"][1:] == bucket["hash"][:-1]
+        hashes = bucket["hash"]
+        # each batch's part is sorted already: a stable sort merges those runs
+        order = np.argsort(hashes, kind="stable")
+        same = hashes[order[1:]] == hashes[order[:-1]]
         if same.any():
             repeated = np.zeros(len(bucket), bool)
             repeated[1:] |= same
             repeated[:-1] |= same
-            found.append(bucket["line"][repeated])
+            at = order[repeated]
+            lines.append(bucket["line"][at])
+            digests.append(bucket["digest"][at])
         for p in files:
             p.unlink()
-    return np.sort(np.concatenate(found)) if found else np.empty(0, np.int64)
+    if not lines:
+        return Repeated(np.empty(0, np.int64), np.empty(0, np.int64))
+    return Repeated(np.concatenate(lines), np.concatenate(digests))
 
 
 def any_repeat(folder: Path) -> bool | None:
     """True if two spilled hashes are equal; None when no processor spilled (unknown)."""
-    lines = repeated_lines(folder)
-    return None if lines is None else bool(len(lines))
+    repeated = repeated_lines(folder)
+    return None if repeated is None else bool(len(repeated.lines))
 
 
 def discard_spill(folder: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pipeline.config import JobConfig
-from pipeline.db.bulk import StagingBatch
+from pipeline.db.bulk import Encoded, StagingBatch
 from pipeline.db.digests import total
 from pipeline.layouts.detail_types import Typed
 from pipeline.layouts.fixed import DetailBatch
@@ -46,9 +46,10 @@ def _process_one(ctx: WorkerContext, worker_id: int, rng: ByteRange, path: Path,
     for batch in detail_batches_of(ctx.config, path, rng, ctx.batch_size, digest):
         write_rejects(rejects, batch)
         if batch.accepted:
-            keys.add(batch.columns, batch.lines)
             sent = _send(ctx, worker_id, batch, 0)
-            rows_digest, values_digest = rows_digest + sent[0], values_digest + sent[1]
+            keys.add(batch.columns, batch.lines, sent.value_digests)
+            rows_digest += total(sent.row_digests)
+            values_digest += total(sent.value_digests)
         accepted_amount += batch.accepted_amount
         read_amount += batch.read_amount
         hash_read = reduce(hash_read + batch.hash_read)
@@ -62,15 +63,15 @@ def _process_one(ctx: WorkerContext, worker_id: int, rng: ByteRange, path: Path,
 
 
 def _send(ctx: WorkerContext, worker_id: int, batch: DetailBatch,
-          detail_type: int) -> tuple[int, int]:
+          detail_type: int) -> Encoded:
     """Encode the batch's accepted rows for their staging table and queue them for the
-    writers; the sums of the rows' digests and value digests, which prove column by
-    column what staging, then FINAL, must hold."""
+    writers; what was sent, with the rows' digests and value digests, which prove column
+    by column what staging, then FINAL, must hold."""
     staged = StagingBatch(ctx.run_id, worker_id, batch.lines, batch.columns)
     encoded = ctx.loader_of(detail_type).encode_digested(staged)
     ctx.put(worker_id, (worker_id, batch.accepted, batch.accepted_amount, encoded.payload,
                         detail_type))
-    return total(encoded.row_digests), total(encoded.value_digests)
+    return encoded
 
 
 def _process_types(ctx: WorkerContext, worker_id: int, rng: ByteRange, path: Path,
@@ -89,7 +90,8 @@ def _process_types(ctx: WorkerContext, worker_id: int, rng: ByteRange, path: Pat
             running = sums[t]
             if part.accepted:
                 sent = _send(ctx, worker_id, part, t)
-                running[2], running[3] = running[2] + sent[0], running[3] + sent[1]
+                running[2] += total(sent.row_digests)
+                running[3] += total(sent.value_digests)
             running[0] += part.accepted_amount
             running[1] += part.read_amount
             ctx.types[t].bus.add_batch(worker_id, part.records_read, len(part.rejects),

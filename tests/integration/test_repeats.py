@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, select
 
 from pipeline.config import JobConfig, load_config
-from pipeline.db.backends import backend_for
 from pipeline.db.engine import make_engine
 from pipeline.db.tables import job_tables
 from pipeline.generate import generate_file
@@ -25,6 +24,7 @@ from pipeline.jobs import shipped_config
 from pipeline.repeats import (
     MAX_BUCKETS,
     HashSpill,
+    Repeated,
     any_repeat,
     buckets_for,
     key_hashes,
@@ -58,7 +58,8 @@ def spill(folder: Path, worker: int, keys: list[list[str]], first_line: int = 0,
     """Batches of keys, the records numbered from ``first_line`` on."""
     out = HashSpill(folder, worker, ["k"], buckets)
     for batch in keys:
-        out.add({"k": np.array(batch)}, np.arange(first_line, first_line + len(batch)))
+        lines = np.arange(first_line, first_line + len(batch))
+        out.add({"k": np.array(batch)}, lines, lines * 10)  # a record's digest: 10x its line
         first_line += len(batch)
     out.close()
 
@@ -78,9 +79,18 @@ def test_a_repeat_is_found_across_batches_and_processors(tmp_path: Path) -> None
 def test_the_lines_of_every_record_of_a_repeated_key_are_named(tmp_path: Path) -> None:
     spill(tmp_path, 0, [["A", "B", "C"], ["D", "A"]], first_line=10)  # lines 10-14
     spill(tmp_path, 1, [["E", "C", "F", "A"]], first_line=100)  # lines 100-103
-    assert repeated_lines(tmp_path).tolist() == [10, 12, 14, 101, 103]
+    repeated = repeated_lines(tmp_path)
+    assert repeated is not None
+    # each with the value digest its processor spilled (here 10x the line)
+    assert sorted(zip(repeated.lines.tolist(), repeated.digests.tolist(), strict=True)) == [
+        (10, 100), (12, 120), (14, 140), (101, 1010), (103, 1030)]
+    assert repeated.digest_at([10, 103]) == 1130 and repeated.digest_at([]) == 0
+    with pytest.raises(ValueError, match="no repeated record"):
+        repeated.digest_at([11])
+    with pytest.raises(ValueError, match="no repeated record"):
+        repeated.digest_at([104])
     spill(tmp_path, 0, [["A", "B"]])
-    assert repeated_lines(tmp_path).tolist() == []
+    assert sorted(repeated_lines(tmp_path).lines.tolist()) == []
 
 
 def test_a_repeat_inside_one_batch_is_found_and_no_spill_means_unknown(tmp_path: Path) -> None:
@@ -97,7 +107,7 @@ def test_every_bucket_count_finds_the_same_repeats(tmp_path: Path, buckets: int)
     spill(tmp_path, 1, [[*keys[12_000:], "K000007"]], first_line=50_000, buckets=buckets)
     assert len(list(tmp_path.glob("keys.001.*"))) == buckets
     # K012345: line 9,000 and processor 1's line 50,345; K000007: line 7 and 58,000
-    assert repeated_lines(tmp_path).tolist() == [7, 9_000, 50_345, 58_000]
+    assert sorted(repeated_lines(tmp_path).lines.tolist()) == [7, 9_000, 50_345, 58_000]
     assert list(tmp_path.glob("keys.*")) == []
 
 
@@ -186,9 +196,12 @@ def test_a_repeat_the_hashes_missed_rolls_the_plain_merge_back_and_ranks_every_r
 
     hidden = {1_500 + 2, 1_600 + 2}  # T0001500's two records (line 1 is the header)
 
-    def missing_one(folder: Path) -> np.ndarray | None:
-        lines = repeated_lines(folder)
-        return None if lines is None else lines[~np.isin(lines, list(hidden))]
+    def missing_one(folder: Path) -> Repeated | None:
+        repeated = repeated_lines(folder)
+        if repeated is None:
+            return None
+        kept = ~np.isin(repeated.lines, list(hidden))
+        return Repeated(repeated.lines[kept], repeated.digests[kept])
 
     monkeypatch.setattr(pipeline.job, "repeated_lines", missing_one)
     for night in (1, 2):  # T0001500: a new key the first night, FINAL's the second
@@ -244,14 +257,6 @@ def test_survivors_from_the_repeated_lines_equal_ranking_every_row(
             records, lines = dropped
             assert staged.less(records) == staging.surviving_count_and_amount(outcome.run_id)
             assert records.rows == outcome.duplicates_collapsed == len(lines)
-            # the superseded records' value digests, summed as they were found
-            s = tables.staging.c
-            digest = backend_for(engine.dialect.name).value_digest(
-                conn, [s[c] for c in tables.business_columns])
-            assert digest is not None
-            assert records.digest == sum(conn.execute(
-                select(digest).where(s.run_id == outcome.run_id, s.source_line.in_(lines))
-            ).scalars())
     finally:
         engine.dispose()
 
@@ -361,8 +366,9 @@ def test_past_the_old_cutoff_the_survivors_come_from_the_repeated_lines(
         service = ReconciliationService(engine, tables, job_config.key_columns,
                                         job_config.amount,
                                         TrailerTotals(staged.rows, staged.amount))
+        every = np.arange(1, lines + 1, dtype=np.int64)
         survivors, superseded = service._survivors_from(
-            outcome.run_id, list(range(1, lines + 1)), staged)
+            outcome.run_id, Repeated(every, np.zeros(lines, np.int64)), staged)
     finally:
         engine.dispose()
     assert (survivors.rows, survivors.amount) == ranked[:2] == \

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import create_engine
 
@@ -14,6 +15,7 @@ from pipeline.config import load_config
 from pipeline.db.tables import job_tables
 from pipeline.jobs import shipped_config
 from pipeline.reconcile import ReconciliationOutcome, ReconciliationService
+from pipeline.repeats import Repeated
 from recon import checks
 from recon.values import ROW, AggregatedMetrics, HashTotal, ReconciliationResult, TrailerTotals
 from tests.unit.fake_store import FakeStore, Row
@@ -180,11 +182,29 @@ def test_a_repeated_key_keeps_its_later_record() -> None:
 def test_repeated_lines_let_the_plain_merge_leave_out_the_superseded_record() -> None:
     rows = [*ROWS, row(7, "T3", 7)]
     fake = store(rows)
-    outcome, _ = reconcile(fake, rows, repeats=True, repeated_lines=[4, 7])
+    outcome, _ = reconcile(fake, rows, repeats=True, repeated=spilled(fake, rows, [4, 7]))
     assert outcome.passed and outcome.duplicates_collapsed == 1
     assert fake.merges == [False] and fake.final_rows[("T3",)]["amount"] == 7
     # what FINAL must hold: the processors' value digests less the superseded record's
-    assert fake.staged_passes == 0
+    assert fake.staged_passes == 0 and fake.joins == 0
+
+
+def test_the_superseded_records_digests_are_the_processors() -> None:
+    """The digest the processors spilled for the superseded record is what comes out of
+    their sum: a wrong one makes FINAL's expected sum wrong, and the exact join decides
+    (and passes: FINAL is right)."""
+    rows = [*ROWS, row(7, "T3", 7)]
+    fake = store(rows)
+    repeated = spilled(fake, rows, [4, 7])
+    repeated.digests[0] += 1  # line 4's, the superseded record's
+    outcome, _ = reconcile(fake, rows, repeats=True, repeated=repeated)
+    assert outcome.passed and fake.merges == [False] and fake.joins == 1
+
+
+def spilled(fake: FakeStore, rows: list[Row], lines: list[int]) -> Repeated:
+    """What the processors spill of the records at ``lines`` (pipeline.repeats)."""
+    at = {r["source_line"]: fake.digest(r) for r in rows}
+    return Repeated(np.array(lines, dtype=np.int64), np.array([at[n] for n in lines]))
 
 
 def test_final_is_proven_against_the_processors_values_without_a_pass_over_staging(

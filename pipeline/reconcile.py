@@ -213,7 +213,7 @@ class ReconciliationService:
         value digests are the processors' (``repeated``): staging is proven to hold the
         processors' rows before this is asked.
 
-        Whatever the share of repeats: the database ranks the rows at ``lines`` only
+        Whatever the share of repeats: the database ranks the rows at those lines only
         (``collapsed_at_lines``), so the cost grows with the repeated records. Until
         2026-12-04, past 100,000 of them (or 1% of the run) every row was ranked here and
         again in the MERGE: the night benchmark, 4M + 1M with 10% repeats, job/floor
@@ -404,8 +404,8 @@ class ReconciliationService:
     def _surviving_values(self, deduplicate: bool) -> int | None:
         """The surviving staging rows' sum of value digests: the processors' sum (staging
         proven to hold their rows) less that of the superseded records, which the plain
-        MERGE left out (the processors' digests of them, ``_survivors_from``). No pass over the
-        run's rows (1M rows: 1.2 s on SQLite, 1.8 s on PostgreSQL). None when not known (a
+        MERGE left out (the processors' digests of them, ``_survivors_from``). No pass over
+        the run's rows (1M rows: 1.2 s on SQLite, 1.8 s on PostgreSQL). None when not known (a
         resume, the de-duplicating MERGE) or where the database has no digest."""
         if self.proven_values is None or self.superseded_values is None or deduplicate:
             return None

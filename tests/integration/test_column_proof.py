@@ -9,6 +9,8 @@ that `explain` shows after the trigger is gone.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -175,13 +177,8 @@ def test_the_database_digests_staging_as_the_processors_did(job_config: JobConfi
 def test_digests_agree_on_a_database_that_is_not_utf8(tmp_path: Path, pg_url: str) -> None:
     """PostgreSQL hashes its own bytes: a LATIN1 database's text is made UTF-8 first,
     as the processors hash it, so an accented letter digests the same."""
-    name = make_url(pg_url).database
-    latin1 = make_url(pg_url).set(database=f"{name}_latin1")
-    with engine_for(pg_url, isolation_level="AUTOCOMMIT") as admin, admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{latin1.database}" ENCODING \'LATIN1\' '
-                          "LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"))
-    url = latin1.render_as_string(hide_password=False)
-    try:
+    with scratch_database(pg_url, "latin1", "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+                                            "TEMPLATE template0") as url:
         engine = make_engine(url)
         try:
             _digests_agree(shipped_job(tmp_path, url), engine,
@@ -189,11 +186,6 @@ def test_digests_agree_on_a_database_that_is_not_utf8(tmp_path: Path, pg_url: st
                            changed="caf\u00e9!")
         finally:
             engine.dispose()
-    finally:
-        with engine_for(pg_url, isolation_level="AUTOCOMMIT") as admin, \
-                admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{latin1.database}" WITH (FORCE)'))
-
 
 
 def test_digests_agree_whatever_date_style_the_database_sets(tmp_path: Path,
@@ -201,12 +193,7 @@ def test_digests_agree_whatever_date_style_the_database_sets(tmp_path: Path,
     """The server writes a date's text for the digests as its session's DateStyle says:
     the job's connections set ISO, so a database that defaults to 'SQL, DMY' (dates as
     04/12/2026) digests them as the processors did."""
-    dmy = make_url(pg_url).set(database=f"{make_url(pg_url).database}_dmy")
-    with engine_for(pg_url, isolation_level="AUTOCOMMIT") as admin, admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{dmy.database}"'))
-        conn.execute(text(f"ALTER DATABASE \"{dmy.database}\" SET DateStyle = 'SQL, DMY'"))
-    url = dmy.render_as_string(hide_password=False)
-    try:
+    with scratch_database(pg_url, "dmy", datestyle="SQL, DMY") as url:
         with engine_for(url) as plain, plain.connect() as conn:  # not the job's engine
             assert conn.execute(text("SELECT CAST(DATE '2026-12-04' AS text)")
                                 ).scalar_one() == "04/12/2026"
@@ -215,10 +202,26 @@ def test_digests_agree_whatever_date_style_the_database_sets(tmp_path: Path,
             _digests_agree(shipped_job(tmp_path, url), engine)
         finally:
             engine.dispose()
+
+
+@contextmanager
+def scratch_database(pg_url: str, suffix: str, options: str = "",
+                     datestyle: str | None = None) -> Iterator[str]:
+    """A database of its own beside the tests' (created with ``options``, defaulting to
+    ``datestyle``), dropped afterwards; its URL."""
+    scratch = make_url(pg_url).set(database=f"{make_url(pg_url).database}_{suffix}")
+    with engine_for(pg_url, isolation_level="AUTOCOMMIT") as admin, admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{scratch.database}" {options}'))
+        if datestyle:
+            conn.execute(text(f'ALTER DATABASE "{scratch.database}" '
+                              f"SET DateStyle = '{datestyle}'"))
+    try:
+        yield scratch.render_as_string(hide_password=False)
     finally:
         with engine_for(pg_url, isolation_level="AUTOCOMMIT") as admin, \
                 admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{dmy.database}" WITH (FORCE)'))
+            conn.execute(text(f'DROP DATABASE "{scratch.database}" WITH (FORCE)'))
+
 
 def test_text_hashes_are_the_servers_hashtext(pg_url: str) -> None:
     """Random texts of 0-120 characters, tabs, backslashes and multibyte letters among

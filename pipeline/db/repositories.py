@@ -176,24 +176,23 @@ class StagingRepository:
         assert isinstance(money, Money)
         # the driver's own value (Decimal on PostgreSQL): summed exactly, converted once
         raw = type_coerce(s.c[self.amount], money.load_dialect_impl(self.connection.dialect))
-        present = {} if self.hash_of is None else {
-            "hashed": cast(s.c[self.hash_of], BigInteger)}
+        hashed = [] if self.hash_of is None else [cast(s.c[self.hash_of], BigInteger)
+                                                  .label("hashed")]
         ranked = select(
-            s.c.source_line, raw.label("amount"),
-            *(value.label(name) for name, value in present.items()),
+            s.c.source_line, raw.label("amount"), *hashed,
             func.row_number().over(partition_by=key_of(s, self.key),
                                    order_by=s.c.source_line.desc()).label("rn"),
         ).where(s.c.run_id == run_id, at).subquery("ranked")
         # every record of a key but its last: those keeping the last record drops
         rows = self.connection.execute(
-            select(ranked.c.source_line, ranked.c.amount, *(ranked.c[n] for n in present))
+            select(*(c for c in ranked.c if c.key != "rn"))
             .where(ranked.c.rn > literal_column("1")), {"lines": bound}).all()
         # by position: a million rows at 10M records with 10% repeats
-        columns = list(zip(*rows, strict=True)) or [()] * (2 + len(present))
+        columns = list(zip(*rows, strict=True)) or [()] * (2 + len(hashed))
         amount = money.process_result_value(sum(columns[1]), self.connection.dialect)
         assert amount is not None
-        summed = {n: sum(map(int, columns[2 + i])) for i, n in enumerate(present)}
-        return Totals(len(rows), amount, summed.get("hashed")), sorted(map(int, columns[0]))
+        hash_sum = sum(map(int, columns[2])) if hashed else None
+        return Totals(len(rows), amount, hash_sum), sorted(map(int, columns[0]))
 
     def purge_runs(self, run_ids: list[str]) -> None:
         """Delete the staging rows of ``run_ids`` (older runs of the job: the run repository

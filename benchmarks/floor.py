@@ -1,14 +1,13 @@
 """The physical floor: bare bulk load of pre-parsed rows + the bare MERGE, nothing else.
 
 ``python -m benchmarks.floor --prepare --input F --backend B --out P`` parses the input
-once with the job's own parser and encodes it with the job's own loader (row tuples for
-SQLite, COPY text for PostgreSQL) into a pickle. ``python -m benchmarks.floor --input P
---db URL`` then loads it (untimed) and times only what the database must do: load an
-identical staging table by the fastest method (SQLite: stdlib ``executemany`` of the
-job's many-rows-a-statement INSERT in one transaction, with the job's connection pragmas;
-PostgreSQL: one ``COPY ... FROM STDIN``)
-and run the job's own ``merge_statement(..., deduplicate=False)`` into the empty FINAL
-table, committed.
+once with the job's own parser and encodes it with the job's own loader (the rows' values
+in one flat list for SQLite, COPY text for PostgreSQL) into a pickle. ``python -m
+benchmarks.floor --input P --db URL`` then loads it (untimed) and times only what the
+database must do: load an identical staging table by the fastest method (SQLite: stdlib
+``executemany`` of the job's many-rows-a-statement INSERT in one transaction, with the
+job's connection pragmas; PostgreSQL: one ``COPY ... FROM STDIN``) and run the job's own
+``merge_statement(..., deduplicate=False)`` into the empty FINAL table, committed.
 """
 
 from __future__ import annotations

@@ -6,14 +6,14 @@ hands that payload to the driver's bulk path. Payloads are bytes because
 ``multiprocess.Queue`` pickles with dill's pure-Python pickler (~10 us per small
 object, facts.md): one bytes object per batch crosses the queue at memcpy speed.
 Row tuples of str, int and None travel as ``marshal`` (both ends are the same forked
-interpreter): 2.5x faster to write than pickle, as fast to read; 1M rows on SQLite, whose
-single writer is the load's bottleneck: load 3.6 -> 3.2 s, its CPU 6.2 -> 5.3 s.
+interpreter): 2.5x faster to write than pickle with its memo, as fast to read.
 
 The generic loader here is the stdlib ``executemany`` of row tuples; each database's
 module in ``pipeline.db.backends`` chooses its loader:
 
-- SQLite: this one (2.6x SQLAlchemy's insert); the writer commits every 100k rows
-  or when it has nothing waiting (pipeline.workers.writer).
+- SQLite: the rows' values in one flat list (``unmemoized``), inserted many rows a
+  statement (2.6x SQLAlchemy's insert); the writer commits every 100k rows or when it
+  has nothing waiting (pipeline.workers.writer).
 - PostgreSQL: ``COPY ... FROM STDIN`` with text pre-formatted by the processors
   (~10x executemany; formatting costs ~1.5 s per 1M rows, so not in the writer).
 - Oracle: python-oracledb array ``executemany`` with ``batcherrors=True``: a refused
@@ -22,9 +22,10 @@ module in ``pipeline.db.backends`` chooses its loader:
 
 from __future__ import annotations
 
+import io
 import marshal
+import pickle
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -32,7 +33,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Dialect
 
 from pipeline.db.backends import backend_for
-from pipeline.db.digests import row_digests
+from pipeline.db.digests import column_digests, row_digests
 from pipeline.db.tables import JobTables
 from pipeline.layouts.fields import FieldType, Layout
 
@@ -70,16 +71,14 @@ class BulkLoader:
         self.insert_sql = str(insert(self.table).compile(dialect=dialect))
 
     def rows(self, batch: StagingBatch) -> list[tuple[Any, ...]]:
-        return self._rows(batch, self._columns(batch))
+        return list(zip(*self._staged(batch), strict=True))
 
-    def _columns(self, batch: StagingBatch) -> list[list[Any]]:
-        return [self._values(f, batch.columns[f.name]) for f in self.fields]
-
-    @staticmethod
-    def _rows(batch: StagingBatch, columns: list[list[Any]]) -> list[tuple[Any, ...]]:
+    def _staged(self, batch: StagingBatch) -> list[list[Any]]:
+        """The batch's staging rows column by column: run id, source line, worker id,
+        then the stored fields."""
         n = len(batch.lines)
-        return list(zip(repeat(batch.run_id, n), batch.lines.tolist(),
-                        repeat(batch.worker_id, n), *columns, strict=False))
+        return [[batch.run_id] * n, batch.lines.tolist(), [batch.worker_id] * n,
+                *(self._values(f, batch.columns[f.name]) for f in self.fields)]
 
     def _values(self, field: Any, column: np.ndarray) -> list[Any]:
         values = column.tolist()
@@ -89,18 +88,19 @@ class BulkLoader:
         return values
 
     def encode(self, batch: StagingBatch) -> bytes:
-        return self.encode_rows(self.rows(batch))
+        staged = self._staged(batch)
+        return self._payload(staged, list(zip(*staged, strict=True)))
 
     def encode_digested(self, batch: StagingBatch) -> Encoded:
         """The payload and each row's digests (pipeline.db.digests), from one set of
-        values: the row tuples', and the stored values' alone (hashed as zipped, 0.08 us
-        a row)."""
-        columns = self._columns(batch)
-        rows = self._rows(batch, columns)
-        return Encoded(self.encode_rows(rows), row_digests(rows),
-                       row_digests(list(zip(*columns, strict=True))))
+        values: the row tuples', and the stored values' alone."""
+        staged = self._staged(batch)
+        rows = list(zip(*staged, strict=True))
+        return Encoded(self._payload(staged, rows), row_digests(rows),
+                       column_digests(staged[len(staged) - len(self.fields):]))
 
-    def encode_rows(self, rows: list[tuple[Any, ...]]) -> bytes:
+    def _payload(self, staged: list[list[Any]], rows: list[tuple[Any, ...]]) -> bytes:
+        """What the writer gets: the batch's rows (``staged``: the same by column)."""
         return marshal.dumps(rows)
 
     def decode(self, payload: bytes) -> list[tuple[Any, ...]]:
@@ -115,6 +115,18 @@ class BulkLoader:
         finally:
             cursor.close()
         return LoadResult(len(rows))
+
+
+def unmemoized(values: Any) -> bytes:
+    """``values`` (scalars, lists, tuples: nothing that holds itself) pickled without the
+    pickler's memo. The memo records every object held more than once, and a batch's
+    values each are (by their column and their row): pickling 10,000 rows of 9 values
+    took 0.57 us a row with it (marshal's references the same), 0.14 us without."""
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, pickle.HIGHEST_PROTOCOL)
+    pickler.fast = True  # no memo; documented as deprecated since 3.0, still C's fast path
+    pickler.dump(values)
+    return out.getvalue()
 
 
 def loader_for(tables: JobTables, layout: Layout, amount: str, dialect: Dialect,

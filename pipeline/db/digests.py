@@ -59,6 +59,13 @@ def row_digests(rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
     return np.fmod(hashes, FOLD)
 
 
+def column_digests(columns: Sequence[list[Any]]) -> np.ndarray:
+    """``row_digests`` of the rows the value lists ``columns`` make, zipped one at a time."""
+    count = len(columns[0]) if columns else 0
+    hashes = np.fromiter(map(hash, zip(*columns, strict=True)), dtype=np.int64, count=count)
+    return np.fmod(hashes, FOLD)
+
+
 def text_hashes(texts: Sequence[bytes]) -> np.ndarray:
     """Each text's hash as PostgreSQL's ``hashtext()`` computes it over the same bytes
     (its ``hash_bytes``, Bob Jenkins' lookup3 with PostgreSQL's tail: src/common/hashfn.c),

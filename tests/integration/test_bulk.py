@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import pickle
 import sqlite3
 from decimal import Decimal
 
@@ -11,7 +12,8 @@ import pytest
 from sqlalchemy.dialects import oracle, sqlite
 
 from pipeline.config import JobConfig, load_config
-from pipeline.db.bulk import StagingBatch, loader_for
+from pipeline.db.bulk import StagingBatch, loader_for, unmemoized
+from pipeline.db.digests import row_digests
 from pipeline.db.tables import JobTables, job_tables
 from pipeline.jobs import shipped_config
 
@@ -76,6 +78,28 @@ def test_sqlite_inserts_many_rows_a_statement_within_its_parameter_limit(
     assert loader.load(connection, loader.encode(many)).loaded == n
     stored = connection.execute("SELECT * FROM stg_transactions ORDER BY rowid").fetchall()
     assert stored == loader.rows(many)
+
+def test_the_digests_are_those_of_the_rows_the_writer_binds(
+        job: tuple[JobConfig, JobTables]) -> None:
+    """encode_digested digests the values it sends: each row's, and its stored values'."""
+    config, tables = job
+    loader = loader_for(tables, config.detail, config.amount, sqlite.dialect(), 10_000)
+    sent = loader.encode_digested(batch())
+    rows = loader.decode(sent.payload)
+    assert sent.row_digests.tolist() == row_digests(rows).tolist()
+    assert sent.value_digests.tolist() == row_digests([row[3:] for row in rows]).tolist()
+    assert loader.decode(loader.encode(batch())) == rows
+
+
+def test_unmemoized_pickles_shared_values_in_full() -> None:
+    """No memo: a value held twice (its column, its row) is written twice, and read back
+    equal; a list of rows, a flat list, Decimals and dates alike."""
+    shared = "EUR"
+    values = [shared, shared, None, -(2**70), ("x", shared), Decimal("1.10"),
+              dt.date(2026, 12, 6)]
+    assert pickle.loads(unmemoized(values)) == values
+    assert len(unmemoized([shared] * 2)) > len(pickle.dumps([shared] * 2, 5))
+
 
 def test_the_oracle_loader_carries_decimals_and_dates(job: tuple[JobConfig, JobTables]) -> None:
     config, tables = job

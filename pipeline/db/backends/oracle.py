@@ -20,7 +20,7 @@ from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
-from pipeline.db.bulk import BulkLoader, LoadResult
+from pipeline.db.bulk import BulkLoader, LoadResult, unmemoized
 from pipeline.db.dialects import DialectProfile
 from pipeline.db.digests import row_digests
 from pipeline.db.engine import milliseconds, timeout_named
@@ -177,9 +177,9 @@ class OracleLoader(BulkLoader):
             return [None if v is None else dt.date.fromisoformat(v) for v in column.tolist()]
         return super()._values(field, column)
 
-    def encode_rows(self, rows: list[tuple[Any, ...]]) -> bytes:
+    def _payload(self, staged: list[list[Any]], rows: list[tuple[Any, ...]]) -> bytes:
         # Decimal and date values, which marshal cannot carry
-        return pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+        return unmemoized(rows)
 
     def decode(self, payload: bytes) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = pickle.loads(payload)

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import fcntl
 import json
-import marshal
 import os
+import pickle
 import sqlite3
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +43,7 @@ from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
-from pipeline.db.bulk import BulkLoader, LoadResult
+from pipeline.db.bulk import BulkLoader, LoadResult, unmemoized
 from pipeline.db.dialects import DialectProfile
 from pipeline.db.digests import FOLD, HASH_FUNCTION, row_hash
 from pipeline.db.engine import timeout_named
@@ -150,19 +149,24 @@ ROWS_PER_INSERT = 250  # 1M rows: 1.22-1.26 s from 100 to 3,640 rows a statement
 
 
 class SqliteLoader(BulkLoader):
-    """Rows travel as one flat list of their values (marshal) and are inserted
+    """Rows travel as one flat list of their values (``unmemoized``) and are inserted
     ``ROWS_PER_INSERT`` to a statement (``insert_rows``). 1M staging rows: 1.2 s against
     1.8 s for ``executemany`` of one-row statements, in the writer, SQLite's bottleneck."""
 
-    def encode_rows(self, rows: list[tuple[Any, ...]]) -> bytes:
-        return marshal.dumps(list(chain.from_iterable(rows)))
+    def _payload(self, staged: list[list[Any]], rows: list[tuple[Any, ...]]) -> bytes:
+        # each column's values dealt into their places: a C loop per column
+        width = len(staged)
+        flat: list[Any] = [None] * (width * len(rows))
+        for at, values in enumerate(staged):
+            flat[at::width] = values
+        return unmemoized(flat)
 
     def decode(self, payload: bytes) -> list[tuple[Any, ...]]:
-        return list(zip(*[iter(marshal.loads(payload))] * len(self.table.columns),
+        return list(zip(*[iter(pickle.loads(payload))] * len(self.table.columns),
                         strict=True))
 
     def load(self, connection: Any, payload: bytes) -> LoadResult:
-        values = marshal.loads(payload)
+        values = pickle.loads(payload)
         cursor = connection.cursor()
         try:
             insert_rows(cursor, self.insert_sql, values, len(self.table.columns))

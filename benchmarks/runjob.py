@@ -57,12 +57,16 @@ def instrument() -> None:
     from pipeline.db.repositories import FinalRepository, StagingRepository
     from pipeline.inputs.lines import TextLines
     from pipeline.reconcile import ReconciliationService
+    from pipeline.repeats import Repeated
 
     _timed(TextLines, "plan", "plan")  # the shipped job's input is text
     _timed(job, "create_missing_tables", "ddl")
     _timed(job.WorkerPool, "run", "load")
     _timed(ReconciliationService, "reconcile_counts", "checks_before_merge")
     _timed(StagingRepository, "surviving_count_and_amount", "checks_duplicates")
+    # the records a repeat supersedes: from the whole keys spilled, else from the database
+    _timed(job, "repeated_lines", "spill_read")
+    _timed(Repeated, "superseded", "checks_repeated_lines")
     _timed(StagingRepository, "collapsed_at_lines", "checks_repeated_lines")
     _timed(FinalRepository, "merge_run", "merge")
     _timed(FinalRepository, "count_and_amount_for_run", "checks_after_merge")

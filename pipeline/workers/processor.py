@@ -109,7 +109,8 @@ def key_spill(ctx: WorkerContext, worker_id: int) -> Iterator[HashSpill]:
     """The key hashes of the accepted records, spilled for the parent's repeat check
     (pipeline.repeats): one MERGE per run, de-duplicating only when a key repeats."""
     spill = HashSpill(ctx.run_dir, worker_id, ctx.config.key_columns,
-                      buckets_for(ctx.plan.detail_lines))
+                      buckets_for(ctx.plan.detail_lines), ctx.config.amount,
+                      _hashed(ctx.config))
     try:
         yield spill
     finally:

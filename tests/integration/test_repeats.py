@@ -25,10 +25,12 @@ from pipeline.repeats import (
     MAX_BUCKETS,
     HashSpill,
     Repeated,
+    Superseded,
     any_repeat,
     buckets_for,
     key_hashes,
     repeated_lines,
+    whole_keys,
 )
 from tests.reference import detail, expected_from_file, write_input
 
@@ -55,11 +57,13 @@ def test_composite_keys_hash_every_column_and_their_boundary() -> None:
 
 def spill(folder: Path, worker: int, keys: list[list[str]], first_line: int = 0,
           buckets: int = MAX_BUCKETS) -> None:
-    """Batches of keys, the records numbered from ``first_line`` on."""
-    out = HashSpill(folder, worker, ["k"], buckets)
+    """Batches of keys, the records numbered from ``first_line`` on; a record's value
+    digest is 10x its line, its amount 100x, its hashed field (digits text) 1000x."""
+    out = HashSpill(folder, worker, ["k"], buckets, amount="a", hashed="h")
     for batch in keys:
         lines = np.arange(first_line, first_line + len(batch))
-        out.add({"k": np.array(batch)}, lines, lines * 10)  # a record's digest: 10x its line
+        out.add({"k": np.array(batch), "a": lines * 100,
+                 "h": np.array([f"{n * 1000:012d}" for n in lines])}, lines, lines * 10)
         first_line += len(batch)
     out.close()
 
@@ -93,10 +97,64 @@ def test_the_lines_of_every_record_of_a_repeated_key_are_named(tmp_path: Path) -
     assert sorted(repeated_lines(tmp_path).lines.tolist()) == []
 
 
+def test_whole_keys_are_equal_exactly_when_the_keys_are() -> None:
+    narrow = whole_keys({"k": np.array(["AB", "ABC", "AB\u00ff", "X"], "U4")}, ["k"])
+    wide = whole_keys({"k": np.array(["AB", "ABC", "AB\u00ff", "X"], "U20")}, ["k"])
+    assert narrow is not None and wide is not None and narrow.shape == (4, 2)
+    assert (narrow == wide).all()  # whatever the array's width
+    assert len({tuple(k) for k in narrow.tolist()}) == 4
+    sixteen = whole_keys({"k": np.array(["K" * 16, "K" * 15 + "L"])}, ["k"])
+    assert sixteen is not None and (sixteen[0] != sixteen[1]).any()
+    numbers = whole_keys({"n": np.array([1, -1, 1, 2**40], np.int64)}, ["n"])
+    assert numbers is not None and (numbers[0] == numbers[2]).all()
+    assert len({tuple(k) for k in numbers.tolist()}) == 3
+    # not held whole: the database compares those keys
+    assert whole_keys({"k": np.array(["K" * 17])}, ["k"]) is None
+    assert whole_keys({"k": np.array(["\u20ac1"])}, ["k"]) is None  # past U+00FF
+    assert whole_keys({"a": np.array(["A"]), "b": np.array(["B"])}, ["a", "b"]) is None
+    assert whole_keys({"n": np.array([2**70], dtype=object)}, ["n"]) is None
+
+
+def test_the_superseded_records_come_from_the_whole_keys(tmp_path: Path) -> None:
+    """Every record of a key but its last, with exact totals; a record there by a hash
+    collision alone (another key) is superseded by nothing."""
+    spill(tmp_path, 0, [["A", "B", "A"], ["C", "A"]], first_line=10)  # A: 10, 12, 14
+    spill(tmp_path, 1, [["C", "D"]], first_line=100)  # C: 13 and 100
+    repeated = repeated_lines(tmp_path)
+    assert repeated is not None and repeated.keys is not None
+    assert sorted(repeated.lines.tolist()) == [10, 12, 13, 14, 100]
+    assert repeated.superseded() == Superseded(
+        rows=3, amount=100 * (10 + 12 + 13), hashed=1000 * (10 + 12 + 13),
+        digest=10 * (10 + 12 + 13), lines=[10, 12, 13])
+    # a collision: line 7's key hash equals those of lines 5, 8 and 9, its key does not
+    keys = whole_keys({"k": np.array(["Y", "X", "Y", "Y"])}, ["k"])
+    assert keys is not None
+    big = np.full(4, 2**62, np.int64)  # sums past int64, exact
+    collided = Repeated(np.array([9, 7, 8, 5]), np.array([1, 2, 3, 4]), keys, big,
+                        np.zeros(4, np.int64))
+    assert collided.superseded() == Superseded(2, 2**63, 0, 3 + 4, [5, 8])
+    assert Repeated(np.array([1]), np.array([1])).superseded() is None  # keys not whole
+
+
+def test_a_key_not_held_whole_leaves_the_comparison_to_the_database(tmp_path: Path) -> None:
+    spill(tmp_path, 0, [["A", "B", "A"]])
+    spill(tmp_path, 1, [["C", "K" * 17, "C"]], first_line=100)  # one key too long
+    repeated = repeated_lines(tmp_path)
+    assert repeated is not None and sorted(repeated.lines.tolist()) == [0, 2, 100, 102]
+    assert repeated.keys is None and repeated.superseded() is None
+    assert list(tmp_path.glob("keys.*")) == []
+    out = HashSpill(tmp_path, 0, ["k"], 1, amount="a")  # amounts that are not integers
+    out.add({"k": np.array(["A", "A"]), "a": np.array([1, None])}, np.arange(2),
+            np.arange(2))
+    out.close()
+    repeated = repeated_lines(tmp_path)
+    assert repeated is not None and repeated.superseded() is None
+
+
 def test_a_repeat_inside_one_batch_is_found_and_no_spill_means_unknown(tmp_path: Path) -> None:
     assert any_repeat(tmp_path) is None  # e.g. a resumed run: nothing was hashed
     spill(tmp_path, 0, [["A", "B", "A"]])
-    assert len(list(tmp_path.glob("keys.000.*"))) == MAX_BUCKETS
+    assert len(list(tmp_path.glob("keys.000.*.u64"))) == MAX_BUCKETS
     assert any_repeat(tmp_path) is True
 
 
@@ -105,7 +163,7 @@ def test_every_bucket_count_finds_the_same_repeats(tmp_path: Path, buckets: int)
     keys = [f"K{i:06d}" for i in range(20_000)]
     spill(tmp_path, 0, [keys[:9_000], ["K012345", *keys[9_000:12_000]]], buckets=buckets)
     spill(tmp_path, 1, [[*keys[12_000:], "K000007"]], first_line=50_000, buckets=buckets)
-    assert len(list(tmp_path.glob("keys.001.*"))) == buckets
+    assert len(list(tmp_path.glob("keys.001.*.u64"))) == buckets
     # K012345: line 9,000 and processor 1's line 50,345; K000007: line 7 and 58,000
     assert sorted(repeated_lines(tmp_path).lines.tolist()) == [7, 9_000, 50_345, 58_000]
     assert list(tmp_path.glob("keys.*")) == []
@@ -287,12 +345,15 @@ def test_any_share_of_repeats_one_plain_merge_last_record_wins(
     """30% and then 45% of the records repeat a key (the old cutoff ranked every row, and
     MERGEd with a ranking, past 1% of the run or 100,000 records): no step ranks every
     row of the run and the one MERGE is the plain one. FINAL is exactly the last record
-    of each key over two nights, and the checks' figures are the survivors'."""
+    of each key over two nights, and the checks' figures are the survivors'. The keys
+    (one column of 16 characters) are spilled whole: the database is not asked which
+    records are superseded."""
     from pipeline.audit.schema import from_audit
     from pipeline.db.repositories import StagingRepository
     from recon.checks import STAGING_TO_FINAL, STAGING_TO_FINAL_AMOUNT
 
     monkeypatch.setattr(StagingRepository, "surviving_count_and_amount", _rank_every_row)
+    monkeypatch.setattr(StagingRepository, "collapsed_at_lines", _rank_every_row)
     tables = job_tables(job_config)
     expected: dict[str, tuple[int, str]] = {}
     for night, share in ((1, 0.30), (2, 0.45)):

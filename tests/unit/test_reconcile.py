@@ -15,7 +15,7 @@ from pipeline.config import load_config
 from pipeline.db.tables import job_tables
 from pipeline.jobs import shipped_config
 from pipeline.reconcile import ReconciliationOutcome, ReconciliationService
-from pipeline.repeats import Repeated
+from pipeline.repeats import Repeated, whole_keys
 from recon import checks
 from recon.values import ROW, AggregatedMetrics, HashTotal, ReconciliationResult, TrailerTotals
 from tests.unit.fake_store import FakeStore, Row
@@ -205,6 +205,39 @@ def spilled(fake: FakeStore, rows: list[Row], lines: list[int]) -> Repeated:
     """What the processors spill of the records at ``lines`` (pipeline.repeats)."""
     at = {r["source_line"]: fake.digest(r) for r in rows}
     return Repeated(np.array(lines, dtype=np.int64), np.array([at[n] for n in lines]))
+
+
+def spilled_whole(fake: FakeStore, rows: list[Row], lines: list[int]) -> Repeated:
+    """As ``spilled``, with each record's key whole, its amount and its hashed field, as
+    the processors spill a key of one column of up to 16 characters."""
+    repeated = spilled(fake, rows, lines)
+    by_line = {r["source_line"]: r for r in rows}
+    chosen = [by_line[n] for n in lines]
+    keys = whole_keys({"txn_id": np.array([r["txn_id"] for r in chosen])}, ["txn_id"])
+    return repeated._replace(keys=keys,
+                             amounts=np.array([r["amount"] for r in chosen], np.int64),
+                             hashed=np.zeros(len(chosen), np.int64))
+
+
+def test_keys_spilled_whole_name_the_superseded_records_without_asking_the_database(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines 4, 7 and 8 share a key hash, but line 2's key (T1) is another: only line 4
+    is superseded (by line 7); the figures are those of ranking every row."""
+    rows = [*ROWS, row(7, "T3", 7), row(8, "T3", 8)]
+    fake = store(rows)
+    monkeypatch.setattr(FakeStore, "collapsed_at_lines", _not_asked)
+    outcome, _ = reconcile(fake, rows, repeats=True,
+                           repeated=spilled_whole(fake, rows, [2, 8, 4, 7]))
+    assert outcome.passed and outcome.duplicates_collapsed == 2
+    assert fake.merges == [False] and fake.final_rows[("T3",)]["amount"] == 8
+    assert fake.final_rows[("T1",)]["amount"] == 1050
+    assert by_name(outcome)[checks.STAGING_TO_FINAL_AMOUNT].expected_amount == \
+        1050 - 200 + 8 + 1 + 0
+    assert fake.staged_passes == 0 and fake.joins == 0
+
+
+def _not_asked(*_args: Any) -> None:
+    raise AssertionError("the database was asked which records are superseded")
 
 
 def test_final_is_proven_against_the_processors_values_without_a_pass_over_staging(

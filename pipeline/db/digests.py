@@ -80,10 +80,17 @@ def text_hashes(texts: Sequence[bytes]) -> np.ndarray:
     if n == 0:
         return np.zeros(0, np.int64)
     lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
-    full = lengths // 12  # blocks mixed in the loop; the rest (0-11 bytes) is the tail
-    width = 12 * (int(full.max()) + 1)
+    width = 12 * (int(lengths.max()) // 12 + 1)
     # numpy pads each text with zero bytes to the width (10x a masked copy)
-    padded = np.array(texts, dtype=f"S{width}").view(np.uint8).reshape(n, width)
+    return padded_hashes(np.array(texts, dtype=f"S{width}").view(np.uint8).reshape(n, width),
+                         lengths)
+
+
+def padded_hashes(padded: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``text_hashes`` of texts laid out one a row of ``padded`` (uint8, zero-padded,
+    at least one byte of padding, a width that is a multiple of 12), ``lengths`` long."""
+    n = len(lengths)
+    full = lengths // 12  # blocks mixed in the loop; the rest (0-11 bytes) is the tail
     order = np.argsort(-full, kind="stable")
     words = padded.view("<u4").astype(np.uint32, copy=False)[order]
     a = (np.uint32(0x9E3779B9 + 3923095) + lengths[order].astype(np.uint32)).astype(np.uint32)

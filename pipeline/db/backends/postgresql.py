@@ -33,6 +33,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine, UserDefinedType
 
 from pipeline.db.bulk import BulkLoader, Encoded, LoadResult, StagingBatch
+from pipeline.db.copy_text import copy_payload, copy_text
 from pipeline.db.dialects import DialectProfile
 from pipeline.db.digests import text_hashes
 from pipeline.db.engine import milliseconds, timeout_named
@@ -305,12 +306,21 @@ class PostgresLoader(BulkLoader):
 
     def encode(self, batch: StagingBatch) -> bytes:
         """COPY text format: one line per row, tab-separated, \\N for NULL."""
+        built = copy_payload(batch.run_id, batch.lines, batch.worker_id, self.fields,
+                             batch.columns)
+        if built is not None:
+            return built
         return self._encoded([line.encode("utf-8") for line in self._lines(batch)[0]])
 
     def encode_digested(self, batch: StagingBatch) -> Encoded:
         """The COPY text and each line's digests, as the server computes them over the
         stored row (``row_digest``) and over its stored columns (``value_digest``):
-        the hash of each line and of its stored columns' part."""
+        the hash of each line and of its stored columns' part. Built in numpy
+        (pipeline.db.copy_text) unless the batch holds what only Python writes."""
+        built = copy_text(batch.run_id, batch.lines, batch.worker_id, self.fields,
+                          batch.columns)
+        if built is not None:
+            return Encoded(built.payload, built.line_hashes, built.value_hashes)
         lines, values = self._lines(batch)
         encoded = [line.encode("utf-8") for line in lines]
         return Encoded(self._encoded(encoded), text_hashes(encoded),

@@ -14,8 +14,8 @@ module in ``pipeline.db.backends`` chooses its loader:
 - SQLite: the rows' values in one flat list (``unmemoized``), inserted many rows a
   statement (2.6x SQLAlchemy's insert); the writer commits every 100k rows or when it
   has nothing waiting (pipeline.workers.writer).
-- PostgreSQL: ``COPY ... FROM STDIN`` with text pre-formatted by the processors
-  (~10x executemany; formatting costs ~1.5 s per 1M rows, so not in the writer).
+- PostgreSQL: ``COPY ... FROM STDIN`` with text the processors build in numpy
+  (~10x executemany; pipeline.db.copy_text, not in the writer).
 - Oracle: python-oracledb array ``executemany`` with ``batcherrors=True``: a refused
   row is counted, not fatal, and the reconciliation shows it.
 """

@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from pipeline import interrupts
 from pipeline.column_proof import EVIDENCE_ROWS, ColumnFinding, InputRows, compare_staging, shown
 from pipeline.db.backends import backend_for
+from pipeline.db.dialects import profile_for
 from pipeline.db.engine import database_errors
 from pipeline.db.lock import FinalTransaction, HeldLock, own_transaction
 from pipeline.db.repositories import FinalRepository, StagingRepository, Totals
@@ -223,6 +224,8 @@ class ReconciliationService:
         again in the MERGE: the night benchmark, 4M + 1M with 10% repeats, job/floor
         1.60-1.68x on SQLite, 1.21-1.23x since (benchmarks/results/night-repeats-cliff.md).
         """
+        if not profile_for(self.engine.dialect).line_lists:  # Oracle: rank every row
+            return self.survivors(run_id), None
         whole = repeated.superseded()
         if whole is not None:  # the processors spilled every key whole: compared here
             self.superseded_values = whole.digest

@@ -29,6 +29,9 @@ class DialectProfile:
     # the job lock is a row of JOB_LOCK (so the tables come first); False: SQLite's lock is
     # on the database file, taken before the run reads or writes anything there
     lock_needs_tables: bool = True
+    # one bound parameter holds a list of source lines (its backend's ``lines_in``); False
+    # (Oracle): the MERGE cannot leave out superseded lines, it ranks every row instead
+    line_lists: bool = True
 
     @property
     def default_writers(self) -> int:

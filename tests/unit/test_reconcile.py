@@ -60,7 +60,7 @@ def reconcile(fake: FakeStore, rows: list[Row] = ROWS, trailer: TrailerTotals | 
     """The service over ``fake``, for processors that saw ``rows``; and what it recorded."""
     trailer = trailer or TrailerTotals(len(rows), sum(r["amount"] for r in rows))
     # never connected: the store answers every question the service asks
-    engine = create_engine("sqlite://")
+    engine = options.pop("engine", None) or create_engine("sqlite://")
     service = ReconciliationService(engine, TABLES, CONFIG.key_columns, CONFIG.amount,
                                     trailer, store=fake)
     recorded: list[list[ReconciliationResult]] = []
@@ -234,6 +234,17 @@ def test_keys_spilled_whole_name_the_superseded_records_without_asking_the_datab
     assert by_name(outcome)[checks.STAGING_TO_FINAL_AMOUNT].expected_amount == \
         1050 - 200 + 8 + 1 + 0
     assert fake.staged_passes == 0 and fake.joins == 0
+
+
+def test_on_oracle_whole_keys_still_rank_every_row() -> None:
+    """Oracle takes no list of lines: the MERGE cannot leave the superseded ones out, so
+    the keys spilled whole change nothing there and every row is ranked."""
+    rows = [*ROWS, row(7, "T3", 7)]
+    fake = store(rows)
+    outcome, _ = reconcile(fake, rows, repeats=True, engine=create_engine("oracle+oracledb://"),
+                           repeated=spilled_whole(fake, rows, [4, 7]))
+    assert outcome.passed and outcome.duplicates_collapsed == 1
+    assert fake.merges == [True] and fake.final_rows[("T3",)]["amount"] == 7
 
 
 def _not_asked(*_args: Any) -> None:

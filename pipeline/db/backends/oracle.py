@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 # 30-byte identifiers still apply before Oracle 12.2.
 profile = DialectProfile("oracle", parallel_writers=True, batch_size=50_000,
                          max_identifier_length=30, money_as_minor_units=False,
-                         split_money_sums=False)
+                         split_money_sums=False, line_lists=False)
 
 ORACLE_CHUNK = 50_000
 ORA_RESOURCE_BUSY = 54  # ORA-00054: resource busy and acquire with NOWAIT specified

@@ -234,8 +234,7 @@ class ReconciliationService:
         with database_errors(self.engine, "reconciling staging"), self.store.connect() as conn:
             dropped = self.store.staging(conn).collapsed_at_lines(
                 run_id, repeated.lines.tolist())
-        if dropped is None:  # no one-parameter list of lines (Oracle): rank every row
-            return self.survivors(run_id), None
+        assert dropped is not None  # line_lists: the database takes the list of lines
         records, superseded = dropped
         self.superseded_values = repeated.digest_at(superseded)
         return staged.less(records), superseded

@@ -131,20 +131,17 @@ def whole_keys(columns: Mapping[str, np.ndarray], key: Sequence[str]) -> np.ndar
     return out.view(np.uint64)
 
 
-def _int64s(values: np.ndarray | None) -> np.ndarray | None:
+def _int64s(values: np.ndarray) -> np.ndarray | None:
     """A column's values as int64 (digits text parsed), or None where they are not all
     integers within int64."""
-    if values is None:
-        return None
-    if values.dtype.kind in "iu" and (values.dtype.kind == "i" or not len(values)
-                                      or values.max() <= np.iinfo(np.int64).max):
+    if values.dtype.kind == "i":
         return values.astype(np.int64)
     if values.dtype.kind == "U":
         try:
             return values.astype(np.int64)
         except (ValueError, OverflowError):
             return None
-    return None
+    return None  # e.g. None for an absent value (object arrays)
 
 
 class HashSpill:

@@ -58,11 +58,12 @@ def instrument() -> None:
     from pipeline.inputs.lines import TextLines
     from pipeline.reconcile import ReconciliationService
     from pipeline.repeats import Repeated
+    from pipeline.staging_digest import StagingDigest
 
     _timed(TextLines, "plan", "plan")  # the shipped job's input is text
     _timed(job, "create_missing_tables", "ddl")
     _timed(job.WorkerPool, "run", "load")
-    _timed(ReconciliationService, "reconcile_counts", "checks_before_merge")
+    _timed(ReconciliationService, "load_checks", "checks_before_merge")
     _timed(StagingRepository, "surviving_count_and_amount", "checks_duplicates")
     # the records a repeat supersedes: from the whole keys spilled, else from the database
     _timed(job, "repeated_lines", "spill_read")
@@ -72,9 +73,12 @@ def instrument() -> None:
     _timed(FinalRepository, "count_and_amount_for_run", "checks_after_merge")
     # the MERGE's transaction: connect + MERGE + checks + commit; the rest is the commit
     _timed(ReconciliationService, "merge_and_verify", "merge_transaction")
-    # the column proofs (pipeline.db.digests, the MERGE's join): their own cost; staging's
-    # digest sum is taken in the pass that counts its rows (staging_totals)
+    # the column proofs (pipeline.db.digests, the MERGE's join): their own cost. Staging's
+    # digest sum is summed in a thread beside the checks and the MERGE: how long that
+    # pass took, and how long the MERGE's transaction then waited for it
     _timed(StagingRepository, "count_and_amount", "staging_totals")
+    _timed(StagingDigest, "_sum", "staging_digest_beside")
+    _timed(StagingDigest, "result", "staging_digest_wait")
     _timed(ReconciliationService, "_staging_columns", "proof_staging")
     _timed(ReconciliationService, "_final_columns", "proof_final")
     _timed(RunRepository, "start_run", "audit")

@@ -10,8 +10,8 @@ fails the run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -27,8 +27,10 @@ from pipeline.db.engine import database_errors
 from pipeline.db.lock import FinalTransaction, HeldLock, own_transaction
 from pipeline.db.repositories import FinalRepository, StagingRepository, Totals
 from pipeline.db.tables import JobTables
+from pipeline.errors import PipelineError
 from pipeline.repeats import Repeated
 from pipeline.stages import CHECKS, MERGE, StageClock, maybe
+from pipeline.staging_digest import StagingDigest
 from recon import checks
 from recon.values import (
     ROW,
@@ -77,6 +79,8 @@ class Store(Protocol):
     without any database (as httpx's MockTransport stands in for the network)."""
 
     def connect(self) -> AbstractContextManager[Any]: ...
+    def reading(self) -> AbstractContextManager[Any]: ...
+    def cancel(self, conn: Any) -> None: ...
     def final_transaction(self, lock: HeldLock | None
                           ) -> AbstractContextManager[FinalTransaction]: ...
     def staging(self, conn: Any) -> StagingFigures: ...
@@ -96,6 +100,18 @@ class SqlStore:
     def connect(self) -> AbstractContextManager[Connection]:
         return self.engine.connect()
 
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection that reads what is committed whatever is written meanwhile (the
+        MERGE, on another connection): pipeline.staging_digest."""
+        with self.engine.connect() as conn:
+            backend_for(conn.dialect.name).hold_reads(conn)
+            yield conn
+
+    def cancel(self, conn: Connection) -> None:
+        """Stop ``conn``'s statement in flight (from another thread)."""
+        backend_for(conn.dialect.name).cancel(conn.connection.dbapi_connection)
+
     def final_transaction(self, lock: HeldLock | None
                           ) -> AbstractContextManager[FinalTransaction]:
         return lock.final_transaction() if lock is not None else own_transaction(self.engine)
@@ -105,6 +121,10 @@ class SqlStore:
 
     def final(self, conn: Connection) -> FinalRepository:
         return FinalRepository(conn, self.tables, self.key, self.amount, self.hash_of)
+
+
+class StagingChanged(Exception):
+    """Staging's digest sum, summed beside the MERGE, is not the processors'."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +164,9 @@ class ReconciliationService:
         # and that of the staging rows the plain MERGE leaves out (superseded records)
         self.proven_values: int | None = None
         self.superseded_values: int | None = None
+        # the processors' (rows, digest sum) that staging's, summed beside, must equal;
+        # None once it did (pipeline.staging_digest)
+        self.awaited: tuple[int, int] | None = None
 
     def reconcile(self, run_id: str, aggregated: AggregatedMetrics, merged_at: datetime,
                   repeats: bool | None = None,
@@ -164,10 +187,37 @@ class ReconciliationService:
         ``record`` and ``lock``: see ``merge_and_verify``. ``before_merge``: checks the
         caller decided from figures of its own (volume_vs_history, from BATCH_RUN), after
         the load checks; the MERGE runs only if they passed too.
+
+        Staging's digest sum is summed beside the other checks and the MERGE, and known
+        before anything is decided (pipeline.staging_digest); should it differ from the
+        processors', the checks are decided again with it known first.
         """
+        steps = (run_id, aggregated, merged_at, repeats, stages, repeated, record, lock,
+                 before_merge)
+        if aggregated.row_digest is None:  # a resume: there is no processors' sum to wait for
+            return self._reconcile(*steps, None)
+        beside = StagingDigest(self.store, run_id)
+        try:
+            with beside:
+                return self._reconcile(*steps, beside)
+        except StagingChanged:
+            pass  # the MERGE, if it ran, rolled back
+        except PipelineError:
+            self.checked = self._decided(beside)  # what the job records of a failed run
+            raise
+        self.evidence, self.checked = [], []
+        self.proven_values = self.superseded_values = None
+        return self._reconcile(*steps, None)
+
+    def _reconcile(self, run_id: str, aggregated: AggregatedMetrics, merged_at: datetime,
+                   repeats: bool | None, stages: StageClock | None, repeated: Repeated | None,
+                   record: Record | None, lock: HeldLock | None,
+                   before_merge: Sequence[ReconciliationResult],
+                   beside: StagingDigest | None) -> ReconciliationOutcome:
+        """``reconcile``, staging's digest sum ``beside`` (None: summed in the checks)."""
         superseded: list[int] | None = []  # None: not known, every row is ranked
         with maybe(stages, CHECKS):
-            results, staged = self.load_checks(run_id, aggregated)
+            results, staged = self.load_checks(run_id, aggregated, beside)
             results = checks.in_order([*results, *before_merge])
             staged_rows = staged.rows
             passed = all(r.passed for r in results)
@@ -181,6 +231,7 @@ class ReconciliationService:
         keys = survivors.rows
         self.checked = results
         if not passed:
+            self._confirm(beside)
             skipped = checks.merge_skipped(keys, hashed=self.hash_of is not None)
             return ReconciliationOutcome([*results, *skipped], staged_rows,
                                          staged_rows - keys, self.evidence)
@@ -191,7 +242,7 @@ class ReconciliationService:
             final_results = self.merge_and_verify(run_id, merged_at, survivors,
                                                   collapsed, deduplicate=superseded is None,
                                                   superseded=superseded or (),
-                                                  record=audit, lock=lock)
+                                                  record=audit, lock=lock, beside=beside)
         if final_results is None:
             # The plain MERGE touched another number of FINAL rows than the run has keys
             # (or the database refused it for a key met twice), and rolled back. The key
@@ -202,7 +253,7 @@ class ReconciliationService:
             collapsed = staged_rows - survivors.rows
             with maybe(stages, MERGE, f"{survivors.rows:,} keys, again"):
                 final_results = self.merge_and_verify(run_id, merged_at, survivors, collapsed,
-                                                      record=audit, lock=lock)
+                                                      record=audit, lock=lock, beside=beside)
             assert final_results is not None
         return ReconciliationOutcome([*results, *final_results], staged_rows, collapsed,
                                      self.evidence)
@@ -239,6 +290,34 @@ class ReconciliationService:
         self.superseded_values = repeated.digest_at(superseded)
         return staged.less(records), superseded
 
+    def _confirm(self, beside: StagingDigest | None) -> None:
+        """Wait for staging's digest sum summed ``beside``: StagingChanged (the caller's
+        transaction rolls back) unless it is the processors'. Before anything is decided."""
+        if beside is None or self.awaited is None:
+            return
+        with database_errors(self.engine, "reconciling staging"):
+            found = beside.result()
+        if found != self.awaited:
+            raise StagingChanged
+        self.awaited = None
+        if self.on_proven is not None:
+            self.on_proven()
+
+    def _decided(self, beside: StagingDigest) -> list[ReconciliationResult]:
+        """The checks decided when an error ends the run before ``_confirm``: the column
+        check passed only if staging's sum was summed, and equal, by then."""
+        if self.awaited is None:
+            return self.checked
+        found = beside.known()
+        if found == self.awaited:
+            self._confirm(beside)
+            return self.checked
+        why = ("staging's row digests differ from the processors'" if found is not None
+               else "staging's digest sum was not known yet") + "; the run ended first"
+        return [checks.not_evaluated(r.check_name, r.expected_count, why)
+                if r.check_name == checks.PROCESSED_TO_STAGING_COLUMNS else r
+                for r in self.checked]
+
     def survivors(self, run_id: str) -> Totals:
         """Distinct keys of the run and the totals of each key's last staging row."""
         with database_errors(self.engine, "reconciling staging"), self.store.connect() as conn:
@@ -250,23 +329,32 @@ class ReconciliationService:
         hash total and every stored column."""
         return checks.in_order(self.load_checks(run_id, aggregated)[0])
 
-    def load_checks(self, run_id: str, aggregated: AggregatedMetrics
+    def load_checks(self, run_id: str, aggregated: AggregatedMetrics,
+                    beside: StagingDigest | None = None
                     ) -> tuple[list[ReconciliationResult], Totals]:
-        """reconcile_counts' checks, unordered, and the run's staging totals."""
+        """reconcile_counts' checks, unordered, and the run's staging totals (``beside``:
+        staging's digest sum is being summed beside, ``_confirm`` waits for it)."""
         with database_errors(self.engine, "reconciling staging"), self.store.connect() as conn:
             # the rows' digest sum in the same pass, when the processors' is there to match
             staged = self.store.staging(conn).count_and_amount(
-                run_id, digest=aggregated.row_digest is not None)
-            columns = self._staging_columns(conn, run_id, aggregated, staged)
+                run_id, digest=aggregated.row_digest is not None and beside is None)
+            columns = self._staging_columns(conn, run_id, aggregated, staged, beside)
         return [*checks.load_checks(self.trailer, aggregated, staged.rows, staged.amount,
                                     self.reject_limit, staged.hash), columns], staged
 
-    def _staging_columns(self, conn: Connection, run_id: str,
-                         aggregated: AggregatedMetrics, staged: Totals) -> ReconciliationResult:
+    def _staging_columns(self, conn: Connection, run_id: str, aggregated: AggregatedMetrics,
+                         staged: Totals, beside: StagingDigest | None = None
+                         ) -> ReconciliationResult:
         """processed_to_staging_columns: the processors' digest sum against staging's
         (pipeline.db.digests); on a mismatch, or without the processors' sum (a resume),
-        the rows compared one by one against the input file."""
+        the rows compared one by one against the input file. With staging's sum summed
+        ``beside``, passed as long as ``_confirm`` finds it equal (else all is decided
+        again)."""
         accepted = aggregated.total_read - aggregated.total_errors
+        if aggregated.row_digest is not None and beside is not None:
+            self.awaited = (accepted, aggregated.row_digest)
+            self.proven_values = aggregated.value_digest
+            return checks.columns_check(checks.PROCESSED_TO_STAGING_COLUMNS, accepted, accepted)
         if aggregated.row_digest is not None:
             rows, digest = ((staged.rows, staged.digest) if staged.digest is not None
                             else self.store.staging(conn).digest_total(run_id))
@@ -300,7 +388,9 @@ class ReconciliationService:
                          collapsed: int, deduplicate: bool = True, *,
                          superseded: Sequence[int] = (),
                          record: Record | None = None,
-                         lock: HeldLock | None = None) -> list[ReconciliationResult] | None:
+                         lock: HeldLock | None = None,
+                         beside: StagingDigest | None = None
+                         ) -> list[ReconciliationResult] | None:
         """MERGE, the three checks after it and (``record``) the audit, in one transaction.
 
         It commits only when all three passed, together with what ``record`` writes on
@@ -311,7 +401,8 @@ class ReconciliationService:
 
         Without ``deduplicate``, the staging rows at the ``superseded`` source lines are
         left out, and None is returned (everything rolled back) when the rest turn out to
-        repeat a key after all: the key hashes said they would not.
+        repeat a key after all: the key hashes said they would not. With staging's sum
+        summed ``beside``, nothing is decided before it is confirmed (``_confirm``).
         """
         interrupts.check()  # a safe point: nothing of the MERGE has started
         with database_errors(self.engine, "merging into the final table"), \
@@ -322,6 +413,7 @@ class ReconciliationService:
             if results is None:
                 transaction.rollback()
                 return None
+            self._confirm(beside)
             if all(r.passed for r in results):
                 if record is not None:
                     record(conn, results)

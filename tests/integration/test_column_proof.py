@@ -141,6 +141,8 @@ def test_a_staging_column_changed_to_a_same_length_value_fails_the_night(
     result = next(r for r in outcome.results
                   if r.check_name == checks.PROCESSED_TO_STAGING_COLUMNS)
     evidence = load_evidence(engine, outcome.run_id)
+    # the MERGE that ran beside staging's digest pass was rolled back with its findings
+    assert {e.check_name for e in evidence} == {checks.PROCESSED_TO_STAGING_COLUMNS}
     assert {e.column for e in evidence} <= {"account_id", "description"}
     assert len({e.source_line for e in evidence}) == RECORDS - result.actual_count > 0
     flipped = next(e for e in evidence if e.column == "account_id")

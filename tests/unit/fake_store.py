@@ -37,10 +37,17 @@ class FakeStore:
     staged_passes: int = 0  # passes over the surviving staging rows to digest them
     digest_passes: int = 0  # passes over the run's staging rows for their digests alone
     joins: int = 0  # exact comparisons of surviving staging rows with FINAL's
+    cancels: int = 0  # passes beside the MERGE cancelled (pipeline.staging_digest)
 
     # Store
     def connect(self) -> Any:
         return nullcontext(self)
+
+    def reading(self) -> Any:
+        return nullcontext(self)
+
+    def cancel(self, conn: Any) -> None:
+        self.cancels += 1
 
     @contextmanager
     def final_transaction(self, lock: HeldLock | None) -> Iterator[FinalTransaction]:
@@ -56,9 +63,11 @@ class FakeStore:
             self.rollbacks += 1
             done.append(True)
 
-        yield FinalTransaction(self, commit, rollback)  # type: ignore[arg-type]
-        if not done:  # as own_transaction: rolled back unless committed
-            rollback()
+        try:
+            yield FinalTransaction(self, commit, rollback)  # type: ignore[arg-type]
+        finally:
+            if not done:  # as own_transaction: rolled back unless committed
+                rollback()
 
     def staging(self, conn: Any) -> FakeStore:
         return self

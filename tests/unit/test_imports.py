@@ -28,7 +28,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("db",),
     ("config",),  # the job's configuration
     ("audit",),  # BATCH_RUN and the audit's other tables: what is written and read
-    ("workers", "reconcile", "column_proof", "chains", "identity"),  # a run's parts
+    # a run's parts
+    ("workers", "reconcile", "staging_digest", "column_proof", "chains", "identity"),
     # the commands and their outputs
     ("job", "resume", "resume_types", "validate", "explain", "reporting", "publish",
      "summary", "__main__"),

@@ -13,6 +13,7 @@ from sqlalchemy import create_engine
 
 from pipeline.config import load_config
 from pipeline.db.tables import job_tables
+from pipeline.errors import DatabaseFailure
 from pipeline.jobs import shipped_config
 from pipeline.reconcile import ReconciliationOutcome, ReconciliationService
 from pipeline.repeats import Repeated, whole_keys
@@ -82,7 +83,7 @@ def test_balanced_figures_merge_once_and_every_check_passes() -> None:
     outcome, recorded = reconcile(fake)
     assert outcome.passed and [r.check_name for r in outcome.results] == LOAD + AFTER
     assert fake.merges == [True] and fake.commits == 1 and fake.rollbacks == 0
-    assert fake.digest_passes == 0  # staging's digests were summed as its rows were counted
+    assert fake.digest_passes == 1  # staging's digests summed once, beside the MERGE
     assert recorded == [outcome.results]  # the audit committed with the MERGE
     assert {k: r["amount"] for k, r in fake.final_rows.items()} == {
         (r["txn_id"],): r["amount"] for r in ROWS}
@@ -117,13 +118,53 @@ def test_one_minor_unit_off_in_staging_fails_the_amount_and_merges_nothing() -> 
 
 def test_a_changed_column_in_staging_fails_the_column_check_and_merges_nothing() -> None:
     fake = store(ROWS)
+    fake.final_rows[("T3",)] = {**row(0, "T3", 5), "last_run_id": "earlier"}
+    before = {k: dict(v) for k, v in fake.final_rows.items()}
     fake.staged_rows[2]["description"] = "tea"
-    outcome, _ = reconcile(fake)
+    outcome, recorded = reconcile(fake)
     columns = by_name(outcome)[checks.PROCESSED_TO_STAGING_COLUMNS]
     assert failed(outcome) == [checks.PROCESSED_TO_STAGING_COLUMNS]
     assert (columns.expected_count, columns.actual_count) == (5, 0)
     assert columns.detail.startswith("not provable: staging's row digests differ")
-    assert fake.merges == []
+    # the MERGE ran beside staging's digest pass, and was rolled back once its sum was
+    # known; the checks were then decided as if it had come first: nothing merged
+    assert fake.merges == [True] and fake.rollbacks == 1 and fake.commits == 0
+    assert fake.final_rows == before and recorded == [] and outcome.evidence == []
+    assert [r.check_name for r in outcome.results if not r.evaluated] == AFTER
+    assert all(r.detail.startswith("not evaluated: MERGE skipped") for r in outcome.results
+               if r.check_name in AFTER)
+
+
+@pytest.mark.parametrize("staging_changed", [False, True])
+def test_a_merge_that_fails_leaves_the_column_check_as_far_as_staging_was_summed(
+        staging_changed: bool) -> None:
+    """Staging's digest sum is summed beside the MERGE: a run the MERGE's error ends
+    records processed_to_staging_columns passed only if the sum came, and was equal."""
+    fake = store(ROWS)
+    metrics = processed(ROWS, fake)
+    if staging_changed:
+        fake.staged_rows[2]["description"] = "tea"
+
+    def went_away(_final: object) -> None:
+        raise DatabaseFailure("merging into the final table: the server went away")
+
+    fake.trigger = went_away
+    proven: list[bool] = []
+    service = ReconciliationService(create_engine("sqlite://"), TABLES, CONFIG.key_columns,
+                                    CONFIG.amount, TrailerTotals(5, 99_999_999_999 + 851),
+                                    on_proven=lambda: proven.append(True), store=fake)
+    with pytest.raises(DatabaseFailure):
+        service.reconcile(RUN, metrics, MERGED_AT)
+    columns = next(r for r in service.checked
+                   if r.check_name == checks.PROCESSED_TO_STAGING_COLUMNS)
+    assert [r.check_name for r in service.checked] == LOAD
+    assert fake.final_rows == {} and fake.commits == 0
+    if staging_changed:
+        assert not columns.passed and proven == []
+        assert columns.detail == ("not evaluated: staging's row digests differ from the "
+                                  "processors'; the run ended first")
+    else:
+        assert columns.passed and proven == [True]
 
 
 def test_a_failed_check_of_the_caller_stops_the_merge_too() -> None:

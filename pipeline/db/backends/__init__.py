@@ -90,6 +90,11 @@ class Backend(Protocol):
     def merging(self, connection: Connection) -> AbstractContextManager[None]:
         """Around the MERGE statement, in its transaction: the plan it must take."""
 
+    def hold_reads(self, connection: Connection) -> None:
+        """From now until its transaction ends, ``connection`` can read what is committed
+        whatever another connection writes meanwhile: where readers hold a lock (SQLite),
+        take it now, before a writer can shut readers out (pipeline.staging_digest)."""
+
     def repeated_key(self, exc: BaseException) -> bool:
         """The MERGE was refused because its source holds a key twice."""
 

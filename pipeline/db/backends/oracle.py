@@ -115,6 +115,10 @@ def money_type(dialect: Dialect, precision: int, scale: int) -> TypeEngine[Any]:
     return NUMBER(precision, scale, asdecimal=True)
 
 
+def hold_reads(connection: Connection) -> None:
+    """Nothing: readers and writers see their own snapshots (multiversion reads)."""
+
+
 def merging(connection: Connection) -> AbstractContextManager[None]:
     return nullcontext()  # not measured here: the optimizer's own plan
 

@@ -217,6 +217,10 @@ def lines_in(column: ColumnElement[Any],
 _MERGE_PLAN = {"enable_hashjoin": "off", "enable_mergejoin": "off"}
 
 
+def hold_reads(connection: Connection) -> None:
+    """Nothing: readers and writers see their own snapshots (MVCC), no one waits."""
+
+
 @contextmanager
 def merging(connection: Connection) -> Iterator[None]:
     names = list(_MERGE_PLAN)

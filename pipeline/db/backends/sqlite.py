@@ -200,6 +200,14 @@ def merging(connection: Connection) -> AbstractContextManager[None]:
     return nullcontext()  # its plan walks FINAL's primary key in the source's key order
 
 
+def hold_reads(connection: Connection) -> None:
+    # a read transaction holds the file's SHARED lock from its first read to its end; a
+    # writer wanting to write its pages to the file meanwhile waits (its busy handler) or,
+    # past the busy timeout, keeps them in its cache: it cannot shut this reader out
+    connection.exec_driver_sql("BEGIN")
+    connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").all()
+
+
 def repeated_key(exc: BaseException) -> bool:
     return False  # never refused: the MERGE's guard skips the repeat (pipeline.db.merge)
 

@@ -105,7 +105,7 @@ class SqlStore:
         """A connection that reads what is committed whatever is written meanwhile (the
         MERGE, on another connection): pipeline.staging_digest."""
         with self.engine.connect() as conn:
-            backend_for(conn.dialect.name).hold_reads(conn)
+            backend_for(conn.dialect.name).read_beside(conn)
             yield conn
 
     def cancel(self, conn: Connection) -> None:

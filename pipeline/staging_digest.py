@@ -13,10 +13,11 @@ and the checks are decided again with the sum known first: the same results, the
 audit, FINAL untouched.
 
 SQLite shares its file by locks: the thread takes its read lock before the MERGE starts
-(``hold_reads``), so the MERGE cannot shut it out. A MERGE that must write pages to the
+(``read_beside``), so the MERGE cannot shut it out. A MERGE that must write pages to the
 file before the pass is done waits for it (its busy handler) or, past the lock timeout,
 keeps them in its cache a while longer: never an error, and never a wait longer than the
-pass.
+pass. PostgreSQL would plan the pass with parallel workers, which would take the cores
+the MERGE runs on: it keeps to one process.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from pipeline.generate import generate_file
 from pipeline.job import run_job
 from pipeline.reconcile import SqlStore
 from pipeline.staging_digest import StagingDigest
+from tests.conftest import shipped_job
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,20 @@ def test_on_sqlite_a_writer_beside_the_pass_neither_fails_nor_shuts_it_out(
         writer.close()
         other.close()
         store.engine.dispose()
+
+
+def test_on_postgresql_the_pass_keeps_to_one_process_for_its_transaction_only(
+        pg_url: str, tmp_path: Path) -> None:
+    """Planned with parallel workers, the pass would take the cores the MERGE runs on;
+    the setting ends with the pass's transaction."""
+    config = shipped_job(tmp_path, pg_url)
+    engine = make_engine(pg_url)
+    store = SqlStore(engine, job_tables(config), config.key_columns, config.amount, None)
+    show = "SELECT current_setting('max_parallel_workers_per_gather')"
+    try:
+        with store.reading() as conn:
+            assert conn.exec_driver_sql(show).scalar() == "0"
+            conn.rollback()
+            assert conn.exec_driver_sql(show).scalar() == "2"  # the server's default
+    finally:
+        engine.dispose()

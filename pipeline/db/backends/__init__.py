@@ -90,10 +90,10 @@ class Backend(Protocol):
     def merging(self, connection: Connection) -> AbstractContextManager[None]:
         """Around the MERGE statement, in its transaction: the plan it must take."""
 
-    def hold_reads(self, connection: Connection) -> None:
-        """From now until its transaction ends, ``connection`` can read what is committed
-        whatever another connection writes meanwhile: where readers hold a lock (SQLite),
-        take it now, before a writer can shut readers out (pipeline.staging_digest)."""
+    def read_beside(self, connection: Connection) -> None:
+        """Make ``connection``, until its transaction ends, a reader beside the MERGE
+        (pipeline.staging_digest): one that the MERGE cannot shut out, and that leaves it
+        the cores it runs on."""
 
     def repeated_key(self, exc: BaseException) -> bool:
         """The MERGE was refused because its source holds a key twice."""

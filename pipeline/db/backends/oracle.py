@@ -115,7 +115,7 @@ def money_type(dialect: Dialect, precision: int, scale: int) -> TypeEngine[Any]:
     return NUMBER(precision, scale, asdecimal=True)
 
 
-def hold_reads(connection: Connection) -> None:
+def read_beside(connection: Connection) -> None:
     """Nothing: readers and writers see their own snapshots (multiversion reads)."""
 
 

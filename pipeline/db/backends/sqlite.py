@@ -200,10 +200,11 @@ def merging(connection: Connection) -> AbstractContextManager[None]:
     return nullcontext()  # its plan walks FINAL's primary key in the source's key order
 
 
-def hold_reads(connection: Connection) -> None:
+def read_beside(connection: Connection) -> None:
     # a read transaction holds the file's SHARED lock from its first read to its end; a
     # writer wanting to write its pages to the file meanwhile waits (its busy handler) or,
-    # past the busy timeout, keeps them in its cache: it cannot shut this reader out
+    # past the busy timeout, keeps them in its cache: it cannot shut this reader out. Taken
+    # later, the lock could wait for the MERGE's transaction, which waits for this reader
     connection.exec_driver_sql("BEGIN")
     connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").all()
 

@@ -226,11 +226,12 @@ class FinalRepository:
     def count_and_amount_for_run(self, run_id: str, digest: bool = False) -> Totals:
         """The run's FINAL rows' totals; with ``digest``, their digest over every stored
         column too, in the same pass (``staged_digest`` is its staging twin)."""
-        digested = (backend_for(self.connection.dialect.name).value_digest(
+        backend = backend_for(self.connection.dialect.name)
+        digested = (backend.value_digest(
             self.connection, [self.table.c[c] for c in self.tables.business_columns])
             if digest else None)
         return _totals(self.connection, self.table.c, self.amount, self.hash_of, self.table,
-                       self.table.c.last_run_id == run_id, digest=digested)
+                       backend.rare(self.table.c.last_run_id == run_id), digest=digested)
 
     def merge_run(self, run_id: str, updated_ts: datetime, deduplicate: bool = True,
                   superseded: Sequence[int] = ()) -> int:

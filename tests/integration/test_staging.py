@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, create_engine, event, select, text
 
 from pipeline.config import JobConfig, load_config
+from pipeline.db.engine import make_engine
 from pipeline.db.partitions import run_partition_name
 from pipeline.db.repositories import FinalRepository, StagingRepository
 from pipeline.db.tables import job_tables
@@ -116,6 +118,34 @@ def test_the_checks_read_tonights_rows_only(tmp_path: Path, job_config: JobConfi
 
 
 @pytest.mark.postgresql
+def test_on_sqlite_the_final_check_reads_the_runs_rows_by_their_index_after_analyze(
+        tmp_path: Path) -> None:
+    """A FINAL filled by one load and ANALYZEd says a run id matches all of its rows: the
+    planner would scan the whole table for each night's rows (FINAL 4M + 1M: 0.42 s
+    against 0.32 s by the index, and the gap grows with FINAL)."""
+    config = load_config(shipped_config()).with_overrides(
+        output_dir=tmp_path / "work", database_url=f"sqlite:///{tmp_path / 'p.db'}",
+        input_path=generate_file(tmp_path / "in.dat", 1_000, seed=6).path)
+    outcome = run_job(config)
+    assert outcome.exit_code == 0, outcome.message
+    engine = make_engine(config.database_url)
+    statements: list[tuple[str, Any]] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda _c, _k, sql, params, *_: statements.append((sql, params)))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+        with engine.connect() as conn:
+            final = FinalRepository(conn, job_tables(config), config.key_columns,
+                                    config.amount)
+            assert final.count_and_amount_for_run(outcome.run_id, digest=True).rows == 1_000
+            sql, params = statements[-1]
+            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params).all()
+    finally:
+        engine.dispose()
+    assert "USING INDEX ix_transactions_run" in str(plan), (plan, sql)
+
+
 def test_a_staging_table_made_without_partitions_still_works(
         tmp_path: Path, pg_url: str, pg_config: JobConfig) -> None:
     """A staging table an earlier version created (not partitioned): runs share it."""

@@ -90,6 +90,10 @@ class Backend(Protocol):
     def merging(self, connection: Connection) -> AbstractContextManager[None]:
         """Around the MERGE statement, in its transaction: the plan it must take."""
 
+    def rare(self, condition: ColumnElement[bool]) -> ColumnElement[bool]:
+        """``condition``, said to hold for few of its table's rows where the planner would
+        rather trust statistics that say otherwise (SQLite): a run's rows of FINAL."""
+
     def read_beside(self, connection: Connection) -> None:
         """Make ``connection``, until its transaction ends, a reader beside the MERGE
         (pipeline.staging_digest): one that the MERGE cannot shut out, and that leaves it

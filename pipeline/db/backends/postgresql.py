@@ -217,6 +217,10 @@ def lines_in(column: ColumnElement[Any],
 _MERGE_PLAN = {"enable_hashjoin": "off", "enable_mergejoin": "off"}
 
 
+def rare(condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    return condition  # its statistics count the run ids of FINAL (autovacuum's ANALYZE)
+
+
 def read_beside(connection: Connection) -> None:
     """Readers and writers see their own snapshots (MVCC): no one waits. One process:
     the digest pass over a night's staging rows is planned with two parallel workers,

@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.floor --prepare --input F --backend B --out P`` parses the input
 once with the job's own parser and encodes it with the job's own loader (the rows' values
-in one flat list for SQLite, COPY text for PostgreSQL) into a pickle. ``python -m
+in one flat list for SQLite, with the statement they are bound to, COPY text for
+PostgreSQL) into a pickle. ``python -m
 benchmarks.floor --input P --db URL`` then loads it (untimed) and times only what the
 database must do: load an identical staging table by the fastest method (SQLite: stdlib
 ``executemany`` of the job's many-rows-a-statement INSERT in one transaction, with the
@@ -20,7 +21,6 @@ import sqlite3
 import sys
 import time
 from collections.abc import Iterator
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -57,20 +57,23 @@ def _batches(config: Any, path: Path) -> Iterator[Any]:
 
 def prepare(path: Path, backend: str, out: Path) -> None:
     """Pre-parsed rows exactly as the job's loader hands them to the driver (SQLite: the
-    rows' values one after another, pipeline.db.backends.sqlite.insert_rows)."""
+    rows' values one after another, for the job's statement with the batch's run id and
+    worker id written in, pipeline.db.backends.sqlite.insert_rows)."""
+    from pipeline.db.backends.sqlite import SqliteLoader
     from pipeline.db.bulk import loader_for
 
     config, tables = _job()
     dialect = sqlite.dialect() if backend == "sqlite" else postgresql.psycopg.dialect()
     loader = loader_for(tables, config.detail, config.amount, dialect, BATCH)
-    payloads: list[Any] = []
+    insert_sql, payloads = loader.insert_sql, []
     for batch in _batches(config, path):
-        if backend == "sqlite":
-            payloads.extend(chain.from_iterable(loader.rows(batch)))
+        if isinstance(loader, SqliteLoader):
+            insert_sql, values = loader.unpack(loader.encode(batch))
+            payloads.extend(values)
         else:
             payloads.append(loader.encode(batch))
     with open(out, "wb") as f:
-        pickle.dump((loader.insert_sql, getattr(loader, "copy_sql", ""), payloads), f,
+        pickle.dump((insert_sql, getattr(loader, "copy_sql", ""), payloads), f,
                     protocol=pickle.HIGHEST_PROTOCOL)
 
 

@@ -206,7 +206,7 @@ class ReconciliationService:
             self.checked = self._decided(beside)  # what the job records of a failed run
             raise
         self.evidence, self.checked = [], []
-        self.proven_values = self.superseded_values = None
+        self.proven_values = self.superseded_values = self.awaited = None
         return self._reconcile(*steps, None)
 
     def _reconcile(self, run_id: str, aggregated: AggregatedMetrics, merged_at: datetime,

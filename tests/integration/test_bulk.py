@@ -55,6 +55,26 @@ def test_the_writer_binds_exactly_the_rows_the_processor_encoded(
                               "FROM stg_transactions").fetchone() == (9_007_199_254_740_988, 2)
 
 
+def test_sqlite_writes_a_batchs_run_and_worker_ids_into_its_statement_once(
+        job: tuple[JobConfig, JobTables]) -> None:
+    """They are the same in every row of a batch: sent once, never bound to each row;
+    a quote in a run id stays a value, and each batch keeps its own."""
+    config, tables = job
+    loader = loader_for(tables, config.detail, config.amount, sqlite.dialect(), 10_000)
+    run_id = "r'1); DROP TABLE stg_transactions; --"
+    batches = [StagingBatch(run_id, worker, b.lines, b.columns)
+               for worker, b in ((4, batch()), (7, batch()))]
+    payload = loader.encode(batches[0])
+    assert payload.count(run_id.encode()) == 1
+    connection = sqlite3.connect(":memory:")
+    connection.execute(f"CREATE TABLE stg_transactions ({', '.join(tables.staging.c.keys())})")
+    for each in batches:
+        assert loader.load(connection, loader.encode(each)).loaded == 3
+    assert connection.execute("SELECT run_id, worker_id, count(*) FROM stg_transactions "
+                              "GROUP BY 1, 2 ORDER BY 2").fetchall() == [(run_id, 4, 3),
+                                                                         (run_id, 7, 3)]
+    assert loader.decode(payload) == loader.rows(batches[0])
+
 
 @pytest.mark.parametrize("limit", [9, 20, 250_000])
 def test_sqlite_inserts_many_rows_a_statement_within_its_parameter_limit(

@@ -41,6 +41,9 @@ class StagingDigest:
         self._store, self._run_id = store, run_id
         self._reading = threading.Event()  # the thread holds its view (or failed to)
         self._stop = threading.Event()
+        # the pass's connection while it is open: cancelled under the lock, so never
+        # after the thread has closed it (a closed sqlite3 connection refuses interrupt())
+        self._lock = threading.Lock()
         self._connection: Any = None
         self._found: tuple[int, int] | None = None
         self._error: BaseException | None = None
@@ -54,17 +57,24 @@ class StagingDigest:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self._stop.set()
-        if self._thread.is_alive() and self._connection is not None:
-            self._store.cancel(self._connection)
+        with self._lock:
+            if self._connection is not None:
+                self._store.cancel(self._connection)
         self._thread.join()
 
     def _sum(self) -> None:
         try:
             with self._store.reading() as connection:
-                self._connection = connection
+                with self._lock:
+                    self._connection = connection
                 self._reading.set()
-                if not self._stop.is_set():
-                    self._found = self._store.staging(connection).digest_total(self._run_id)
+                try:
+                    if not self._stop.is_set():
+                        self._found = self._store.staging(connection).digest_total(
+                            self._run_id)
+                finally:
+                    with self._lock:
+                        self._connection = None
         except BaseException as exc:  # the caller's to raise, in its own thread
             self._error = exc
         finally:

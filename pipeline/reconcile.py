@@ -73,7 +73,8 @@ class FinalFigures(Protocol):
 
 
 class Store(Protocol):
-    """Everything ReconciliationService needs of the database: connections, the final
+    """Everything ReconciliationService needs of the database: connections (and one that
+    reads beside the MERGE, which can be cancelled from another thread), the final
     transaction, and the two repositories on a connection. SqlStore is the database's;
     tests/unit/fake_store.py keeps the tables in lists, so the service's rules run
     without any database (as httpx's MockTransport stands in for the network)."""

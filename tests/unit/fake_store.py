@@ -37,7 +37,6 @@ class FakeStore:
     staged_passes: int = 0  # passes over the surviving staging rows to digest them
     digest_passes: int = 0  # passes over the run's staging rows for their digests alone
     joins: int = 0  # exact comparisons of surviving staging rows with FINAL's
-    cancels: int = 0  # passes beside the MERGE cancelled (pipeline.staging_digest)
 
     # Store
     def connect(self) -> Any:
@@ -47,7 +46,7 @@ class FakeStore:
         return nullcontext(self)
 
     def cancel(self, conn: Any) -> None:
-        self.cancels += 1
+        """Nothing to stop: the pass beside the MERGE sums the lists at once."""
 
     @contextmanager
     def final_transaction(self, lock: HeldLock | None) -> Iterator[FinalTransaction]:

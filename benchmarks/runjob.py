@@ -75,7 +75,8 @@ def instrument() -> None:
     _timed(ReconciliationService, "merge_and_verify", "merge_transaction")
     # the column proofs (pipeline.db.digests, the MERGE's join): their own cost. Staging's
     # digest sum is summed in a thread beside the checks and the MERGE: how long that
-    # pass took, and how long the MERGE's transaction then waited for it
+    # pass took, and how long the MERGE's transaction then waited for it. staging_totals
+    # adds both threads' passes over staging: the checks' count and the pass beside
     _timed(StagingRepository, "count_and_amount", "staging_totals")
     _timed(StagingDigest, "_sum", "staging_digest_beside")
     _timed(StagingDigest, "result", "staging_digest_wait")

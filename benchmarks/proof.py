@@ -6,12 +6,12 @@ Two parts, both measured on the shipped job and a generated file:
   (``encode_digested``) against encoding them alone (``encode``), in this process, per
   database's loader, best of 3: the digests' share of the processors' work;
 - in the parent: one job run per database on a fresh database, with
-  ``processed_to_staging_columns`` (the database's digest sum, a pass in a thread beside
-  the checks and the MERGE, pipeline.staging_digest: the pass, and how long the MERGE's
-  transaction then waited for it) and ``staging_to_final_columns`` (FINAL's digest, in
-  the pass that counts its rows, against the processors' less the superseded rows'; the
-  join only on a mismatch) timed inside it (benchmarks.runjob), the counting pass
-  included, against the whole run: the share is what the run waited for.
+  ``processed_to_staging_columns`` (the database's digest sum, in a pass in a thread
+  beside the MERGE with staging's other totals, pipeline.staging_totals: the pass, and
+  how long the MERGE's transaction then waited for it) and ``staging_to_final_columns``
+  (FINAL's digest, in the pass that counts its rows, against the processors' less the
+  superseded rows'; the join only on a mismatch) timed inside it (benchmarks.runjob), the
+  counting pass included, against the whole run: the share is what the run waited for.
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                             postmaster_pid() if backend != "sqlite" else None)
             phases = run_job(target, path).report["phases"]
             run = phases["run_job"]
-            staging = phases.get("staging_digest_beside", 0.0)
-            waited = phases.get("proof_staging", 0.0) + phases.get("staging_digest_wait", 0.0)
+            staging = phases.get("staging_totals_beside", 0.0)
+            waited = phases.get("proof_staging", 0.0) + phases.get("staging_totals_wait", 0.0)
             # FINAL's own digest is taken in the pass that counts its rows (the phase
             # checks_after_merge), the staging side's in proof_final: both are the proof
             final = phases.get("proof_final", 0.0) + phases.get("checks_after_merge", 0.0)

@@ -58,7 +58,7 @@ def instrument() -> None:
     from pipeline.inputs.lines import TextLines
     from pipeline.reconcile import ReconciliationService
     from pipeline.repeats import Repeated
-    from pipeline.staging_digest import StagingDigest
+    from pipeline.staging_totals import StagingTotals
 
     _timed(TextLines, "plan", "plan")  # the shipped job's input is text
     _timed(job, "create_missing_tables", "ddl")
@@ -74,12 +74,12 @@ def instrument() -> None:
     # the MERGE's transaction: connect + MERGE + checks + commit; the rest is the commit
     _timed(ReconciliationService, "merge_and_verify", "merge_transaction")
     # the column proofs (pipeline.db.digests, the MERGE's join): their own cost. Staging's
-    # digest sum is summed in a thread beside the checks and the MERGE: how long that
-    # pass took, and how long the MERGE's transaction then waited for it. staging_totals
-    # adds both threads' passes over staging: the checks' count and the pass beside
+    # totals and digest sum are summed in a thread beside the MERGE: how long that pass
+    # took, and how long the MERGE's transaction then waited for it. staging_totals adds
+    # every pass over staging's totals: the one beside, or the checks' own (a resume)
     _timed(StagingRepository, "count_and_amount", "staging_totals")
-    _timed(StagingDigest, "_sum", "staging_digest_beside")
-    _timed(StagingDigest, "result", "staging_digest_wait")
+    _timed(StagingTotals, "_sum", "staging_totals_beside")
+    _timed(StagingTotals, "result", "staging_totals_wait")
     _timed(ReconciliationService, "_staging_columns", "proof_staging")
     _timed(ReconciliationService, "_final_columns", "proof_final")
     _timed(RunRepository, "start_run", "audit")

@@ -30,7 +30,7 @@ from pipeline.db.tables import JobTables
 from pipeline.errors import PipelineError
 from pipeline.repeats import Repeated
 from pipeline.stages import CHECKS, MERGE, StageClock, maybe
-from pipeline.staging_digest import StagingDigest
+from pipeline.staging_totals import StagingTotals
 from recon import checks
 from recon.values import (
     ROW,
@@ -53,7 +53,6 @@ class StagingFigures(Protocol):
     def surviving_count_and_amount(self, run_id: str) -> Totals: ...
     def collapsed_at_lines(self, run_id: str, lines: Sequence[int]
                            ) -> tuple[Totals, list[int]] | None: ...
-    def digest_total(self, run_id: str) -> tuple[int, int]: ...
 
 
 class FinalFigures(Protocol):
@@ -104,7 +103,7 @@ class SqlStore:
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         """A connection that reads what is committed whatever is written meanwhile (the
-        MERGE, on another connection): pipeline.staging_digest."""
+        MERGE, on another connection): pipeline.staging_totals."""
         with self.engine.connect() as conn:
             backend_for(conn.dialect.name).read_beside(conn)
             yield conn
@@ -125,7 +124,7 @@ class SqlStore:
 
 
 class StagingChanged(Exception):
-    """Staging's digest sum, summed beside the MERGE, is not the processors'."""
+    """Staging's totals, summed beside the MERGE, are not the processors'."""
 
 
 @dataclass(frozen=True)
@@ -165,9 +164,9 @@ class ReconciliationService:
         # and that of the staging rows the plain MERGE leaves out (superseded records)
         self.proven_values: int | None = None
         self.superseded_values: int | None = None
-        # the processors' (rows, digest sum) that staging's, summed beside, must equal;
-        # None once it did (pipeline.staging_digest)
-        self.awaited: tuple[int, int] | None = None
+        # the processors' figures that staging's, summed beside, must equal, and what they
+        # are of; None once they did (pipeline.staging_totals)
+        self.awaited: tuple[Totals, AggregatedMetrics] | None = None
 
     def reconcile(self, run_id: str, aggregated: AggregatedMetrics, merged_at: datetime,
                   repeats: bool | None = None,
@@ -189,15 +188,15 @@ class ReconciliationService:
         caller decided from figures of its own (volume_vs_history, from BATCH_RUN), after
         the load checks; the MERGE runs only if they passed too.
 
-        Staging's digest sum is summed beside the other checks and the MERGE, and known
-        before anything is decided (pipeline.staging_digest); should it differ from the
-        processors', the checks are decided again with it known first.
+        Staging's totals and digest sum are summed beside the MERGE, and known before
+        anything is decided (pipeline.staging_totals); should they differ from the
+        processors', the checks are decided again with staging's read first.
         """
         steps = (run_id, aggregated, merged_at, repeats, stages, repeated, record, lock,
                  before_merge)
         if aggregated.row_digest is None:  # a resume: there is no processors' sum to wait for
             return self._reconcile(*steps, None)
-        beside = StagingDigest(self.store, run_id)
+        beside = StagingTotals(self.store, run_id)
         try:
             with beside:
                 return self._reconcile(*steps, beside)
@@ -214,8 +213,8 @@ class ReconciliationService:
                    repeats: bool | None, stages: StageClock | None, repeated: Repeated | None,
                    record: Record | None, lock: HeldLock | None,
                    before_merge: Sequence[ReconciliationResult],
-                   beside: StagingDigest | None) -> ReconciliationOutcome:
-        """``reconcile``, staging's digest sum ``beside`` (None: summed in the checks)."""
+                   beside: StagingTotals | None) -> ReconciliationOutcome:
+        """``reconcile``, staging's totals summed ``beside`` (None: in the checks)."""
         superseded: list[int] | None = []  # None: not known, every row is ranked
         with maybe(stages, CHECKS):
             results, staged = self.load_checks(run_id, aggregated, beside)
@@ -291,32 +290,54 @@ class ReconciliationService:
         self.superseded_values = repeated.digest_at(superseded)
         return staged.less(records), superseded
 
-    def _confirm(self, beside: StagingDigest | None) -> None:
-        """Wait for staging's digest sum summed ``beside``: StagingChanged (the caller's
-        transaction rolls back) unless it is the processors'. Before anything is decided."""
+    def _confirm(self, beside: StagingTotals | None) -> None:
+        """Wait for staging's totals summed ``beside``: StagingChanged (the caller's
+        transaction rolls back) unless they are the processors'. Before anything is
+        decided."""
         if beside is None or self.awaited is None:
             return
         with database_errors(self.engine, "reconciling staging"):
             found = beside.result()
-        if found != self.awaited:
+        if not self._same(found, self.awaited[0]):
             raise StagingChanged
         self.awaited = None
         if self.on_proven is not None:
             self.on_proven()
 
-    def _decided(self, beside: StagingDigest) -> list[ReconciliationResult]:
-        """The checks decided when an error ends the run before ``_confirm``: the column
-        check passed only if staging's sum was summed, and equal, by then."""
+    def _same(self, found: Totals, processed: Totals) -> bool:
+        """Staging's totals ``found`` are the ``processed`` ones as each staging check
+        compares them (a hash total modulo the trailer field's digits): then every check
+        decided on the processors' figures is decided as on staging's."""
+        hashed = (self.trailer.hash is None or found.hash is not None
+                  and self.trailer.hash.reduce(found.hash)
+                  == self.trailer.hash.reduce(processed.hash or 0))
+        return (hashed and found.rows == processed.rows and found.amount == processed.amount
+                and found.digest == processed.digest)
+
+    def _decided(self, beside: StagingTotals) -> list[ReconciliationResult]:
+        """The checks decided when an error ends the run before ``_confirm``: staging's
+        checks on its own figures, if its pass was over by then (the column check passes
+        only if the digest sums were equal), else not evaluated."""
         if self.awaited is None:
             return self.checked
+        processed, aggregated = self.awaited
         found = beside.known()
-        if found == self.awaited:
+        if found is not None and self._same(found, processed):
             self._confirm(beside)
             return self.checked
-        why = ("staging's row digests differ from the processors'" if found is not None
-               else "staging's digest sum was not known yet") + "; the run ended first"
-        return [checks.not_evaluated(r.check_name, r.expected_count, why)
-                if r.check_name == checks.PROCESSED_TO_STAGING_COLUMNS else r
+        staging = checks.of_stage(checks.STAGING)
+        if found is None:
+            why = "staging's totals were not known yet; the run ended first"
+            return [checks.not_evaluated(r.check_name, r.expected_count, why)
+                    if r.check_name in staging else r for r in self.checked]
+        real = {r.check_name: r for r in checks.load_checks(
+            self.trailer, aggregated, found.rows, found.amount, self.reject_limit, found.hash)}
+        if found.rows != processed.rows or found.digest != processed.digest:
+            real[checks.PROCESSED_TO_STAGING_COLUMNS] = checks.not_evaluated(
+                checks.PROCESSED_TO_STAGING_COLUMNS, processed.rows,
+                "staging's row digests differ from the processors'; the run ended before "
+                "the rows were compared")
+        return [real.get(r.check_name, r) if r.check_name in staging else r
                 for r in self.checked]
 
     def survivors(self, run_id: str) -> Totals:
@@ -331,35 +352,38 @@ class ReconciliationService:
         return checks.in_order(self.load_checks(run_id, aggregated)[0])
 
     def load_checks(self, run_id: str, aggregated: AggregatedMetrics,
-                    beside: StagingDigest | None = None
+                    beside: StagingTotals | None = None
                     ) -> tuple[list[ReconciliationResult], Totals]:
-        """reconcile_counts' checks, unordered, and the run's staging totals (``beside``:
-        staging's digest sum is being summed beside, ``_confirm`` waits for it)."""
-        with database_errors(self.engine, "reconciling staging"), self.store.connect() as conn:
-            # the rows' digest sum in the same pass, when the processors' is there to match
-            staged = self.store.staging(conn).count_and_amount(
-                run_id, digest=aggregated.row_digest is not None and beside is None)
-            columns = self._staging_columns(conn, run_id, aggregated, staged, beside)
+        """reconcile_counts' checks, unordered, and the run's staging totals. With staging's
+        summed ``beside``, decided on the processors' figures as staging's: ``_confirm``
+        waits for staging's and finds them the same, or has everything decided again."""
+        accepted = aggregated.total_read - aggregated.total_errors
+        if beside is not None and aggregated.row_digest is not None:
+            staged = Totals(accepted, aggregated.accepted_amount,
+                            aggregated.hash_accepted if self.hash_of is not None else None,
+                            aggregated.row_digest)
+            self.awaited = (staged, aggregated)
+            self.proven_values = aggregated.value_digest
+            columns = checks.columns_check(checks.PROCESSED_TO_STAGING_COLUMNS, accepted,
+                                           accepted)
+        else:
+            with database_errors(self.engine, "reconciling staging"), \
+                    self.store.connect() as conn:
+                # the rows' digest sum in the same pass, when the processors' is there
+                staged = self.store.staging(conn).count_and_amount(
+                    run_id, digest=aggregated.row_digest is not None)
+                columns = self._staging_columns(conn, run_id, aggregated, staged)
         return [*checks.load_checks(self.trailer, aggregated, staged.rows, staged.amount,
                                     self.reject_limit, staged.hash), columns], staged
 
     def _staging_columns(self, conn: Connection, run_id: str, aggregated: AggregatedMetrics,
-                         staged: Totals, beside: StagingDigest | None = None
-                         ) -> ReconciliationResult:
+                         staged: Totals) -> ReconciliationResult:
         """processed_to_staging_columns: the processors' digest sum against staging's
         (pipeline.db.digests); on a mismatch, or without the processors' sum (a resume),
-        the rows compared one by one against the input file. With staging's sum summed
-        ``beside``, passed as long as ``_confirm`` finds it equal (else all is decided
-        again)."""
+        the rows compared one by one against the input file."""
         accepted = aggregated.total_read - aggregated.total_errors
-        if aggregated.row_digest is not None and beside is not None:
-            self.awaited = (accepted, aggregated.row_digest)
-            self.proven_values = aggregated.value_digest
-            return checks.columns_check(checks.PROCESSED_TO_STAGING_COLUMNS, accepted, accepted)
         if aggregated.row_digest is not None:
-            rows, digest = ((staged.rows, staged.digest) if staged.digest is not None
-                            else self.store.staging(conn).digest_total(run_id))
-            if rows == accepted and digest == aggregated.row_digest:
+            if staged.rows == accepted and staged.digest == aggregated.row_digest:
                 if self.on_proven is not None:
                     self.on_proven()
                 self.proven_values = aggregated.value_digest
@@ -390,7 +414,7 @@ class ReconciliationService:
                          superseded: Sequence[int] = (),
                          record: Record | None = None,
                          lock: HeldLock | None = None,
-                         beside: StagingDigest | None = None
+                         beside: StagingTotals | None = None
                          ) -> list[ReconciliationResult] | None:
         """MERGE, the three checks after it and (``record``) the audit, in one transaction.
 

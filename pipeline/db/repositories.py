@@ -121,29 +121,22 @@ class StagingRepository:
 
     def count_and_amount(self, run_id: str, digest: bool = False) -> Totals:
         """The run's staging totals; with ``digest``, the sum of the rows' digests too
-        (pipeline.db.digests) in the same pass, where the database computes them (None
-        where it does not: ``digest_total`` then)."""
-        digested = (backend_for(self.connection.dialect.name).row_digest(
-            self.connection, self.table) if digest else None)
-        return _totals(self.connection, self.table.c, self.amount, self.hash_of, self.table,
-                       self.table.c.run_id == run_id, digest=digested)
+        (pipeline.db.digests): in the same pass where the database computes them, else
+        from the rows' digests fetched (Oracle)."""
+        backend = backend_for(self.connection.dialect.name)
+        digested = backend.row_digest(self.connection, self.table) if digest else None
+        found = _totals(self.connection, self.table.c, self.amount, self.hash_of, self.table,
+                        self.table.c.run_id == run_id, digest=digested)
+        if digest and digested is None:
+            digests = backend.staging_digests(self.connection, self.table, run_id)[2]
+            found = found._replace(digest=total(digests))
+        return found
 
     def surviving_count_and_amount(self, run_id: str) -> Totals:
         """Distinct keys of the run and the totals of each key's last row."""
         survivors = surviving_rows(self.table, self.key, self.columns).subquery("survivors")
         return _totals(self.connection, survivors.c, self.amount, self.hash_of,
                        params={"run_id": run_id})
-
-    def digest_total(self, run_id: str) -> tuple[int, int]:
-        """The run's rows and the sum of their row digests (pipeline.db.digests): the
-        database's sum where it computes them, else the rows' digests fetched."""
-        backend = backend_for(self.connection.dialect.name)
-        if backend.row_digest(self.connection, self.table) is None:
-            digests = backend.staging_digests(self.connection, self.table, run_id)[2]
-            return len(digests), total(digests)
-        found = self.count_and_amount(run_id, digest=True)
-        assert found.digest is not None
-        return found.rows, found.digest
 
     def collapsed_at_lines(self, run_id: str, lines: Sequence[int]
                            ) -> tuple[Totals, list[int]] | None:

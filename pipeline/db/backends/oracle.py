@@ -185,9 +185,9 @@ class OracleLoader(BulkLoader):
             return [None if v is None else dt.date.fromisoformat(v) for v in column.tolist()]
         return super()._values(field, column)
 
-    def _payload(self, staged: list[list[Any]], rows: list[tuple[Any, ...]]) -> bytes:
+    def _payload(self, staged: list[list[Any]]) -> bytes:
         # Decimal and date values, which marshal cannot carry
-        return unmemoized(rows)
+        return unmemoized(list(zip(*staged, strict=True)))
 
     def decode(self, payload: bytes) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = pickle.loads(payload)

@@ -167,10 +167,10 @@ class SqliteLoader(BulkLoader):
         self._varying = [at for at in range(len(names)) if at not in self._constant]
         self._statements: dict[tuple[str, int], str] = {}
 
-    def _payload(self, staged: list[list[Any]], rows: list[tuple[Any, ...]]) -> bytes:
+    def _payload(self, staged: list[list[Any]]) -> bytes:
         # each column's values dealt into their places: a C loop per column
-        width = len(self._varying)
-        flat: list[Any] = [None] * (width * len(rows))
+        width, rows = len(self._varying), len(staged[0])
+        flat: list[Any] = [None] * (width * rows)
         for at, column in enumerate(self._varying):
             flat[at::width] = staged[column]
         constants = [staged[at][0] if rows else None for at in self._constant]

@@ -164,9 +164,9 @@ class ReconciliationService:
         # and that of the staging rows the plain MERGE leaves out (superseded records)
         self.proven_values: int | None = None
         self.superseded_values: int | None = None
-        # the processors' figures that staging's, summed beside, must equal, and what they
-        # are of; None once they did (pipeline.staging_totals)
-        self.awaited: tuple[Totals, AggregatedMetrics] | None = None
+        # the processors' metrics whose figures staging's, summed beside, must equal
+        # (``_processed``); None once they did (pipeline.staging_totals)
+        self.awaited: AggregatedMetrics | None = None
 
     def reconcile(self, run_id: str, aggregated: AggregatedMetrics, merged_at: datetime,
                   repeats: bool | None = None,
@@ -298,7 +298,7 @@ class ReconciliationService:
             return
         with database_errors(self.engine, "reconciling staging"):
             found = beside.result()
-        if not self._same(found, self.awaited[0]):
+        if not self._same(found, self._processed(self.awaited)):
             raise StagingChanged
         self.awaited = None
         if self.on_proven is not None:
@@ -320,7 +320,7 @@ class ReconciliationService:
         only if the digest sums were equal), else not evaluated."""
         if self.awaited is None:
             return self.checked
-        processed, aggregated = self.awaited
+        aggregated, processed = self.awaited, self._processed(self.awaited)
         found = beside.known()
         if found is not None and self._same(found, processed):
             self._confirm(beside)
@@ -330,8 +330,7 @@ class ReconciliationService:
             why = "staging's totals were not known yet; the run ended first"
             return [checks.not_evaluated(r.check_name, r.expected_count, why)
                     if r.check_name in staging else r for r in self.checked]
-        real = {r.check_name: r for r in checks.load_checks(
-            self.trailer, aggregated, found.rows, found.amount, self.reject_limit, found.hash)}
+        real = {r.check_name: r for r in self._staging_checks(aggregated, found)}
         if found.rows != processed.rows or found.digest != processed.digest:
             real[checks.PROCESSED_TO_STAGING_COLUMNS] = checks.not_evaluated(
                 checks.PROCESSED_TO_STAGING_COLUMNS, processed.rows,
@@ -357,15 +356,12 @@ class ReconciliationService:
         """reconcile_counts' checks, unordered, and the run's staging totals. With staging's
         summed ``beside``, decided on the processors' figures as staging's: ``_confirm``
         waits for staging's and finds them the same, or has everything decided again."""
-        accepted = aggregated.total_read - aggregated.total_errors
         if beside is not None and aggregated.row_digest is not None:
-            staged = Totals(accepted, aggregated.accepted_amount,
-                            aggregated.hash_accepted if self.hash_of is not None else None,
-                            aggregated.row_digest)
-            self.awaited = (staged, aggregated)
+            staged = self._processed(aggregated)
+            self.awaited = aggregated
             self.proven_values = aggregated.value_digest
-            columns = checks.columns_check(checks.PROCESSED_TO_STAGING_COLUMNS, accepted,
-                                           accepted)
+            columns = checks.columns_check(checks.PROCESSED_TO_STAGING_COLUMNS, staged.rows,
+                                           staged.rows)
         else:
             with database_errors(self.engine, "reconciling staging"), \
                     self.store.connect() as conn:
@@ -373,8 +369,21 @@ class ReconciliationService:
                 staged = self.store.staging(conn).count_and_amount(
                     run_id, digest=aggregated.row_digest is not None)
                 columns = self._staging_columns(conn, run_id, aggregated, staged)
-        return [*checks.load_checks(self.trailer, aggregated, staged.rows, staged.amount,
-                                    self.reject_limit, staged.hash), columns], staged
+        return [*self._staging_checks(aggregated, staged), columns], staged
+
+    def _staging_checks(self, aggregated: AggregatedMetrics, staged: Totals
+                        ) -> list[ReconciliationResult]:
+        """The checks before the MERGE but the column check, on staging's totals."""
+        return checks.load_checks(self.trailer, aggregated, staged.rows, staged.amount,
+                                  self.reject_limit, staged.hash)
+
+    def _processed(self, aggregated: AggregatedMetrics) -> Totals:
+        """What staging must hold for every staging check to pass: the processors'
+        accepted rows, amount, hashed field and row digests."""
+        return Totals(aggregated.total_read - aggregated.total_errors,
+                      aggregated.accepted_amount,
+                      aggregated.hash_accepted if self.hash_of is not None else None,
+                      aggregated.row_digest)
 
     def _staging_columns(self, conn: Connection, run_id: str, aggregated: AggregatedMetrics,
                          staged: Totals) -> ReconciliationResult:

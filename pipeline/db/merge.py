@@ -12,10 +12,11 @@ Every clause (PARTITION BY, ON, ON CONFLICT) is written over all of them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, func, literal_column, not_, select
+from sqlalchemy import Select, String, Table, bindparam, func, literal_column, not_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
@@ -33,13 +34,15 @@ def staged_rows(staging: Table, columns: list[str],
     return rows if skip is None else rows.where(not_(skip))
 
 
-def surviving_rows(staging: Table, key: tuple[str, ...], columns: list[str]) -> Select[Any]:
+def surviving_rows(staging: Table, key: tuple[str, ...], columns: list[str],
+                   byte_order: bool = False) -> Select[Any]:
     """The last staging row of each key for the run bound as ``:run_id``."""
     ranked = (
         select(
             *(staging.c[c] for c in columns),
             func.row_number()
-            .over(partition_by=key_of(staging, key), order_by=staging.c.source_line.desc())
+            .over(partition_by=sort_key(key_of(staging, key), byte_order),
+                  order_by=staging.c.source_line.desc())
             .label("rn"),
         )
         .where(staging.c.run_id == bindparam("run_id"))
@@ -54,18 +57,29 @@ class Merge(Executable, ClauseElement):
     inherit_cache = False
 
     def __init__(self, target: Table, source: Select[Any], key: tuple[str, ...],
-                 columns: list[str], deduplicate: bool = True) -> None:
+                 columns: list[str], deduplicate: bool = True, byte_order: bool = False) -> None:
         self.target, self.source, self.key, self.columns = target, source, key, columns
-        self.deduplicate = deduplicate
+        self.deduplicate, self.byte_order = deduplicate, byte_order
+
+
+def sort_key(columns: Sequence[ColumnElement[Any]], byte_order: bool) -> list[ColumnElement[Any]]:
+    """The key's columns as the MERGE's source sorts them. With ``byte_order`` (where the
+    backend says FINAL's key index is in that order anyway: ``key_sorts_as_bytes``), text
+    is compared byte by byte: COLLATE "C" sorts with memcmp and abbreviated keys, where
+    any other collation calls strcoll() for every comparison. Same order, same rows."""
+    if not byte_order:
+        return list(columns)
+    return [c.collate("C") if isinstance(c.type, String) else c for c in columns]
 
 
 def merge_statement(staging: Table, final: Table, key: tuple[str, ...], columns: list[str],
-                    deduplicate: bool = True, skip: ColumnElement[bool] | None = None) -> Merge:
+                    deduplicate: bool = True, skip: ColumnElement[bool] | None = None,
+                    byte_order: bool = False) -> Merge:
     """The MERGE for ``:run_id``, setting LAST_RUN_ID and ``:updated_ts``; the plain one
-    leaves out the staging rows ``skip`` names."""
-    source = (surviving_rows(staging, key, columns) if deduplicate
+    leaves out the staging rows ``skip`` names; ``byte_order``: see ``sort_key``."""
+    source = (surviving_rows(staging, key, columns, byte_order) if deduplicate
               else staged_rows(staging, columns, skip))
-    return Merge(final, source, key, columns, deduplicate)
+    return Merge(final, source, key, columns, deduplicate, byte_order)
 
 
 def merge_params(run_id: str, updated_ts: datetime) -> dict[str, Any]:
@@ -138,7 +152,8 @@ def _merge_standard(element: Merge, compiler: SQLCompiler, ordered: Select[Any] 
 def _in_key_order(element: Merge) -> Select[Any]:
     if element.deduplicate:
         return element.source
-    return element.source.order_by(*(element.source.selected_columns[k] for k in element.key))
+    return element.source.order_by(*sort_key(
+        [element.source.selected_columns[k] for k in element.key], element.byte_order))
 
 
 def _non_key(element: Merge) -> list[str]:

@@ -236,9 +236,11 @@ class FinalRepository:
         """
         skip, params = self._skipping(run_id, superseded)
         params |= merge_params(run_id, updated_ts)
-        statement = merge_statement(self.tables.staging, self.table, self.key,
-                                    self.tables.business_columns, deduplicate, skip)
-        with backend_for(self.connection.dialect.name).merging(self.connection):
+        backend = backend_for(self.connection.dialect.name)
+        statement = merge_statement(
+            self.tables.staging, self.table, self.key, self.tables.business_columns,
+            deduplicate, skip, backend.key_sorts_as_bytes(self.connection, self.table, self.key))
+        with backend.merging(self.connection):
             return int(self.connection.execute(statement, params).rowcount)
 
     def _skipping(self, run_id: str, superseded: Sequence[int]

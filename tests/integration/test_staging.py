@@ -9,6 +9,7 @@ the real databases.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import product
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -235,10 +236,10 @@ def test_the_merge_probes_finals_primary_key_in_key_order(tmp_path: Path,
     try:
         with engine.connect() as conn, conn.begin():
             conn.execute(text("ANALYZE"))
-            for deduplicate in (False, True):
+            for deduplicate, byte_order in product((False, True), (False, True)):
                 statement = merge_statement(tables.staging, tables.final,
                                             pg_config.key_columns, tables.business_columns,
-                                            deduplicate)
+                                            deduplicate, byte_order=byte_order)
                 compiled = statement.compile(dialect=conn.dialect)
                 with merging(conn):
                     plan = "\n".join(conn.exec_driver_sql(
@@ -247,9 +248,53 @@ def test_the_merge_probes_finals_primary_key_in_key_order(tmp_path: Path,
                 assert "Hash" not in plan and "Merge Join" not in plan \
                     and "Merge Left Join" not in plan, plan
                 assert "Index Scan using pk_transactions on transactions" in plan, plan
-                assert "Sort Key: stg_transactions.txn_id" in plan, plan  # key order
+                sort_key = next(line for line in plan.splitlines() if "Sort Key:" in line)
+                assert "stg_transactions.txn_id" in sort_key, plan  # key order
+                assert ('COLLATE "C"' in sort_key) is byte_order, plan
             assert conn.execute(text("SELECT current_setting('enable_hashjoin'), "
                                      "current_setting('enable_mergejoin')")).one() == \
                 ("on", "on")
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgresql
+def test_the_merge_sorts_keys_byte_by_byte_only_where_finals_key_is_in_byte_order(
+        pg_url: str) -> None:
+    """COLLATE "C" gives the MERGE's source FINAL's key order only where FINAL's key
+    collation orders by bytes (C, POSIX, glibc's C.UTF-8); elsewhere (a linguistic
+    collation, ICU) the source keeps the key's own collation."""
+    from sqlalchemy import Column, Integer, MetaData, String, Table
+
+    from pipeline.db.backends.postgresql import key_sorts_as_bytes
+
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            available = set(conn.execute(text("SELECT collname FROM pg_collation")).scalars())
+            default_provider, default_collation = conn.execute(text(
+                "SELECT datlocprovider, datcollate FROM pg_database "
+                "WHERE datname = current_database()")).one()
+            expected = {"C": True, "POSIX": True, "C.utf8": True, "und-x-icu": False,
+                        "en_US.utf8": False, "de_DE.utf8": False}
+            meta = MetaData()
+            for i, (collation, sorts_as_bytes) in enumerate(expected.items()):
+                if collation not in available:
+                    continue
+                table = Table(f"keyed_{i}", meta, Column("k", String(10, collation=collation),
+                                                         primary_key=True))
+                table.create(conn)
+                assert key_sorts_as_bytes(conn, table, ("k",)) is sorts_as_bytes, collation
+            # the database's own collation, as the catalog names it
+            plain = Table("keyed_default", meta, Column("k", String(10), primary_key=True),
+                          Column("n", Integer, primary_key=True))
+            plain.create(conn)
+            assert key_sorts_as_bytes(conn, plain, ("k", "n")) is (
+                default_provider == "c"
+                and default_collation.lower().replace("-", "") in ("c", "posix", "c.utf8"))
+            numbered = Table("keyed_number", meta, Column("n", Integer, primary_key=True))
+            numbered.create(conn)  # no text to compare: byte order changes nothing
+            assert key_sorts_as_bytes(conn, numbered, ("n",)) is True
+            conn.rollback()
     finally:
         engine.dispose()

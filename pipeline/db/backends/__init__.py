@@ -90,6 +90,11 @@ class Backend(Protocol):
     def merging(self, connection: Connection) -> AbstractContextManager[None]:
         """Around the MERGE statement, in its transaction: the plan it must take."""
 
+    def key_sorts_as_bytes(self, connection: Connection, table: Table,
+                           key: tuple[str, ...]) -> bool:
+        """FINAL's key index orders its text by bytes: the MERGE's source may then sort
+        it byte by byte, the cheapest comparison (pipeline.db.merge.sort_key)."""
+
     def rare(self, condition: ColumnElement[bool]) -> ColumnElement[bool]:
         """``condition``, said to hold for few of its table's rows where the planner would
         rather trust statistics that say otherwise (SQLite): a run's rows of FINAL."""

@@ -123,6 +123,10 @@ def read_beside(connection: Connection) -> None:
     """Nothing: readers and writers see their own snapshots (multiversion reads)."""
 
 
+def key_sorts_as_bytes(connection: Connection, table: Table, key: tuple[str, ...]) -> bool:
+    return False  # not measured here: its own NLS_SORT
+
+
 def merging(connection: Connection) -> AbstractContextManager[None]:
     return nullcontext()  # not measured here: the optimizer's own plan
 

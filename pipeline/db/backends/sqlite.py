@@ -235,6 +235,10 @@ def money_type(dialect: Dialect, precision: int, scale: int) -> TypeEngine[Any]:
     return dialect.type_descriptor(BigInteger())
 
 
+def key_sorts_as_bytes(connection: Connection, table: Table, key: tuple[str, ...]) -> bool:
+    return False  # its BINARY collation compares bytes already
+
+
 def merging(connection: Connection) -> AbstractContextManager[None]:
     return nullcontext()  # its plan walks FINAL's primary key in the source's key order
 

@@ -117,4 +117,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.__main__ import exit_process
+
+    exit_process(main())  # as ``python -m pipeline`` ends

@@ -425,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg", "--pg-url", dest="pg", default=DEFAULT_PG,
                         help="PostgreSQL admin URL (fresh databases are created there)")
     parser.add_argument("--no-pg", action="store_true")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     parser.add_argument("--reps", type=int, default=5, help="job and floor runs, alternating")
     parser.add_argument("--results", help="name of the results files (default: "
                         "night-quick, night-full, or night-FINAL+NIGHT)")
@@ -434,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     started, load_start = dt.datetime.now(dt.UTC), load_average()
     workdir = Path(tempfile.mkdtemp(prefix="pipeline-night-"))
     try:
-        targets = [Target("sqlite", workdir)]
+        targets = [] if args.no_sqlite else [Target("sqlite", workdir)]
         if not args.no_pg and pg_reachable(args.pg) is None:
             targets.append(Target("postgresql", workdir, args.pg, postmaster_pid()))
         rows = measure_all(targets, shape, workdir, log, args.reps, repeats)

@@ -478,7 +478,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def exit_process(code: int) -> NoReturn:
     """End this process with ``code``. What the run left in memory is frozen first: the
-    interpreter's last garbage collection would walk all of it (0.1-0.2 s after a night)
+    interpreter's last garbage collection would walk all of it (about 0.1 s after a night)
     only to free memory the process is giving back anyway. atexit handlers still run;
     the run has closed its files, connections and shared memory itself."""
     gc.freeze()

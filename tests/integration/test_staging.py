@@ -9,8 +9,8 @@ the real databases.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from itertools import product
 from datetime import UTC, datetime
+from itertools import product
 from pathlib import Path
 from typing import Any
 

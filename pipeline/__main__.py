@@ -61,12 +61,18 @@ log = logging.getLogger("pipeline.cli")
 DB_URL_ENV = "PIPELINE_DB_URL"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, exiting: bool = False) -> int:
+    """The command ``argv`` names; its exit code. ``exiting``: the process ends once it
+    returns (``exit_process``), so SIGTERM/SIGINT stay recorded, never fatal, through the
+    interpreter's end: a signal after the run's audit committed must not end the process
+    with signal 15, an exit code the audit contradicts. Called in-process (tests), the
+    handlers in place before are put back."""
     interrupts.record_early()  # the console script's first chance (python -m: at import)
     try:
         return _main(argv)
     finally:
-        interrupts.end_early()
+        if not exiting:
+            interrupts.end_early()
 
 
 def _main(argv: list[str] | None) -> int:
@@ -487,8 +493,8 @@ def exit_process(code: int) -> NoReturn:
 
 def console() -> NoReturn:
     """The ``pipeline`` console script."""
-    exit_process(main())
+    exit_process(main(exiting=True))
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    exit_process(main(exiting=True))

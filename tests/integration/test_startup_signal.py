@@ -1,12 +1,13 @@
 """A signal during start-up: ``python -m pipeline`` records SIGTERM/SIGINT before it
 imports anything heavy, so a signal in the first ~0.6 s ends the command with exit 3 and
 one line, never the process with signal 15; a run it reaches stops INTERRUPTED at its
-first safe point."""
+first safe point. A signal as the process ends, after the run, leaves the run's exit code."""
 
 from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,25 @@ def test_a_signal_recorded_at_start_up_stops_the_run_at_its_first_safe_point(
                               {"r": outcome.run_id}).scalar()
     assert status == "INTERRUPTED"
     assert final_rows(engine, job_config) == {}
+
+
+def test_a_signal_as_the_process_ends_leaves_the_runs_exit_code(tmp_path: Path) -> None:
+    """The run over, its audit committed and its summary printed: a SIGTERM while the
+    interpreter ends (here from its last atexit handler, the window a fault trial hit)
+    is recorded, not fatal, and the process exits 0, as BATCH_RUN says, not -15."""
+    made = generate_file(tmp_path / "in.dat", 100, seed=1)
+    database = tmp_path / "p.db"
+    # python -m pipeline, with a SIGTERM to itself after everything else at exit
+    entry = ("import atexit, os, runpy, signal, sys; "
+             "atexit.register(os.kill, os.getpid(), signal.SIGTERM); "
+             "runpy.run_module('pipeline', run_name='__main__', alter_sys=True)")
+
+    done = subprocess.run([sys.executable, "-c", entry, "run", "--input", str(made.path),
+                           "--db", f"sqlite:///{database}"], cwd=tmp_path, text=True,
+                          capture_output=True, timeout=60, check=False)
+
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    assert "OK: all checks passed" in done.stdout
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("SELECT status, exit_code FROM batch_run").fetchall() == \
+            [("SUCCEEDED", 0)]

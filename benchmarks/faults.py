@@ -170,11 +170,19 @@ class Tally:
     failures: list[str] = field(default_factory=list)
 
 
+# A trial's process starts as ``python -m pipeline`` does: SIGTERM/SIGINT recorded from its
+# first moment, before anything heavy is imported, and never fatal until it exits. Started
+# as ``-m benchmarks.faults``, a signal during its imports or as it ended killed it with
+# signal 15, which the real command no longer does.
+CHILD = ("import json, sys; from pipeline import interrupts; interrupts.record_early(); "
+         "from benchmarks.faults import child; sys.exit(child(json.loads(sys.argv[1])))")
+
+
 def _launch(spec: dict[str, Any], token: str) -> subprocess.Popen[bytes]:
     work = Path(spec["work"])
     work.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.faults", "child", json.dumps(spec), token],
+        [sys.executable, "-c", CHILD, json.dumps(spec), token],
         stdout=open(work / "out", "wb"), stderr=open(work / "err", "wb"),  # noqa: SIM115
         start_new_session=True)
 
@@ -431,8 +439,6 @@ def sweep_parser(prog: str, trials: int) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "child":
-        return child(json.loads(argv[1]))
     args = sweep_parser("python -m benchmarks.faults", 200).parse_args(argv)
     only = set(filter(None, args.kinds.split(",")))
     tally = sweep(args.trials, args.records, args.pg_url, args.seed, only)

@@ -2,7 +2,7 @@
 
     python -m benchmarks.faults --trials 200 [--records 20000] [--pg-url URL] [--seed 1]
 
-Each trial runs the shipped job once, in a process of its own (``child`` mode: run_job with
+Each trial runs the shipped job once, in a process of its own (``child()``: run_job with
 an ``after_load`` hook), and hits it with one fault at a random point:
 
 - ``sigterm_stmt``: SIGTERM to itself as the k-th statement after the load starts, or a
@@ -171,9 +171,10 @@ class Tally:
 
 
 # A trial's process starts as ``python -m pipeline`` does: SIGTERM/SIGINT recorded from its
-# first moment, before anything heavy is imported, and never fatal until it exits. Started
-# as ``-m benchmarks.faults``, a signal during its imports or as it ended killed it with
-# signal 15, which the real command no longer does.
+# first statement, before anything heavy is imported, and never fatal until it exits.
+# Started as ``-m benchmarks.faults``, it installed no handler until the run: a signal
+# during its imports killed it with signal 15, where the real command ends with exit 3
+# (only the interpreter's own first 50-70 ms still end with signal 15).
 CHILD = ("import json, sys; from pipeline import interrupts; interrupts.record_early(); "
          "from benchmarks.faults import child; sys.exit(child(json.loads(sys.argv[1])))")
 

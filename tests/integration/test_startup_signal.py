@@ -93,8 +93,8 @@ def test_a_signal_recorded_at_start_up_stops_the_run_at_its_first_safe_point(
 
 def test_a_signal_as_the_process_ends_leaves_the_runs_exit_code(tmp_path: Path) -> None:
     """The run over, its audit committed and its summary printed: a SIGTERM while the
-    interpreter ends (here from its last atexit handler, the window a fault trial hit)
-    is recorded, not fatal, and the process exits 0, as BATCH_RUN says, not -15."""
+    interpreter ends (here from its last atexit handler) is recorded, not fatal, and the
+    process exits 0, as BATCH_RUN says, not -15 as it did."""
     made = generate_file(tmp_path / "in.dat", 100, seed=1)
     database = tmp_path / "p.db"
     # python -m pipeline, with a SIGTERM to itself after everything else at exit

@@ -492,9 +492,9 @@ def exit_process(code: int) -> NoReturn:
 
 
 def console() -> NoReturn:
-    """The ``pipeline`` console script."""
+    """The process's own entry: the ``pipeline`` console script and ``python -m pipeline``."""
     exit_process(main(exiting=True))
 
 
 if __name__ == "__main__":
-    exit_process(main(exiting=True))
+    console()
